@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv from scratch when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+# torch is installed first and on its own, exactly as pinned, so that no resolver ever picks
+# a CUDA build; the package and its pinned dependencies follow (pyproject.toml is the one place
+# where versions live).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	$(BIN)/tokenweight demo
+
+bench: setup
+	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_loss_memory.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

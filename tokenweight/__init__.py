@@ -1,0 +1,43 @@
+"""tokenweight: token-weighted training for long-context language models.
+
+The core is three pure, tensor-in/tensor-out steps (METHOD.md):
+
+1. :func:`token_nll` / :func:`short_context_nll` (``tokenweight.scoring``): per-token NLL with full
+   and with short context;
+2. :class:`WeightingScheme` (``tokenweight.weighting``): scores -> loss weights, every scheme of the
+   paper composed from transforms, truncation, sparsification, normalisation and interpolation;
+3. :func:`weighted_lm_loss` (``tokenweight.loss``): chunked weighted cross-entropy that never holds
+   the full ``[b, n, V]`` logits.
+
+Names are loaded lazily so that ``import tokenweight`` (and the CLI's ``--help``) does not pay for
+importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "token_nll": "tokenweight.scoring",
+    "short_context_nll": "tokenweight.scoring",
+    "window_starts": "tokenweight.scoring",
+    "WeightingScheme": "tokenweight.weighting",
+    "weighted_lm_loss": "tokenweight.loss",
+    "UsageError": "tokenweight.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokenweight' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,14 @@
+"""User-facing errors.
+
+Library functions raise ``ValueError`` for bad arguments (the message names the parameter, the
+value and the valid range). Pipeline code raises :class:`UsageError` for bad *input* (a missing
+file, a stale cache, an empty corpus): the CLI prints its message as one line, without a
+traceback, and exits with code 2. The message should say what is wrong and how to fix it.
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: the CLI prints ``tokenweight: error: <message>`` and exits 2."""
+
+
+EXIT_USAGE = 2
