@@ -1,0 +1,211 @@
+"""short_context_nll and token_nll against brute-force references on a tiny random Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import tokenweight.scoring as scoring
+from tokenweight import short_context_nll, token_nll, window_starts
+
+BOS = 1
+ATOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=BOS, eos_token_id=2, pad_token_id=0, attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def random_ids(b, n, seed=0, bos=True):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 97, (b, n), generator=g)
+    if bos:
+        ids[:, 0] = BOS
+    return ids
+
+
+def full_logits_nll(model, ids_1d):
+    """NLL of tokens 1..len-1 of one unpadded sequence, full logits, plain forward: [len-1]."""
+    with torch.no_grad():
+        logits = model(ids_1d[None]).logits[0]
+    return F.cross_entropy(logits[:-1].float(), ids_1d[1:], reduction="none")
+
+
+def brute_force_short(model, ids_1d, window, stride, bos=None):
+    """Every window run on its own; each target taken from the first window that scores it."""
+    n = ids_1d.shape[0]
+    if n <= window:
+        return full_logits_nll(model, ids_1d)
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    out = torch.full((n - 1,), float("nan"))
+    for start in starts:
+        win = ids_1d[start : start + window].clone()
+        if start > 0 and bos is not None and ids_1d[0] == bos:
+            win[0] = bos
+        nll = full_logits_nll(model, win)
+        for j in range(window - 1):  # target at absolute position start + j + 1
+            p = start + j + 1
+            if torch.isnan(out[p - 1]):
+                out[p - 1] = nll[j]
+    assert not torch.isnan(out).any()
+    return out
+
+
+def test_window_starts_match_reference_when_divisible():
+    assert window_starts(32, 8, 6) == [0, 6, 12, 18, 24]
+    assert window_starts(32768, 8192, 6144) == list(range(0, 32768 - 8192 + 1, 6144))
+    assert len(window_starts(32768, 8192, 6144)) == 32768 // 8192 + 1
+
+
+def test_window_starts_any_length():
+    assert window_starts(30, 8, 6) == [0, 6, 12, 18, 22]  # last window aligned to the end
+    assert window_starts(8, 8, 3) == [0]
+    assert window_starts(5, 8, 3) == [0]
+    assert window_starts(9, 8, 7) == [0, 1]
+
+
+def test_token_nll_equals_full_logits(model):
+    ids = random_ids(3, 40)
+    got = token_nll(model, ids)
+    for r in range(3):
+        torch.testing.assert_close(got[r], full_logits_nll(model, ids[r]), atol=ATOL, rtol=0)
+
+
+def test_token_nll_padding(model):
+    ids = random_ids(3, 40, seed=1)
+    lengths = [40, 17, 2]
+    mask = torch.zeros_like(ids)
+    for r, L in enumerate(lengths):
+        mask[r, :L] = 1
+        ids[r, L:] = 0
+    got = token_nll(model, ids, mask)
+    for r, L in enumerate(lengths):
+        torch.testing.assert_close(got[r, : L - 1], full_logits_nll(model, ids[r, :L]), atol=ATOL, rtol=0)
+        assert torch.all(got[r, L - 1 :] == 0)
+
+
+@pytest.mark.parametrize("bos", [None, BOS])
+@pytest.mark.parametrize("n", [32, 30, 37])  # (n - w) % s == 0 for s in {1, 2, 3, 4, 6} at 32
+def test_short_context_all_strides(model, n, bos):
+    window = 8
+    ids = random_ids(2, n, seed=n, bos=bos is not None)
+    for stride in range(1, window):
+        got = short_context_nll(model, ids, window, stride, bos_token_id=bos)
+        for r in range(2):
+            want = brute_force_short(model, ids[r], window, stride, bos)
+            torch.testing.assert_close(got[r], want, atol=ATOL, rtol=0, msg=f"stride={stride} row={r}")
+
+
+def test_stride_one_is_exact_definition(model):
+    """s = 1: token t is predicted from exactly the w-1 tokens before it (t >= w)."""
+    window, n = 6, 20
+    ids = random_ids(1, n, seed=5, bos=False)
+    got = short_context_nll(model, ids, window, 1)[0]
+    for t in range(window, n):
+        ctx = ids[0, t - window + 1 : t + 1]
+        want = full_logits_nll(model, ctx)[-1]
+        torch.testing.assert_close(got[t - 1], want, atol=ATOL, rtol=0)
+
+
+def test_bos_replacement_changes_windows(model):
+    ids = random_ids(1, 32, seed=3)
+    with_bos = short_context_nll(model, ids, 8, 6, bos_token_id=BOS)
+    without = short_context_nll(model, ids, 8, 6)
+    assert torch.equal(with_bos[0, :7], without[0, :7])  # window 0 is the same
+    assert not torch.allclose(with_bos[0, 7:], without[0, 7:])
+    # rows that do not start with BOS are left alone
+    ids2 = random_ids(1, 32, seed=3, bos=False)
+    assert torch.equal(short_context_nll(model, ids2, 8, 6, bos_token_id=BOS), short_context_nll(model, ids2, 8, 6))
+
+
+def test_padding_respected(model):
+    window, stride, n = 8, 5, 33
+    ids = random_ids(4, n, seed=7)
+    lengths = [33, 21, 8, 5]  # longer than w (non-divisible), = w, < w
+    mask = torch.zeros_like(ids)
+    for r, L in enumerate(lengths):
+        mask[r, :L] = 1
+        ids[r, L:] = 0
+    got = short_context_nll(model, ids, window, stride, attention_mask=mask, bos_token_id=BOS)
+    for r, L in enumerate(lengths):
+        want = brute_force_short(model, ids[r, :L], window, stride, BOS)
+        torch.testing.assert_close(got[r, : L - 1], want, atol=ATOL, rtol=0)
+        assert torch.all(got[r, L - 1 :] == 0)
+
+
+def test_short_equals_long_when_sequence_fits(model):
+    ids = random_ids(2, 8)
+    torch.testing.assert_close(short_context_nll(model, ids, 8, 3), token_nll(model, ids), atol=ATOL, rtol=0)
+
+
+def test_skip_first_window(model):
+    ids = random_ids(2, 30, seed=11)
+    full = short_context_nll(model, ids, 8, 6, bos_token_id=BOS)
+    skipped = short_context_nll(model, ids, 8, 6, bos_token_id=BOS, skip_first_window=True)
+    assert torch.all(skipped[:, :7] == 0)
+    torch.testing.assert_close(skipped[:, 7:], full[:, 7:], atol=ATOL, rtol=0)
+    # window 0 of the short pass is the long pass itself
+    torch.testing.assert_close(full[:, :7], token_nll(model, ids)[:, :7], atol=ATOL, rtol=0)
+
+
+def test_batch_size_does_not_change_result(model):
+    ids = random_ids(3, 37, seed=2)
+    a = short_context_nll(model, ids, 8, 3, batch_size=1)
+    b = short_context_nll(model, ids, 8, 3, batch_size=100)
+    torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def test_full_forward_fallback_equals_split_path(model, monkeypatch):
+    ids = random_ids(2, 30, seed=4)
+    fast = short_context_nll(model, ids, 8, 5, bos_token_id=BOS)
+    monkeypatch.setattr(scoring, "_split_model", lambda m: None)
+    slow = short_context_nll(model, ids, 8, 5, bos_token_id=BOS)
+    torch.testing.assert_close(fast, slow, atol=ATOL, rtol=0)
+
+
+def test_head_only_on_kept_positions(model, monkeypatch):
+    """No vocabulary work for discarded positions: the LM head sees exactly n-1 rows per sequence."""
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    try:
+        short_context_nll(model, random_ids(2, 32), 8, 6)
+    finally:
+        handle.remove()
+    assert sum(seen) == 2 * 31
+
+
+def test_mode_restored_and_no_grad(model):
+    model.train()
+    try:
+        out = short_context_nll(model, random_ids(1, 20), 8, 4)
+        assert model.training and not out.requires_grad and out.dtype == torch.float32
+        out = token_nll(model, random_ids(1, 20))
+        assert model.training and not out.requires_grad
+    finally:
+        model.eval()
+
+
+@pytest.mark.parametrize("window,stride", [(8, 0), (8, 8), (8, 9), (1, 1), (8, -1), (8, 2.5)])
+def test_bad_window_or_stride(model, window, stride):
+    with pytest.raises(ValueError, match="stride|window"):
+        short_context_nll(model, random_ids(1, 20), window, stride)
+
+
+def test_bad_mask(model):
+    ids = random_ids(1, 10)
+    left_padded = torch.tensor([[0, 0] + [1] * 8])
+    with pytest.raises(ValueError, match="right-padded"):
+        short_context_nll(model, ids, 4, 2, attention_mask=left_padded)
+    with pytest.raises(ValueError, match="shape"):
+        token_nll(model, ids, torch.ones(1, 9))

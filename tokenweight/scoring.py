@@ -1,0 +1,272 @@
+"""Token scoring: per-token negative log-likelihood with full and with short context.
+
+Two functions, both pure (tensors in, tensors out, no gradient, the model's train/eval mode
+restored), both aligned like the labels of a causal LM: entry ``j`` of the ``[b, n-1]`` result is
+the NLL of token ``j+1`` given what precedes it.
+
+- :func:`token_nll`: full context, one forward pass.
+- :func:`short_context_nll`: the *short-context* NLL of METHOD.md. A short-context model must not
+  see further back than ``window`` tokens. A banded attention mask does not achieve that (every
+  layer widens the receptive field by the band), so the sequence is cut into separate windows:
+  starts ``0, s, 2s, ...`` and a last window aligned to the end of the sequence. Window 0 scores
+  positions ``1 … window-1``; window ``k >= 1`` scores only the positions that no earlier window
+  scored (its last ``stride`` positions, fewer for the end-aligned last window), so every scored
+  token sees at least ``window - stride`` tokens of context. When ``(n - window) % stride == 0``
+  these are exactly the windows of the paper's reference implementation.
+
+Why it is fast: all windows of a batch are stacked and run together (windows of equal length need
+no attention mask at all), hidden states are taken from the decoder, and the vocabulary projection
+is applied only to the positions that are kept -- on a small-vocabulary model the LM head is a
+large share of the work, and a quarter of every strided window is context that is never scored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: config attributes that change logits after the LM head; models that set any of them are
+#: scored through their own forward (full logits) so that the NLL is always the model's own.
+_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+#: positions per LM-head chunk: bounds the ``[chunk, V]`` float32 logits held at any time.
+_HEAD_CHUNK = 2048
+
+
+class _eval_mode:
+    """Context manager: model in eval mode and no gradient; the previous mode is restored."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+
+    def __exit__(self, *exc):
+        self.no_grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def _split_model(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """Return ``(decoder, lm_head)`` when logits are exactly ``lm_head(decoder(x).last_hidden_state)``."""
+    config = getattr(model, "config", None)
+    if config is None or any(getattr(config, a, None) not in (None, 1, 1.0) for a in _LOGIT_POSTPROCESSING):
+        return None
+    get_decoder = getattr(model, "get_decoder", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    try:
+        decoder, head = get_decoder(), get_head()
+    except (AttributeError, NotImplementedError):
+        return None
+    if not isinstance(decoder, nn.Module) or not isinstance(head, nn.Linear) or decoder is model:
+        return None
+    return decoder, head
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _nll_at(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    rows: Tensor,
+    cols: Tensor,
+    targets: Tensor,
+) -> Tensor:
+    """NLL of ``targets[k]`` predicted at position ``(rows[k], cols[k])`` of a forward pass.
+
+    input_ids: [B, L]; rows, cols, targets: [K] -> [K] float32. Logits are computed for the K
+    requested positions only (when the model is a plain decoder + linear head).
+    """
+    split = _split_model(model)
+    if split is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return F.cross_entropy(logits[rows, cols].float(), targets, reduction="none")
+    decoder, head = split
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    picked = hidden[rows, cols]  # [K, d]
+    out = torch.empty(picked.shape[0], dtype=torch.float32, device=picked.device)
+    for i in range(0, picked.shape[0], _HEAD_CHUNK):
+        logits = head(picked[i : i + _HEAD_CHUNK]).float()
+        out[i : i + _HEAD_CHUNK] = F.cross_entropy(logits, targets[i : i + _HEAD_CHUNK], reduction="none")
+    return out
+
+
+def _lengths(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Length of every row of a right-padded batch: [b] long. Refuses other padding layouts."""
+    b, n = input_ids.shape
+    if attention_mask is None:
+        return torch.full((b,), n, dtype=torch.long, device=input_ids.device)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
+            f"{tuple(input_ids.shape)}: they must be equal"
+        )
+    mask = attention_mask.to(torch.bool)
+    lengths = mask.sum(dim=1)
+    expected = torch.arange(n, device=mask.device)[None, :] < lengths[:, None]
+    if not torch.equal(mask, expected):
+        raise ValueError("attention_mask must be right-padded (ones, then zeros in every row): pad on the right")
+    return lengths.long()
+
+
+def token_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """Per-token NLL with full context.
+
+    Args:
+        model: any ``transformers`` causal LM (or a module with the same call convention).
+        input_ids: [b, n] token ids.
+        attention_mask: [b, n] 1 for tokens, 0 for right padding (optional).
+
+    Returns:
+        [b, n-1] float32; entry ``j`` is ``-log p(x_{j+1} | x_0..x_j)``; 0 where ``x_{j+1}`` is padding.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
+    b, n = input_ids.shape
+    device = _model_device(model)
+    input_ids = input_ids.to(device)
+    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+    if n < 2:
+        return out
+    scored = torch.arange(1, n, device=device)[None, :] < lengths[:, None]  # [b, n-1]: target is a token
+    rows, cols = scored.nonzero(as_tuple=True)
+    mask = None if attention_mask is None or bool((lengths == n).all()) else attention_mask.to(device)
+    with _eval_mode(model):
+        out[rows, cols] = _nll_at(model, input_ids, mask, rows, cols, input_ids[rows, cols + 1])
+    return out
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Start positions of the short-context windows for a sequence of ``n`` tokens.
+
+    ``0, stride, 2·stride, …`` while the window fits, then one window aligned to the end (``n -
+    window``) unless the last one already ends there. ``n <= window`` gives ``[0]`` (full context).
+    With ``(n - window) % stride == 0`` this is the reference implementation's ``range(0, n-w+1, s)``.
+    """
+    _check_window(window, stride)
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts
+
+
+def _check_window(window: int, stride: int) -> None:
+    if not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    if not isinstance(stride, int) or not 1 <= stride < window:
+        raise ValueError(f"stride must be an integer in [1, window) = [1, {window}), got {stride!r}")
+
+
+def _plan(lengths: list[int], window: int, stride: int, skip_first_window: bool) -> dict[int, list[tuple]]:
+    """Windows to run, grouped by window length.
+
+    Returns {window_length: [(row, start, first_target, end), ...]} where the window covers tokens
+    ``[start, start + window_length)`` of ``row`` and scores the targets ``first_target … end-1``
+    (absolute positions). Grouping by length lets every group run without an attention mask.
+    """
+    groups: dict[int, list[tuple]] = defaultdict(list)
+    for row, length in enumerate(lengths):
+        if length < 2:
+            continue
+        prev_end = 0
+        for k, start in enumerate(window_starts(length, window, stride)):
+            end = min(start + window, length)
+            first = start + 1 if k == 0 else prev_end
+            prev_end = end
+            if k == 0 and skip_first_window:
+                continue
+            groups[end - start].append((row, start, first, end))
+    return groups
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def short_context_nll(
+    model: nn.Module,
+    input_ids: Tensor,
+    window: int,
+    stride: int,
+    attention_mask: Tensor | None = None,
+    bos_token_id: int | None = None,
+    skip_first_window: bool = False,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Per-token NLL under a short context of at most ``window`` tokens (METHOD.md, step 1).
+
+    Args:
+        model: any ``transformers`` causal LM: the model being trained (self-scoring) or a frozen
+            scorer with the same tokenizer.
+        input_ids: [b, n] token ids, right-padded when rows differ in length.
+        window: ``w``, the most tokens a window holds (>= 2).
+        stride: ``s``, distance between window starts, ``1 <= s < w``; every scored token sees at
+            least ``w - s`` tokens of context (``s = 1`` is the exact, slow definition).
+        attention_mask: [b, n], 1 for tokens, 0 for right padding.
+        bos_token_id: when given, every window ``k >= 1`` of a row that starts with this token has
+            its first token replaced by it, so that every window starts with BOS (as the reference).
+        skip_first_window: for self-scoring, where window 0 is the long pass itself: window 0 is
+            not run and entries ``0 … w-2`` are left 0 (the caller copies them from ``token_nll``).
+            Rows of at most ``w`` tokens are then all zeros.
+        batch_size: windows per forward pass (default: about 16k tokens per pass).
+
+    Returns:
+        [b, n-1] float32, aligned like :func:`token_nll` (entry ``j`` is the NLL of token ``j+1``);
+        0 where the target is padding. Rows of at most ``window`` tokens get the full-context NLL.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
+    _check_window(window, stride)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    device = _model_device(model)
+    input_ids = input_ids.to(device)
+    b, n = input_ids.shape
+    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+    if n < 2:
+        return out
+    starts_with_bos = (
+        (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
+    )
+    groups = _plan(lengths.tolist(), window, stride, skip_first_window)
+    per_pass = batch_size or max(1, 16384 // window)
+    with _eval_mode(model):
+        for length, windows in sorted(groups.items()):
+            for batch in _batches(windows, per_pass):
+                rows = torch.tensor([w[0] for w in batch], device=device)
+                starts = torch.tensor([w[1] for w in batch], device=device)
+                ids = input_ids[rows[:, None], starts[:, None] + torch.arange(length, device=device)]
+                for i, (row, start, _, _) in enumerate(batch):
+                    if start > 0 and starts_with_bos[row]:
+                        ids[i, 0] = bos_token_id
+                # Kept positions: target t (absolute) is predicted at window column t - start - 1.
+                win_idx, cols, tgt_abs = [], [], []
+                for i, (row, start, first, end) in enumerate(batch):
+                    t = torch.arange(first, end, device=device)
+                    win_idx.append(torch.full_like(t, i))
+                    cols.append(t - start - 1)
+                    tgt_abs.append(t)
+                win_idx, cols, tgt_abs = torch.cat(win_idx), torch.cat(cols), torch.cat(tgt_abs)
+                nll = _nll_at(model, ids, None, win_idx, cols, ids[win_idx, cols + 1])
+                out[rows[win_idx], tgt_abs - 1] = nll
+    return out
