@@ -1,0 +1,223 @@
+"""``tokenweight pretrain`` / ``train`` end to end on tiny models and hand-built data: outputs
+(HF model, logs, TensorBoard, summary), context extension, frozen scoring, resume after an
+interruption == uninterrupted run, NaN guard, bad input -> exit 2 with one line, torchrun (2 procs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from train_helpers import BOS, make_prepared, tiny_model  # noqa: E402
+
+from tokenweight.cli.main import main  # noqa: E402
+from tokenweight.models import THETA_EXPONENT  # noqa: E402
+
+N, W = 64, 16
+TINY = ["--init", "tiny", "--batch-size", "2", "--lr", "3e-3", "--warmup-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_train")
+    return {"root": root, "data": make_prepared(root / "data", n=N, count=10, short_every=4)}
+
+
+def train(env, out, *extra, command="train"):
+    return main([command, "--data", str(env["data"]), "--out", str(out), *extra])
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def log_lines(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tokenweight: error: "), err
+    return err[0]
+
+
+def test_pretrain_then_weighted_extension(env, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pre = env["root"] / "pre"
+    assert train(env, pre, *TINY, "--window", str(W), "--max-steps", "4", "--save-steps", "2",
+                 command="pretrain") == 0
+    assert "pretrained 4 steps" in capsys.readouterr().out
+    model = AutoModelForCausalLM.from_pretrained(pre / "model")
+    assert model.config.max_position_embeddings == W and model.config.bos_token_id == BOS
+    assert AutoTokenizer.from_pretrained(pre / "model").bos_token_id == BOS
+    assert (pre / "checkpoint-4" / "model.safetensors").is_file()
+    assert list((pre / "tensorboard").glob("events.out.tfevents.*"))
+    lines = log_lines(pre)
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    assert all(x["weight_std"] == 0 and x["weight_mean"] == 1 and x["weighted_loss"] == x["plain_loss"] for x in lines)
+    summary = json.loads((pre / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["tokens"] == sum(x["tokens"] for x in lines) > 0
+
+    out = env["root"] / "dense"
+    assert train(env, out, "--model", str(pre / "model"), "--scheme", "dense:0.75", "--scorer", "self",
+                 "--max-steps", "3", "--batch-size", "2") == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["max_position_embeddings"] == N
+    assert config["rope_parameters"]["rope_theta"] == pytest.approx(10000 * (N / W) ** THETA_EXPONENT, rel=1e-9)
+    run = json.loads((out / "run_config.json").read_text())
+    assert (run["window"], run["stride"], run["n"], run["scheme"]) == (W, 12, N, "dense:0.75")
+    lines = log_lines(out)
+    assert len(lines) == 3 and all(x["weight_std"] > 0 and abs(x["weight_mean"] - 1) < 1e-6 for x in lines)
+    assert all(math.isfinite(x["loss"]) and x["tokens_per_s"] > 0 for x in lines)
+
+
+def test_frozen_scorer_and_its_cache_checks(env, capsys):
+    from tokenweight.scorecache import compute_scores
+
+    scorer = env["root"] / "scorer"
+    tiny_model(n=N).save_pretrained(scorer)
+    cache = env["root"] / "scores"
+    compute_scores(cache, env["data"], scorer, window=W, device="cpu")
+    out = env["root"] / "frozen"
+    assert train(env, out, *TINY, "--scheme", "sparse:0.5", "--scorer", "frozen", "--scores", str(cache),
+                 "--max-steps", "2") == 0
+    lines = log_lines(out)
+    assert all(x["weight_zero_share"] > 0.3 for x in lines)  # sparse: about half the tokens get 0
+    capsys.readouterr()
+    assert train(env, env["root"] / "f2", *TINY, "--scheme", "dense:0.5", "--scorer", "frozen", "--scores",
+                 str(cache), "--window", "32") == 2
+    assert "was computed for window 16 but training asks for 32" in one_line_error(capsys)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, capsys):
+    from tokenweight.train.trainer import WeightedTrainer
+
+    args = [*TINY, "--scheme", "sparse:0.5", "--scorer", "self", "--window", str(W), "--max-steps", "8",
+            "--save-steps", "3", "--seed", "1"]
+    full = env["root"] / "full"
+    assert train(env, full, *args) == 0
+
+    part = env["root"] / "part"
+    original = WeightedTrainer.training_step
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 7:  # during step 7: checkpoint-6 exists, steps 1-6 are logged
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(WeightedTrainer, "training_step", interrupted)
+    assert train(env, part, *args) == 130
+    monkeypatch.setattr(WeightedTrainer, "training_step", original)
+    assert (part / "checkpoint-6").is_dir() and not (part / "model").exists()
+    assert train(env, part, *args, "--resume") == 0
+    assert "resumed from checkpoint-6" in capsys.readouterr().out
+
+    a, b = weights(full / "model"), weights(part / "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    la, lb = log_lines(full), log_lines(part)
+    assert [x["step"] for x in lb] == list(range(1, 9))
+    for x, y in zip(la, lb):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5) and y["weight_zero_share"] == x["weight_zero_share"]
+    assert json.loads((part / "summary.json").read_text())["tokens"] == json.loads((full / "summary.json").read_text())["tokens"]
+
+
+def test_nan_guard_exits_2_naming_step_and_sequences(env, capsys):
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(env["data"] / "train"))["input_ids"]
+    counts = {}
+    for i, r in enumerate(rows):
+        for t in set(r[1:]):
+            counts.setdefault(t, set()).add(i)
+    token, seqs = min(counts.items(), key=lambda kv: len(kv[1]))  # the rarest token and its sequences
+    model = tiny_model(n=N, tie=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[token] = math.nan
+    bad = env["root"] / "nan-model"
+    model.save_pretrained(bad)
+    capsys.readouterr()
+    assert train(env, env["root"] / "nan", "--model", str(bad), "--batch-size", "10", "--max-steps", "2") == 2
+    line = one_line_error(capsys)
+    assert f"non-finite training loss (nan) at step 1 on train sequences {sorted(seqs)}" in line
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--init", "tiny", "--model", "x"], "pass exactly one of --model"),
+    (["--init", "huge"], "is not a preset"),
+    (["--model", "/no/such/model"], "model path '/no/such/model' does not exist"),
+    (["--init", "tiny", "--scheme", "dense:0.5"], "needs short-context NLL: pass --scorer self"),
+    (["--init", "tiny", "--scheme", "dense:2"], "--scheme: invalid weighting spec"),
+    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self", "--window", "64"],
+     "long context n = 64 must be longer than the short context w = 64"),
+    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self"], "--window is needed"),
+    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen"], "--scorer frozen needs --scores"),
+    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen", "--scores", "/nope"], "is not a score cache"),
+    (["--init", "tiny", "--n", "128"], "--n 128 is longer than the data's sequences"),
+    (["--init", "tiny", "--max-steps", "0"], "--max-steps must be >= 1"),
+    (["--init", "tiny", "--lr-scheduler", "wsd"], "--lr-scheduler 'wsd' is not supported"),
+])
+def test_bad_input_exits_2_with_one_line(env, capsys, extra, message):
+    assert train(env, env["root"] / "bad", *extra) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_bf16_and_gradient_checkpointing_flags(env, capsys):
+    out = env["root"] / "bf16"
+    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--bf16", "--gradient-checkpointing",
+                 command="pretrain") == 0
+    targs = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert targs.bf16 and targs.activation_checkpointing
+    assert all(math.isfinite(x["loss"]) for x in log_lines(out))
+
+
+def test_run_folder_protection(env, capsys):
+    out = env["root"] / "protect"
+    assert train(env, out, *TINY, "--max-steps", "2", "--save-steps", "1") == 0
+    assert train(env, out, *TINY, "--max-steps", "2") == 2
+    assert "already holds a run: pass --resume" in one_line_error(capsys)
+    assert train(env, out, *TINY, "--max-steps", "3", "--lr", "1e-2", "--resume") == 2
+    assert "option lr was 0.003 in the interrupted run but is 0.01 now" in one_line_error(capsys)
+    assert train(env, env["root"] / "empty", *TINY, "--resume") == 2
+    assert "holds no checkpoint to resume from" in one_line_error(capsys)
+    assert main(["pretrain", "--data", str(env["root"] / "nodata"), "--out", str(out), "--init", "tiny"]) == 2
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process_with_accumulation(env):
+    """2 processes × batch 2 == 1 process × batch 2 × accumulation 2 (same global batches and weights)."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    common = ["train", "--data", str(env["data"]), "--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self",
+              "--window", str(W), "--max-steps", "3", "--batch-size", "2", "--save-steps", "100", "--lr", "3e-3"]
+    envv = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    two = env["root"] / "ddp2"
+    run = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "tokenweight.cli.main",
+                          *common, "--out", str(two)], capture_output=True, text=True, timeout=240, env=envv)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "trained 3 steps" in run.stdout
+    one = env["root"] / "ddp1"
+    assert main([*common, "--out", str(one), "--grad-accum", "2"]) == 0
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    a, b = weights(one / "model"), weights(two / "model")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=2e-6, msg=k)
+    la, lb = log_lines(one), log_lines(two)
+    for x, y in zip(la, lb):
+        for k in ("loss", "weighted_loss", "plain_loss", "weight_std", "weight_max", "tokens", "scored_tokens"):
+            assert y[k] == pytest.approx(x[k], rel=1e-5), k

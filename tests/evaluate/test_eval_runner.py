@@ -1,0 +1,147 @@
+"""The suite over several models: values equal the metrics computed directly; JSON schema; outputs."""
+
+import json
+import math
+
+import datasets
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from tokenweight.evaluate.lm_metrics import PositionPerplexity
+from tokenweight.evaluate.results import SCHEMA_VERSION, check_results, format_tables
+from tokenweight.evaluate.runner import EvalConfig, evaluate_models, write_outputs
+from tokenweight.scoring import token_nll
+
+def make_tokenizer(path):
+    """Byte-level BPE with digits split one per token and BOS added (like the demo's tokenizer),
+    trained in milliseconds on the task templates, so that task prompts stay short."""
+    from tokenweight.evaluate.tasks import haystack, niah, variable_tracking, words
+
+    text = [niah.TEMPLATE, niah.ANSWER_PREFIX, niah.NEEDLE, variable_tracking.TEMPLATE,
+            variable_tracking.ANSWER_PREFIX, words.CWE_TEMPLATE, words.FWE_TEMPLATE, haystack.NOISE] * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=700, special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(path)
+    return fast
+
+
+def make_model(path, vocab, seed):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(path)
+    return model.eval()
+
+
+def make_prepared(path, tokenizer, n=48, num=5, seed=0):
+    """A prepared folder by hand (docs/ARCHITECTURE.md data contract) with episodes."""
+    g = torch.Generator().manual_seed(seed)
+    V = len(tokenizer)
+    rows = {"input_ids": [], "doc_id": [], "episodes": []}
+    for i in range(num):
+        length = n if i != num - 1 else n - 7  # one shorter tail
+        ids = torch.randint(3, V, (length,), generator=g)
+        ids[0] = tokenizer.bos_token_id
+        eps = [[3, 6, 9, 12], [5, 8, 30, 33]] if i % 2 == 0 else [[2, 4, 20, 22]]
+        for ds, de, us, ue in eps:
+            ids[us:ue] = ids[ds:de]
+        rows["input_ids"].append(ids.tolist())
+        rows["doc_id"].append(i)
+        rows["episodes"].append(eps)
+    ds = datasets.Dataset.from_dict(rows)
+    ds.save_to_disk(str(path / "validation"))
+    ds.select(range(2)).save_to_disk(str(path / "train"))
+    tokenizer.save_pretrained(path / "tokenizer")
+    (path / "manifest.json").write_text(json.dumps({"n": n, "tokenizer": "bpe", "counts": {"validation": num},
+                                                    "fingerprint": "abc", "episodes": {}}))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runner")
+    tok = make_tokenizer(tmp / "tok")
+    a = make_model(tmp / "a", len(tok), 0)
+    b = make_model(tmp / "b", len(tok), 1)
+    rows = make_prepared(tmp / "data", tok)
+    return tmp, tok, a, b, rows
+
+
+def test_lm_metrics_side_by_side_equal_direct_computation(setup):
+    tmp, tok, a, b, rows = setup
+    cfg = EvalConfig(tasks=[], window=16, batch_size=2, max_sequences=None)
+    res = evaluate_models({"A": str(tmp / "a"), "B": b}, data_dir=tmp / "data", config=cfg)
+    check_results(res)
+    assert res["schema_version"] == SCHEMA_VERSION
+    assert [m["name"] for m in res["models"]] == ["A", "B"]
+    assert res["models"][1]["source"] == "<in-memory>"
+    assert res["config"]["position_edges"] == [0, 16, 32, 48]
+    assert res["data"]["sequences"] == 5 and res["data"]["episodes"] == 8 and res["data"]["n"] == 48
+    for m, model in zip(res["models"], (a, b)):
+        acc = PositionPerplexity([0, 16, 32, 48], 16)
+        for r in rows["input_ids"]:  # one sequence at a time, no padding
+            acc.update(token_nll(model, torch.tensor([r])))
+        want = acc.result()
+        for got_b, want_b in zip(m["perplexity"]["by_position"], want["by_position"]):
+            assert got_b["tokens"] == want_b["tokens"]
+            assert got_b["ppl"] == pytest.approx(want_b["ppl"], rel=1e-5)
+        assert m["perplexity"]["short"]["ppl"] == pytest.approx(want["short"]["ppl"], rel=1e-5)
+        assert m["episodes"]["overall"]["episodes"] == 8
+        assert [x["episodes"] for x in m["episodes"]["by_distance"]] == [3, 5, 0]  # 3 at distance 6; 3 at 25 and 2 at 18
+        assert m["tasks"] == []
+    # LongPPL: the first model judges key tokens for both
+    ev = res["evaluator"]
+    assert ev["name"] == "A" and ev["window"] == 16 and ev["stride"] == 4
+    assert ev["eligible_tokens"] == 4 * (48 - 16) + (41 - 16)
+    for m in res["models"]:
+        assert m["longppl"]["key_tokens"] == ev["key_tokens"]
+        assert m["longppl"]["eligible_tokens"] == ev["eligible_tokens"]
+
+
+def test_longppl_against_hand_computation(setup):
+    """With alpha = -inf-ish and beta = -inf-ish every eligible token is a key token:
+    LongPPL then equals the perplexity of positions >= w."""
+    tmp, tok, a, b, rows = setup
+    cfg = EvalConfig(tasks=[], window=16, batch_size=3, alpha=-1e9, beta=-1e9, evaluator="B",
+                     position_edges=[16, 48])
+    res = evaluate_models({"A": a, "B": b}, tokenizer=tok, data_dir=tmp / "data", config=cfg)
+    for m in res["models"]:
+        lp, late = m["longppl"], m["perplexity"]["by_position"][0]
+        assert lp["key_tokens"] == lp["eligible_tokens"] == late["tokens"]
+        assert lp["longppl"] == pytest.approx(late["ppl"], rel=1e-6)
+        assert lp["key_share"] == 1.0
+    assert res["evaluator"]["name"] == "B"
+
+
+def test_write_outputs(setup, tmp_path):
+    tmp, tok, a, b, rows = setup
+    cfg = EvalConfig(tasks=[], window=16, batch_size=4)
+    res = evaluate_models({"A": a, "B": b}, tokenizer=tok, data_dir=tmp / "data", config=cfg)
+    written = write_outputs(res, tmp_path / "out")
+    back = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert back == res
+    names = sorted(p.name for p in written["plots"])
+    assert names == ["episodes_by_distance.png", "ppl_by_position.png"]
+    for p in written["plots"]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+    text = (tmp_path / "out" / "table.txt").read_text()
+    assert text.strip() == format_tables(res).strip()
+    assert "LongPPL" in text and "Episode recall" in text
+
+
+def test_schema_errors():
+    with pytest.raises(ValueError, match="lacks key"):
+        check_results({"schema_version": SCHEMA_VERSION})
+    with pytest.raises(ValueError, match="ValueError|lengths"):
+        EvalConfig(lengths=[]).validate()

@@ -1,0 +1,58 @@
+"""``tokenweight pretrain``: plain next-token training at the short context ``w``.
+
+The stand-in for "a model pretrained at short context" (the paper's 8k Llama-3): every prepared
+sequence is cut into consecutive windows of ``--window`` tokens (each starting with BOS, like the
+short-context scorer's windows), and the model (``--init PRESET`` from scratch, or ``--model`` to
+continue) is trained on them with plain cross-entropy through exactly the code path of ``tokenweight
+train`` (``WeightedTrainer`` with the uniform scheme, no scorer). The saved model has
+``max_position_embeddings = w``, which ``tokenweight train`` reads as the base length to extend from.
+"""
+
+from __future__ import annotations
+
+from tokenweight.cli.train import (
+    add_common_arguments,
+    build_model,
+    check_common,
+    load_data,
+    quiet_progress_bars,
+    print_summary,
+    recipe_from_args,
+)
+from tokenweight.errors import UsageError
+
+HELP = "pretrain at short context w with plain cross-entropy (the short-context base model)"
+
+
+def add_arguments(parser) -> None:
+    add_common_arguments(parser, lr=2e-3, max_steps=300, batch_size=16, warmup_steps=20, scheduler="cosine")
+    parser.add_argument("--window", type=int, default=256, help="short context w in tokens (default 256)")
+    parser.add_argument("--rope-theta", type=float, default=None, help="RoPE base of --init models (default 10000)")
+
+
+def run(args) -> int:
+    check_common(args)
+    if args.window < 2:
+        raise UsageError(f"--window must be >= 2, got {args.window}")
+    if args.rope_theta is not None and not args.rope_theta > 0:
+        raise UsageError(f"--rope-theta must be > 0, got {args.rope_theta}")
+    quiet_progress_bars()
+    ds, manifest, tokenizer = load_data(args)
+    model = build_model(args, tokenizer, args.window, args.rope_theta)
+    if args.model:
+        base = int(model.config.get_text_config().max_position_embeddings)
+        if base < args.window:
+            raise UsageError(f"model {args.model!r} has max_position_embeddings {base} < --window {args.window}: "
+                             "pretrain with a smaller --window")
+
+    from tokenweight.train.collate import TrainSequences
+    from tokenweight.train.runner import run_training
+
+    dataset = TrainSequences(ds, window=args.window, bos_token_id=tokenizer.bos_token_id,
+                             limit=args.max_train_sequences)
+    run_config = dict(vars(args), command="pretrain", n=int(manifest["n"]))
+    summary = run_training(model=model, tokenizer=tokenizer, train_dataset=dataset, recipe=recipe_from_args(args),
+                           out_dir=args.out, scheme="uniform", scorer=None, chunk_size=args.chunk_size,
+                           resume=args.resume, run_config=run_config)
+    print_summary("pretrained", summary, args.out)
+    return 0

@@ -1,0 +1,151 @@
+"""``tokenweight show``: the token heat map of any model, scorer and text, as a self-contained HTML page.
+
+Example::
+
+    tokenweight show --model runs/extended --scorer runs/base --text tokenweight/scoring.py \\
+        --scheme dense:0.75 --scheme sparse:0.3 --scheme longce:5 --out heatmap.html
+
+Each token of the text is coloured by its weight under each scheme; hovering shows its long- and
+short-context NLL (tokenweight.report.heatmap). Defaults: the scorer is the model itself
+(self-scoring), the window is the scorer's ``max_position_embeddings`` when it is a separate model
+(a frozen short-context model scores at its native length) and a quarter of the model's otherwise
+(the paper's 8k -> 32k ratio), the stride METHOD.md's ``(1 - w/n)·w``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+from pathlib import Path
+
+from tokenweight.errors import UsageError
+
+HELP = "draw the token heat map: a text coloured by each scheme's token weights (HTML)"
+
+DEFAULT_SCHEMES = ["dense:0.75", "sparse:0.3", "longce:5"]
+
+
+class _Schemes(argparse.Action):
+    """``--scheme`` may repeat; given on the command line, it replaces the config's list (not extends it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if not getattr(namespace, "_schemes_from_cli", False):
+            setattr(namespace, self.dest, [])
+            namespace._schemes_from_cli = True
+        getattr(namespace, self.dest).append(values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model folder (HF format) or hub id: its long-context NLL")
+    parser.add_argument("--scorer", default=None,
+                        help="short-context model with the same tokenizer (default: the model itself, self-scoring)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer folder (default: the model's folder, else the scorer's)")
+    parser.add_argument("--text", default=None, metavar="FILE", help="UTF-8 text file to show")
+    parser.add_argument("--scheme", dest="scheme", action=_Schemes, default=list(DEFAULT_SCHEMES), metavar="SPEC",
+                        help=f"weighting scheme, repeatable (default: {' '.join(DEFAULT_SCHEMES)})")
+    parser.add_argument("--window", type=int, default=None,
+                        help="short-context window w (default: the scorer's max_position_embeddings, or "
+                             "the model's / 4 when self-scoring)")
+    parser.add_argument("--stride", type=int, default=None, help="window stride s (default: (1 - w/n)·w)")
+    parser.add_argument("--max-tokens", type=int, default=1024, help="use the first N tokens of the text")
+    parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+    parser.add_argument("--out", default="heatmap.html", help="output HTML file")
+
+
+def _read_text(path: str | None) -> str:
+    if not path:
+        raise UsageError("no text given: pass --text FILE (a UTF-8 text file)")
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"text file {path!r} does not exist: pass an existing UTF-8 file to --text")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"text file {path!r} is not UTF-8 ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+    if not text.strip():
+        raise UsageError(f"text file {path!r} is empty: pass a file with some text")
+    return text
+
+
+def _schemes(specs) -> list:
+    from tokenweight.weighting import WeightingScheme
+
+    if not specs:
+        raise UsageError("no weighting scheme: pass --scheme SPEC (e.g. dense:0.75)")
+    out = []
+    for spec in specs:
+        try:
+            out.append(WeightingScheme.parse(str(spec)))
+        except ValueError as e:
+            raise UsageError(f"bad --scheme: {e}") from None
+    return out
+
+
+def _max_positions(model) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _tokenizer(args):
+    from tokenweight.models import load_tokenizer
+
+    if args.tokenizer:
+        return load_tokenizer(args.tokenizer)
+    for src in (args.model, args.scorer):
+        if src and (Path(src) / "tokenizer_config.json").is_file():
+            return load_tokenizer(src)
+    if not Path(args.model).exists():  # a hub id carries its tokenizer
+        return load_tokenizer(args.model)
+    raise UsageError(f"model folder {args.model!r} holds no tokenizer: pass --tokenizer FOLDER")
+
+
+def _check_stride(stride: int | None, window: int) -> None:
+    if stride is not None and stride >= window:
+        raise UsageError(f"--stride {stride} is not below the window {window}: pass a stride in [1, {window - 1}]")
+
+
+def page(body: str, title: str) -> str:
+    """A complete, self-contained HTML page around a fragment."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{margin:2em auto;max-width:1100px;padding:0 1em;font-family:system-ui,sans-serif}"
+        ".meta{color:#666;font-size:.9em}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def run(args) -> int:
+    text = _read_text(args.text)
+    schemes = _schemes(args.scheme)
+    if not args.model:
+        raise UsageError("no model given: pass --model FOLDER (a model saved with save_pretrained)")
+    for name in ("window", "stride", "max_tokens"):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == "stride" else 2):
+            raise UsageError(f"--{name.replace('_', '-')} is {v}: pass an integer >= {1 if name == 'stride' else 2}")
+    if args.window is not None:
+        _check_stride(args.stride, args.window)
+    from tokenweight.io_utils import atomic_write_text
+    from tokenweight.models import load_model
+    from tokenweight.report.heatmap import compute_heatmap, sample_html
+
+    model = load_model(args.model, device=args.device)
+    scorer = load_model(args.scorer, device=args.device) if args.scorer else model
+    tokenizer = _tokenizer(args)
+    window = args.window
+    if window is None:
+        window = _max_positions(scorer) if args.scorer else max(2, (_max_positions(model) or 8) // 4)
+        _check_stride(args.stride, window)
+    sample = compute_heatmap(model, scorer, tokenizer, text, schemes, window=window, stride=args.stride,
+                             max_tokens=args.max_tokens)
+    n = len(sample["tokens"])
+    note = "the model itself (self-scoring)" if sample["self_scored"] else html.escape(str(args.scorer))
+    meta = (f"<p class='meta'>model {html.escape(str(args.model))}; short-context scorer {note}; "
+            f"text {html.escape(str(args.text))}, {n} tokens; window w = {window}, stride s = {sample['stride']}"
+            + ("; the text is no longer than the window, so the short context equals the long one" if n <= window else "")
+            + ".</p>")
+    atomic_write_text(args.out, page(meta + sample_html(sample), f"Token weights: {Path(args.text).name}"))
+    print(f"wrote {args.out} ({n} tokens, {len(schemes)} scheme(s))")
+    return 0

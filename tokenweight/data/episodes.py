@@ -1,0 +1,386 @@
+"""Long-range definition-use episodes injected into real documents.
+
+Why: a tiny model trained for minutes on natural text learns almost nothing that needs more than a
+few dozen tokens of context, so long-context training (and token weighting) has nothing to work
+with. An *episode* is a line ``NAME = 4096217`` inserted at a line boundary and, ``d`` tokens later
+in the same document, a line that repeats the value (``assert NAME == 4096217`` or
+``print(NAME, 4096217)``). NAME is a fresh random upper-case identifier and the value is random,
+so once the cue ``assert NAME ==`` is read the value is predictable *only* by copying it from the
+definition ``d`` tokens back: a controlled long-range dependency inside real text.
+
+How the distances are hit exactly (in tokens, ``d = use_start - def_start`` of the value tokens):
+
+1. tokenize the original document (character offsets give the token index of every line start);
+2. sample target episodes per future sequence (``per_1k`` per 1000 tokens, distance uniform in the
+   range, the whole definition line and the use value inside one sequence of ``capacity`` tokens);
+3. walk the line boundaries in order, tracking how many tokens the inserted lines add, and place
+   each definition at the first boundary after its target and each use at the boundary whose
+   value position is closest to ``definition + d`` (``_plan``);
+4. insert the lines, re-tokenize, and *verify* every episode on the final tokens: value spans cover
+   exactly the value characters (plus, for tokenizers that glue it to numbers, the one space
+   before), equal ids at both sites, distance in range, both inside one sequence. Episodes that
+   fail (tokenization drift at a boundary, a line longer than the allowed window) are removed from
+   the text and the document is re-tokenized and re-verified until all remaining ones pass.
+
+Everything is driven by a per-document ``numpy`` generator, so results do not depend on batching
+or on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tokenweight.data.tokenizer import Encoded
+
+DEF_TEMPLATE = "{name} = {value}"
+USE_TEMPLATES = ("assert {name} == {value}", "print({name}, {value})")
+#: the planner keeps this many tokens away from the edges of the allowed window, so that the few
+#: tokens of tokenization drift around insertion points rarely push an episode out of range
+MARGIN = 2
+#: tokens assumed per definition line before its value when sampling targets (names are 2-10
+#: letters; the exact lengths are used when placing)
+_PREFIX_ESTIMATE = 12
+MAX_PER_1K = 20.0
+MAX_DIGITS = 18
+_INDENT = re.compile(r"[ \t]*")
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """Episode settings. ``max_distance=None``: as far as fits in one sequence."""
+
+    per_1k: float
+    min_distance: int = 16
+    max_distance: int | None = None
+    digits: int = 7
+
+    def __post_init__(self):
+        if not (isinstance(self.per_1k, (int, float)) and 0 <= self.per_1k <= MAX_PER_1K):
+            raise ValueError(f"per_1k must be a number in [0, {MAX_PER_1K}] episodes per 1000 tokens, got {self.per_1k!r}")
+        if not (isinstance(self.min_distance, int) and self.min_distance >= 1):
+            raise ValueError(f"min_distance must be an int >= 1 token, got {self.min_distance!r}")
+        if self.max_distance is not None and not (
+            isinstance(self.max_distance, int) and self.max_distance >= self.min_distance
+        ):
+            raise ValueError(f"max_distance must be None or an int >= min_distance={self.min_distance}, got {self.max_distance!r}")
+        if not (isinstance(self.digits, int) and 1 <= self.digits <= MAX_DIGITS):
+            raise ValueError(f"digits must be an int in [1, {MAX_DIGITS}], got {self.digits!r}")
+
+    def max_fitting(self, capacity: int) -> int:
+        """Largest distance (tokens) that can fit in a sequence of ``capacity`` document tokens."""
+        return capacity - self.digits - _PREFIX_ESTIMATE - MARGIN
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_distance(spec: str) -> tuple[int, int | None]:
+    """``"MIN:MAX"`` (or ``"MIN:"``, max = what fits) -> ``(min, max)``; ValueError when malformed."""
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d*)\s*", str(spec))
+    if not m:
+        raise ValueError(f"episode distance must look like MIN:MAX or MIN: (tokens), got {spec!r}")
+    lo, hi = int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+    if lo < 1 or (hi is not None and hi < lo):
+        raise ValueError(f"episode distance {spec!r} needs 1 <= MIN <= MAX")
+    return lo, hi
+
+
+@dataclass
+class _Candidate:
+    """One episode's text: a fresh name, a random value and the two lines that carry it."""
+
+    name: str
+    value: str
+    def_line: str
+    use_line: str
+
+
+class _Meter:
+    """Exact token cost of inserting a line at a boundary with a given indentation (cached).
+
+    Measured in the context ``"\\n" + indent + line + indent + "x"`` against ``"\\n" + indent + "x"``,
+    which is how an inserted line sits between a newline and the indented next line, so that
+    tokens merging across the boundary (newline + indentation runs) are accounted for. Returns
+    ``(pre, length, vlen)``: tokens from the boundary to the value, tokens added, value tokens.
+    Exactness is not assumed: every episode is verified on the final tokens.
+    """
+
+    def __init__(self, encode):
+        self.encode = encode
+        self.cache: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+
+    def __call__(self, line: str, value: str, indent: str) -> tuple[int, int, int]:
+        key = (line, value, indent)
+        if key not in self.cache:
+            base, full = self.encode(["\n" + indent + "x", "\n" + indent + line + indent + "x"])
+            start = 1 + len(indent)
+            v = start + line.index(value)
+            at = int(np.searchsorted(full.starts, start, "left"))
+            v0 = int(np.searchsorted(full.ends, v, "right"))
+            v1 = int(np.searchsorted(full.starts, v + len(value), "left"))
+            self.cache[key] = (v0 - at, len(full.ids) - len(base.ids), v1 - v0)
+        return self.cache[key]
+
+
+@dataclass
+class DocEpisodes:
+    """Result for one document: final text tokens and verified episode spans.
+
+    ``ids``: int32 ``[T]`` tokens of the text with episodes (no special tokens);
+    ``spans``: int64 ``[E, 5]`` rows ``[def_cue, def_start, def_end, use_start, use_end]`` in
+    document token coordinates (``def_cue``: the token holding the first character of the
+    definition's NAME, so that a sequence can be required to contain the name with its value);
+    ``planned`` / ``injected``: episodes sampled / present after verification.
+    """
+
+    ids: np.ndarray
+    spans: np.ndarray
+    planned: int = 0
+    injected: int = 0
+
+
+def _random_name(rng: np.random.Generator, text: str, used: set[str]) -> str:
+    letters = np.array(list(string.ascii_uppercase))
+    while True:
+        parts = ["".join(rng.choice(letters, size=int(rng.integers(3, 6)))) for _ in range(2)]
+        name = "_".join(parts)
+        if name not in used and name not in text:
+            used.add(name)
+            return name
+
+
+def _sample_targets(n_text: int, extra: int, cfg: EpisodeConfig, capacity: int, tail_min: int | None,
+                    rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``(def_line_position, distance)`` targets in final document coordinates, sorted.
+
+    The final length is estimated from the expected number of inserted tokens; chunks that will
+    be dropped (an incomplete tail unless kept) get no episodes.
+    """
+    ep_tokens = 2 * (_PREFIX_ESTIMATE + cfg.digits + 2)
+    total = (n_text + extra) / max(1e-9, 1 - cfg.per_1k * ep_tokens / 1000)
+    n_full, rest = divmod(int(total), capacity)
+    lengths = [capacity] * n_full + ([rest] if tail_min is not None and rest >= tail_min else [])
+    targets = []
+    for k, length in enumerate(lengths):
+        slack = cfg.digits + _PREFIX_ESTIMATE + MARGIN
+        hi_d = length - slack if cfg.max_distance is None else min(cfg.max_distance, length - slack)
+        m = int(np.floor(cfg.per_1k * length / 1000 + rng.random()))
+        for _ in range(m):
+            if hi_d < cfg.min_distance:
+                break
+            d = int(rng.integers(cfg.min_distance, hi_d + 1))
+            pos = k * capacity + int(rng.integers(0, length - slack - d + 1))
+            targets.append((pos, d))
+    targets.sort()
+    return targets
+
+
+def _plan(text: str, bounds: np.ndarray, tokpos: np.ndarray, targets: list[tuple[int, int]],
+          cands: list[_Candidate], cfg: EpisodeConfig, capacity: int, meter: _Meter) -> list[tuple[int, ...]]:
+    """Place episodes at line boundaries: ``[(candidate, def_boundary, use_boundary, def_seq, use_seq)]``.
+
+    ``bounds[b]``: character position of line boundary ``b``; ``tokpos[b]``: index of the first
+    original token at or after it. The walk keeps ``shift`` = tokens inserted so far, so boundary
+    ``b`` sits at ``tokpos[b] + shift`` in the final text as long as every insertion so far is at a
+    boundary ``<= b``: events (a definition reaching its target, a use reaching its best boundary)
+    are executed in boundary order. ``*_seq`` is the execution order, which orders lines inserted at
+    the same boundary. A definition is placed only when some boundary can hold its use.
+    """
+    n_b = len(tokpos)
+    dmax = cfg.max_distance if cfg.max_distance is not None else 1 << 62
+    shift, cur, ti, seq = 0, 0, 0, 0
+    pending: list[dict] = []
+    placed = []
+
+    def cost(ci: int, use: bool, b: int) -> tuple[int, int, int]:
+        c = cands[ci]
+        return meter(c.use_line if use else c.def_line, c.value, _INDENT.match(text, int(bounds[b])).group(0))
+
+    def use_choice(e):
+        guess = cost(e["cand"], True, min(max(cur, 0), n_b - 1))[0]
+        b_hi = max(cur, int(np.searchsorted(tokpos, e["U"] - shift - guess, "left")))
+        best = None
+        for b in (b_hi - 1, b_hi):
+            if cur <= b < n_b:
+                u = int(tokpos[b]) + shift + cost(e["cand"], True, b)[0]
+                if e["lo"] <= u <= e["hi"] and (best is None or abs(u - e["U"]) < best[1]):
+                    best = (b, abs(u - e["U"]))
+        return None if best is None else best[0]
+
+    while True:
+        events = []  # (boundary, 0 = use / 1 = definition, tie-break, pending entry)
+        for e in pending:
+            b = use_choice(e)
+            events.append((-1 if b is None else b, 0, e["U"], e))
+        if ti < min(len(targets), len(cands)):
+            b = max(cur, int(np.searchsorted(tokpos, targets[ti][0] - shift, "left")))
+            if b < n_b:
+                events.append((b, 1, 0, None))
+            else:
+                ti = len(targets)
+        if not events:
+            break
+        b, kind, _, e = min(events, key=lambda x: x[:3])
+        if kind == 0:
+            pending.remove(e)
+            if b >= 0:  # (b < 0: no boundary left for this use; its definition is not inserted)
+                placed.append((e["cand"], e["b_def"], b, e["seq"], seq))
+                shift += cost(e["cand"], True, b)[1]
+                cur, seq = b, seq + 1
+            continue
+        ci, d = ti, targets[ti][1]
+        ti += 1
+        pre, length, vlen = cost(ci, False, b)
+        name_pos = int(tokpos[b]) + shift
+        if name_pos % capacity < MARGIN:  # a cue on a sequence's first tokens could slip back
+            continue
+        p_val = name_pos + pre
+        chunk_end = (name_pos // capacity + 1) * capacity
+        use_pre = cost(ci, True, b)[0]
+        lo = p_val + max(cfg.min_distance + MARGIN, length - pre + use_pre)
+        hi = min(p_val + dmax - MARGIN, chunk_end - vlen - MARGIN)
+        if lo > hi:
+            continue
+        # is there a boundary >= b whose use value would land in [lo, hi]?
+        after = shift + length + use_pre
+        b1 = max(b, int(np.searchsorted(tokpos, lo - after, "left")))
+        if b1 >= n_b or int(tokpos[b1]) + after > hi:
+            continue
+        shift += length
+        pending.append({"cand": ci, "b_def": b, "seq": seq, "lo": lo, "hi": hi, "U": min(max(p_val + d, lo), hi)})
+        cur, seq = b, seq + 1
+    return placed
+
+
+def _build(text: str, bounds: np.ndarray, placed: list[tuple[int, ...]], cands: list[_Candidate]):
+    """Insert the planned lines (each with the indentation of the line it precedes).
+
+    Returns the new text and per episode the character positions
+    ``[def_name_start, def_value_start, def_value_end, use_value_start, use_value_end]``.
+    """
+    ins = sorted([(bd, sd, ei, False) for ei, (_, bd, _, sd, _) in enumerate(placed)]
+                 + [(bu, su, ei, True) for ei, (_, _, bu, _, su) in enumerate(placed)])
+    pieces, pos, out_len = [], 0, 0
+    chars = [[0] * 5 for _ in placed]
+    for b, _, ei, is_use in ins:
+        c = int(bounds[b])
+        pieces.append(text[pos:c])
+        out_len += c - pos
+        pos = c
+        cand = cands[placed[ei][0]]
+        indent = _INDENT.match(text, c).group(0)
+        line = indent + (cand.use_line if is_use else cand.def_line)
+        v = out_len + line.index(cand.value)
+        if is_use:
+            chars[ei][3:5] = [v, v + len(cand.value)]
+        else:
+            chars[ei][0:3] = [out_len + len(indent), v, v + len(cand.value)]
+        pieces.append(line)
+        out_len += len(line)
+    pieces.append(text[pos:])
+    return "".join(pieces), chars
+
+
+def _token_span(enc: Encoded, text: str, a: int, b: int) -> tuple[int, int] | None:
+    """Tokens covering exactly ``text[a:b]`` (optionally with the one space before it), else None."""
+    i0 = int(np.searchsorted(enc.ends, a, "right"))
+    i1 = int(np.searchsorted(enc.starts, b, "left"))
+    if i0 >= i1:
+        return None
+    s, e = int(enc.starts[i0:i1].min()), int(enc.ends[i0:i1].max())
+    if e != b or not (s == a or (s == a - 1 and text[a - 1] == " ")):
+        return None
+    return i0, i1
+
+
+def _verify(enc: Encoded, text: str, chars, cfg: EpisodeConfig, capacity: int):
+    """Token spans ``[def_cue, def_start, def_end, use_start, use_end]`` of the episodes that pass
+    every check, and the indices of those that fail."""
+    dmax = cfg.max_distance if cfg.max_distance is not None else 1 << 62
+    spans, failed = [], []
+    for i, (name_c, da, db, ua, ub) in enumerate(chars):
+        d = _token_span(enc, text, da, db)
+        u = _token_span(enc, text, ua, ub)
+        ok = d is not None and u is not None and d[1] - d[0] == u[1] - u[0]
+        if ok:
+            cue = int(np.searchsorted(enc.ends, name_c, "right"))
+            ok = (
+                np.array_equal(enc.ids[d[0]:d[1]], enc.ids[u[0]:u[1]])
+                and cfg.min_distance <= u[0] - d[0] <= dmax
+                and cue // capacity == (u[1] - 1) // capacity
+            )
+        if ok:
+            spans.append([cue, d[0], d[1], u[0], u[1]])
+        else:
+            failed.append(i)
+    return spans, failed
+
+
+def _candidates(rng: np.random.Generator, n: int, text: str, digits: int) -> list[_Candidate]:
+    used: set[str] = set()
+    out = []
+    for _ in range(n):
+        name = _random_name(rng, text, used)
+        value = str(int(rng.integers(10 ** (digits - 1), 10**digits)))
+        use = USE_TEMPLATES[int(rng.integers(len(USE_TEMPLATES)))]
+        out.append(_Candidate(name, value, DEF_TEMPLATE.format(name=name, value=value) + "\n",
+                              use.format(name=name, value=value) + "\n"))
+    return out
+
+
+def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[Encoded]], cfg: EpisodeConfig | None,
+                 capacity: int, tail_min: int | None, extra_tokens: int, seeds: Sequence) -> list[DocEpisodes]:
+    """Tokenize a batch of documents, injecting episodes when ``cfg`` asks for them.
+
+    Args:
+        texts: the documents.
+        encode: batch encoder without special tokens (``tokenizer.Encoder``).
+        cfg: episode settings; None or ``per_1k == 0``: plain tokenization.
+        capacity: document tokens per sequence (``n - 1`` with BOS, else ``n``).
+        tail_min: smallest kept tail in document tokens (None: tails are dropped).
+        extra_tokens: tokens appended after the text (1 for EOS), counted in the length.
+        seeds: per document, the entropy of its generator (e.g. ``[seed, doc_id]``).
+    """
+    base = encode(texts)
+    empty = np.zeros((0, 5), dtype=np.int64)
+    if cfg is None or cfg.per_1k == 0:
+        return [DocEpisodes(e.ids, empty) for e in base]
+    meter = _Meter(encode)
+    results, plans = [], {}  # plans: doc -> (targets, candidates, bounds, tokpos, excluded targets)
+    for i, (text, enc, seed) in enumerate(zip(texts, base, seeds)):
+        rng = np.random.default_rng(list(seed) if isinstance(seed, (list, tuple)) else seed)
+        targets = _sample_targets(len(enc.ids), extra_tokens, cfg, capacity, tail_min, rng)
+        results.append(DocEpisodes(enc.ids, empty, planned=len(targets)))
+        if targets:
+            # line starts (the end of the text counts only when the text ends with a newline)
+            bounds = np.array([0] + [m.end() for m in re.finditer("\n", text)], dtype=np.int64)
+            tokpos = np.searchsorted(enc.starts, bounds, "left")
+            plans[i] = (targets, _candidates(rng, len(targets), text, cfg.digits), bounds, tokpos, set())
+    # plan, build, re-tokenize, verify; a document with failing episodes is planned again without
+    # their targets (removing lines instead would shift every later episode out of place)
+    while plans:
+        built = {}
+        for i, (targets, cands, bounds, tokpos, excluded) in plans.items():
+            keep = [j for j in range(len(targets)) if j not in excluded]
+            placed = _plan(texts[i], bounds, tokpos, [targets[j] for j in keep], [cands[j] for j in keep],
+                           cfg, capacity, meter)
+            placed = [(keep[p[0]],) + tuple(p[1:]) for p in placed]
+            if placed:
+                built[i] = (placed, *_build(texts[i], bounds, placed, cands))
+        encs = dict(zip(built, encode([text for _, text, _ in built.values()])))
+        nxt = {}
+        for i, (placed, text, chars) in built.items():
+            spans, failed = _verify(encs[i], text, chars, cfg, capacity)
+            if failed:
+                plans[i][4].update(placed[j][0] for j in failed)
+                nxt[i] = plans[i]
+                continue
+            results[i] = DocEpisodes(encs[i].ids, np.asarray(spans, dtype=np.int64).reshape(-1, 5),
+                                     planned=results[i].planned, injected=len(spans))
+        plans = nxt
+    return results

@@ -1,0 +1,170 @@
+"""Tokenizers for prepared data: train the default byte-level BPE, or load any HF tokenizer.
+
+Why a byte-level BPE with single-digit tokens by default: byte level means no unknown tokens on
+any corpus (code, prose, any script), and splitting every digit into its own token makes a number
+a sequence of copyable symbols. An injected episode value such as ``4096217`` is then exactly 7
+tokens, identical at the definition and at the use, so a model can learn to copy it token by token
+and the data contract's spans are "only the digits".
+
+The trained tokenizer has ``<pad>`` (id 0), ``<bos>`` (1) and ``<eos>`` (2). Its post-processor
+prepends ``<bos>`` (like Llama tokenizers), so ``tokenizer(text)`` gives BOS-first ids that match
+the prepared sequences; ``add_special_tokens=False`` gives the bare text tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from tokenweight.errors import UsageError
+
+#: default vocabulary of the trained tokenizer (see docs/DATA.md for why 4096 and not 8192)
+DEFAULT_VOCAB_SIZE = 4096
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+SPECIAL_TOKENS = (PAD, BOS, EOS)
+#: 256 byte symbols plus the three special tokens: a smaller vocabulary cannot hold the alphabet
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+MAX_VOCAB_SIZE = 1 << 20
+
+
+def check_vocab_size(vocab_size: int) -> int:
+    if not isinstance(vocab_size, int) or not MIN_VOCAB_SIZE <= vocab_size <= MAX_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab_size must be an int in [{MIN_VOCAB_SIZE}, {MAX_VOCAB_SIZE}] "
+            f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens at least), got {vocab_size!r}"
+        )
+    return vocab_size
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, *, length: int | None = None):
+    """Train the default byte-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast``.
+
+    Pre-tokenization: every digit is split off on its own, then the GPT-2 regex (letters, numbers,
+    punctuation, whitespace runs) and the byte-level mapping. Deterministic for the same texts in
+    the same order. ``length`` (number of texts) only feeds the trainer's progress estimate.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    check_vocab_size(vocab_size)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer, length=length)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def load_tokenizer(name_or_path: str):
+    """Any HF tokenizer by local path or hub id, which must have a fast (Rust) backend.
+
+    A fast backend is required because chunking and episode spans need exact character offsets.
+    """
+    from transformers import AutoTokenizer
+
+    p = Path(name_or_path).expanduser()
+    local = p.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if local and not p.is_dir():
+        raise UsageError(
+            f"tokenizer {name_or_path!r} is not a folder: pass a folder saved with save_pretrained "
+            "(e.g. PREPARED_DIR/tokenizer) or a Hugging Face hub id"
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p) if local else name_or_path)
+    except Exception as e:  # network errors, missing files, unknown classes: all bad input here
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot load tokenizer {name_or_path!r} ({msg}): pass a tokenizer folder or hub id") from None
+    if getattr(tok, "backend_tokenizer", None) is None:
+        raise UsageError(
+            f"tokenizer {name_or_path!r} has no fast (Rust) backend, needed for exact offsets: "
+            "convert it to a tokenizer.json (PreTrainedTokenizerFast) first"
+        )
+    return tok
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """sha256 (16 hex) of the tokenizer's full definition and its special tokens."""
+    spec = {
+        "backend": json.loads(tok.backend_tokenizer.to_str()),
+        "bos": tok.bos_token_id,
+        "eos": tok.eos_token_id,
+        "pad": tok.pad_token_id,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tokenizer_info(tok) -> dict:
+    """What the manifest records about a tokenizer (the folder itself is DIR/tokenizer)."""
+    return {
+        "class": type(tok).__name__,
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "fingerprint": tokenizer_fingerprint(tok),
+    }
+
+
+@dataclass
+class Encoded:
+    """One text's tokens: ``ids`` int32 ``[T]``, ``starts``/``ends`` int64 ``[T]`` char offsets."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+class Encoder:
+    """Batch encoding of raw text without special tokens, truncation or padding.
+
+    Wraps a copy of the Rust tokenizer (a saved ``tokenizer.json`` may carry truncation or padding
+    settings, which would silently cut documents). ``parallel=True`` lets the Rust batch API use
+    all cores; worker processes pass ``False`` so that they do not oversubscribe the CPU.
+    """
+
+    def __init__(self, tok, parallel: bool = True):
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.parallel = parallel
+
+    def __getstate__(self):
+        return {"json": self.backend.to_str(), "parallel": self.parallel}
+
+    def __setstate__(self, state):
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(state["json"])
+        self.parallel = state["parallel"]
+
+    def __call__(self, texts: Sequence[str]) -> list[Encoded]:
+        if not texts:
+            return []
+        if self.parallel:
+            encs = self.backend.encode_batch(list(texts), add_special_tokens=False)
+        else:
+            encs = [self.backend.encode(t, add_special_tokens=False) for t in texts]
+        out = []
+        for e in encs:
+            off = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
+            out.append(Encoded(np.asarray(e.ids, dtype=np.int32), off[:, 0].copy(), off[:, 1].copy()))
+        return out

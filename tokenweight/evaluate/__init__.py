@@ -1,0 +1,45 @@
+"""Evaluation: perplexity by position, LongPPL, episode recall, synthetic long-context tasks.
+
+Python API (names load lazily, so importing a submodule such as ``tokenweight.evaluate.tasks``
+does not pull in the whole suite)::
+
+    from tokenweight.evaluate import EvalConfig, evaluate_models, write_outputs
+
+    results = evaluate_models({"base": "runs/base", "dense": "runs/dense"},
+                              data_dir="runs/data", config=EvalConfig(lengths=[256, 1024]))
+    write_outputs(results, "runs/eval")   # results.json, table.txt, *.png
+
+Modules: ``lm_metrics`` (perplexity by position bucket), ``longppl`` (key tokens, LongPPL),
+``episodes`` (episode recall), ``tasks`` (RULER-style tasks), ``runner`` (the suite over several
+models), ``results`` (JSON schema, console table), ``plots`` (PNG figures). The results schema is
+documented in docs/EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "EvalConfig": "tokenweight.evaluate.runner",
+    "evaluate_models": "tokenweight.evaluate.runner",
+    "write_outputs": "tokenweight.evaluate.runner",
+    "load_model": "tokenweight.evaluate.runner",
+    "check_results": "tokenweight.evaluate.results",
+    "format_tables": "tokenweight.evaluate.results",
+    "SCHEMA_VERSION": "tokenweight.evaluate.results",
+    "write_plots": "tokenweight.evaluate.plots",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokenweight.evaluate' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

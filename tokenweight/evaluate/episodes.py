@@ -1,0 +1,154 @@
+"""Episode recall: can the model reproduce a value it saw far back in the document?
+
+Corpora prepared with long-range *episodes* (docs/ARCHITECTURE.md data contract) hold spans
+``[def_start, def_end, use_start, use_end]``: the tokens ``input_ids[use_start:use_end]`` repeat the
+value ``input_ids[def_start:def_end]`` defined ``distance = use_start - def_start`` tokens earlier.
+Once the cue before the use site is read, the value is predictable *only* by copying it from the
+definition, so teacher-forced prediction of the value is an in-domain long-range probe that small
+models trained for minutes can already pass, and it can be split by distance (below the native
+window ``w`` versus beyond it).
+
+Per episode, at the use site (teacher forcing, so the value's own earlier tokens are given):
+
+- token accuracy: share of the value's tokens that are the model's argmax prediction;
+- exact match: 1 when every value token is the argmax;
+- log-prob: sum (and mean per token) of ``log p(value token | prefix)``.
+
+One forward pass per batch of sequences; the vocabulary projection is computed only at the
+positions that predict value tokens (``logits_to_keep`` with a boolean mask, transformers >= 5),
+with a fallback to full logits for models whose forward does not take it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from tokenweight.evaluate.lm_metrics import check_edges
+
+
+def _check_episode(ep: Sequence[int], row: int, ids: torch.Tensor, length: int) -> tuple[int, int, int, int]:
+    if len(ep) != 4:
+        raise ValueError(f"episode {list(ep)} of row {row} must be [def_start, def_end, use_start, use_end]")
+    ds, de, us, ue = (int(x) for x in ep)
+    if not (0 <= ds < de <= us < ue <= length) or de - ds != ue - us:
+        raise ValueError(
+            f"episode {[ds, de, us, ue]} of row {row} is invalid for a sequence of length {length}: "
+            "need 0 <= def_start < def_end <= use_start < use_end <= length and equal span lengths"
+        )
+    if not torch.equal(ids[ds:de], ids[us:ue]):
+        raise ValueError(f"episode {[ds, de, us, ue]} of row {row}: the use span does not repeat the definition")
+    return ds, de, us, ue
+
+
+@torch.no_grad()
+def score_episodes(
+    model,
+    input_ids: torch.Tensor,
+    episodes: Sequence[Sequence[Sequence[int]]],
+    attention_mask: torch.Tensor | None = None,
+) -> list[dict]:
+    """Teacher-forced recall of every episode in a batch.
+
+    Args:
+        model: a HF causal LM.
+        input_ids: ``[b, n]`` token ids (right-padded when rows differ in length).
+        episodes: per row, a list of ``[def_start, def_end, use_start, use_end]`` spans.
+        attention_mask: ``[b, n]`` (1 real, 0 padding) or None.
+
+    Returns:
+        One dict per episode, in row order then episode order: ``row``, ``distance``,
+        ``tokens`` (value length), ``correct`` (value tokens predicted by argmax), ``exact``
+        (bool), ``logprob`` (sum of the value tokens' log-probs, nats).
+    """
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be 2-D [b, n], got shape {tuple(input_ids.shape)}")
+    b, n = input_ids.shape
+    if len(episodes) != b:
+        raise ValueError(f"episodes must have one list per row: {len(episodes)} lists for {b} rows")
+    lengths = [n] * b if attention_mask is None else [int(x) for x in attention_mask.sum(1)]
+    spans = [[_check_episode(ep, r, input_ids[r], lengths[r]) for ep in eps] for r, eps in enumerate(episodes)]
+    if not any(spans):
+        return []
+    # Position p predicts token p+1: the value tokens us..ue-1 are predicted at us-1..ue-2.
+    keep = torch.zeros(b, n, dtype=torch.bool, device=input_ids.device)
+    for r, eps in enumerate(spans):
+        for _, _, us, ue in eps:
+            keep[r, us - 1 : ue - 1] = True
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+    if logits.ndim == 3 and logits.shape[:2] == (b, n):  # model ignored logits_to_keep: full logits
+        logits = logits[keep]
+    if logits.shape[0] != int(keep.sum()):
+        raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)} for {int(keep.sum())} kept positions")
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [K, V], K kept positions in row-major order
+    rows, pos = keep.nonzero(as_tuple=True)
+    targets = input_ids[rows, pos + 1]
+    tok_logp = logp.gather(1, targets[:, None])[:, 0]
+    hit = logp.argmax(-1) == targets
+    # index of (row, position) in the kept order, to cut each episode's slice
+    index = torch.full((b, n), -1, dtype=torch.long, device=input_ids.device)
+    index[rows, pos] = torch.arange(rows.numel(), device=input_ids.device)
+    out = []
+    for r, eps in enumerate(spans):
+        for ds, _, us, ue in eps:
+            sel = index[r, us - 1 : ue - 1]
+            correct = int(hit[sel].sum())
+            out.append(
+                {
+                    "row": r,
+                    "distance": us - ds,
+                    "tokens": ue - us,
+                    "correct": correct,
+                    "exact": correct == ue - us,
+                    "logprob": float(tok_logp[sel].double().sum()),
+                }
+            )
+    return out
+
+
+class EpisodeRecall:
+    """Aggregates per-episode scores by distance bucket ``[lo, hi)`` (``distance = use_start - def_start``).
+
+    Per bucket: ``episodes``, ``tokens``, ``token_accuracy`` (pooled over value tokens),
+    ``exact_match`` (share of episodes), ``mean_logprob`` (nats per value token). Episodes with a
+    distance outside every bucket count in ``overall`` only.
+    """
+
+    def __init__(self, edges: Sequence[int]):
+        self.edges = check_edges(edges, "distance edges")
+        self._buckets = [[0, 0, 0, 0, 0.0] for _ in range(len(self.edges) - 1)]  # eps, toks, correct, exact, logprob
+        self._all = [0, 0, 0, 0, 0.0]
+
+    def update(self, scores: Sequence[dict]) -> None:
+        for s in scores:
+            targets = [self._all]
+            for i, (lo, hi) in enumerate(zip(self.edges, self.edges[1:])):
+                if lo <= s["distance"] < hi:
+                    targets.append(self._buckets[i])
+            for t in targets:
+                t[0] += 1
+                t[1] += s["tokens"]
+                t[2] += s["correct"]
+                t[3] += int(s["exact"])
+                t[4] += s["logprob"]
+
+    @staticmethod
+    def _entry(acc) -> dict:
+        eps, toks, correct, exact, lp = acc
+        return {
+            "episodes": eps,
+            "tokens": toks,
+            "token_accuracy": correct / toks if toks else None,
+            "exact_match": exact / eps if eps else None,
+            "mean_logprob": lp / toks if toks else None,
+        }
+
+    def result(self) -> dict:
+        return {
+            "overall": self._entry(self._all),
+            "by_distance": [
+                {"start": lo, "end": hi, **self._entry(acc)}
+                for lo, hi, acc in zip(self.edges, self.edges[1:], self._buckets)
+            ],
+        }

@@ -1,0 +1,463 @@
+"""The evaluation suite over several models, side by side, on identical inputs.
+
+:func:`evaluate_models` is the Python API (the CLI and the demo call it); it returns the results
+document of :mod:`tokenweight.evaluate.results`, and :func:`write_outputs` writes it (JSON, console
+table, plots). What is shared between models is computed once:
+
+- the held-out sequences (the ``validation`` split of a prepared folder, at most
+  ``max_sequences`` of them) and their batches;
+- the LongPPL key tokens: judged by *one* evaluator for every model (``evaluator``: a model of the
+  run by name, another path, or by default the first model), so that every model's LongPPL is an
+  average over the same tokens;
+- the task samples: generated once per (task, length) with a fixed seed.
+
+Per model, one ``token_nll`` pass per batch gives perplexity by position, short-context perplexity
+and LongPPL; one more pass with logits only at the value positions gives episode recall (batches
+without episodes skip it); the tasks module scores the task samples by likelihood and, optionally,
+by batched greedy generation. Models are loaded one at a time (only one in memory at once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from tokenweight.errors import UsageError
+from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
+from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
+from tokenweight.evaluate.longppl import LongPPL, eligible_mask, evaluator_nll, key_token_mask
+from tokenweight.evaluate.results import SCHEMA_VERSION, check_results
+
+IN_MEMORY = "<in-memory>"
+
+
+@dataclass
+class EvalConfig:
+    """Settings of an evaluation run (every field is recorded in the results' ``config``).
+
+    lengths: task lengths in tokens; a length inside the native window is added when none is, so
+        that a task the model cannot do even at short context shows as such.
+    tasks: task names (None: every registered task; empty: no task).
+    num_samples: samples per task and length (the same samples for every model).
+    window: native window ``w`` of the models (None: the prepared data's manifest ``window``, else
+        ``n // 4`` as in the paper's 8k -> 32k setting).
+    longppl_stride: stride of the evaluator's short windows (None: ``w // 4``, Fang et al.'s 4096
+        scored 1024 at a time).
+    alpha, beta: LongPPL thresholds on LSD and LCL.
+    evaluator: LongPPL evaluator: the name of one of the models, a path, a model object, or None
+        (the first model).
+    position_edges / distance_edges: bucket edges for perplexity by position and episode recall by
+        distance (None: ``0, w, 2w, ..., n``).
+    batch_size: sequences (or task samples) per forward pass.
+    max_sequences: held-out sequences used (None: all of the validation split).
+    generation: also score tasks by batched greedy generation (slower than likelihood).
+    max_new_tokens: generation budget (None: the tasks module's default for each sample).
+    depths: needle depths in [0, 1] for tasks that place a needle (None: the tasks' default).
+    seed: seed of task sample generation.
+    """
+
+    lengths: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    tasks: list[str] | None = None
+    num_samples: int = 8
+    window: int | None = None
+    longppl_stride: int | None = None
+    alpha: float = 2.0
+    beta: float = -2.0
+    evaluator: Any = None
+    position_edges: list[int] | None = None
+    distance_edges: list[int] | None = None
+    batch_size: int = 4
+    max_sequences: int | None = 32
+    generation: bool = True
+    max_new_tokens: int | None = None
+    depths: list[float] | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.lengths or any(int(x) < 2 for x in self.lengths):
+            raise ValueError(f"lengths must be a non-empty list of integers >= 2, got {self.lengths}")
+        for name in ("num_samples", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window is not None and int(self.window) < 2:
+            raise ValueError(f"window must be >= 2, got {self.window}")
+        if self.max_sequences is not None and int(self.max_sequences) < 1:
+            raise ValueError(f"max_sequences must be >= 1 or None, got {self.max_sequences}")
+        if self.depths is not None and any(not 0.0 <= d <= 1.0 for d in self.depths):
+            raise ValueError(f"depths must lie in [0, 1], got {self.depths}")
+        for name in ("position_edges", "distance_edges"):
+            if getattr(self, name) is not None:
+                check_edges(getattr(self, name), name)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        ev = self.evaluator
+        d["evaluator"] = ev if ev is None or isinstance(ev, str) else IN_MEMORY
+        return d
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_model(source):
+    """A model from a path (via :func:`tokenweight.models.load_model`) or an already built model.
+
+    The one place where the evaluation loads models; the model is put in eval mode.
+    """
+    if isinstance(source, torch.nn.Module):
+        return source.eval()
+    from tokenweight.models import load_model as _load
+
+    return _load(source).eval()
+
+
+def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    from tokenweight.models import load_tokenizer
+
+    if tokenizer is not None:
+        return load_tokenizer(tokenizer)
+    if data_dir is not None:
+        return load_tokenizer(Path(data_dir) / "tokenizer")
+    for src in models.values():
+        if isinstance(src, (str, Path)) and (Path(src) / "tokenizer_config.json").is_file():
+            return load_tokenizer(src)
+    raise UsageError("no tokenizer: pass --data PREPARED_DIR (its tokenizer/ is used) or a model folder that holds a tokenizer")
+
+
+def _load_validation(data_dir, max_sequences: int | None):
+    """``(rows, manifest)``: the held-out sequences as dicts with input_ids and episodes."""
+    try:
+        from tokenweight.data import load_prepared
+    except ImportError:  # TEMPORARY until tokenweight.data lands: the data contract, read directly
+        def load_prepared(d):
+            import datasets
+
+            p = Path(d)
+            if not (p / "manifest.json").is_file():
+                raise UsageError(f"{str(p)!r} is not a prepared folder (no manifest.json): run 'tokenweight prepare'")
+            splits = {s: datasets.load_from_disk(str(p / s)) for s in ("train", "validation") if (p / s).is_dir()}
+            return datasets.DatasetDict(splits), json.loads((p / "manifest.json").read_text())
+
+    dsd, manifest = load_prepared(data_dir)
+    if "validation" not in dsd or len(dsd["validation"]) == 0:
+        raise UsageError(f"prepared data {str(data_dir)!r} has no validation sequences: prepare it with a validation split")
+    val = dsd["validation"]
+    if max_sequences is not None:
+        val = val.select(range(min(max_sequences, len(val))))
+    cols = ["input_ids"] + (["episodes"] if "episodes" in val.column_names else [])
+    rows = [{"input_ids": r["input_ids"], "episodes": r.get("episodes") or []} for r in val.select_columns(cols)]
+    return rows, manifest
+
+
+def _batches(rows: list[dict], batch_size: int) -> list[dict]:
+    """Right-padded batches: ``input_ids`` [b, n] long, ``attention_mask`` [b, n], ``episodes``."""
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        n = max(len(r["input_ids"]) for r in chunk)
+        ids = torch.zeros(len(chunk), n, dtype=torch.long)
+        mask = torch.zeros(len(chunk), n, dtype=torch.long)
+        for j, r in enumerate(chunk):
+            ids[j, : len(r["input_ids"])] = torch.as_tensor(r["input_ids"], dtype=torch.long)
+            mask[j, : len(r["input_ids"])] = 1
+        out.append({"input_ids": ids, "attention_mask": mask, "episodes": [r["episodes"] for r in chunk]})
+    return out
+
+
+def _resolve_window(config: EvalConfig, manifest: dict | None, n: int | None) -> int:
+    if config.window is not None:
+        return int(config.window)
+    if manifest and manifest.get("window"):
+        return int(manifest["window"])
+    if n:
+        return max(2, n // 4)
+    return min(int(x) for x in config.lengths)
+
+
+def _num_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- LM metrics
+
+
+def _key_tokens(evaluator, batches: list[dict], window: int, stride: int, config: EvalConfig, bos) -> list[dict]:
+    """Per batch: the evaluator's key-token mask, eligible mask and long NLL (reused when the
+    evaluator is also an evaluated model)."""
+    out = []
+    for b in tqdm(batches, desc="LongPPL evaluator", disable=None):
+        long_nll, short_nll = evaluator_nll(
+            evaluator, b["input_ids"], b["attention_mask"], window=window, stride=stride, bos_token_id=bos
+        )
+        target = b["attention_mask"][:, 1:].bool()
+        key = key_token_mask(long_nll, short_nll, window=window, alpha=config.alpha, beta=config.beta, mask=target)
+        out.append({"key": key, "eligible": eligible_mask(target, window), "long_nll": long_nll})
+    return out
+
+
+def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_evaluator) -> tuple:
+    """``(perplexity, longppl, episodes)`` results of one model over the held-out batches.
+
+    ``is_evaluator``: the model is the LongPPL evaluator, whose full-context NLL is already in
+    ``keys`` (no second pass).
+    """
+    from tokenweight.scoring import token_nll
+
+    ppl = PositionPerplexity(pos_edges, window)
+    lppl = LongPPL() if keys is not None else None
+    rec = EpisodeRecall(dist_edges)
+    any_episodes = False
+    for i, b in enumerate(tqdm(batches, desc=f"{name}: perplexity", disable=None)):
+        if is_evaluator:
+            nll = keys[i]["long_nll"]
+        else:
+            nll = token_nll(model, b["input_ids"], b["attention_mask"])
+        target = b["attention_mask"][:, 1:].bool()
+        ppl.update(nll, target)
+        if lppl is not None:
+            lppl.update(nll, keys[i]["key"], keys[i]["eligible"])
+        if any(b["episodes"]):
+            any_episodes = True
+            rec.update(score_episodes(model, b["input_ids"], b["episodes"], b["attention_mask"]))
+    return ppl.result(), (lppl.result() if lppl else None), (rec.result() if any_episodes else None)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+#: needle depths of the default sweep (the NIAH heat map's rows)
+DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _task_samples(tokenizer, config: EvalConfig, lengths: list[int], haystack_texts: list[str] | None):
+    """``({(task, length): [Sample, ...]}, skipped)``, generated once and shared by every model.
+
+    A (task, length) whose length cannot hold the task's shortest prompt is skipped and reported
+    in ``skipped`` (``{"task", "length", "reason"}``) rather than failing the whole run.
+    """
+    from tokenweight.evaluate import tasks as T
+
+    names = list(T.TASKS) if config.tasks is None else list(config.tasks)
+    unknown = [t for t in names if t not in T.TASKS]
+    if unknown:
+        raise UsageError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(T.TASKS)}")
+    haystack = T.Haystack.from_texts(haystack_texts) if haystack_texts else T.Haystack.noise()
+    depths = list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS)
+    out, skipped = {}, []
+    for task in tqdm(names, desc="task samples", disable=None):
+        for length in lengths:
+            try:
+                out[(task, length)] = T.generate_samples(
+                    task, tokenizer, length, config.num_samples, config.seed, haystack=haystack, depths=depths
+                )
+            except T.LengthTooShortError as e:
+                skipped.append({"task": task, "length": length, "reason": str(e)})
+    return out, skipped
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _aggregate_likelihood(per_sample: list[dict]) -> dict:
+    """Means over samples of every numeric per-sample field (``rank`` becomes ``mean_rank``), and
+    ``candidate_accuracy``: the share of samples whose gold value ranks first (rank 1) among the
+    candidates (None when the task has no candidates)."""
+    keys = [k for k, v in per_sample[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {k: _mean(s.get(k) for s in per_sample) for k in keys if k != "rank"}
+    ranks = [s.get("rank") for s in per_sample if s.get("rank") is not None]
+    out["mean_rank"] = _mean(ranks)
+    out["candidate_accuracy"] = (sum(r == 1 for r in ranks) / len(ranks)) if ranks else None
+    return out
+
+
+def _task_rows(model, tokenizer, samples: dict, config: EvalConfig, name: str) -> list[dict]:
+    """One row per (task, length) with all depths pooled (``depth: None``), then one per depth."""
+    from tokenweight.evaluate import tasks as T
+
+    rows = []
+    for (task, length), ss in tqdm(samples.items(), desc=f"{name}: tasks", disable=None):
+        lik = T.score_likelihood(model, tokenizer, ss, batch_size=config.batch_size)
+        gen = None
+        if config.generation:
+            preds = T.generate_predictions(model, tokenizer, ss, max_new_tokens=config.max_new_tokens,
+                                           batch_size=config.batch_size)
+            gen = T.score_generation(preds, ss)["per_sample"]
+        groups: dict[float | None, list[int]] = {None: list(range(len(ss)))}
+        for i, s in enumerate(ss):
+            if s.depth is not None:
+                groups.setdefault(float(s.depth), []).append(i)
+        for depth, idx in groups.items():
+            rows.append(
+                {
+                    "task": task,
+                    "length": length,
+                    "depth": depth,
+                    "samples": len(idx),
+                    "likelihood": _aggregate_likelihood([lik[i] for i in idx]),
+                    "generation": None if gen is None else _aggregate_generation([gen[i] for i in idx], task),
+                }
+            )
+    return rows
+
+
+def _aggregate_generation(per_sample: list[dict], task: str) -> dict:
+    """RULER's score (0-100, the task's metric) and both string-match metrics over samples."""
+    from tokenweight.evaluate import tasks as T
+
+    n = len(per_sample)
+    return {
+        "metric": T.TASKS[task].metric,
+        "score": 100.0 * sum(r["score"] for r in per_sample) / n,
+        "string_match_all": 100.0 * sum(r["string_match_all"] for r in per_sample) / n,
+        "string_match_part": 100.0 * sum(r["string_match_part"] for r in per_sample) / n,
+    }
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def evaluate_models(
+    models: Mapping[str, Any],
+    tokenizer=None,
+    data_dir: str | Path | None = None,
+    config: EvalConfig | None = None,
+) -> dict:
+    """Evaluate several models side by side; return the results document (docs/EVALUATION.md).
+
+    Args:
+        models: display name -> model folder (HF format) or model object, in display order.
+        tokenizer: a tokenizer, a tokenizer folder, or None (the prepared data's, else the first
+            model folder's).
+        data_dir: a prepared folder (``tokenweight prepare``): its validation split gives
+            perplexity by position, LongPPL and episode recall; None skips those metrics.
+        config: :class:`EvalConfig` (defaults when None).
+    """
+    t0 = time.perf_counter()
+    config = config or EvalConfig()
+    config.validate()
+    if not models:
+        raise ValueError("models must hold at least one model")
+    tokenizer = _load_tokenizer(tokenizer, data_dir, models)
+
+    rows, manifest, batches, n = [], None, [], None
+    if data_dir is not None:
+        rows, manifest = _load_validation(data_dir, config.max_sequences)
+        batches = _batches(rows, config.batch_size)
+        n = max(len(r["input_ids"]) for r in rows)
+    window = _resolve_window(config, manifest, n)
+    lengths = sorted({int(x) for x in config.lengths})
+    if not any(x <= window for x in lengths):
+        lengths = [window] + lengths
+    pos_edges = config.position_edges or (default_edges(n, window) if n else None)
+    dist_edges = config.distance_edges or pos_edges
+
+    # LongPPL evaluator (shared key tokens)
+    keys, evaluator_info, ev_model_name = None, None, None
+    if batches and n > window:
+        ev = config.evaluator if config.evaluator is not None else next(iter(models))
+        ev_model_name = ev if isinstance(ev, str) and ev in models else None
+        ev_name = ev_model_name or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY)
+        stride = config.longppl_stride or max(1, window // 4)
+        evaluator = load_model(models[ev_model_name] if ev_model_name else ev)
+        bos = getattr(tokenizer, "bos_token_id", None)
+        keys = _key_tokens(evaluator, batches, window, stride, config, bos)
+        del evaluator
+        k = sum(int(x["key"].sum()) for x in keys)
+        e = sum(int(x["eligible"].sum()) for x in keys)
+        evaluator_info = {
+            "name": ev_name, "window": window, "stride": stride, "alpha": config.alpha, "beta": config.beta,
+            "key_tokens": k, "eligible_tokens": e, "key_share": k / e if e else None,
+        }
+
+    samples, skipped = {}, []
+    if config.tasks is None or config.tasks:
+        haystack = None
+        if rows:
+            haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
+        samples, skipped = _task_samples(tokenizer, config, lengths, haystack)
+
+    results_models = []
+    for name, source in models.items():
+        tm = time.perf_counter()
+        model = load_model(source)
+        entry = {
+            "name": name,
+            "source": str(source) if isinstance(source, (str, Path)) else IN_MEMORY,
+            "parameters": _num_parameters(model),
+            "perplexity": None, "longppl": None, "episodes": None, "tasks": [],
+        }
+        if batches:
+            entry["perplexity"], entry["longppl"], entry["episodes"] = _lm_metrics(
+                model, batches, keys, window, pos_edges, dist_edges, name, name == ev_model_name
+            )
+        if samples:
+            entry["tasks"] = _task_rows(model, tokenizer, samples, config, name)
+        entry["seconds"] = round(time.perf_counter() - tm, 3)
+        results_models.append(entry)
+        del model
+
+    from tokenweight import __version__
+
+    cfg = config.to_json()
+    cfg.update(window=window, lengths=lengths, position_edges=pos_edges, distance_edges=dist_edges,
+               depths=list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS))
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "tokenweight_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg,
+        "data": None if data_dir is None else {
+            "dir": str(data_dir),
+            "fingerprint": (manifest or {}).get("fingerprint"),
+            "n": n,
+            "sequences": len(rows),
+            "tokens": sum(len(r["input_ids"]) for r in rows),
+            "episodes": sum(len(r["episodes"]) for r in rows),
+        },
+        "evaluator": evaluator_info,
+        "skipped_tasks": skipped,
+        "models": results_models,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return check_results(_finite(results))
+
+
+def _finite(obj):
+    """Plain JSON: non-finite floats (a perplexity that overflows) become None; ``nll`` stays."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_outputs(results: dict, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``results.json``, ``table.txt`` and the PNG plots into ``out_dir`` (atomically).
+
+    Returns ``{"json": path, "table": path, "plots": [paths], "text": table}``.
+    """
+    from tokenweight.evaluate.plots import write_plots
+    from tokenweight.evaluate.results import format_tables
+    from tokenweight.io_utils import atomic_write_json, atomic_write_text
+
+    check_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = format_tables(results)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "table.txt", text + "\n")
+    plots = write_plots(results, out)
+    return {"json": out / "results.json", "table": out / "table.txt", "plots": plots, "text": text}

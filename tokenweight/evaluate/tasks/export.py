@@ -1,0 +1,147 @@
+"""RULER-format JSONL: one sample per line, written atomically, readable back into Samples.
+
+RULER's fields are ``index``, ``input``, ``outputs``, ``length`` (RULER's ``length`` also counts the
+generation budget; ours is the prompt's own token count, and ``tokens_to_generate`` is written
+next to it). Our extra fields (``task``, ``depth``, ``candidates``, ``meta``) ride along; RULER's
+scripts ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tokenweight.evaluate.tasks.sample import LengthTooShortError, Sample
+from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint
+
+
+def sample_record(index: int, s: Sample) -> dict:
+    """The JSON object of one sample (RULER's fields first)."""
+    return {
+        "index": index,
+        "input": s.input,
+        "outputs": list(s.outputs),
+        "length": int(s.length),
+        "task": s.task,
+        "depth": s.depth,
+        "candidates": s.candidates,
+        "tokens_to_generate": s.meta.get("tokens_to_generate"),
+        "meta": s.meta,
+    }
+
+
+def export_jsonl(samples, path: str | os.PathLike) -> Path:
+    """Write ``samples`` to ``path`` as RULER JSONL (atomically); returns the path."""
+    lines = [json.dumps(sample_record(i, s), ensure_ascii=False) for i, s in enumerate(samples)]
+    path = Path(path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Sample]:
+    """Samples from a JSONL file written by :func:`export_jsonl` (or by RULER: extras optional)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                out.append(
+                    Sample(
+                        task=d.get("task", ""),
+                        input=d["input"],
+                        outputs=list(d["outputs"]),
+                        length=int(d["length"]),
+                        depth=d.get("depth"),
+                        candidates=d.get("candidates"),
+                        meta=d.get("meta") or {},
+                    )
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}:{n} is not a task sample ({e}): expected RULER JSONL with input, outputs, length") from None
+    return out
+
+
+def _haystack_fingerprint(haystack) -> str:
+    if haystack is None or haystack.kind == "noise":
+        return "noise"
+    h = hashlib.sha256()
+    for t in haystack.texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return "corpus:" + h.hexdigest()[:16]
+
+
+def export_suite(
+    out: str | os.PathLike,
+    tokenizer,
+    tasks: Sequence[str],
+    lengths: Sequence[int],
+    num_samples: int,
+    seed: int,
+    haystack=None,
+    depths: Sequence[float] | None = None,
+    identity: dict | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict:
+    """Export every (length, task) to ``OUT/<length>/<task>/validation.jsonl``, resumably.
+
+    Each file's fingerprint covers ``identity`` (e.g. the tokenizer's path and digest), the
+    haystack's text, the task, length, seed, sample count and depths; files whose fingerprint is
+    already in ``OUT/manifest.json`` and that exist are kept as they are. A length too short for a
+    task is skipped (``warn`` is told, the manifest lists it under ``skipped``).
+
+    Returns:
+        The manifest: ``{"settings", "files": {relpath: {"task", "length", "samples",
+        "mean_length", "fingerprint"}}, "skipped": [{"task", "length", "minimum", "reason"}]}``.
+    """
+    from tqdm import tqdm
+
+    from tokenweight import __version__
+    from tokenweight.evaluate.tasks.registry import generate_samples
+
+    out = Path(out)
+    man_path = out / "manifest.json"
+    try:
+        old = json.loads(man_path.read_text(encoding="utf-8")) if man_path.is_file() else {}
+    except json.JSONDecodeError:
+        old = {}
+    settings = {
+        "tokenweight_version": __version__,
+        "seed": int(seed),
+        "num_samples": int(num_samples),
+        "depths": None if depths is None else [float(d) for d in depths],
+        "haystack_fingerprint": _haystack_fingerprint(haystack),
+        **(identity or {}),
+    }
+    manifest: dict = {"settings": settings, "files": {}, "skipped": []}
+    jobs = [(length, task) for length in lengths for task in tasks]
+    for length, task in tqdm(jobs, desc="tasks export", disable=None):
+        rel = f"{length}/{task}/validation.jsonl"
+        fp = fingerprint({**settings, "task": task, "length": int(length)})
+        prev = (old.get("files") or {}).get(rel)
+        if prev and prev.get("fingerprint") == fp and (out / rel).is_file():
+            manifest["files"][rel] = prev
+            continue
+        try:
+            samples = generate_samples(task, tokenizer, int(length), num_samples, seed, haystack=haystack, depths=depths)
+        except LengthTooShortError as e:
+            if warn is not None:
+                warn(f"skipped {task} at {length} tokens: {e}")
+            manifest["skipped"].append({"task": task, "length": int(length), "minimum": e.minimum, "reason": str(e)})
+            continue
+        export_jsonl(samples, out / rel)
+        manifest["files"][rel] = {
+            "task": task,
+            "length": int(length),
+            "samples": len(samples),
+            "mean_length": sum(s.length for s in samples) / max(len(samples), 1),
+            "fingerprint": fp,
+        }
+        atomic_write_json(man_path, manifest)  # progress survives an interruption
+    atomic_write_json(man_path, manifest)
+    return manifest

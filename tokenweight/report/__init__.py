@@ -1,0 +1,45 @@
+"""The demo's report: results.json, report.md, a self-contained index.html, figures; the token heat map.
+
+Python API (names load lazily)::
+
+    from tokenweight.report import assemble_results, build_report, compute_heatmap
+
+    results = assemble_results(eval_doc, config={"n": 1024, "window": 256}, runs=[...], base="base")
+    sample = compute_heatmap(model, scorer, tokenizer, text, ["dense:0.75", "sparse:0.3"], window=256)
+    build_report(results, "runs/report", sample=sample)
+
+Modules: ``schema`` (the results document and its validator), ``training`` (log.jsonl, summaries),
+``metrics`` (per-run values, means over seeds, seed-paired differences), ``verdict``, ``tables``,
+``plots``, ``heatmap``, ``markdown``, ``html``, ``build``. The schema is documented in
+docs/REPORT.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "build_report": "tokenweight.report.build",
+    "complete_results": "tokenweight.report.build",
+    "assemble_results": "tokenweight.report.schema",
+    "validate_results": "tokenweight.report.schema",
+    "SchemaError": "tokenweight.report.schema",
+    "SCHEMA_VERSION": "tokenweight.report.schema",
+    "heatmap_html": "tokenweight.report.heatmap",
+    "compute_heatmap": "tokenweight.report.heatmap",
+    "aggregate": "tokenweight.report.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokenweight.report' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

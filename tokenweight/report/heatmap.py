@@ -1,0 +1,247 @@
+"""The token heat map: a text with every token coloured by its weight under each scheme.
+
+This is the paper's Table 1, live: for one sequence, every token's long-context NLL, short-context
+NLL, their difference ``d = L_long - L_short`` and the weight each scheme gives it. One panel shows
+``d`` on a diverging scale (blue: the long context helped, ``d < 0``; red: it hurt), then one panel
+per scheme where colour intensity is proportional to the weight (0 = no colour, the scheme's
+largest weight on this text = full colour). Hovering a token shows its numbers (``title``
+attribute: no script, works offline, in any browser and in a saved file).
+
+- :func:`heatmap_html` is pure: lists in, an HTML fragment out (its own scoped ``<style>``, every
+  token escaped, whitespace and newlines kept with ``white-space: pre-wrap``), so the same fragment
+  goes into ``tokenweight show``'s page and into the demo report.
+- :func:`compute_heatmap` computes the numbers for any model, scorer and text with the library's
+  own scoring (``token_nll``, ``short_context_nll``) and weighting (``WeightingScheme``), exactly
+  as training does, and returns the ``sample`` dict that ``build_report`` takes.
+
+Alignment: all lists have one entry per token; entry 0 (the first token, BOS when the tokenizer has
+one) has no prediction and is ``None``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Mapping, Sequence
+
+#: RGB of the weight colour and of the diverging d scale (negative, positive)
+WEIGHT_RGB = (230, 85, 13)
+NEG_RGB, POS_RGB = (33, 102, 172), (178, 24, 43)
+
+_STYLE = """<style>
+.tw-heatmap{font-family:system-ui,sans-serif;font-size:14px}
+.tw-heatmap .tw-panel{margin:0 0 1.2em 0}
+.tw-heatmap h4{margin:.2em 0;font-size:15px}
+.tw-heatmap .tw-legend{color:#555;font-size:12px;margin:.1em 0 .4em 0}
+.tw-heatmap .tw-text{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px;
+ white-space:pre-wrap;word-break:break-all;line-height:1.55;border:1px solid #ddd;border-radius:4px;
+ padding:.6em;max-height:28em;overflow:auto;background:#fff}
+.tw-heatmap .tw-tok{border-radius:2px}
+.tw-heatmap .tw-tok:hover{outline:1px solid #000}
+</style>"""
+
+
+def _num(x) -> float | None:
+    """A finite float, or None for an unscored entry (None or NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _rgba(rgb: tuple[int, int, int], alpha: float) -> str:
+    return f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f})"
+
+
+def _check(tokens, long_nll, short_nll, weights_by_scheme) -> None:
+    T = len(tokens)
+    for name, seq in (("long_nll", long_nll), ("short_nll", short_nll)):
+        if len(seq) != T:
+            raise ValueError(f"{name} has {len(seq)} entries but tokens has {T}: pass one entry per token (None for unscored)")
+    for scheme, ws in weights_by_scheme.items():
+        if len(ws) != T:
+            raise ValueError(f"weights_by_scheme[{scheme!r}] has {len(ws)} entries but tokens has {T}: one per token")
+    if any(not isinstance(t, str) for t in tokens):
+        raise ValueError("tokens must be a list of strings (the text of each token)")
+
+
+def _span(token: str, colour: str | None, title: str) -> str:
+    style = f' style="background-color:{colour}"' if colour else ""
+    return f'<span class="tw-tok"{style} title="{html.escape(title, quote=True)}">{html.escape(token, quote=False)}</span>'
+
+
+def _title(i: int, token: str, lo: float | None, sh: float | None, extra: str = "") -> str:
+    head = f"#{i} {token!r}"
+    if lo is None:
+        return head + "\nnot scored (no preceding context)"
+    text = f"{head}\nL_long {lo:.3f}   L_short {sh:.3f}   d {lo - sh:+.3f}" if sh is not None else f"{head}\nL_long {lo:.3f}"
+    return text + extra
+
+
+def heatmap_html(
+    tokens: Sequence[str],
+    long_nll: Sequence[float | None],
+    short_nll: Sequence[float | None],
+    weights_by_scheme: Mapping[str, Sequence[float | None]],
+) -> str:
+    """HTML fragment: a ``d`` panel and one panel per scheme, one ``<span>`` per token in each.
+
+    Args:
+        tokens: the text of every token (``T`` strings; their concatenation is the text).
+        long_nll, short_nll: ``T`` values: NLL of token ``i`` with full / short context (nats);
+            None (or NaN) where a token is not scored (entry 0).
+        weights_by_scheme: scheme spec -> ``T`` weights (None where not scored), in display order.
+
+    Colour intensity is ``weight / max weight of that scheme on this text`` (so a higher weight is
+    always a more intense colour); for ``d`` it is ``|d| / max |d|``.
+    """
+    _check(tokens, long_nll, short_nll, weights_by_scheme)
+    lo = [_num(x) for x in long_nll]
+    sh = [_num(x) for x in short_nll]
+    d = [a - b if a is not None and b is not None else None for a, b in zip(lo, sh)]
+    scored_d = [abs(x) for x in d if x is not None]
+    dmax = max(scored_d, default=0.0)
+    out = ['<div class="tw-heatmap">', _STYLE]
+
+    spans = []
+    for i, tok in enumerate(tokens):
+        colour = None
+        if d[i] is not None and dmax > 0:
+            colour = _rgba(NEG_RGB if d[i] < 0 else POS_RGB, abs(d[i]) / dmax)
+        spans.append(_span(tok, colour, _title(i, tok, lo[i], sh[i])))
+    n_scored = len(scored_d)
+    mean_d = sum(x for x in d if x is not None) / n_scored if n_scored else 0.0
+    out.append(
+        '<section class="tw-panel" data-scheme="d">'
+        "<h4>d = L<sub>long</sub> − L<sub>short</sub></h4>"
+        f'<p class="tw-legend">blue: the long context helped (d &lt; 0), red: it hurt (d &gt; 0); '
+        f"intensity |d| / {dmax:.3f}; {n_scored} scored tokens, mean d {mean_d:+.3f} nats.</p>"
+        f'<div class="tw-text">{"".join(spans)}</div></section>'
+    )
+    for scheme, ws in weights_by_scheme.items():
+        w = [_num(x) for x in ws]
+        scored = [x for x in w if x is not None]
+        wmax = max(scored, default=0.0)
+        spans = []
+        for i, tok in enumerate(tokens):
+            colour = _rgba(WEIGHT_RGB, w[i] / wmax) if w[i] is not None and wmax > 0 else None
+            extra = f"\nweight ({scheme}) {w[i]:.3f}" if w[i] is not None else ""
+            spans.append(_span(tok, colour, _title(i, tok, lo[i], sh[i], extra)))
+        mean = sum(scored) / len(scored) if scored else 0.0
+        zeros = sum(1 for x in scored if x == 0) / len(scored) if scored else 0.0
+        out.append(
+            f'<section class="tw-panel" data-scheme="{html.escape(scheme, quote=True)}">'
+            f"<h4>{html.escape(scheme)}</h4>"
+            f'<p class="tw-legend">intensity = weight / {wmax:.3f}; mean weight {mean:.3f}, '
+            f"zero weight on {zeros:.1%} of tokens.</p>"
+            f'<div class="tw-text">{"".join(spans)}</div></section>'
+        )
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text of every token, such that ``"".join(pieces) == tokenizer.decode(ids)``.
+
+    Decoding tokens one by one loses the spaces that byte-level and SentencePiece tokenizers keep
+    inside tokens, and cuts multi-byte characters; so each piece is what decoding the prefix up to
+    that token adds. A token that ends inside a character gets an empty piece and the character goes
+    to the token that completes it. Cost: one decode per token (Rust; ~1 s for 2k tokens).
+    """
+    pieces, emitted = [], ""
+    ids = [int(x) for x in ids]
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if text.endswith("\ufffd") and i < len(ids) - 1:
+            pieces.append("")
+            continue
+        if text.startswith(emitted):
+            pieces.append(text[len(emitted):])
+        else:  # a decoder that rewrites earlier text: keep what changed from the first difference
+            k = next((j for j, (a, b) in enumerate(zip(text, emitted)) if a != b), min(len(text), len(emitted)))
+            pieces.append(text[k:])
+        emitted = text
+    return pieces
+
+
+def default_stride(n: int, window: int) -> int:
+    """METHOD.md's recommended stride ``(1 - w/n) · w`` (at least 1, below ``w``)."""
+    if n <= window:
+        return max(1, window // 2)
+    return min(window - 1, max(1, round((1 - window / n) * window)))
+
+
+def compute_heatmap(
+    model,
+    scorer,
+    tokenizer,
+    text: str,
+    schemes: Sequence,
+    window: int,
+    stride: int | None = None,
+    max_tokens: int = 1024,
+) -> dict:
+    """Long/short NLL and every scheme's weights for the first ``max_tokens`` tokens of ``text``.
+
+    Args:
+        model: the causal LM whose long-context NLL is shown (full context).
+        scorer: the short-context model; ``None`` or ``model`` itself means self-scoring (window 0
+            is then the long pass itself, as in training).
+        tokenizer: the models' tokenizer; BOS is prepended when it has one and the encoding lacks it.
+        text: the text.
+        schemes: weighting specs or ``WeightingScheme`` objects.
+        window, stride: ``w`` and ``s`` of the short-context windows (stride None: ``(1 - w/n)·w``).
+        max_tokens: the sequence is cut to this many tokens (the long context).
+
+    Returns the ``sample`` dict of ``build_report``: ``tokens``, ``token_ids``, ``long_nll``,
+    ``short_nll``, ``weights`` (str(scheme) -> list), one entry per token (entry 0 None), plus
+    ``window``, ``stride``, ``self_scored``.
+    """
+    import torch
+
+    from tokenweight.scoring import short_context_nll, token_nll
+    from tokenweight.weighting import WeightingScheme
+
+    if not isinstance(max_tokens, int) or max_tokens < 2:
+        raise ValueError(f"max_tokens must be an integer >= 2, got {max_tokens!r}")
+    if not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    parsed = [WeightingScheme.parse(s) for s in schemes]
+    if not parsed:
+        raise ValueError("schemes must name at least one weighting scheme")
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    ids = ids[:max_tokens]
+    if len(ids) < 2:
+        raise ValueError(f"text must hold at least 2 tokens, got {len(ids)}")
+    n = len(ids)
+    stride = default_stride(n, window) if stride is None else stride
+    x = torch.tensor([ids], dtype=torch.long)
+    long = token_nll(model, x)  # [1, n-1]
+    self_scored = scorer is None or scorer is model
+    if self_scored:
+        short = short_context_nll(model, x, window, stride, bos_token_id=bos, skip_first_window=True)
+        k = window - 1
+        short[:, :k] = long[:, :k]
+    else:
+        short = short_context_nll(scorer, x, window, stride, bos_token_id=bos)
+    weights = {}
+    for scheme in parsed:
+        weights[str(scheme)] = [None] + scheme(long, short)[0].tolist()
+    return {
+        "tokens": token_pieces(tokenizer, ids),
+        "token_ids": ids,
+        "long_nll": [None] + long[0].tolist(),
+        "short_nll": [None] + short[0].tolist(),
+        "weights": weights,
+        "window": window,
+        "stride": stride,
+        "self_scored": self_scored,
+    }
+
+
+def sample_html(sample: Mapping) -> str:
+    """:func:`heatmap_html` of a ``sample`` dict (the output of :func:`compute_heatmap`)."""
+    return heatmap_html(sample["tokens"], sample["long_nll"], sample["short_nll"], sample["weights"])

@@ -1,0 +1,86 @@
+"""The automatic verdict: what each weighting did against uniform, in a few sentences with numbers.
+
+The demo may pass its own ``verdict``; when it does not, the report writes this one from the
+aggregate (tokenweight.report.metrics). It compares every group with the uniform group on the
+headline metrics -- long-range episode recall, the long tasks, LongPPL (the long-context side) and
+short-context perplexity (the cost side) -- using the seed-paired differences.
+
+A difference is called *clear* when at least two seeds are paired and ``|mean| > 2 · std / √n``
+(the mean is more than about two standard errors from zero; with few seeds this is a rough screen,
+not a significance test, and the text says how many seeds stand behind each number). With one
+seed there is no noise estimate and the text says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+#: metrics the verdict talks about, in this order
+HEADLINE = ("recall_long", "tasks", "tasks_gen", "longppl", "ppl_short")
+
+
+def judge(diff: Mapping, better: str | None) -> str:
+    """'better' | 'worse' | 'within noise' | 'single seed' for one paired difference."""
+    m, s, n = diff.get("mean"), diff.get("std"), diff.get("n", 0)
+    if m is None or n == 0:
+        return "n/a"
+    if n < 2 or s is None:
+        return "single seed"
+    if abs(m) <= 2 * s / math.sqrt(n) or better is None or m == 0:
+        return "within noise"
+    return "better" if (m > 0) == (better == "higher") else "worse"
+
+
+def _fmt(x: float, digits: int) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def auto_verdict(agg: Mapping) -> dict:
+    """``{"text", "auto": True, "judgements": {label: {metric: judgement}}}`` from an aggregate."""
+    metrics = {m["key"]: m for m in agg["metrics"] if m["key"] in HEADLINE}
+    ref = agg.get("reference")
+    if ref is None:
+        return {"text": "No uniform (plain cross-entropy) run to compare against: see the tables.", "auto": True,
+                "judgements": {}}
+    lines, judgements = [], {}
+    n_ref = len(next(g for g in agg["groups"] if g["label"] == ref)["seeds"])
+    lines.append(f"Differences against {ref}, paired by seed (mean ± std over the paired seeds; "
+                 f"{n_ref} seed(s) of {ref}); 'clear' = |mean| > 2 standard errors.")
+    for g in agg["groups"]:
+        if g["label"] == ref or not g["vs_reference"]:
+            continue
+        parts, judgements[g["label"]] = [], {}
+        for key in HEADLINE:
+            if key not in metrics:
+                continue
+            d = g["vs_reference"][key]
+            if d["mean"] is None:
+                continue
+            j = judge(d, metrics[key]["better"])
+            judgements[g["label"]][key] = j
+            num = _fmt(d["mean"], metrics[key]["digits"])
+            if d["std"] is not None:
+                num += f" ± {d['std']:.{metrics[key]['digits']}f}"
+            tag = {"better": "clearly better", "worse": "clearly worse"}.get(j, j)
+            parts.append(f"{metrics[key]['label']} {num} ({tag})")
+        if parts:
+            lines.append(f"- {g['label']}: " + "; ".join(parts) + ".")
+    best = _best(agg, metrics)
+    if best:
+        lines.append(best)
+    return {"text": "\n".join(lines), "auto": True, "judgements": judgements}
+
+
+def _best(agg: Mapping, metrics: Mapping) -> str | None:
+    """One sentence naming the best group on long-range recall (else the long tasks)."""
+    for key in ("recall_long", "tasks", "longppl"):
+        if key not in metrics:
+            continue
+        scored = [(g["stats"][key]["mean"], g["label"]) for g in agg["groups"] if g["stats"][key]["mean"] is not None]
+        if len(scored) < 2:
+            continue
+        sign = 1 if metrics[key]["better"] == "higher" else -1
+        value, label = max(scored, key=lambda t: sign * t[0])
+        return f"Best mean {metrics[key]['label']}: {label} ({value:.{metrics[key]['digits']}f})."
+    return None

@@ -1,0 +1,482 @@
+"""Frozen short-context scores: computed once, cached on disk, resumable, multi-process.
+
+With a *frozen* scorer (METHOD.md), ``L_short`` does not change during training, so it is computed
+once for the whole training split and read back by dataset index at every step. At the paper's
+scale this is hours of GPU time, so the cache is built to survive kills and to split across GPUs:
+
+Layout of a cache folder ``OUT/``::
+
+    meta.json                      written first: identity of the scores (below) and the layout
+    shards/00000.safetensors ...   shard i = sequences [i*K, min((i+1)*K, N)): "nll" [k, n-1]
+                                   float32 and "lengths" [k] int32; its header repeats the cache
+                                   fingerprint and its range, so a stray file is never mistaken
+    complete.json                  written last, once every shard is present
+
+Every file is written atomically (``tokenweight.io_utils``), so a killed run leaves only whole
+shards; a rerun with the same options skips them (nothing recomputed, lost or duplicated). Under
+``torchrun``/``accelerate launch`` shard ``i`` belongs to rank ``i % world_size``; rank 0 writes
+``meta.json`` before and ``complete.json`` after a barrier. Batches never straddle shards, so the
+numbers do not depend on how many processes computed them (bitwise, for fp32 on CPU).
+
+Identity (``meta.json``; a cache whose identity differs from what a caller asks for is refused):
+``data`` (fingerprint of the prepared folder's manifest), ``split``, ``n_sequences``, ``n``,
+``tokenizer`` (digest of the vocabulary and special tokens), ``scorer`` (digest of the scorer's
+``config.json`` and weight files: whole files up to 32 MiB, above that the size and 32 blocks of
+1 MiB spread evenly over the file -- fine-tuning changes every block, and an 8B model is digested
+in well under a second), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+from tokenweight.errors import UsageError
+from tokenweight.io_utils import atomic_file, atomic_write_json, fingerprint
+
+FORMAT = 1
+META, COMPLETE, SHARDS = "meta.json", "complete.json", "shards"
+#: identity fields, in the order a mismatch is reported (the first one that differs is named)
+IDENTITY = ("data", "split", "n", "n_sequences", "window", "stride", "dtype", "tokenizer",
+            "scorer", "bos_token_id", "shard_size")
+_HINT = {"window": "--window", "stride": "--stride", "dtype": "--dtype", "split": "--split",
+         "shard_size": "--shard-size"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+# ----------------------------------------------------------------------------- defaults, layout
+
+def default_stride(n: int, window: int) -> int:
+    """METHOD.md's recommended stride ``(1 - w/n)·w``, rounded, in ``[1, window)``."""
+    return int(min(window - 1, max(1, round((1 - window / n) * window))))
+
+
+def default_shard_size(n: int) -> int:
+    """Sequences per shard: about 256k tokens (1 MiB of float32 scores) per shard file."""
+    return max(1, (1 << 18) // max(n, 1))
+
+
+def shard_ranges(n_sequences: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: shard i holds sequences ``start … stop-1``."""
+    return [(a, min(a + shard_size, n_sequences)) for a in range(0, n_sequences, shard_size)]
+
+
+def _shard_path(root: Path, i: int) -> Path:
+    return root / SHARDS / f"{i:05d}.safetensors"
+
+
+def _shard_ok(path: Path, fp: str, start: int, stop: int) -> bool:
+    """True when ``path`` is a finished shard of this cache covering exactly ``[start, stop)``."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            m = f.metadata() or {}
+    except Exception:  # unreadable: recompute it (atomic writes make this a foreign file)
+        return False
+    return m.get("fingerprint") == fp and m.get("start") == str(start) and m.get("stop") == str(stop)
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+def file_digest_sampled(path: str | os.PathLike, block: int = 1 << 20, blocks: int = 32) -> str:
+    """sha256 (16 hex digits) of a file: all of it up to ``block*blocks`` bytes, else its size
+    and ``blocks`` blocks at evenly spaced offsets (first and last included)."""
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= block * blocks:
+            h.update(f.read())
+        else:
+            for k in range(blocks):
+                f.seek((size - block) * k // (blocks - 1))
+                h.update(f.read(block))
+    return h.hexdigest()[:16]
+
+
+def scorer_digest(folder: str | os.PathLike) -> str:
+    """Digest of a saved model: its ``config.json`` (minus volatile keys) and weight files."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    for k in ("transformers_version", "_name_or_path"):
+        config.pop(k, None)
+    weights = {p.name: file_digest_sampled(p) for p in sorted(folder.iterdir())
+               if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
+               and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args"))}
+    if not weights:
+        raise UsageError(f"scorer folder {str(folder)!r} holds no weight files (*.safetensors, *.bin): "
+                         "pass a folder saved with save_pretrained")
+    return fingerprint({"config": config, "weights": weights})
+
+
+def _special_ids(tok) -> dict[str, Any]:
+    return {k: getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "unk")}
+
+
+def tokenizer_digest(tok) -> str:
+    """Digest of a tokenizer's vocabulary mapping and special tokens (bos, eos, unk)."""
+    return fingerprint({"vocab": sorted(tok.get_vocab().items()), "special": _special_ids(tok)})
+
+
+def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_name: str) -> None:
+    """Refuse a scorer that cannot score the data's token ids with the data's meaning.
+
+    Its embedding matrix must cover the data's vocabulary (a larger one is fine: padded
+    matrices are common), and a tokenizer saved with it must map every token to the same id and
+    have the same BOS/EOS/UNK (pad is not compared: it is never scored and often added ad hoc).
+    """
+    need = len(data_tok)
+    if scorer_vocab_size < need:
+        raise UsageError(f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
+                         f"tokenizer has {need}: score with a model trained with the data's tokenizer")
+    if scorer_tok is None:
+        return
+    a, b = scorer_tok.get_vocab(), data_tok.get_vocab()
+    if a != b:
+        diff = sorted(set(a.items()) ^ set(b.items()))
+        tok = diff[0][0]
+        raise UsageError(f"scorer {scorer_name!r} uses a different tokenizer than the data ({len(a)} vs {len(b)} "
+                         f"entries; e.g. {tok!r} is {a.get(tok)} vs {b.get(tok)}): score with a model that "
+                         "shares the data's tokenizer")
+    if _special_ids(scorer_tok) != _special_ids(data_tok):
+        raise UsageError(f"scorer {scorer_name!r} has special tokens {_special_ids(scorer_tok)} but the data's "
+                         f"tokenizer has {_special_ids(data_tok)}: score with a model that shares the data's tokenizer")
+
+
+def _first_difference(have: dict, want: dict) -> str | None:
+    """The first identity field (in ``IDENTITY`` order) present in ``want`` where ``have`` differs."""
+    return next((k for k in IDENTITY if k in want and have.get(k) != want[k]), None)
+
+
+def _stale_message(path: Path, have: dict, want: dict, who: str) -> str:
+    k = _first_difference(have, want)
+    fix = f"with {_HINT[k]} {want[k]}" if k in _HINT else "with the same --data and --scorer"
+    return (f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
+            f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache")
+
+
+# ----------------------------------------------------------------------------- reading
+
+class ScoreCache:
+    """A complete, validated score cache: ``read(indices) -> Tensor[len(indices), n-1]`` float32.
+
+    Entry ``[r, j]`` is the short-context NLL of token ``j+1`` of sequence ``indices[r]`` of the
+    cached split (0 past the sequence's end), aligned like ``token_nll``. Shards are memory-mapped
+    and only the requested rows are read; the object pickles (for DataLoader workers).
+    """
+
+    _MAX_OPEN = 16
+
+    def __init__(self, path: Path, meta: dict):
+        self.path, self.meta = Path(path), meta
+        self.n_sequences, self.n = int(meta["n_sequences"]), int(meta["n"])
+        self.shard_size = int(meta["shard_size"])
+        self._handles: OrderedDict = OrderedDict()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, expect: dict | None = None, who: str = "training") -> "ScoreCache":
+        """Open the cache at ``path``; ``expect``: identity fields the caller requires (any of
+        ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line)."""
+        path = Path(path)
+        if not (path / META).is_file():
+            raise UsageError(f"{str(path)!r} is not a score cache (no {META}): create it with "
+                             f"`tokenweight score --out {path}`")
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise UsageError(f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
+                             f"{FORMAT}: recompute it with `tokenweight score --force`")
+        if expect and _first_difference(meta, expect):
+            raise UsageError(_stale_message(path, meta, expect, who))
+        ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
+        done = None
+        if (path / COMPLETE).is_file():
+            done = json.loads((path / COMPLETE).read_text(encoding="utf-8"))
+        ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
+        if not done or done.get("fingerprint") != meta["fingerprint"] or not all(ok):
+            have = sum(ok)
+            raise UsageError(f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards): rerun "
+                             "`tokenweight score` with the same options to finish it")
+        return cls(path, meta)
+
+    def __len__(self) -> int:
+        return self.n_sequences
+
+    def __getstate__(self):
+        return {"path": self.path, "meta": self.meta}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["meta"])
+
+    def _handle(self, shard: int):
+        from safetensors import safe_open
+
+        if shard in self._handles:
+            self._handles.move_to_end(shard)
+        else:
+            self._handles[shard] = safe_open(str(_shard_path(self.path, shard)), framework="pt")
+            while len(self._handles) > self._MAX_OPEN:
+                self._handles.popitem(last=False)
+        return self._handles[shard]
+
+    def read(self, indices: Sequence[int] | Any):
+        """Short-context NLL of the given sequences: ``[len(indices), n-1]`` float32 (CPU)."""
+        import torch
+
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).tolist()
+        out = torch.empty(len(idx), max(self.n - 1, 0), dtype=torch.float32)
+        for r, i in enumerate(idx):
+            if not 0 <= i < self.n_sequences:
+                raise UsageError(f"score cache {str(self.path)!r} covers sequences 0..{self.n_sequences - 1} of split "
+                                 f"{self.meta['split']!r} but sequence {i} was asked for: rerun `tokenweight score "
+                                 "--force` without --max-sequences (or with a larger one)")
+            s, row = divmod(i, self.shard_size)
+            out[r] = self._handle(s).get_slice("nll")[row : row + 1][0]
+        return out
+
+
+def verify(cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices: Sequence[int],
+           batch_size: int | None = None) -> float:
+    """Recompute ``short_context_nll`` for ``sequences`` (dataset rows ``indices``) one at a time
+    and return the largest absolute difference to the cache (nats). Batching differs from the
+    cache's, so expect float rounding (~1e-6 in fp32), not 0."""
+    import torch
+
+    from tokenweight.scoring import short_context_nll
+
+    got = cache.read(indices)
+    worst = 0.0
+    m = cache.meta
+    for r, seq in enumerate(sequences):
+        ids = torch.tensor([list(seq)], dtype=torch.long)
+        ref = short_context_nll(model, ids, m["window"], m["stride"], bos_token_id=m["bos_token_id"],
+                                batch_size=batch_size)[0].cpu()
+        worst = max(worst, float((got[r, : ref.shape[0]] - ref).abs().max()) if ref.numel() else 0.0)
+    return worst
+
+
+# ----------------------------------------------------------------------------- computing
+
+def _dist_setup(device: str) -> tuple[int, int, bool]:
+    """(rank, world_size, initialised_here) from torchrun/accelerate's env (RANK, WORLD_SIZE)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    import torch
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    # Ranks wait for each other at the end: the default 30 min timeout is too short for big runs.
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=48))
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _from_rank0(value, world: int):
+    """Rank 0's ``value`` on every rank (an error message included, so all ranks fail alike)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _prepare_out(out: Path, meta: dict, force: bool) -> None:
+    """Rank 0: refuse a foreign or stale folder (unless ``force``), write meta.json, tidy temps."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file: pass a folder for the score cache")
+    old = json.loads((out / META).read_text(encoding="utf-8")) if (out / META).is_file() else None
+    if old is None and out.is_dir() and any(p.name != SHARDS for p in out.iterdir()):
+        raise UsageError(f"--out {str(out)!r} exists and is not a score cache: choose an empty or new folder")
+    if old is not None and (force or old.get("format") != FORMAT or old.get("fingerprint") != meta["fingerprint"]):
+        if not force:
+            k = (_first_difference(old, meta) or "fingerprint") if old.get("format") == FORMAT else "format"
+            raise UsageError(f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for "
+                             f"{meta.get(k, FORMAT)!r}: pass --force to recompute it, or choose another --out")
+        (out / COMPLETE).unlink(missing_ok=True)  # first, so that a crash here leaves it incomplete
+        for p in (out / SHARDS).glob("*.safetensors"):
+            p.unlink()
+        (out / META).unlink()
+        old = None
+    if old is None:
+        atomic_write_json(out / META, meta)
+    for p in (out / SHARDS).glob(".*.tmp"):  # temporaries of a killed run
+        p.unlink(missing_ok=True)
+
+
+def _pad(rows: list, n: int):
+    """Right-pad token lists to ``n``: (ids [b, n] long, mask [b, n] or None, lengths [b] int32)."""
+    import torch
+
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int32)
+    ids = torch.zeros(len(rows), n, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    mask = None if bool((lengths == n).all()) else (torch.arange(n)[None] < lengths[:, None]).long()
+    return ids, mask, lengths
+
+
+def compute_scores(
+    out: str | os.PathLike,
+    data: str | os.PathLike,
+    scorer: str | os.PathLike,
+    *,
+    window: int,
+    stride: int | None = None,
+    split: str = "train",
+    batch_size: int | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    shard_size: int | None = None,
+    max_sequences: int | None = None,
+    force: bool = False,
+) -> dict:
+    """Score every sequence of ``data``'s ``split`` under the frozen ``scorer`` into ``out``.
+
+    ``window``/``stride``: METHOD.md's short context (``stride`` default :func:`default_stride`).
+    ``batch_size``: windows per forward pass (default ``short_context_nll``'s). ``dtype``:
+    float32 | bfloat16 | float16 (scores are stored as float32). ``device``: default cuda when
+    available. Resumes an interrupted cache with the same identity; a different one is refused
+    unless ``force``. Under ``torchrun`` every rank must call it (each scores its own shards).
+
+    Returns (same on every rank) ``{"out", "sequences", "computed", "cached", "tokens",
+    "seconds", "tokens_per_s", "world_size"}``: ``computed``/``tokens`` count this call's work.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from tokenweight.data import load_prepared
+    from tokenweight.models import load_model, load_tokenizer
+    from tokenweight.scoring import short_context_nll, window_starts
+
+    if max_sequences is not None and max_sequences < 1:
+        raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
+    if shard_size is not None and shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 or None, got {shard_size}")
+    out, data = Path(out), Path(data)
+    if not (data / "manifest.json").is_file():
+        raise UsageError(f"{str(data)!r} is not a prepared data folder (no manifest.json): create it with "
+                         "`tokenweight prepare` and pass it to --data")
+    dsd, manifest = load_prepared(data)
+    if split not in dsd:
+        raise UsageError(f"prepared data {str(data)!r} has no split {split!r} (it has {', '.join(dsd)}): pass --split")
+    ds = dsd[split].select_columns(["input_ids"])
+    n = int(manifest["n"])
+    stride = default_stride(n, window) if stride is None else stride
+    window_starts(n, window, stride)  # validates window and stride (ValueError)
+    count = len(ds) if max_sequences is None else min(len(ds), max_sequences)
+    if count == 0:
+        raise UsageError(f"split {split!r} of {str(data)!r} has no sequences: prepare more data")
+    data_tok = load_tokenizer(data / "tokenizer")
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, own_group = _dist_setup(device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{torch.cuda.current_device()}"
+    try:
+        model = None
+        folder = Path(scorer).expanduser()
+        if not folder.is_dir():  # a hub id (load_model refuses a missing path with a UsageError)
+            from huggingface_hub import snapshot_download
+
+            model = load_model(scorer, dtype=dtype, device=device)
+            folder = Path(snapshot_download(str(scorer), local_files_only=True))
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        vocab = getattr(config.get_text_config(), "vocab_size", None) or 0
+        has_tok = any((folder / f).is_file() for f in _TOKENIZER_FILES)
+        check_scorer_tokenizer(load_tokenizer(folder) if has_tok else None, vocab, data_tok, str(scorer))
+
+        identity = dict(data=manifest.get("fingerprint"), split=split, n=n, n_sequences=count, window=window,
+                        stride=stride, dtype=dtype, tokenizer=tokenizer_digest(data_tok),
+                        scorer=scorer_digest(folder), bos_token_id=data_tok.bos_token_id,
+                        shard_size=shard_size or default_shard_size(n))
+        meta = dict(identity, format=FORMAT, fingerprint=fingerprint(identity), scorer_path=str(scorer),
+                    data_path=str(data.resolve()), num_shards=len(shard_ranges(count, identity["shard_size"])))
+        err = None
+        if rank == 0:
+            try:
+                _prepare_out(out, meta, force)
+            except UsageError as e:
+                err = str(e)
+        if (err := _from_rank0(err, world)) is not None:
+            raise UsageError(err)
+
+        ranges = shard_ranges(count, meta["shard_size"])
+        mine = [i for i in range(rank, len(ranges), world)
+                if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *ranges[i])]
+        per_seq = len(window_starts(n, window, stride))
+        per_call = max(1, math.ceil(4 * (batch_size or max(1, 16384 // window)) / per_seq))
+        computed = tokens = 0
+        t0 = time.perf_counter()
+        if mine:
+            model = model or load_model(folder, dtype=dtype, device=device)
+            t0 = time.perf_counter()
+            bar = tqdm(total=sum(b - a for a, b in (ranges[i] for i in mine)), unit="seq", disable=None,
+                       desc=f"scoring{f' (rank {rank})' if world > 1 else ''}", position=rank)
+            for i in mine:
+                a, b = ranges[i]
+                rows = ds[a:b]["input_ids"]
+                nll = torch.zeros(b - a, max(n - 1, 0), dtype=torch.float32)
+                lengths = torch.zeros(b - a, dtype=torch.int32)
+                for c in range(0, b - a, per_call):
+                    chunk = [list(r) for r in rows[c : c + per_call]]
+                    if (long := max(len(r) for r in chunk)) > n:
+                        raise UsageError(f"sequence {a + c} of {str(data)!r} has {long} tokens but the manifest "
+                                         f"says n = {n}: re-prepare the data")
+                    ids, mask, lens = _pad(chunk, n)
+                    nll[c : c + len(chunk)] = short_context_nll(
+                        model, ids, window, stride, attention_mask=mask, bos_token_id=data_tok.bos_token_id,
+                        batch_size=batch_size).cpu()
+                    lengths[c : c + len(chunk)] = lens
+                    bar.update(len(chunk))
+                from safetensors.torch import save_file
+
+                with atomic_file(_shard_path(out, i)) as tmp:
+                    save_file({"nll": nll.contiguous(), "lengths": lengths}, str(tmp),
+                              metadata={"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)})
+                computed += b - a
+                tokens += int(lengths.sum())
+            bar.close()
+        seconds = time.perf_counter() - t0
+        stats = [(computed, tokens, seconds)]
+        if world > 1:
+            import torch.distributed as dist
+
+            stats = [None] * world
+            dist.all_gather_object(stats, (computed, tokens, seconds))  # also the barrier before the marker
+        err = None
+        if rank == 0:
+            missing = [i for i, r in enumerate(ranges) if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *r)]
+            if missing:
+                err = f"score cache {str(out)!r} misses shards {missing[:5]} after scoring: rerun `tokenweight score`"
+            else:
+                atomic_write_json(out / COMPLETE, {"fingerprint": meta["fingerprint"], "num_shards": len(ranges),
+                                                   "n_sequences": count})
+        if (err := _from_rank0(err, world)) is not None:
+            raise RuntimeError(err)
+        computed, tokens = sum(s[0] for s in stats), sum(s[1] for s in stats)
+        seconds = max(s[2] for s in stats)
+        return {"out": str(out), "sequences": count, "computed": computed, "cached": count - computed,
+                "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if tokens else 0.0,
+                "world_size": world}
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

@@ -1,0 +1,73 @@
+"""Short-context NLL for the weights of a training batch: the two scorers of METHOD.md.
+
+A scorer turns a batch (and the long NLL of its forward pass) into ``L_short [b, n-1]``, aligned
+like ``token_nll`` (entry ``j`` is token ``j+1``):
+
+- :class:`SelfScorer` (the paper's "unfrozen" variant): the model being trained, without gradient,
+  on strided windows of ``w`` tokens, recomputed at every step. Window 0 of a sequence *is* the long
+  pass (same tokens, same causal context), so it is skipped (``skip_first_window=True``) and its
+  entries ``0 … w-2`` are copied from the long NLL of the training forward itself.
+- :class:`FrozenScorer`: a separate, fixed short-context model whose NLL was computed once by
+  ``tokenweight score`` (``tokenweight.scorecache.ScoreCache``) and is read by dataset index.
+
+Both return float32 tensors on the batch's device and never carry gradient (weights are constants).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SelfScorer:
+    """Short-context NLL from the live model (no gradient), every step.
+
+    Args:
+        window: ``w``, the most tokens a short context holds.
+        stride: ``s``, distance of window starts (``1 <= s < w``); see ``short_context_nll``.
+        bos_token_id: windows after the first start with this token when the sequence does.
+        batch_size: windows per forward pass (None: ``short_context_nll``'s default, ~16k tokens).
+    """
+
+    def __init__(self, window: int, stride: int, bos_token_id: int | None = None, batch_size: int | None = None):
+        from tokenweight.scoring import window_starts
+
+        window_starts(window + 1, window, stride)  # validates window and stride (ValueError)
+        self.window, self.stride, self.bos_token_id, self.batch_size = window, stride, bos_token_id, batch_size
+
+    def __call__(self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
+                 index: Tensor, long_nll: Tensor) -> Tensor:
+        """input_ids, attention_mask: [b, n]; index: [b]; long_nll: [b, n-1] -> [b, n-1] float32."""
+        from tokenweight.scoring import short_context_nll
+
+        short = short_context_nll(model, input_ids, self.window, self.stride, attention_mask=attention_mask,
+                                  bos_token_id=self.bos_token_id, skip_first_window=True,
+                                  batch_size=self.batch_size)
+        k = self.window - 1
+        short[:, :k] = long_nll[:, :k].detach().to(short.dtype)
+        return short
+
+    def __repr__(self) -> str:
+        return f"SelfScorer(window={self.window}, stride={self.stride})"
+
+
+class FrozenScorer:
+    """Short-context NLL read from a frozen score cache by dataset index.
+
+    ``cache.read(indices) -> [len, n_cache-1]``; a batch of (cropped or padded) length ``n``
+    uses the first ``n-1`` entries. Positions past a sequence's end are masked by the caller.
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def __call__(self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
+                 index: Tensor, long_nll: Tensor) -> Tensor:
+        t = long_nll.shape[1]
+        short = self.cache.read(index.detach().cpu())
+        if short.shape[1] < t:
+            raise ValueError(f"score cache holds {short.shape[1] + 1}-token sequences but the batch has {t + 1} tokens")
+        return short[:, :t].to(device=long_nll.device, dtype=torch.float32)
+
+    def __repr__(self) -> str:
+        return f"FrozenScorer({str(getattr(self.cache, 'path', '?'))!r})"
