@@ -215,7 +215,7 @@ def test_open_checks_expectations_and_completeness(env, tmp_path):
 
 
 def test_foreign_scorer_tokenizer_refused(env, tmp_path):
-    other_tok = make_tokenizer(tmp_path / "tok", 64, prefix="v")
+    make_tokenizer(tmp_path / "tok", 64, prefix="v")  # same size, other words
     foreign = make_scorer(tmp_path / "foreign", tokenizer=tmp_path / "tok")
     with pytest.raises(UsageError, match="uses a different tokenizer than the data"):
         compute_scores(tmp_path / "c", env["data"], foreign, window=16)
@@ -228,7 +228,6 @@ def test_foreign_scorer_tokenizer_refused(env, tmp_path):
     assert compute_scores(tmp_path / "c", env["data"], big, window=16, max_sequences=2)["computed"] == 2
     bare = make_scorer(tmp_path / "bare")
     assert compute_scores(tmp_path / "d", env["data"], bare, window=16, max_sequences=2)["computed"] == 2
-    del other_tok
 
 
 def test_out_must_be_a_cache_folder(env, tmp_path):
@@ -264,15 +263,19 @@ def test_fingerprints(tmp_path):
     raw[-1] ^= 1  # one bit of one weight
     w.write_bytes(bytes(raw))
     assert scorer_digest(a) != d1
-    # Big files: sampled blocks; small ones whole.
+    # Files above block*blocks bytes: size + sampled blocks (first and last included); below: all.
     big = tmp_path / "big.bin"
-    data = bytearray(range(256)) * (5 * 4096)  # 5 MiB
-    big.write_bytes(bytes(data))
-    d = file_digest_sampled(big, block=1 << 16, blocks=8)
-    data[len(data) - 1] ^= 1  # the last block is always sampled
-    big.write_bytes(bytes(data))
-    assert file_digest_sampled(big, block=1 << 16, blocks=8) != d
-    assert file_digest_sampled(big) != file_digest_sampled(big, block=1 << 16, blocks=8)
+    raw = bytearray(range(256)) * (4 * 4096)  # 4 MiB
+    big.write_bytes(bytes(raw))
+    small, sampled = file_digest_sampled(big), file_digest_sampled(big, block=1 << 16, blocks=8)
+    raw[len(raw) // 2 + 1000] ^= 1  # between sampled blocks (they start at multiples of 4 MiB-64 KiB / 7)
+    big.write_bytes(bytes(raw))
+    assert file_digest_sampled(big) != small and file_digest_sampled(big, block=1 << 16, blocks=8) == sampled
+    for pos in (0, len(raw) - 1):  # the first and the last block are always read
+        raw[pos] ^= 1
+        big.write_bytes(bytes(raw))
+        assert file_digest_sampled(big, block=1 << 16, blocks=8) != sampled
+        raw[pos] ^= 1
     with pytest.raises(UsageError, match="holds no weight files"):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text("{}")

@@ -22,8 +22,8 @@ Identity (``meta.json``; a cache whose identity differs from what a caller asks 
 ``data`` (fingerprint of the prepared folder's manifest), ``split``, ``n_sequences``, ``n``,
 ``tokenizer`` (digest of the vocabulary and special tokens), ``scorer`` (digest of the scorer's
 ``config.json`` and weight files: whole files up to 32 MiB, above that the size and 32 blocks of
-1 MiB spread evenly over the file -- fine-tuning changes every block, and an 8B model is digested
-in well under a second), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
+1 MiB spread evenly over the file -- fine-tuning changes every block, yet at most 32 MiB per file is
+read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
 """
 
 from __future__ import annotations
@@ -330,6 +330,58 @@ def _pad(rows: list, n: int):
     return ids, mask, lengths
 
 
+def _scorer_folder(scorer, data_tok, dtype: str, device: str):
+    """(local folder of the scorer, the model if it had to be loaded to find the folder, else None).
+
+    Refuses (UsageError) a scorer whose vocabulary or saved tokenizer differs from the data's
+    before anything is computed or written. A hub id is loaded first (that fetches it into the HF
+    cache) and then digested from its cached snapshot, like a local folder.
+    """
+    from transformers import AutoConfig
+
+    from tokenweight.models import load_model, load_tokenizer
+
+    model, folder = None, Path(scorer).expanduser()
+    if not folder.is_dir():  # load_model refuses a missing path / unreachable hub id with a UsageError
+        from huggingface_hub import snapshot_download
+
+        model = load_model(scorer, dtype=dtype, device=device)
+        folder = Path(snapshot_download(str(scorer), local_files_only=True))
+    vocab = getattr(AutoConfig.from_pretrained(folder).get_text_config(), "vocab_size", None) or 0
+    has_tok = any((folder / f).is_file() for f in _TOKENIZER_FILES)
+    check_scorer_tokenizer(load_tokenizer(folder) if has_tok else None, vocab, data_tok, str(scorer))
+    return folder, model
+
+
+def _score_rows(model, rows: list, n: int, window: int, stride: int, bos: int | None,
+                batch_size: int | None, bar, where: str):
+    """Short-context NLL of one shard's token lists: (nll [k, n-1] float32 CPU, lengths [k] int32).
+
+    Sequences go to ``short_context_nll`` in groups of about four forward passes' worth of
+    windows (enough to fill every pass); the grouping depends only on the shard, never on the
+    process, which keeps multi-process results bitwise equal to single-process ones.
+    """
+    import torch
+
+    from tokenweight.scoring import short_context_nll, window_starts
+
+    per_pass = batch_size or max(1, 16384 // window)
+    per_call = max(1, math.ceil(4 * per_pass / len(window_starts(n, window, stride))))
+    nll = torch.zeros(len(rows), max(n - 1, 0), dtype=torch.float32)
+    lengths = torch.zeros(len(rows), dtype=torch.int32)
+    for c in range(0, len(rows), per_call):
+        chunk = [list(r) for r in rows[c : c + per_call]]
+        if (longest := max(len(r) for r in chunk)) > n:
+            raise UsageError(f"{where} holds a sequence of {longest} tokens but the manifest says n = {n}: "
+                             "re-prepare the data")
+        ids, mask, lens = _pad(chunk, n)
+        nll[c : c + len(chunk)] = short_context_nll(model, ids, window, stride, attention_mask=mask,
+                                                    bos_token_id=bos, batch_size=batch_size).cpu()
+        lengths[c : c + len(chunk)] = lens
+        bar.update(len(chunk))
+    return nll, lengths
+
+
 def compute_scores(
     out: str | os.PathLike,
     data: str | os.PathLike,
@@ -357,11 +409,12 @@ def compute_scores(
     "seconds", "tokens_per_s", "world_size"}``: ``computed``/``tokens`` count this call's work.
     """
     import torch
+    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from tokenweight.data import load_prepared
     from tokenweight.models import load_model, load_tokenizer
-    from tokenweight.scoring import short_context_nll, window_starts
+    from tokenweight.scoring import window_starts
 
     if max_sequences is not None and max_sequences < 1:
         raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
@@ -388,20 +441,7 @@ def compute_scores(
     if device == "cuda" and world > 1:
         device = f"cuda:{torch.cuda.current_device()}"
     try:
-        model = None
-        folder = Path(scorer).expanduser()
-        if not folder.is_dir():  # a hub id (load_model refuses a missing path with a UsageError)
-            from huggingface_hub import snapshot_download
-
-            model = load_model(scorer, dtype=dtype, device=device)
-            folder = Path(snapshot_download(str(scorer), local_files_only=True))
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(folder)
-        vocab = getattr(config.get_text_config(), "vocab_size", None) or 0
-        has_tok = any((folder / f).is_file() for f in _TOKENIZER_FILES)
-        check_scorer_tokenizer(load_tokenizer(folder) if has_tok else None, vocab, data_tok, str(scorer))
-
+        folder, model = _scorer_folder(scorer, data_tok, dtype, device)
         identity = dict(data=manifest.get("fingerprint"), split=split, n=n, n_sequences=count, window=window,
                         stride=stride, dtype=dtype, tokenizer=tokenizer_digest(data_tok),
                         scorer=scorer_digest(folder), bos_token_id=data_tok.bos_token_id,
@@ -420,8 +460,6 @@ def compute_scores(
         ranges = shard_ranges(count, meta["shard_size"])
         mine = [i for i in range(rank, len(ranges), world)
                 if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *ranges[i])]
-        per_seq = len(window_starts(n, window, stride))
-        per_call = max(1, math.ceil(4 * (batch_size or max(1, 16384 // window)) / per_seq))
         computed = tokens = 0
         t0 = time.perf_counter()
         if mine:
@@ -431,24 +469,10 @@ def compute_scores(
                        desc=f"scoring{f' (rank {rank})' if world > 1 else ''}", position=rank)
             for i in mine:
                 a, b = ranges[i]
-                rows = ds[a:b]["input_ids"]
-                nll = torch.zeros(b - a, max(n - 1, 0), dtype=torch.float32)
-                lengths = torch.zeros(b - a, dtype=torch.int32)
-                for c in range(0, b - a, per_call):
-                    chunk = [list(r) for r in rows[c : c + per_call]]
-                    if (long := max(len(r) for r in chunk)) > n:
-                        raise UsageError(f"sequence {a + c} of {str(data)!r} has {long} tokens but the manifest "
-                                         f"says n = {n}: re-prepare the data")
-                    ids, mask, lens = _pad(chunk, n)
-                    nll[c : c + len(chunk)] = short_context_nll(
-                        model, ids, window, stride, attention_mask=mask, bos_token_id=data_tok.bos_token_id,
-                        batch_size=batch_size).cpu()
-                    lengths[c : c + len(chunk)] = lens
-                    bar.update(len(chunk))
-                from safetensors.torch import save_file
-
+                nll, lengths = _score_rows(model, ds[a:b]["input_ids"], n, window, stride, data_tok.bos_token_id,
+                                           batch_size, bar, f"sequences {a}..{b - 1} of {str(data)!r}")
                 with atomic_file(_shard_path(out, i)) as tmp:
-                    save_file({"nll": nll.contiguous(), "lengths": lengths}, str(tmp),
+                    save_file({"nll": nll, "lengths": lengths}, str(tmp),
                               metadata={"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)})
                 computed += b - a
                 tokens += int(lengths.sum())

@@ -37,11 +37,6 @@ def cli(*argv, **kw):
                           text=True, timeout=300, **kw)
 
 
-def read_all(out) -> torch.Tensor:
-    cache = ScoreCache.open(out)
-    return cache.read(range(cache.n_sequences))
-
-
 def assert_same_cache(a: Path, b: Path) -> None:
     """Same files, same meta.json and complete.json, every shard's tensors and header metadata equal
     (bitwise; safetensors writes header keys in no fixed order, so bytes are not compared)."""

@@ -97,6 +97,11 @@ def test_show_config_and_self_scoring(setup):
     p = _Spans()
     p.feed(out.read_text())
     assert list(p.panels) == ["d", "dense:0.5"]
+    cfg.write_text(f"model: {setup / 'model'}\nscheme: sparse:0.5\nmax_tokens: 24\n")  # one spec, not a list
+    assert main(["show", "--config", str(cfg), "--text", str(setup / "text.py"), "--out", str(out)]) == 0
+    p = _Spans()
+    p.feed(out.read_text())
+    assert list(p.panels) == ["d", "sparse:0.5"] and "window w = 16" in out.read_text()  # 64 // 4
 
 
 @pytest.mark.parametrize(

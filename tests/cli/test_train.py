@@ -115,7 +115,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, ca
 
     def interrupted(self, *a, **kw):
         calls["n"] += 1
-        if calls["n"] == 7:  # during step 7: checkpoint-6 exists, steps 1-6 are logged
+        if calls["n"] == 8:  # during step 8: checkpoint-6 exists, steps 1-7 are logged
             raise KeyboardInterrupt
         return original(self, *a, **kw)
 
@@ -123,6 +123,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, ca
     assert train(env, part, *args) == 130
     monkeypatch.setattr(WeightedTrainer, "training_step", original)
     assert (part / "checkpoint-6").is_dir() and not (part / "model").exists()
+    assert [x["step"] for x in log_lines(part)] == list(range(1, 8))  # step 7 is redone after resuming
     assert train(env, part, *args, "--resume") == 0
     assert "resumed from checkpoint-6" in capsys.readouterr().out
 
@@ -204,7 +205,8 @@ def test_torchrun_two_processes_equal_one_process_with_accumulation(env):
     """2 processes × batch 2 == 1 process × batch 2 × accumulation 2 (same global batches and weights)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     common = ["train", "--data", str(env["data"]), "--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self",
-              "--window", str(W), "--max-steps", "3", "--batch-size", "2", "--save-steps", "100", "--lr", "3e-3"]
+              "--window", str(W), "--max-steps", "3", "--batch-size", "2", "--save-steps", "100", "--lr", "3e-3",
+              "--max-train-sequences", "8"]  # 4 micro-batches per epoch: no uneven last step
     envv = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     two = env["root"] / "ddp2"
     run = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "tokenweight.cli.main",

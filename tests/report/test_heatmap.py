@@ -1,6 +1,5 @@
 """heatmap_html (escaping, one span per token, colour order) and compute_heatmap vs the library."""
 
-import html
 import math
 import re
 from html.parser import HTMLParser
@@ -122,7 +121,27 @@ def test_compute_heatmap_matches_library(tiny_tokenizer, tiny_llama):
 
 
 def test_token_pieces_keep_spaces_and_multibyte(tiny_tokenizer):
-    ids = tiny_tokenizer("  x\n\té  y", add_special_tokens=False)["input_ids"]
+    text = "  x\n\té  y🙂z"  # the emoji never occurs in training: four byte tokens
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
     pieces = token_pieces(tiny_tokenizer, ids)
-    assert len(pieces) == len(ids) and "".join(pieces) == tiny_tokenizer.decode(ids) == "  x\n\té  y"
-    assert html.unescape(html.escape("".join(pieces))) == "  x\n\té  y"
+    assert len(pieces) == len(ids) and "".join(pieces) == tiny_tokenizer.decode(ids) == text
+    assert pieces[-5:] == ["", "", "", "🙂", "z"]  # the character goes to the token that completes it
+
+
+def test_token_pieces_sentencepiece_style():
+    """Metaspace + byte fallback (a Llama-2-style tokenizer): leading spaces and byte tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(["hello world def f(x): return x"] * 10,
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>")
+    ids = [fast.bos_token_id] + fast("hello world  x\n\ty ü🙂 z", add_special_tokens=False)["input_ids"]
+    pieces = token_pieces(fast, ids)
+    assert "".join(pieces) == fast.decode(ids) and pieces[:3] == ["<s>", " hello", " world"]
+    assert pieces[-7:] == ["ü", "", "", "", "🙂", " ", "z"]

@@ -45,7 +45,7 @@ def test_run_label():
         (lambda r: r["runs"][0]["eval"]["perplexity"]["short"].update(ppl=float("nan")),
          r"runs\[0\]\.eval\.perplexity\.short\.ppl: holds a non-finite number"),
         (lambda r: r.update(verdict={"text": 3}), r"verdict\.text: must be a string"),
-        (lambda r: r["machine"].update(obj=object()), r"machine\.obj: holds a object"),
+        (lambda r: r["machine"].update(obj=object()), r"machine\.obj: holds a value of type object"),
     ],
 )
 def test_validator_names_the_path(results, mutate, message):

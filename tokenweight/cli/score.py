@@ -74,8 +74,21 @@ def _verify(args, cache) -> int:
     return 0
 
 
+def _quiet_library_bars() -> None:
+    """No transformers/datasets loading bars in logs (stderr not a terminal); ours stay (tqdm disable=None)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+
+
 def run(args) -> int:
     _check(args)
+    _quiet_library_bars()
     from tokenweight.scorecache import ScoreCache, compute_scores
 
     s = compute_scores(

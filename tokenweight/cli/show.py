@@ -71,6 +71,8 @@ def _read_text(path: str | None) -> str:
 def _schemes(specs) -> list:
     from tokenweight.weighting import WeightingScheme
 
+    if isinstance(specs, str):  # a config's `scheme: dense:0.75`
+        specs = [specs]
     if not specs:
         raise UsageError("no weighting scheme: pass --scheme SPEC (e.g. dense:0.75)")
     out = []

@@ -53,6 +53,15 @@ def _list(value, name: str, cast):
     return out
 
 
+def _int(value, name: str) -> int:
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} {value!r} is not an integer: pass a whole number") from None
+
+
 def _print_table() -> None:
     from tokenweight.evaluate.tasks import TASKS
 
@@ -122,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
     depths = None if args.depths in (None, "", "none") else _list(args.depths, "--depths", float)
     if depths is not None and any(not 0.0 <= d <= 1.0 for d in depths):
         raise UsageError(f"--depths {args.depths!r} must lie in [0, 1]")
-    if args.num_samples < 1:
-        raise UsageError(f"--num-samples {args.num_samples} must be >= 1")
+    num_samples, seed = _int(args.num_samples, "--num-samples"), _int(args.seed, "--seed")
+    if num_samples < 1:
+        raise UsageError(f"--num-samples {num_samples} must be >= 1")
     if not args.out:
         raise UsageError("--out is required for export: pass an output folder")
 
@@ -138,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
         tokenizer,
         tasks=names,
         lengths=sorted(set(lengths)),
-        num_samples=args.num_samples,
-        seed=args.seed,
+        num_samples=num_samples,
+        seed=seed,
         haystack=haystack,
         depths=depths,
         identity={

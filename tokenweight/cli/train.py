@@ -218,6 +218,9 @@ def run(args) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.rope_theta is not None and not args.rope_theta > 0:
         raise UsageError(f"--rope-theta must be > 0, got {args.rope_theta}")
+    if args.init and args.rope_scaling:
+        raise UsageError("--rope-scaling extends a trained model (--model); an --init model is built for n directly "
+                         "(set its base with --rope-theta)")
 
     quiet_progress_bars()
     ds, manifest, tokenizer = load_data(args)

@@ -181,8 +181,13 @@ def _sample_targets(n_text: int, extra: int, cfg: EpisodeConfig, capacity: int, 
 
 
 def _plan(text: str, bounds: np.ndarray, tokpos: np.ndarray, targets: list[tuple[int, int]],
-          cands: list[_Candidate], cfg: EpisodeConfig, capacity: int, meter: _Meter) -> list[tuple[int, ...]]:
-    """Place episodes at line boundaries: ``[(candidate, def_boundary, use_boundary, def_seq, use_seq)]``.
+          cands: list[_Candidate], cfg: EpisodeConfig, capacity: int, meter: _Meter):
+    """Place episodes at line boundaries.
+
+    Returns ``(placed, abandoned)``: ``placed`` lists ``(candidate, def_boundary, use_boundary,
+    def_seq, use_seq)``; ``abandoned`` the candidates whose use found no boundary after their
+    definition was counted in (later insertions pushed the window past the lines): the caller
+    must plan again without them, since every position after their definition is off.
 
     ``bounds[b]``: character position of line boundary ``b``; ``tokpos[b]``: index of the first
     original token at or after it. The walk keeps ``shift`` = tokens inserted so far, so boundary
@@ -195,7 +200,7 @@ def _plan(text: str, bounds: np.ndarray, tokpos: np.ndarray, targets: list[tuple
     dmax = cfg.max_distance if cfg.max_distance is not None else 1 << 62
     shift, cur, ti, seq = 0, 0, 0, 0
     pending: list[dict] = []
-    placed = []
+    placed, abandoned = [], []
 
     def cost(ci: int, use: bool, b: int) -> tuple[int, int, int]:
         c = cands[ci]
@@ -228,10 +233,12 @@ def _plan(text: str, bounds: np.ndarray, tokpos: np.ndarray, targets: list[tuple
         b, kind, _, e = min(events, key=lambda x: x[:3])
         if kind == 0:
             pending.remove(e)
-            if b >= 0:  # (b < 0: no boundary left for this use; its definition is not inserted)
-                placed.append((e["cand"], e["b_def"], b, e["seq"], seq))
-                shift += cost(e["cand"], True, b)[1]
-                cur, seq = b, seq + 1
+            if b < 0:
+                abandoned.append(e["cand"])
+                continue
+            placed.append((e["cand"], e["b_def"], b, e["seq"], seq))
+            shift += cost(e["cand"], True, b)[1]
+            cur, seq = b, seq + 1
             continue
         ci, d = ti, targets[ti][1]
         ti += 1
@@ -254,7 +261,7 @@ def _plan(text: str, bounds: np.ndarray, tokpos: np.ndarray, targets: list[tuple
         shift += length
         pending.append({"cand": ci, "b_def": b, "seq": seq, "lo": lo, "hi": hi, "U": min(max(p_val + d, lo), hi)})
         cur, seq = b, seq + 1
-    return placed
+    return placed, abandoned
 
 
 def _build(text: str, bounds: np.ndarray, placed: list[tuple[int, ...]], cands: list[_Candidate]):
@@ -350,7 +357,7 @@ def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[En
     empty = np.zeros((0, 5), dtype=np.int64)
     if cfg is None or cfg.per_1k == 0:
         return [DocEpisodes(e.ids, empty) for e in base]
-    meter = _Meter(encode)
+    meter = _Meter(getattr(encode, "short", encode))
     results, plans = [], {}  # plans: doc -> (targets, candidates, bounds, tokpos, excluded targets)
     for i, (text, enc, seed) in enumerate(zip(texts, base, seeds)):
         rng = np.random.default_rng(list(seed) if isinstance(seed, (list, tuple)) else seed)
@@ -366,9 +373,13 @@ def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[En
     while plans:
         built = {}
         for i, (targets, cands, bounds, tokpos, excluded) in plans.items():
-            keep = [j for j in range(len(targets)) if j not in excluded]
-            placed = _plan(texts[i], bounds, tokpos, [targets[j] for j in keep], [cands[j] for j in keep],
-                           cfg, capacity, meter)
+            while True:
+                keep = [j for j in range(len(targets)) if j not in excluded]
+                placed, abandoned = _plan(texts[i], bounds, tokpos, [targets[j] for j in keep],
+                                          [cands[j] for j in keep], cfg, capacity, meter)
+                if not abandoned:
+                    break
+                excluded.update(keep[a] for a in abandoned)
             placed = [(keep[p[0]],) + tuple(p[1:]) for p in placed]
             if placed:
                 built[i] = (placed, *_build(texts[i], bounds, placed, cands))

@@ -157,14 +157,20 @@ class Encoder:
         self.parallel = state["parallel"]
 
     def __call__(self, texts: Sequence[str]) -> list[Encoded]:
+        """Encode documents (the Rust batch API, parallel unless disabled)."""
         if not texts:
             return []
-        if self.parallel:
+        if self.parallel and len(texts) > 1:
             encs = self.backend.encode_batch(list(texts), add_special_tokens=False)
         else:
             encs = [self.backend.encode(t, add_special_tokens=False) for t in texts]
-        out = []
-        for e in encs:
-            off = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
-            out.append(Encoded(np.asarray(e.ids, dtype=np.int32), off[:, 0].copy(), off[:, 1].copy()))
-        return out
+        return [self._wrap(e) for e in encs]
+
+    def short(self, texts: Sequence[str]) -> list[Encoded]:
+        """Encode a few short strings in this thread (a parallel batch would cost more than it saves)."""
+        return [self._wrap(self.backend.encode(t, add_special_tokens=False)) for t in texts]
+
+    @staticmethod
+    def _wrap(e) -> Encoded:
+        off = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
+        return Encoded(np.asarray(e.ids, dtype=np.int32), off[:, 0].copy(), off[:, 1].copy())

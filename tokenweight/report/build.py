@@ -38,7 +38,8 @@ def complete_results(results: Mapping, sample: Mapping | None = None) -> dict:
         if run.get("curve") is None and run.get("log_path"):
             run["curve"] = decimate(read_log(run["log_path"]))
     res["aggregate"] = aggregate(res)
-    if not (res.get("verdict") or {}).get("text"):
+    verdict = res.get("verdict") or {}
+    if not verdict.get("text") or verdict.get("auto"):  # an automatic verdict follows the numbers
         res["verdict"] = auto_verdict(res["aggregate"])
     if sample is not None:
         res["sample"] = {k: v for k, v in sample.items()}

@@ -101,7 +101,7 @@ def render_index(results: Mapping, tables: Sequence[Table], figures: Sequence[Pa
     parts.append("<h2>Setup</h2><h3>Config</h3>" + _kv(cfg))
     ev = results.get("evaluation") or {}
     if ev:
-        parts.append("<h3>Evaluation</h3>" + _kv({k: ev[k] for k in ("data", "evaluator", "config", "seconds") if k in ev}))
+        parts.append("<h3>Evaluation</h3>" + _kv({k: ev[k] for k in ("data", "evaluator", "config", "skipped_tasks", "seconds") if k in ev}))
     parts.append("<h3>Machine</h3>" + _kv(results.get("machine")))
     if results["runs"]:
         parts.append("<h3>Runs</h3>")

@@ -34,6 +34,14 @@ def render_markdown(results: Mapping, tables: Sequence[Table], figures: Sequence
         for fig in figures:
             lines += ["", f"![{fig.stem}]({fig.name})", "", f"*{caption(fig)}*"]
     lines += ["", "## Setup", "", "Config:", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```"]
+    ev = results.get("evaluation") or {}
+    if ev.get("data") or ev.get("evaluator"):
+        shown = {k: ev[k] for k in ("data", "evaluator") if ev.get(k)}
+        lines += ["", "Evaluation:", "", "```json", json.dumps(shown, indent=2, sort_keys=True), "```"]
+    skipped = ev.get("skipped_tasks") or []
+    if skipped:
+        lines += ["", "Skipped tasks:", ""]
+        lines += [f"- {s.get('task')} at length {s.get('length')}: {s.get('reason')}" for s in skipped]
     if results.get("machine"):
         lines += ["", "Machine:", "", "```json", json.dumps(results["machine"], indent=2, sort_keys=True), "```"]
     return "\n".join(lines) + "\n"

@@ -102,7 +102,7 @@ def _finite_numbers(obj: Any, path: str) -> None:
         for i, v in enumerate(obj):
             _finite_numbers(v, f"{path}[{i}]")
     elif obj is not None and not isinstance(obj, (str, bool, Real)):
-        _fail(path, f"holds a {type(obj).__name__}, which JSON cannot hold")
+        _fail(path, f"holds a value of type {type(obj).__name__}, which JSON cannot hold")
 
 
 def _check_eval_entry(entry: Any, name: str, path: str) -> None:

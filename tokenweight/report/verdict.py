@@ -82,5 +82,7 @@ def _best(agg: Mapping, metrics: Mapping) -> str | None:
             continue
         sign = 1 if metrics[key]["better"] == "higher" else -1
         value, label = max(scored, key=lambda t: sign * t[0])
+        if sum(1 for v, _ in scored if v == value) > 1:
+            return f"No single best mean {metrics[key]['label']}: several settings tie at {value:.{metrics[key]['digits']}f}."
         return f"Best mean {metrics[key]['label']}: {label} ({value:.{metrics[key]['digits']}f})."
     return None

@@ -133,6 +133,7 @@ def training_arguments(recipe: Recipe, out_dir: str | os.PathLike):
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=recipe.dataloader_workers,
         dataloader_pin_memory=_cuda(),
+        use_cpu=not _cuda(),
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed,
     )

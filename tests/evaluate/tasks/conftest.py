@@ -81,3 +81,15 @@ def tiny_model(tokenizer):
             if p.dim() == 2:
                 p.mul_(10.0)
     return model.eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine two OpenMP threads
+    spin against other processes and measured 40-100x slower. Restored after each module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

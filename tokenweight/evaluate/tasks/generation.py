@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 
 def _budget(sample, max_new_tokens: int | None) -> int:
@@ -57,7 +58,7 @@ def generate_predictions(
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc="generation", disable=None, leave=False):
             idx = order[start : start + batch_size]
             L = max(len(enc[i]) for i in idx)
             ids = torch.full((len(idx), L), pad_id, dtype=torch.long)

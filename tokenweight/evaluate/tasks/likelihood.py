@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 
 def _encode(tokenizer, prompt: str, continuation: str) -> list[int]:
@@ -134,7 +135,7 @@ def score_likelihood(model, tokenizer, samples: Sequence, batch_size: int = 8) -
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc="likelihood", disable=None, leave=False):
             idx = order[start : start + batch_size]
             scored = _continuation_logprobs(model, [enc[i][0] for i in idx], [enc[i][1] for i in idx], pad_id, batch_size)
             for i, per_cont in zip(idx, scored):
@@ -153,7 +154,7 @@ def _summarize(golds: list[str], distract: list[str], per_cont: list) -> dict:
             {
                 "output": g,
                 "tokens": int(lp.numel()),
-                "token_accuracy": float(hit.float().mean()),
+                "token_accuracy": float(hit.sum()) / hit.numel(),
                 "mean_logprob": float(lp.mean()),
                 "logprob": total,
                 "rank": (1 + sum(d > total for d in d_totals)) if distract else None,

@@ -158,7 +158,7 @@ def generate_niah(
         depth=float(depths[gold_first]),
         candidates=outputs + hard + fresh,
         meta={
-            "haystack": stream.meta.get("haystack", kind),
+            **stream.meta,  # haystack kind; for a corpus: first document and documents used
             "haystack_pieces": m,
             "keys": [keys[i] for i in queried],
             "needle_depths": [stream.depth_of(m, s) for s in slots],

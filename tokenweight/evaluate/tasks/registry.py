@@ -13,6 +13,8 @@ import math
 import random
 from typing import Sequence
 
+from tqdm import tqdm
+
 from tokenweight.evaluate.tasks.haystack import Haystack
 from tokenweight.evaluate.tasks.niah import generate_niah
 from tokenweight.evaluate.tasks.sample import Sample, TaskSpec
@@ -93,6 +95,8 @@ def generate_samples(
         raise ValueError(f"length={length!r} must be a positive integer (tokens)")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
         raise ValueError(f"num_samples={num_samples!r} must be an integer >= 0")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r} must be an integer")
     if haystack is not None and not isinstance(haystack, Haystack):
         raise ValueError(f"haystack must be a Haystack or None, got {type(haystack).__name__}")
     spec = TASKS[task]
@@ -103,11 +107,11 @@ def generate_samples(
             raise ValueError(f"depths={depths!r} must be a non-empty list of numbers in [0, 1]")
     sweep: list[float | None] = list(depths) if (depths is not None and spec.has_depth) else [None]
     generate = _GENERATORS[spec.family]
+    jobs = [(depth, k) for depth in sweep for k in range(num_samples)]
     out = []
-    for depth in sweep:
-        for k in range(num_samples):
-            rng = random.Random(f"tokenweight-tasks/{task}/{int(seed)}/{k}")
-            s = generate(spec, tokenizer, length, rng, haystack, depth)
-            s.meta.update({"sample": k, "seed": int(seed), "target_length": length})
-            out.append(s)
+    for depth, k in tqdm(jobs, desc=f"{task} @ {length}", disable=None, leave=False):
+        rng = random.Random(f"tokenweight-tasks/{task}/{seed}/{k}")
+        s = generate(spec, tokenizer, length, rng, haystack, depth)
+        s.meta.update({"sample": k, "seed": seed, "target_length": length})
+        out.append(s)
     return out

@@ -21,7 +21,6 @@ monotonically while the length is fitted.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections import Counter

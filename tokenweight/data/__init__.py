@@ -1,0 +1,54 @@
+"""Data preparation: corpus -> tokenizer -> tokenized sequences on disk (``tokenweight prepare``).
+
+Modules, one job each:
+
+- ``corpus``: list and hash the inputs (text folders, jsonl, parquet, saved or hub datasets, the
+  embedded standard-library corpus) in a fixed order;
+- ``tokenizer``: train the default byte-level BPE (single-digit tokens) or load any HF tokenizer;
+- ``episodes``: inject long-range definition-use episodes with exact token spans;
+- ``sequences``: chunk a document into sequences of ``n`` tokens (never across documents);
+- ``writer``: stream sequences into the ``train``/``validation`` datasets and count them;
+- ``pipeline``: ``prepare(out, PrepareConfig)``, fingerprinted and atomic.
+
+The folder layout is the data contract of docs/ARCHITECTURE.md; docs/DATA.md describes it in full.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenweight.errors import UsageError
+
+
+def load_prepared(path: str | Path):
+    """Open a prepared folder: ``(datasets.DatasetDict(train=..., validation=...), manifest)``.
+
+    The splits are memory-mapped (``datasets.load_from_disk``); columns ``input_ids`` (int32, BOS
+    first when the tokenizer has one), ``doc_id`` and ``episodes`` (``[def_start, def_end,
+    use_start, use_end]`` spans). The tokenizer is at ``path/tokenizer``.
+    """
+    import datasets
+
+    from tokenweight.data.writer import SPLITS, complete
+
+    p = Path(path).expanduser()
+    if not complete(p):
+        what = "does not exist" if not p.exists() else "is not a complete prepared folder"
+        raise UsageError(f"{str(p)!r} {what}: run 'tokenweight prepare --out {p}' first")
+    try:
+        manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UsageError(f"{str(p / 'manifest.json')!r} is not valid JSON ({e}): prepare the folder again with --force") from None
+    splits = {s: datasets.load_from_disk(str(p / s)) for s in SPLITS}
+    return datasets.DatasetDict(splits), manifest
+
+
+def prepare(out, config=None, *, force: bool = False, **options):
+    """``pipeline.prepare`` with options as keywords: ``prepare("data/", n=256, max_documents=50)``."""
+    from tokenweight.data.pipeline import PrepareConfig, prepare as _prepare
+
+    return _prepare(out, config or PrepareConfig(**options), force=force)
+
+
+__all__ = ["load_prepared", "prepare"]

@@ -1,0 +1,131 @@
+"""Stream sequences into the two ``datasets`` splits of a prepared folder, and count them.
+
+Why Arrow files written incrementally (``datasets.arrow_writer.ArrowWriter``) rather than
+``Dataset.from_dict``: memory stays bounded by one batch of documents whatever the corpus size
+(PG19 is ~2B tokens); the finished files are then saved with ``save_to_disk``, which gives the
+standard, memory-mapped layout that ``datasets.load_from_disk`` reads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tokenweight.data.episodes import DEF_TEMPLATE, USE_TEMPLATES, EpisodeConfig
+from tokenweight.data.sequences import Chunked
+from tokenweight.errors import UsageError
+
+SPLITS = ("train", "validation")
+
+
+def features():
+    from datasets import Features, List, Value
+
+    return Features({"input_ids": List(Value("int32")), "doc_id": Value("int64"), "episodes": List(List(Value("int32")))})
+
+
+def complete(folder: Path) -> bool:
+    """Whether ``folder`` holds every part of a prepared folder."""
+    return (folder / "manifest.json").is_file() and all((folder / p).is_dir() for p in (*SPLITS, "tokenizer"))
+
+
+def _empty_stats() -> dict:
+    return {"documents": 0, "sequences": 0, "tokens": 0, "episodes": 0, "empty_documents": 0,
+            "short_documents": 0, "dropped_tail_tokens": 0}
+
+
+class SplitWriters:
+    """Writers for ``train`` and ``validation`` under ``folder``; ``max_tokens`` caps train."""
+
+    def __init__(self, folder: Path, max_tokens: int | None):
+        from datasets.arrow_writer import ArrowWriter
+
+        self.folder, self.max_tokens, self.full = Path(folder), max_tokens, False
+        self.work = self.folder / ".work"
+        self.work.mkdir()
+        self.writers = {s: ArrowWriter(features=features(), path=str(self.work / f"{s}.arrow")) for s in SPLITS}
+        self.stats = {s: _empty_stats() for s in SPLITS}
+        self.distances: list[np.ndarray] = []
+        self.planned = self.injected = 0
+
+    def add(self, split: str, doc_id: int, text_tokens: int, chunks: Chunked, planned: int, injected: int) -> None:
+        """Add one document's sequences (train stops, and ``full`` is set, at ``max_tokens``)."""
+        st = self.stats[split]
+        self.planned += planned
+        self.injected += injected
+        if text_tokens == 0:
+            st["empty_documents"] += 1
+            return
+        if not chunks.sequences:
+            st["short_documents"] += 1
+        st["dropped_tail_tokens"] += chunks.dropped_tokens
+        rows = {"input_ids": [], "doc_id": [], "episodes": []}
+        for seq, eps in zip(chunks.sequences, chunks.episodes):
+            if split == "train" and self.max_tokens is not None and st["tokens"] + len(seq) > self.max_tokens:
+                self.full = True
+                break
+            rows["input_ids"].append(seq)
+            rows["doc_id"].append(doc_id)
+            rows["episodes"].append(eps.tolist())
+            st["sequences"] += 1
+            st["tokens"] += len(seq)
+            st["episodes"] += len(eps)
+            if len(eps):
+                self.distances.append(eps[:, 2] - eps[:, 0])
+        if rows["doc_id"]:
+            st["documents"] += 1
+            self.writers[split].write_batch(rows)
+
+    def finish(self, n: int, documents: int) -> None:
+        """Save both splits as ``datasets`` folders; UsageError when train got no sequence."""
+        import datasets
+
+        for w in self.writers.values():
+            w.finalize()
+        if self.stats["train"]["sequences"] == 0:
+            st = self.stats["train"]
+            raise UsageError(
+                f"no training sequences of n={n} tokens from {documents} selected document(s) "
+                f"({st['empty_documents']} empty, {st['short_documents']} shorter than n): "
+                "add documents, lower --n, keep tails with --min-tail, or lower --val-fraction"
+            )
+        was_disabled = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # our own bar covers the run
+        try:
+            for s in SPLITS:
+                ds = datasets.Dataset.from_file(str(self.work / f"{s}.arrow"))
+                ds.save_to_disk(str(self.folder / s))
+                del ds
+        finally:
+            if not was_disabled:
+                datasets.enable_progress_bars()
+        shutil.rmtree(self.work)
+
+    def counts(self, corpus_summary: dict, selected: int) -> dict:
+        return {
+            **{s: dict(v) for s, v in self.stats.items()},
+            "corpus_documents": corpus_summary["documents"],
+            "selected_documents": selected,
+            "skipped_files": corpus_summary["skipped_files"],
+            "skipped_reasons": corpus_summary["skipped_reasons"],
+        }
+
+    def episode_summary(self, ep: EpisodeConfig | None) -> dict:
+        if ep is None:
+            return {"enabled": False, "per_1k": 0.0}
+        d = np.concatenate(self.distances) if self.distances else np.zeros(0, dtype=np.int64)
+        recorded = {s: self.stats[s]["episodes"] for s in SPLITS}
+        tokens = sum(self.stats[s]["tokens"] for s in SPLITS)
+        return {
+            "enabled": True,
+            **ep.to_dict(),
+            "planned": self.planned,
+            "injected": self.injected,
+            "recorded": recorded,
+            "recorded_per_1k": round(1000 * sum(recorded.values()) / max(1, tokens), 4),
+            "distance": {"min": int(d.min()), "max": int(d.max()), "mean": round(float(d.mean()), 2)} if len(d) else None,
+            "definition": DEF_TEMPLATE,
+            "uses": list(USE_TEMPLATES),
+        }
