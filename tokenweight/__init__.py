@@ -25,6 +25,8 @@ _EXPORTS = {
     "window_starts": "tokenweight.scoring",
     "WeightingScheme": "tokenweight.weighting",
     "weighted_lm_loss": "tokenweight.loss",
+    "chunked_nll": "tokenweight.loss",
+    "weighted_nll_loss": "tokenweight.loss",
     "UsageError": "tokenweight.errors",
 }
 

@@ -29,7 +29,6 @@ or on the number of worker processes.
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -145,10 +144,11 @@ class DocEpisodes:
 
 
 def _random_name(rng: np.random.Generator, text: str, used: set[str]) -> str:
-    letters = np.array(list(string.ascii_uppercase))
+    """``ABC_DEFG``: two parts of 3-5 random capitals, new to the document."""
     while True:
-        parts = ["".join(rng.choice(letters, size=int(rng.integers(3, 6)))) for _ in range(2)]
-        name = "_".join(parts)
+        a, b = (int(x) for x in rng.integers(3, 6, size=2))
+        letters = bytes((65 + rng.integers(0, 26, size=a + b)).astype(np.uint8).tolist()).decode()
+        name = f"{letters[:a]}_{letters[a:]}"
         if name not in used and name not in text:
             used.add(name)
             return name
@@ -295,11 +295,10 @@ def _build(text: str, bounds: np.ndarray, placed: list[tuple[int, ...]], cands: 
 
 def _token_span(enc: Encoded, text: str, a: int, b: int) -> tuple[int, int] | None:
     """Tokens covering exactly ``text[a:b]`` (optionally with the one space before it), else None."""
-    i0 = int(np.searchsorted(enc.ends, a, "right"))
-    i1 = int(np.searchsorted(enc.starts, b, "left"))
-    if i0 >= i1:
+    i0, i1 = enc.token_at(a), enc.token_at(b - 1) + 1
+    if not 0 <= i0 < i1 <= len(enc.ids):
         return None
-    s, e = int(enc.starts[i0:i1].min()), int(enc.ends[i0:i1].max())
+    s, e = enc.chars(i0)[0], enc.chars(i1 - 1)[1]
     if e != b or not (s == a or (s == a - 1 and text[a - 1] == " ")):
         return None
     return i0, i1
@@ -315,7 +314,7 @@ def _verify(enc: Encoded, text: str, chars, cfg: EpisodeConfig, capacity: int):
         u = _token_span(enc, text, ua, ub)
         ok = d is not None and u is not None and d[1] - d[0] == u[1] - u[0]
         if ok:
-            cue = int(np.searchsorted(enc.ends, name_c, "right"))
+            cue = enc.token_at(name_c)
             ok = (
                 np.array_equal(enc.ids[d[0]:d[1]], enc.ids[u[0]:u[1]])
                 and cfg.min_distance <= u[0] - d[0] <= dmax
@@ -366,7 +365,7 @@ def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[En
         if targets:
             # line starts (the end of the text counts only when the text ends with a newline)
             bounds = np.array([0] + [m.end() for m in re.finditer("\n", text)], dtype=np.int64)
-            tokpos = np.searchsorted(enc.starts, bounds, "left")
+            tokpos = enc.first_from(bounds)
             plans[i] = (targets, _candidates(rng, len(targets), text, cfg.digits), bounds, tokpos, set())
     # plan, build, re-tokenize, verify; a document with failing episodes is planned again without
     # their targets (removing lines instead would shift every later episode out of place)

@@ -32,7 +32,7 @@ FORMAT = "tokenweight.prepared/1"
 MAX_N = 1 << 20
 #: documents are processed in batches of about this many characters (bounded memory, and large
 #: enough for the tokenizer's parallel batch API)
-BATCH_CHARS = 2_000_000
+BATCH_CHARS = 1_000_000
 DEFAULT_EPISODES_PER_1K = 2.0
 
 

@@ -14,8 +14,8 @@ the prepared sequences; ``add_special_tokens=False`` gives the bare text tokens.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -122,13 +122,47 @@ def tokenizer_info(tok) -> dict:
     }
 
 
-@dataclass
 class Encoded:
-    """One text's tokens: ``ids`` int32 ``[T]``, ``starts``/``ends`` int64 ``[T]`` char offsets."""
+    """One text's tokens: ``ids`` int32 ``[T]``; ``starts``/``ends`` int64 ``[T]`` character offsets.
 
-    ids: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
+    The offsets are converted from the Rust encoding on first use only (documents without
+    episodes never need them), with ``np.fromiter`` (about 5x faster than ``np.asarray`` on the
+    list of tuples). Lookups go through ``searchsorted`` on them: the Rust ``char_to_token`` scans
+    linearly (~100 us per call on a 200k-token document).
+    """
+
+    def __init__(self, enc, n_chars: int):
+        self.enc, self.n_chars = enc, n_chars
+        self.ids = np.asarray(enc.ids, dtype=np.int32)
+        self._offsets: np.ndarray | None = None
+
+    def _arrays(self) -> np.ndarray:
+        if self._offsets is None:
+            off = self.enc.offsets
+            flat = np.fromiter(itertools.chain.from_iterable(off), dtype=np.int64, count=2 * len(off))
+            self._offsets = flat.reshape(-1, 2)
+        return self._offsets
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._arrays()[:, 0]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self._arrays()[:, 1]
+
+    def token_at(self, c: int) -> int:
+        """Index of the token holding character ``c`` (the first token ending after it)."""
+        return int(np.searchsorted(self.ends, c, "right"))
+
+    def first_from(self, chars) -> np.ndarray:
+        """Per character position, the index of the first token starting at or after it."""
+        return np.searchsorted(self.starts, np.asarray(chars), "left")
+
+    def chars(self, t: int) -> tuple[int, int]:
+        """``(start, end)`` character offsets of token ``t``."""
+        o = self._arrays()[t]
+        return int(o[0]), int(o[1])
 
 
 class Encoder:
@@ -164,13 +198,8 @@ class Encoder:
             encs = self.backend.encode_batch(list(texts), add_special_tokens=False)
         else:
             encs = [self.backend.encode(t, add_special_tokens=False) for t in texts]
-        return [self._wrap(e) for e in encs]
+        return [Encoded(e, len(t)) for e, t in zip(encs, texts)]
 
     def short(self, texts: Sequence[str]) -> list[Encoded]:
         """Encode a few short strings in this thread (a parallel batch would cost more than it saves)."""
-        return [self._wrap(self.backend.encode(t, add_special_tokens=False)) for t in texts]
-
-    @staticmethod
-    def _wrap(e) -> Encoded:
-        off = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
-        return Encoded(np.asarray(e.ids, dtype=np.int32), off[:, 0].copy(), off[:, 1].copy())
+        return [Encoded(self.backend.encode(t, add_special_tokens=False), len(t)) for t in texts]
