@@ -104,8 +104,8 @@ def test_frozen_scorer_and_its_cache_checks(env, capsys):
 def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, capsys):
     from tokenweight.train.trainer import WeightedTrainer
 
-    args = [*TINY, "--scheme", "sparse:0.5", "--scorer", "self", "--window", str(W), "--max-steps", "8",
-            "--save-steps", "3", "--seed", "1"]
+    args = [*TINY, "--scheme", "sparse:0.5", "--scorer", "self", "--window", str(W), "--max-steps", "6",
+            "--save-steps", "2", "--seed", "1"]  # 5 batches per epoch: the resumed run crosses into epoch 2
     full = env["root"] / "full"
     assert train(env, full, *args) == 0
 
@@ -115,24 +115,24 @@ def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, ca
 
     def interrupted(self, *a, **kw):
         calls["n"] += 1
-        if calls["n"] == 8:  # during step 8: checkpoint-6 exists, steps 1-7 are logged
+        if calls["n"] == 6:  # during step 6: checkpoint-4 exists, steps 1-5 are logged
             raise KeyboardInterrupt
         return original(self, *a, **kw)
 
     monkeypatch.setattr(WeightedTrainer, "training_step", interrupted)
     assert train(env, part, *args) == 130
     monkeypatch.setattr(WeightedTrainer, "training_step", original)
-    assert (part / "checkpoint-6").is_dir() and not (part / "model").exists()
-    assert [x["step"] for x in log_lines(part)] == list(range(1, 8))  # step 7 is redone after resuming
+    assert (part / "checkpoint-4").is_dir() and not (part / "model").exists()
+    assert [x["step"] for x in log_lines(part)] == list(range(1, 6))  # step 5 is redone after resuming
     assert train(env, part, *args, "--resume") == 0
-    assert "resumed from checkpoint-6" in capsys.readouterr().out
+    assert "resumed from checkpoint-4" in capsys.readouterr().out
 
     a, b = weights(full / "model"), weights(part / "model")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
     la, lb = log_lines(full), log_lines(part)
-    assert [x["step"] for x in lb] == list(range(1, 9))
+    assert [x["step"] for x in lb] == list(range(1, 7))
     for x, y in zip(la, lb):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5) and y["weight_zero_share"] == x["weight_zero_share"]
     assert json.loads((part / "summary.json").read_text())["tokens"] == json.loads((full / "summary.json").read_text())["tokens"]
@@ -196,8 +196,8 @@ def test_run_folder_protection(env, capsys):
     assert "option lr was 0.003 in the interrupted run but is 0.01 now" in one_line_error(capsys)
     assert train(env, env["root"] / "empty", *TINY, "--resume") == 2
     assert "holds no checkpoint to resume from" in one_line_error(capsys)
-    assert main(["pretrain", "--data", str(env["root"] / "nodata"), "--out", str(out), "--init", "tiny"]) == 2
-    capsys.readouterr()
+    assert main(["pretrain", "--data", str(env["root"] / "nodata"), "--out", str(env["root"] / "x"), "--init", "tiny"]) == 2
+    assert "nodata' does not exist" in one_line_error(capsys)
 
 
 @pytest.mark.slow

@@ -98,6 +98,9 @@ def check_common(args) -> None:
 
     if args.lr_scheduler not in SCHEDULERS:
         raise UsageError(f"--lr-scheduler {args.lr_scheduler!r} is not supported: use one of {', '.join(SCHEDULERS)}")
+    from tokenweight.train.runner import check_out_dir
+
+    check_out_dir(Path(args.out), None, args.resume)  # before any model is loaded
 
 
 def recipe_from_args(args):

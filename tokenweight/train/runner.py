@@ -35,8 +35,12 @@ def _last_checkpoint(out: Path) -> str | None:
     return get_last_checkpoint(str(out)) if out.is_dir() else None
 
 
-def check_out_dir(out: Path, run_config: dict, resume: bool) -> str | None:
-    """Refuse to clobber a finished or started run; on resume return the checkpoint to resume from."""
+def check_out_dir(out: Path, run_config: dict | None, resume: bool) -> str | None:
+    """Refuse to clobber a finished or started run; on resume return the checkpoint to resume from.
+
+    ``run_config`` None skips the comparison with the interrupted run's options (a cheap early check,
+    before a model is loaded).
+    """
     import json
 
     last = _last_checkpoint(out)
@@ -49,7 +53,7 @@ def check_out_dir(out: Path, run_config: dict, resume: bool) -> str | None:
         raise UsageError(f"--resume: {str(out)!r} holds no checkpoint to resume from: run without --resume "
                          "(or with --save-steps small enough to have saved one)")
     saved = out / "run_config.json"
-    if saved.is_file():
+    if run_config is not None and saved.is_file():
         old = json.loads(saved.read_text(encoding="utf-8"))
         diff = sorted(k for k in set(old) | set(run_config)
                       if k not in RESUMABLE_CHANGES and old.get(k) != run_config.get(k))
