@@ -62,6 +62,9 @@ def test_config_file_sets_options(tree, tmp_path, capsys):
     (["eval", "{tmp}/m1", "--num-samples", "0"], "--num-samples must be >= 1"),
     (["eval", "{tmp}/m1", "--evaluator", "zzz"], "--evaluator"),
     (["eval", "{tmp}/m1", "--buckets", "0,5,5"], "--buckets"),
+    (["eval", "{tmp}/m1", "--max-new-tokens", "-1"], "--max-new-tokens"),
+    (["eval", "{tmp}/m1", "--data", "{tmp}/data", "--tasks", "niah_single_1,nope"], "unknown task(s) nope"),
+    (["eval", "{tmp}/m1", "--data", "{tmp}/m2"], "is not a complete prepared folder"),
 ])
 def test_bad_input_exits_2_with_one_line(tree, capsys, argv, needle):
     rc = main([a.replace("{tmp}", str(tree)) for a in argv])

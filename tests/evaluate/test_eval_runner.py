@@ -14,7 +14,7 @@ from tokenweight.evaluate.results import SCHEMA_VERSION, check_results, format_t
 from tokenweight.evaluate.runner import EvalConfig, evaluate_models, write_outputs
 from tokenweight.scoring import token_nll
 
-def make_tokenizer(path):
+def make_tokenizer(path, vocab=700):
     """Byte-level BPE with digits split one per token and BOS added (like the demo's tokenizer),
     trained in milliseconds on the task templates, so that task prompts stay short."""
     from tokenweight.evaluate.tasks import haystack, niah, variable_tracking, words
@@ -26,7 +26,7 @@ def make_tokenizer(path):
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(text, trainers.BpeTrainer(
-        vocab_size=700, special_tokens=["<s>", "</s>", "<pad>"],
+        vocab_size=vocab, special_tokens=["<s>", "</s>", "<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
@@ -145,3 +145,42 @@ def test_schema_errors():
         check_results({"schema_version": SCHEMA_VERSION})
     with pytest.raises(ValueError, match="ValueError|lengths"):
         EvalConfig(lengths=[]).validate()
+
+
+def test_tasks_rows_by_depth_and_outputs(setup, tmp_path):
+    """Task rows: one pooled row and one row per depth, equal to the tasks module's per-sample
+    scores averaged by hand; the same samples for both models; skipped lengths recorded."""
+    from tokenweight.evaluate import tasks as T
+
+    tmp, tok, a, b, rows = setup
+    cfg = EvalConfig(tasks=["niah_single_1", "fwe"], lengths=[64, 128], window=128, num_samples=2,
+                     depths=[0.0, 1.0], generation=True, max_new_tokens=3, batch_size=4)
+    res = evaluate_models({"A": a, "B": b}, tokenizer=tok, config=cfg)
+    assert res["data"] is None and res["evaluator"] is None
+    assert res["config"]["depths"] == [0.0, 1.0] and res["config"]["lengths"] == [64, 128]
+    assert sorted((s["task"], s["length"]) for s in res["skipped_tasks"]) == [("fwe", 64), ("niah_single_1", 64)]
+    for m, model in zip(res["models"], (a, b)):
+        niah = [r for r in m["tasks"] if r["task"] == "niah_single_1"]
+        assert [(r["length"], r["depth"], r["samples"]) for r in niah] == [(128, None, 4), (128, 0.0, 2), (128, 1.0, 2)]
+        fwe = [r for r in m["tasks"] if r["task"] == "fwe"]
+        assert [(r["length"], r["depth"], r["samples"]) for r in fwe] == [(128, None, 2)]
+        samples = T.generate_samples("niah_single_1", tok, 128, 2, 0, haystack=T.Haystack.noise(), depths=[0.0, 1.0])
+        lik = T.score_likelihood(model, tok, samples, batch_size=1)
+        for r, idx in zip(niah, ([0, 1, 2, 3], [0, 1], [2, 3])):
+            assert r["likelihood"]["token_accuracy"] == pytest.approx(sum(lik[i]["token_accuracy"] for i in idx) / len(idx))
+            assert r["likelihood"]["mean_logprob"] == pytest.approx(sum(lik[i]["mean_logprob"] for i in idx) / len(idx), abs=1e-5)
+            assert r["likelihood"]["candidate_accuracy"] == sum(lik[i]["rank"] == 1 for i in idx) / len(idx)
+            assert r["generation"]["metric"] == "string_match_all"
+            assert 0.0 <= r["generation"]["score"] <= 100.0
+    written = write_outputs(res, tmp_path)
+    assert sorted(p.name for p in written["plots"]) == ["heatmap_niah_single_1.png", "tasks_by_length.png"]
+    text = written["text"]
+    assert "niah_single_1" in text and "128*" in text and "skipped fwe at length 64" in text
+
+
+def test_unknown_task_is_usage_error(setup):
+    from tokenweight.errors import UsageError
+
+    tmp, tok, a, b, rows = setup
+    with pytest.raises(UsageError, match="unknown task"):
+        evaluate_models({"A": a}, tokenizer=tok, config=EvalConfig(tasks=["nope"], window=64))

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sequences", type=int, default=32, help="held-out sequences used (0: all)")
     p.add_argument("--generation", action=argparse.BooleanOptionalAction, default=True,
                    help="also score tasks by batched greedy generation")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: per task)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget in tokens; 0: RULER's per task (128 for NIAH); default: the longest answer x 1.5 + 8, at most RULER's")
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
 
 
@@ -76,6 +77,8 @@ def build_config(args, names: list[str]):
             raise UsageError(f"{flag} must be >= 1, got {v}")
     if args.window is not None and args.window < 2:
         raise UsageError(f"--window must be >= 2, got {args.window}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 0:
+        raise UsageError(f"--max-new-tokens must be >= 0 (0: RULER's budgets), got {args.max_new_tokens}")
     if args.max_sequences < 0:
         raise UsageError(f"--max-sequences must be >= 0 (0: all), got {args.max_sequences}")
     lengths = _list(args.lengths, int, "--lengths")

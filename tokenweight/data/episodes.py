@@ -13,14 +13,15 @@ How the distances are hit exactly (in tokens, ``d = use_start - def_start`` of t
 1. tokenize the original document (character offsets give the token index of every line start);
 2. sample target episodes per future sequence (``per_1k`` per 1000 tokens, distance uniform in the
    range, the whole definition line and the use value inside one sequence of ``capacity`` tokens);
-3. walk the line boundaries in order, tracking how many tokens the inserted lines add, and place
-   each definition at the first boundary after its target and each use at the boundary whose
-   value position is closest to ``definition + d`` (``_plan``);
+3. walk the line boundaries in order, adding the token cost of every inserted line (measured in
+   its indentation context, ``_Meter``), and place each definition at the first boundary after
+   its target and each use at the boundary whose value position is closest to ``definition + d``
+   (``_plan``); on the stdlib these predicted positions match the final tokens exactly;
 4. insert the lines, re-tokenize, and *verify* every episode on the final tokens: value spans cover
    exactly the value characters (plus, for tokenizers that glue it to numbers, the one space
-   before), equal ids at both sites, distance in range, both inside one sequence. Episodes that
-   fail (tokenization drift at a boundary, a line longer than the allowed window) are removed from
-   the text and the document is re-tokenized and re-verified until all remaining ones pass.
+   before), equal ids at both sites, distance in range, NAME, value and use inside one sequence.
+   A document with failing episodes (tokenization drift with an unusual tokenizer or context) is
+   planned again without their targets, until every remaining episode passes.
 
 Everything is driven by a per-document ``numpy`` generator, so results do not depend on batching
 or on the number of worker processes.
@@ -38,11 +39,11 @@ from tokenweight.data.tokenizer import Encoded
 
 DEF_TEMPLATE = "{name} = {value}"
 USE_TEMPLATES = ("assert {name} == {value}", "print({name}, {value})")
-#: the planner keeps this many tokens away from the edges of the allowed window, so that the few
-#: tokens of tokenization drift around insertion points rarely push an episode out of range
+#: the planner keeps this many tokens away from the edges of the allowed window (and from the first
+#: tokens of a sequence), so that tokenization drift at an insertion rarely fails verification
 MARGIN = 2
-#: tokens assumed per definition line before its value when sampling targets (names are 2-10
-#: letters; the exact lengths are used when placing)
+#: tokens assumed before a definition's value when sampling targets (names are 7-11 characters;
+#: the measured lengths are used when placing)
 _PREFIX_ESTIMATE = 12
 MAX_PER_1K = 20.0
 MAX_DIGITS = 18
@@ -117,9 +118,8 @@ class _Meter:
         key = (line, value, indent)
         if key not in self.cache:
             base, full = self.encode(["\n" + indent + "x", "\n" + indent + line + indent + "x"])
-            start = 1 + len(indent)
-            v = start + line.index(value)
-            at = int(np.searchsorted(full.starts, start, "left"))
+            v = 1 + len(indent) + line.index(value)
+            at = int(np.searchsorted(full.starts, 1, "left"))  # the boundary, as ``tokpos`` counts it
             v0 = int(np.searchsorted(full.ends, v, "right"))
             v1 = int(np.searchsorted(full.starts, v + len(value), "left"))
             self.cache[key] = (v0 - at, len(full.ids) - len(base.ids), v1 - v0)

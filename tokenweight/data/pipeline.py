@@ -101,7 +101,8 @@ class PrepareConfig:
         try:
             ep = self.episode_config()
         except ValueError as e:
-            raise UsageError(f"bad episode option: {e}") from None
+            raise UsageError(f"bad episode option ({e}): check --episodes-per-1k (0-20), "
+                             "--episode-distance MIN:MAX and --episode-digits (1-18)") from None
         if ep is not None:
             fits = ep.max_fitting(capacity(self.n, 0))
             if ep.min_distance > fits:

@@ -96,7 +96,8 @@ class SplitWriters:
         try:
             for s in SPLITS:
                 ds = datasets.Dataset.from_file(str(self.work / f"{s}.arrow"))
-                ds.save_to_disk(str(self.folder / s))
+                # an empty split needs one explicit (empty) shard to be loadable again
+                ds.save_to_disk(str(self.folder / s), num_shards=1 if len(ds) == 0 else None)
                 del ds
         finally:
             if not was_disabled:

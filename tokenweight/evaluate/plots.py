@@ -104,6 +104,9 @@ def plot_tasks_by_length(results: dict, path: Path) -> Path | None:
         if w:
             ax.axvline(w, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log", base=2)
+        lengths = sorted({r["length"] for rows in tasks[task].values() for r in rows})
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(task)
         ax.set_xlabel("length (tokens)")

@@ -19,7 +19,6 @@ by batched greedy generation. Models are loaded one at a time (only one in memor
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,7 +57,8 @@ class EvalConfig:
     batch_size: sequences (or task samples) per forward pass.
     max_sequences: held-out sequences used (None: all of the validation split).
     generation: also score tasks by batched greedy generation (slower than likelihood).
-    max_new_tokens: generation budget (None: the tasks module's default for each sample).
+    max_new_tokens: generation budget: N > 0 tokens; 0: RULER's budget per task; None (auto):
+        the longest gold answer x 1.5 + 8, at most RULER's budget (:func:`generation_budget`).
     depths: needle depths in [0, 1] for tasks that place a needle (None: the tasks' default).
     seed: seed of task sample generation.
     """
@@ -135,17 +135,7 @@ def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
 
 def _load_validation(data_dir, max_sequences: int | None):
     """``(rows, manifest)``: the held-out sequences as dicts with input_ids and episodes."""
-    try:
-        from tokenweight.data import load_prepared
-    except ImportError:  # TEMPORARY until tokenweight.data lands: the data contract, read directly
-        def load_prepared(d):
-            import datasets
-
-            p = Path(d)
-            if not (p / "manifest.json").is_file():
-                raise UsageError(f"{str(p)!r} is not a prepared folder (no manifest.json): run 'tokenweight prepare'")
-            splits = {s: datasets.load_from_disk(str(p / s)) for s in ("train", "validation") if (p / s).is_dir()}
-            return datasets.DatasetDict(splits), json.loads((p / "manifest.json").read_text())
+    from tokenweight.data import load_prepared
 
     dsd, manifest = load_prepared(data_dir)
     if "validation" not in dsd or len(dsd["validation"]) == 0:
@@ -234,6 +224,19 @@ def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_ev
 # ----------------------------------------------------------------------------- tasks
 
 
+def _task_names(config: EvalConfig) -> list[str]:
+    """The tasks to run; UsageError for an unknown name (checked before any model runs)."""
+    if config.tasks is not None and not config.tasks:
+        return []
+    from tokenweight.evaluate import tasks as T
+
+    names = list(T.TASKS) if config.tasks is None else list(config.tasks)
+    unknown = [t for t in names if t not in T.TASKS]
+    if unknown:
+        raise UsageError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(T.TASKS)}")
+    return names
+
+
 #: needle depths of the default sweep (the NIAH heat map's rows)
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -246,10 +249,7 @@ def _task_samples(tokenizer, config: EvalConfig, lengths: list[int], haystack_te
     """
     from tokenweight.evaluate import tasks as T
 
-    names = list(T.TASKS) if config.tasks is None else list(config.tasks)
-    unknown = [t for t in names if t not in T.TASKS]
-    if unknown:
-        raise UsageError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(T.TASKS)}")
+    names = _task_names(config)
     haystack = T.Haystack.from_texts(haystack_texts) if haystack_texts else T.Haystack.noise()
     depths = list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS)
     out, skipped = {}, []
@@ -290,8 +290,8 @@ def _task_rows(model, tokenizer, samples: dict, config: EvalConfig, name: str) -
         lik = T.score_likelihood(model, tokenizer, ss, batch_size=config.batch_size)
         gen = None
         if config.generation:
-            preds = T.generate_predictions(model, tokenizer, ss, max_new_tokens=config.max_new_tokens,
-                                           batch_size=config.batch_size)
+            budget = generation_budget(tokenizer, ss, config.max_new_tokens)
+            preds = T.generate_predictions(model, tokenizer, ss, max_new_tokens=budget, batch_size=config.batch_size)
             gen = T.score_generation(preds, ss)["per_sample"]
         groups: dict[float | None, list[int]] = {None: list(range(len(ss)))}
         for i, s in enumerate(ss):
@@ -309,6 +309,28 @@ def _task_rows(model, tokenizer, samples: dict, config: EvalConfig, name: str) -
                 }
             )
     return rows
+
+
+def generation_budget(tokenizer, samples, max_new_tokens: int | None) -> int | None:
+    """New tokens to generate for a group of samples of one task.
+
+    ``max_new_tokens`` > 0: that many. 0: RULER's budget of the task (``None`` for the tasks
+    module). None (auto): room for the longest gold answer written out in full (all outputs joined
+    by ", ") times 1.5 plus 8 tokens of slack, at most RULER's budget. RULER's budgets (128 tokens
+    for NIAH) are sized for chatty instruction-tuned models; a small base model that answers at
+    all answers at once, and the shorter budget makes generation several times cheaper on CPU
+    without changing what string matching can find in the first tokens.
+    """
+    if max_new_tokens:
+        return int(max_new_tokens)
+    if max_new_tokens == 0:
+        return None
+    from tokenweight.evaluate import tasks as T
+
+    answers = [" " + ", ".join(s.outputs) for s in samples]
+    longest = max(len(x) for x in tokenizer(answers, add_special_tokens=False)["input_ids"])
+    ruler = max(T.TASKS[s.task].tokens_to_generate for s in samples)
+    return min(ruler, int(1.5 * longest) + 8)
 
 
 def _aggregate_generation(per_sample: list[dict], task: str) -> dict:
@@ -348,13 +370,13 @@ def evaluate_models(
     config.validate()
     if not models:
         raise ValueError("models must hold at least one model")
-    tokenizer = _load_tokenizer(tokenizer, data_dir, models)
-
+    task_names = _task_names(config)
     rows, manifest, batches, n = [], None, [], None
     if data_dir is not None:
         rows, manifest = _load_validation(data_dir, config.max_sequences)
         batches = _batches(rows, config.batch_size)
         n = max(len(r["input_ids"]) for r in rows)
+    tokenizer = _load_tokenizer(tokenizer, data_dir, models)
     window = _resolve_window(config, manifest, n)
     lengths = sorted({int(x) for x in config.lengths})
     if not any(x <= window for x in lengths):
@@ -381,7 +403,7 @@ def evaluate_models(
         }
 
     samples, skipped = {}, []
-    if config.tasks is None or config.tasks:
+    if task_names:
         haystack = None
         if rows:
             haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
