@@ -160,6 +160,9 @@ def test_given_tokenizer_is_copied(tmp_path, text_dir, tiny_tokenizer):
     m, _ = _run(tmp_path / "out", inputs=[str(text_dir)], tokenizer=str(tiny_tokenizer), n=32)
     a, b = load_tokenizer(str(tiny_tokenizer)), load_tokenizer(str(tmp_path / "out" / "tokenizer"))
     assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b) == m["tokenizer_info"]["fingerprint"]
+    # the same tokenizer from another path (the copy in the output) leaves the output up to date
+    again, wrote = _run(tmp_path / "out", inputs=[str(text_dir)], tokenizer=str(tmp_path / "out" / "tokenizer"), n=32)
+    assert not wrote and again["fingerprint"] == m["fingerprint"]
 
 
 def test_stdlib_corpus_with_default_episodes(tmp_path):

@@ -39,7 +39,8 @@ def load_prepared(path: str | Path):
     try:
         manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
     except ValueError as e:
-        raise UsageError(f"{str(p / 'manifest.json')!r} is not valid JSON ({e}): prepare the folder again with --force") from None
+        raise UsageError(f"{str(p / 'manifest.json')!r} is not valid JSON ({e}): "
+                         "prepare the folder again with --force") from None
     splits = {s: datasets.load_from_disk(str(p / s)) for s in SPLITS}
     return datasets.DatasetDict(splits), manifest
 

@@ -228,16 +228,19 @@ def _record_file(path: Path, shown: str, text_field: str, skipped: list) -> _Sou
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UsageError(f"{shown}:{no}: not valid JSON ({e.msg}): fix the line (one JSON object per line)") from None
+            raise UsageError(f"{shown}:{no}: not valid JSON ({e.msg}): fix the line (one JSON object per line)"
+                             ) from None
         if not isinstance(rec, dict):
             raise UsageError(f"{shown}:{no}: a JSON line must be an object with a {text_field!r} field")
         value = rec.get(text_field)
         if value is not None and not isinstance(value, str):
-            raise UsageError(f"{shown}:{no}: field {text_field!r} is a {type(value).__name__}, not a string: pass --text-field")
+            raise UsageError(f"{shown}:{no}: field {text_field!r} is a {type(value).__name__}, not a string: "
+                             "pass --text-field")
         seen = seen or text_field in rec
         texts.append(value)
     if texts and not seen:
-        raise UsageError(f"{shown}: no record has a field {text_field!r} (first has: {', '.join(json.loads(lines[0]))}): pass --text-field")
+        first = ", ".join(json.loads(next(line for line in lines if line.strip())))
+        raise UsageError(f"{shown}: no record has a field {text_field!r} (first has: {first}): pass --text-field")
     return _Records(shown, "jsonl", pa.array(texts, type=pa.string()), len(texts), digest)
 
 
@@ -247,7 +250,8 @@ def _saved_dataset(path: Path, split: str, text_field: str) -> _Source:
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:
-        raise UsageError(f"{str(path)!r} looks like a saved dataset but cannot be loaded ({e}): re-save it with save_to_disk") from None
+        raise UsageError(f"{str(path)!r} looks like a saved dataset but cannot be loaded ({e}): "
+                         "re-save it with save_to_disk") from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise UsageError(f"{str(path)!r} has no split {split!r} (splits: {', '.join(ds)}): pass --split")
@@ -279,7 +283,8 @@ def _hub_dataset(name: str, split: str, config: str | None, text_field: str) -> 
 
 def _check_column(ds, text_field: str, shown: str) -> None:
     if text_field not in ds.column_names:
-        raise UsageError(f"{shown}: no column {text_field!r} (columns: {', '.join(ds.column_names)}): pass --text-field")
+        names = ", ".join(ds.column_names)
+        raise UsageError(f"{shown}: no column {text_field!r} (columns: {names}): pass --text-field")
 
 
 def _looks_like_hub_id(s: str) -> bool:
@@ -301,7 +306,8 @@ def open_corpus(inputs: Sequence[str] = (), corpus: str | None = None, *, text_f
     skipped: list[tuple[str, str]] = []
     if corpus is not None:
         if corpus not in STDLIB_CORPORA:
-            raise UsageError(f"unknown corpus {corpus!r}: choose one of {', '.join(STDLIB_CORPORA)} or pass input paths")
+            raise UsageError(f"unknown corpus {corpus!r}: choose one of {', '.join(STDLIB_CORPORA)} "
+                             "or pass input paths")
         root = stdlib_root()
         exclude = _STDLIB_EXCLUDE | (_TEST_DIRS if corpus == "stdlib-no-tests" else set())
         files = _walk(root, (".py",), exclude)

@@ -61,13 +61,15 @@ class EpisodeConfig:
 
     def __post_init__(self):
         if not (isinstance(self.per_1k, (int, float)) and 0 <= self.per_1k <= MAX_PER_1K):
-            raise ValueError(f"per_1k must be a number in [0, {MAX_PER_1K}] episodes per 1000 tokens, got {self.per_1k!r}")
+            raise ValueError(f"per_1k must be a number in [0, {MAX_PER_1K}] episodes per 1000 tokens, "
+                             f"got {self.per_1k!r}")
         if not (isinstance(self.min_distance, int) and self.min_distance >= 1):
             raise ValueError(f"min_distance must be an int >= 1 token, got {self.min_distance!r}")
         if self.max_distance is not None and not (
             isinstance(self.max_distance, int) and self.max_distance >= self.min_distance
         ):
-            raise ValueError(f"max_distance must be None or an int >= min_distance={self.min_distance}, got {self.max_distance!r}")
+            raise ValueError(f"max_distance must be None or an int >= min_distance={self.min_distance}, "
+                             f"got {self.max_distance!r}")
         if not (isinstance(self.digits, int) and 1 <= self.digits <= MAX_DIGITS):
             raise ValueError(f"digits must be an int in [1, {MAX_DIGITS}], got {self.digits!r}")
 

@@ -112,8 +112,11 @@ class PrepareConfig:
     def identity(self) -> dict:
         """The options that change the output (not ``workers``, not the ``after`` path itself)."""
         d = asdict(self)
-        for k in ("workers", "after", "inputs", "corpus"):
+        for k in ("workers", "after", "inputs", "corpus"):  # inputs: by content, after: as the skip
             d.pop(k)
+        if self.tokenizer is not None:  # a given tokenizer counts by its definition, not its path
+            for k in ("tokenizer", "vocab_size", "tokenizer_train_chars"):
+                d.pop(k)
         ep = self.episode_config()
         d["episodes_per_1k"] = ep.to_dict() if ep else None
         d.pop("episode_distance"), d.pop("episode_digits")
@@ -137,7 +140,8 @@ def _resolve_skip(cfg: PrepareConfig, corpus: Corpus) -> int:
     if cfg.after is not None:
         m = _read_manifest(Path(cfg.after))
         if m is None:
-            raise UsageError(f"--after {cfg.after!r} is not a prepared folder (no manifest.json): run prepare on it first")
+            raise UsageError(f"--after {cfg.after!r} is not a prepared folder (no manifest.json): "
+                             "run prepare on it first")
         if m.get("inputs", {}).get("fingerprint") != corpus.fingerprint:
             raise UsageError(f"--after {cfg.after!r} was prepared from a different corpus: use the same inputs")
         skip += int(m["selection"]["end"])
@@ -277,7 +281,8 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
             "created_by": f"tokenweight {__version__}",
             "n": cfg.n,
             "tokenizer": "tokenizer",
-            "tokenizer_info": dict(tokenizer_info(tok), source=cfg.tokenizer or f"trained byte-level BPE ({cfg.vocab_size})"),
+            "tokenizer_info": dict(tokenizer_info(tok),
+                                   source=cfg.tokenizer or f"trained byte-level BPE ({cfg.vocab_size})"),
             "counts": w.counts(corpus.summary(), pos),
             "fingerprint": fp,
             "inputs": corpus.summary(),
