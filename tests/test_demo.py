@@ -1,0 +1,98 @@
+"""`tokenweight demo --quick` end to end: every report file exists and is well-formed."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from html.parser import HTMLParser
+
+import pytest
+
+from tokenweight.cli.main import main
+from tokenweight.demo import SCHEMES
+from tokenweight.report.schema import validate_results
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.hrefs, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        d = dict(attrs)
+        if "src" in d:
+            self.srcs.append(d["src"])
+        if "href" in d:
+            self.hrefs.append(d["href"])
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_report_files(demo_dir):
+    report = demo_dir / "report"
+    for name in ("report.md", "index.html", "results.json", "training_curves.png", "weight_histograms.png",
+                 "ppl_by_position.png", "episodes_by_distance.png"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    for png in report.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_results_json_follows_schema(demo_dir):
+    results = json.loads((demo_dir / "report" / "results.json").read_text())
+    validate_results(results)
+    assert [r["label"] for r in results["runs"]] == [name for name, _, _ in SCHEMES]
+    assert {r["scheme"] for r in results["runs"]} == {s for _, s, _ in SCHEMES}
+    for run in results["runs"]:
+        assert run["train_summary"]["steps"] == results["config"]["extend_steps"]
+        assert run["eval"]["perplexity"]["overall"]["ppl"] > 1
+        assert run["curve"], "training curve read from log.jsonl"
+    assert results["base"]["eval"]["episodes"] is not None
+    assert set(results["aggregate"]) and results["verdict"]["text"]
+
+
+@pytest.mark.slow
+def test_html_is_self_contained(demo_dir):
+    html = (demo_dir / "report" / "index.html").read_text()
+    parser = _Collect()
+    parser.feed(html)
+    assert "img" in parser.tags
+    assert all(s.startswith("data:image/png;base64,") for s in parser.srcs)
+    assert not [h for h in parser.hrefs if not h.startswith("#")]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<script" not in html.lower()
+
+
+@pytest.mark.slow
+def test_heatmap_in_report(demo_dir):
+    results = json.loads((demo_dir / "report" / "results.json").read_text())
+    sample = results["sample"]
+    n = results["config"]["n"]
+    assert len(sample["tokens"]) == len(sample["long_nll"]) == len(sample["short_nll"]) == n
+    assert set(sample["weights"]) == {s for _, s, _ in SCHEMES}
+    for spec, w in sample["weights"].items():
+        assert len(w) == n
+    html = (demo_dir / "report" / "index.html").read_text()
+    assert "title=" in html  # long/short NLL on hover
+
+
+@pytest.mark.slow
+def test_rerun_is_cached(demo_dir, capsys):
+    t = time.perf_counter()
+    assert main(["demo", "--quick", "--out", str(demo_dir)]) == 0
+    assert time.perf_counter() - t < 60
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_bad_seeds(tmp_path, capsys):
+    assert main(["demo", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0]
