@@ -406,7 +406,9 @@ def compute_scores(
     unless ``force``. Under ``torchrun`` every rank must call it (each scores its own shards).
 
     Returns (same on every rank) ``{"out", "sequences", "computed", "cached", "tokens",
-    "seconds", "tokens_per_s", "world_size"}``: ``computed``/``tokens`` count this call's work.
+    "seconds", "tokens_per_s", "world_size", "own_process_group"}``: ``computed``/``tokens`` count
+    this call's work; ``own_process_group``: whether this call initialised (and destroyed) the
+    process group, i.e. the process was launched by torchrun for this call alone.
     """
     import torch
     from safetensors.torch import save_file
@@ -421,10 +423,7 @@ def compute_scores(
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"shard_size must be >= 1 or None, got {shard_size}")
     out, data = Path(out), Path(data)
-    if not (data / "manifest.json").is_file():
-        raise UsageError(f"{str(data)!r} is not a prepared data folder (no manifest.json): create it with "
-                         "`tokenweight prepare` and pass it to --data")
-    dsd, manifest = load_prepared(data)
+    dsd, manifest = load_prepared(data)  # UsageError for a missing or incomplete folder
     if split not in dsd:
         raise UsageError(f"prepared data {str(data)!r} has no split {split!r} (it has {', '.join(dsd)}): pass --split")
     ds = dsd[split].select_columns(["input_ids"])
@@ -498,13 +497,9 @@ def compute_scores(
         seconds = max(s[2] for s in stats)
         return {"out": str(out), "sequences": count, "computed": computed, "cached": count - computed,
                 "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if tokens else 0.0,
-                "world_size": world}
+                "world_size": world, "own_process_group": own_group}
     finally:
         if own_group:
             import torch.distributed as dist
 
-            _exp = os.environ.get("TW_EXP", "A")
-            if _exp == "B":
-                dist.barrier()
-            if _exp != "C":
-                dist.destroy_process_group()
+            dist.destroy_process_group()

@@ -163,7 +163,7 @@ def test_tasks_rows_by_depth_and_outputs(setup, tmp_path):
         niah = [r for r in m["tasks"] if r["task"] == "niah_single_1"]
         assert [(r["length"], r["depth"], r["samples"]) for r in niah] == [(128, None, 4), (128, 0.0, 2), (128, 1.0, 2)]
         fwe = [r for r in m["tasks"] if r["task"] == "fwe"]
-        assert [(r["length"], r["depth"], r["samples"]) for r in fwe] == [(128, None, 2)]
+        assert [(r["length"], r["depth"], r["samples"]) for r in fwe] == [(128, None, 4)  # 2 x 2 depths]
         samples = T.generate_samples("niah_single_1", tok, 128, 2, 0, haystack=T.Haystack.noise(), depths=[0.0, 1.0])
         lik = T.score_likelihood(model, tok, samples, batch_size=1)
         for r, idx in zip(niah, ([0, 1, 2, 3], [0, 1], [2, 3])):

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prepared folder: its validation split gives perplexity by position, LongPPL and episode recall")
     p.add_argument("--lengths", default="256,512,1024", help="task lengths in tokens, comma-separated")
     p.add_argument("--tasks", default="all", help="comma-separated task names, 'all', or 'none' ('tokenweight tasks' lists them)")
-    p.add_argument("--num-samples", type=int, default=8, help="samples per task and length")
+    p.add_argument("--num-samples", type=int, default=2,
+                   help="samples per task, length and needle depth (tasks without a needle: this x the number of depths)")
     p.add_argument("--window", type=int, default=None,
                    help="native window w (default: the data manifest's window, else n/4)")
     p.add_argument("--evaluator", default=None, metavar="MODEL",
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=-2.0, help="LongPPL key-token threshold on LCL")
     p.add_argument("--buckets", default=None,
                    help="bucket edges in tokens for perplexity by position and recall by distance, e.g. 0,256,512,1024 (default: multiples of w up to n)")
-    p.add_argument("--depths", default=None, help="needle depths in [0, 1], comma-separated (default: the tasks' own)")
+    p.add_argument("--depths", default=None, help="needle depths in [0, 1], comma-separated (default: 0,0.25,0.5,0.75,1)")
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="output folder")
     p.add_argument("--batch-size", type=int, default=4, help="sequences or samples per forward pass")
     p.add_argument("--max-sequences", type=int, default=32, help="held-out sequences used (0: all)")

@@ -89,13 +89,38 @@ def _quiet_library_bars() -> None:
 def run(args) -> int:
     _check(args)
     _quiet_library_bars()
-    from tokenweight.scorecache import ScoreCache, compute_scores
+    from tokenweight.scorecache import compute_scores
 
     s = compute_scores(
         args.out, args.data, args.scorer, window=args.window, stride=args.stride, split=args.split,
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, shard_size=args.shard_size,
         max_sequences=args.max_sequences, force=args.force,
     )
+    if s["own_process_group"]:  # a torchrun/accelerate worker started for this command alone
+        _exit_now(_report(args, s))
+    return _report(args, s)
+
+
+def _exit_now(code: int) -> None:
+    """End a torchrun/accelerate worker without interpreter finalisation.
+
+    Measured here (torch 2.13, gloo, 2 ranks): about 1 run in 20 aborts *after* all work is done,
+    while the interpreter shuts down ("terminate called without an active exception", SIGABRT, no
+    Python frame), with or without ``destroy_process_group`` and a final barrier; torchrun then
+    reports the whole job as failed. Every output is already written atomically and fsynced, so
+    skipping finalisation loses nothing.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _report(args, s: dict) -> int:
+    """Rank 0: throughput, the one-line summary, and ``--verify``; other ranks: nothing."""
+    from tokenweight.scorecache import ScoreCache
+
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     cache = ScoreCache.open(args.out)

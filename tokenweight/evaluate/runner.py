@@ -44,7 +44,8 @@ class EvalConfig:
     lengths: task lengths in tokens; a length inside the native window is added when none is, so
         that a task the model cannot do even at short context shows as such.
     tasks: task names (None: every registered task; empty: no task).
-    num_samples: samples per task and length (the same samples for every model).
+    num_samples: samples per task, length and needle depth (tasks without a needle get
+        ``num_samples * len(depths)``, so every task has as many); the same samples for every model.
     window: native window ``w`` of the models (None: the prepared data's manifest ``window``, else
         ``n // 4`` as in the paper's 8k -> 32k setting).
     longppl_stride: stride of the evaluator's short windows (None: ``w // 4``, Fang et al.'s 4096
@@ -65,7 +66,7 @@ class EvalConfig:
 
     lengths: list[int] = field(default_factory=lambda: [256, 512, 1024])
     tasks: list[str] | None = None
-    num_samples: int = 8
+    num_samples: int = 2
     window: int | None = None
     longppl_stride: int | None = None
     alpha: float = 2.0
@@ -255,9 +256,11 @@ def _task_samples(tokenizer, config: EvalConfig, lengths: list[int], haystack_te
     out, skipped = {}, []
     for task in tqdm(names, desc="task samples", disable=None):
         for length in lengths:
+            # needle tasks: num_samples per depth; others: as many in all, so every task has as many
+            count = config.num_samples if T.TASKS[task].has_depth else config.num_samples * len(depths)
             try:
                 out[(task, length)] = T.generate_samples(
-                    task, tokenizer, length, config.num_samples, config.seed, haystack=haystack, depths=depths
+                    task, tokenizer, length, count, config.seed, haystack=haystack, depths=depths
                 )
             except T.LengthTooShortError as e:
                 skipped.append({"task": task, "length": length, "reason": str(e)})
