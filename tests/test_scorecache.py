@@ -206,6 +206,8 @@ def test_open_checks_expectations_and_completeness(env, tmp_path):
         ScoreCache.open(out, expect={"data": "x"})
     with pytest.raises(UsageError, match="is not a score cache"):
         ScoreCache.open(tmp_path)
+    with pytest.raises(ValueError, match=r"expect has unknown field\(s\) \['windw'\]"):
+        ScoreCache.open(out, expect={"windw": 16})
     # A shard from another cache (another fingerprint) does not count as done.
     other = tmp_path / "o"
     score(env, other, window=20, stride=5)

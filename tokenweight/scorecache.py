@@ -189,6 +189,8 @@ class ScoreCache:
         """Open the cache at ``path``; ``expect``: identity fields the caller requires (any of
         ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line)."""
         path = Path(path)
+        if expect and (unknown := sorted(set(expect) - set(IDENTITY))):
+            raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
         if not (path / META).is_file():
             raise UsageError(f"{str(path)!r} is not a score cache (no {META}): create it with "
                              f"`tokenweight score --out {path}`")

@@ -163,7 +163,7 @@ def test_tasks_rows_by_depth_and_outputs(setup, tmp_path):
         niah = [r for r in m["tasks"] if r["task"] == "niah_single_1"]
         assert [(r["length"], r["depth"], r["samples"]) for r in niah] == [(128, None, 4), (128, 0.0, 2), (128, 1.0, 2)]
         fwe = [r for r in m["tasks"] if r["task"] == "fwe"]
-        assert [(r["length"], r["depth"], r["samples"]) for r in fwe] == [(128, None, 4)  # 2 x 2 depths]
+        assert [(r["length"], r["depth"], r["samples"]) for r in fwe] == [(128, None, 4)]  # 2 x 2 depths
         samples = T.generate_samples("niah_single_1", tok, 128, 2, 0, haystack=T.Haystack.noise(), depths=[0.0, 1.0])
         lik = T.score_likelihood(model, tok, samples, batch_size=1)
         for r, idx in zip(niah, ([0, 1, 2, 3], [0, 1], [2, 3])):
@@ -184,3 +184,28 @@ def test_unknown_task_is_usage_error(setup):
     tmp, tok, a, b, rows = setup
     with pytest.raises(UsageError, match="unknown task"):
         evaluate_models({"A": a}, tokenizer=tok, config=EvalConfig(tasks=["nope"], window=64))
+
+
+def test_cache_resumes_without_running_models(setup, tmp_path, monkeypatch):
+    """A second run with the same inputs takes every entry from the cache (no model is loaded);
+    a changed setting misses it."""
+    import tokenweight.evaluate.runner as runner
+
+    tmp, tok, a, b, rows = setup
+    models = {"A": str(tmp / "a"), "B": str(tmp / "b")}
+    cfg = EvalConfig(tasks=["fwe"], lengths=[128], window=16, num_samples=1, depths=[0.5], generation=False)
+    first = evaluate_models(models, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+    def no_load(source):
+        raise AssertionError(f"model {source} loaded although cached")
+
+    monkeypatch.setattr(runner, "load_model", no_load)
+    again = evaluate_models({"a2": models["A"], "B": models["B"]}, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path)
+    for x, y in zip(first["models"], again["models"]):
+        assert {k: v for k, v in x.items() if k != "name"} == {k: v for k, v in y.items() if k != "name"}
+    assert [m["name"] for m in again["models"]] == ["a2", "B"]
+    assert again["evaluator"] == {**first["evaluator"], "name": "a2"}  # the first model judges by default
+    with pytest.raises(AssertionError, match="loaded although cached"):
+        evaluate_models(models, data_dir=tmp / "data", config=EvalConfig(**{**cfg.__dict__, "alpha": 1.0}),
+                        cache_dir=tmp_path)

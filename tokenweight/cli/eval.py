@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="generation budget in tokens; 0: RULER's per task (128 for NIAH); default: the longest answer x 1.5 + 8, at most RULER's")
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
+    p.add_argument("--no-cache", action="store_true", default=False,
+                   help="evaluate every model again instead of reusing OUT/.cache entries of an earlier run")
 
 
 def _list(value, cast, flag: str) -> list:
@@ -122,7 +124,9 @@ def run(args) -> int:
 
     from tokenweight.evaluate.runner import evaluate_models, write_outputs
 
-    results = evaluate_models(dict(zip(names, args.models)), data_dir=args.data, config=config)
+    # per-model entries are cached under OUT/.cache: an interrupted run resumes where it stopped
+    results = evaluate_models(dict(zip(names, args.models)), data_dir=args.data, config=config,
+                              cache_dir=None if args.no_cache else Path(args.out) / ".cache")
     written = write_outputs(results, args.out)
     print(written["text"])
     print(f"\nwrote {written['json']}, {written['table']} and {len(written['plots'])} plot(s) to {args.out}")

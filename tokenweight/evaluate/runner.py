@@ -19,6 +19,7 @@ by batched greedy generation. Models are loaded one at a time (only one in memor
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokenweight.errors import UsageError
+from tokenweight.io_utils import atomic_write_json, file_digest, fingerprint
 from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
 from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
 from tokenweight.evaluate.longppl import LongPPL, eligible_mask, evaluator_nll, key_token_mask
@@ -172,10 +174,6 @@ def _resolve_window(config: EvalConfig, manifest: dict | None, n: int | None) ->
     if n:
         return max(2, n // 4)
     return min(int(x) for x in config.lengths)
-
-
-def _num_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------- LM metrics
@@ -352,11 +350,66 @@ def _aggregate_generation(per_sample: list[dict], task: str) -> dict:
 # ----------------------------------------------------------------------------- API
 
 
+def _model_digest(source) -> dict | None:
+    """Digests of a model folder's config and weights (None for an in-memory model: not cacheable)."""
+    if not isinstance(source, (str, Path)):
+        return None
+    p = Path(source)
+    files = [p / "config.json", *sorted(p.glob("*.safetensors")), *sorted(p.glob("*.bin"))]
+    return {f.name: file_digest(f) for f in files if f.is_file()}
+
+
+class _Evaluator:
+    """The LongPPL evaluator's key tokens, judged on first use only (a rerun whose models all come
+    from the cache never runs it)."""
+
+    def __init__(self, source, name: str, model_name: str | None, batches, window: int, stride: int, config, bos):
+        self.source, self.name, self.model_name = source, name, model_name
+        self.batches, self.window, self.stride, self.config, self.bos = batches, window, stride, config, bos
+        self._keys = None
+
+    def keys(self) -> list[dict]:
+        if self._keys is None:
+            self._keys = _key_tokens(load_model(self.source), self.batches, self.window, self.stride, self.config, self.bos)
+        return self._keys
+
+    def info(self) -> dict:
+        k = sum(int(x["key"].sum()) for x in self.keys())
+        e = sum(int(x["eligible"].sum()) for x in self.keys())
+        return {"name": self.name, "window": self.window, "stride": self.stride, "alpha": self.config.alpha,
+                "beta": self.config.beta, "key_tokens": k, "eligible_tokens": e, "key_share": k / e if e else None}
+
+
+def _evaluate_one(name, source, *, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config) -> dict:
+    """The results entry of one model (docs/EVALUATION.md, ``models[i]``)."""
+    from tokenweight.models import count_parameters
+
+    tm = time.perf_counter()
+    model = load_model(source)
+    entry = {
+        "name": name,
+        "source": str(source) if isinstance(source, (str, Path)) else IN_MEMORY,
+        "parameters": count_parameters(model),
+        "perplexity": None, "longppl": None, "episodes": None, "tasks": [],
+    }
+    if batches:
+        keys = evaluator.keys() if evaluator is not None else None
+        is_ev = evaluator is not None and evaluator.model_name == name
+        entry["perplexity"], entry["longppl"], entry["episodes"] = _lm_metrics(
+            model, batches, keys, window, pos_edges, dist_edges, name, is_ev
+        )
+    if samples:
+        entry["tasks"] = _task_rows(model, tokenizer, samples, config, name)
+    entry["seconds"] = round(time.perf_counter() - tm, 3)
+    return entry
+
+
 def evaluate_models(
     models: Mapping[str, Any],
     tokenizer=None,
     data_dir: str | Path | None = None,
     config: EvalConfig | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate several models side by side; return the results document (docs/EVALUATION.md).
 
@@ -367,6 +420,10 @@ def evaluate_models(
         data_dir: a prepared folder (``tokenweight prepare``): its validation split gives
             perplexity by position, LongPPL and episode recall; None skips those metrics.
         config: :class:`EvalConfig` (defaults when None).
+        cache_dir: when given, each model's entry is saved there as soon as it is done, keyed by a
+            fingerprint of the model's files, the resolved config, the data, the tokenizer and the
+            evaluator; a rerun (after a crash, or with one more model) reuses every entry whose
+            fingerprint matches. Models given as objects are never cached.
     """
     t0 = time.perf_counter()
     config = config or EvalConfig()
@@ -387,69 +444,68 @@ def evaluate_models(
     pos_edges = config.position_edges or (default_edges(n, window) if n else None)
     dist_edges = config.distance_edges or pos_edges
 
-    # LongPPL evaluator (shared key tokens)
-    keys, evaluator_info, ev_model_name = None, None, None
-    if batches and n > window:
+    evaluator = None
+    if batches and n > window:  # LongPPL needs tokens beyond the first window
         ev = config.evaluator if config.evaluator is not None else next(iter(models))
-        ev_model_name = ev if isinstance(ev, str) and ev in models else None
-        ev_name = ev_model_name or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY)
-        stride = config.longppl_stride or max(1, window // 4)
-        evaluator = load_model(models[ev_model_name] if ev_model_name else ev)
-        bos = getattr(tokenizer, "bos_token_id", None)
-        keys = _key_tokens(evaluator, batches, window, stride, config, bos)
-        del evaluator
-        k = sum(int(x["key"].sum()) for x in keys)
-        e = sum(int(x["eligible"].sum()) for x in keys)
-        evaluator_info = {
-            "name": ev_name, "window": window, "stride": stride, "alpha": config.alpha, "beta": config.beta,
-            "key_tokens": k, "eligible_tokens": e, "key_share": k / e if e else None,
-        }
+        ev_model = ev if isinstance(ev, str) and ev in models else None
+        ev_source = models[ev_model] if ev_model else ev
+        evaluator = _Evaluator(
+            ev_source, ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY), ev_model, batches,
+            window, config.longppl_stride or max(1, window // 4), config, getattr(tokenizer, "bos_token_id", None),
+        )
 
     samples, skipped = {}, []
     if task_names:
-        haystack = None
-        if rows:
-            haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
+        haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows] if rows else None
         samples, skipped = _task_samples(tokenizer, config, lengths, haystack)
-
-    results_models = []
-    for name, source in models.items():
-        tm = time.perf_counter()
-        model = load_model(source)
-        entry = {
-            "name": name,
-            "source": str(source) if isinstance(source, (str, Path)) else IN_MEMORY,
-            "parameters": _num_parameters(model),
-            "perplexity": None, "longppl": None, "episodes": None, "tasks": [],
-        }
-        if batches:
-            entry["perplexity"], entry["longppl"], entry["episodes"] = _lm_metrics(
-                model, batches, keys, window, pos_edges, dist_edges, name, name == ev_model_name
-            )
-        if samples:
-            entry["tasks"] = _task_rows(model, tokenizer, samples, config, name)
-        entry["seconds"] = round(time.perf_counter() - tm, 3)
-        results_models.append(entry)
-        del model
 
     from tokenweight import __version__
 
     cfg = config.to_json()
     cfg.update(window=window, lengths=lengths, position_edges=pos_edges, distance_edges=dist_edges,
                depths=list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS))
+    data_info = None if data_dir is None else {
+        "dir": str(data_dir),
+        "fingerprint": (manifest or {}).get("fingerprint"),
+        "n": n,
+        "sequences": len(rows),
+        "tokens": sum(len(r["input_ids"]) for r in rows),
+        "episodes": sum(len(r["episodes"]) for r in rows),
+    }
+    shared = None
+    if cache_dir is not None and (evaluator is None or _model_digest(evaluator.source) is not None):
+        shared = {
+            "version": __version__, "schema": SCHEMA_VERSION, "config": {**cfg, "evaluator": None},
+            "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
+            "tokenizer": fingerprint(sorted(tokenizer.get_vocab().items())),
+            "evaluator": evaluator and {"model": _model_digest(evaluator.source), "stride": evaluator.stride},
+        }
+
+    results_models, evaluator_info = [], None
+    for name, source in models.items():
+        digest = _model_digest(source) if shared is not None else None
+        path = Path(cache_dir) / f"{fingerprint({'model': digest, **shared})}.json" if digest else None
+        if path is not None and path.is_file():
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            entry, evaluator_info = {**cached["entry"], "name": name, "source": str(source)}, cached["evaluator"]
+        else:
+            entry = _evaluate_one(name, source, batches=batches, evaluator=evaluator, window=window,
+                                  pos_edges=pos_edges, dist_edges=dist_edges, samples=samples,
+                                  tokenizer=tokenizer, config=config)
+            if evaluator is not None:
+                evaluator_info = evaluator.info()
+            if path is not None:
+                atomic_write_json(path, _finite({"entry": entry, "evaluator": evaluator_info}))
+        results_models.append(entry)
+    if evaluator_info is not None:
+        evaluator_info["name"] = evaluator.name
+
     results = {
         "schema_version": SCHEMA_VERSION,
         "tokenweight_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg,
-        "data": None if data_dir is None else {
-            "dir": str(data_dir),
-            "fingerprint": (manifest or {}).get("fingerprint"),
-            "n": n,
-            "sequences": len(rows),
-            "tokens": sum(len(r["input_ids"]) for r in rows),
-            "episodes": sum(len(r["episodes"]) for r in rows),
-        },
+        "data": data_info,
         "evaluator": evaluator_info,
         "skipped_tasks": skipped,
         "models": results_models,
@@ -476,7 +532,7 @@ def write_outputs(results: dict, out_dir: str | Path) -> dict[str, Any]:
     """
     from tokenweight.evaluate.plots import write_plots
     from tokenweight.evaluate.results import format_tables
-    from tokenweight.io_utils import atomic_write_json, atomic_write_text
+    from tokenweight.io_utils import atomic_write_text
 
     check_results(results)
     out = Path(out_dir)
