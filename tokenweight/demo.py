@@ -71,7 +71,8 @@ class Profile:
     seeds: int = 1
     eval_lengths: tuple = (256, 512, 1024)
     eval_tasks: tuple = ("niah_single_1", "niah_single_2", "niah_multikey_1", "vt")
-    eval_samples: int = 6
+    eval_samples: int = 2  # per needle depth
+    eval_depths: tuple = (0.1, 0.5, 0.9)
     eval_sequences: int = 48
     eval_generation: bool = False
     gate: float | None = 0.3  # base model's episode recall (value exact match) below w
@@ -79,12 +80,13 @@ class Profile:
 
 PROFILES = {
     "default": Profile("default"),
-    "full": Profile("full", seeds=3, extend_steps=200, pretrain_steps=900, eval_samples=12,
+    "full": Profile("full", seeds=3, extend_steps=200, pretrain_steps=900, eval_samples=4,
                     eval_sequences=96, eval_generation=True),
     "quick": Profile("quick", preset="tiny", vocab_size=512, window=64, n=256, pretrain_tokens=60_000,
                      extend_tokens=40_000, episodes_per_1k=6.0, pretrain_steps=30, pretrain_batch=8,
                      extend_steps=4, extend_batch=2, eval_lengths=(64, 128, 256),
-                     eval_tasks=("niah_single_1",), eval_samples=2, eval_sequences=4, gate=None),
+                     eval_tasks=("niah_single_1",), eval_samples=1, eval_depths=(0.5,), eval_sequences=4,
+                     gate=None),
 }
 
 
@@ -189,7 +191,7 @@ class Demo:
         p = self.profile
         config = EvalConfig(lengths=list(p.eval_lengths), tasks=list(p.eval_tasks), num_samples=p.eval_samples,
                             window=p.window, evaluator="base", max_sequences=p.eval_sequences,
-                            generation=p.eval_generation, seed=0)
+                            generation=p.eval_generation, depths=list(p.eval_depths), seed=0)
         models = self.models()
         key = fingerprint({"config": asdict(config), "models": {k: _model_stamp(v) for k, v in models.items()},
                            "data": _manifest_fingerprint(self.ext_data)})
@@ -199,7 +201,8 @@ class Demo:
         if cached.is_file() and stamp.is_file() and json.loads(stamp.read_text())["key"] == key:
             return json.loads(cached.read_text())
         t = time.perf_counter()
-        results = evaluate_models(models, tokenizer=None, data_dir=self.ext_data, config=config)
+        results = evaluate_models(models, tokenizer=None, data_dir=self.ext_data, config=config,
+                                  cache_dir=out / ".cache")  # per-model cache: an interrupted eval resumes
         write_outputs(results, out)
         atomic_write_json(stamp, {"key": key})
         self.stage_times["eval"] = time.perf_counter() - t

@@ -63,6 +63,7 @@ def test_config_file_sets_options(tree, tmp_path, capsys):
     (["eval", "{tmp}/m1", "--evaluator", "zzz"], "--evaluator"),
     (["eval", "{tmp}/m1", "--buckets", "0,5,5"], "--buckets"),
     (["eval", "{tmp}/m1", "--max-new-tokens", "-1"], "--max-new-tokens"),
+    (["eval", "{tmp}/m1", "--window", "16", "--longppl-stride", "16"], "--longppl-stride"),
     (["eval", "{tmp}/m1", "--data", "{tmp}/data", "--tasks", "niah_single_1,nope"], "unknown task(s) nope"),
     (["eval", "{tmp}/m1", "--data", "{tmp}/m2"], "is not a complete prepared folder"),
 ])

@@ -1,7 +1,6 @@
 """The suite over several models: values equal the metrics computed directly; JSON schema; outputs."""
 
 import json
-import math
 
 import datasets
 import pytest

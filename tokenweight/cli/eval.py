@@ -80,6 +80,10 @@ def build_config(args, names: list[str]):
             raise UsageError(f"{flag} must be >= 1, got {v}")
     if args.window is not None and args.window < 2:
         raise UsageError(f"--window must be >= 2, got {args.window}")
+    if args.longppl_stride is not None and not (
+        1 <= args.longppl_stride < (args.window if args.window is not None else float("inf"))
+    ):
+        raise UsageError(f"--longppl-stride must be in [1, window), got {args.longppl_stride}")
     if args.max_new_tokens is not None and args.max_new_tokens < 0:
         raise UsageError(f"--max-new-tokens must be >= 0 (0: RULER's budgets), got {args.max_new_tokens}")
     if args.max_sequences < 0:

@@ -10,8 +10,8 @@ does not pull in the whole suite)::
     write_outputs(results, "runs/eval")   # results.json, table.txt, *.png
 
 Modules: ``lm_metrics`` (perplexity by position bucket), ``longppl`` (key tokens, LongPPL),
-``episodes`` (episode recall), ``tasks`` (RULER-style tasks), ``runner`` (the suite over several
-models), ``results`` (JSON schema, console table), ``plots`` (PNG figures). The results schema is
+``episodes`` (episode recall), ``tasks`` (RULER-style tasks), ``task_metrics`` (task samples
+and per-model task scores for the suite), ``runner`` (the suite over several models), ``results`` (JSON schema, console table), ``plots`` (PNG figures). The results schema is
 documented in docs/EVALUATION.md.
 """
 

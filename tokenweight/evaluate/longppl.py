@@ -140,3 +140,50 @@ def evaluator_nll(
         batch_size=batch_size,
     )
     return long_nll, short_nll
+
+
+class KeyTokens:
+    """The evaluator's key tokens over the held-out batches, judged on first use only.
+
+    One evaluator judges for every model of a run (the same key tokens for all). ``load`` returns
+    the evaluator model; it is called only when :meth:`batches` is first needed, so a rerun whose
+    models all come from a cache never runs the evaluator.
+
+    Args:
+        load: zero-argument callable returning the evaluator model.
+        name: the evaluator's display name (a model name of the run, a path, or ``<in-memory>``).
+        batches: held-out batches, each with ``input_ids`` and ``attention_mask`` ``[b, n]``.
+        window, stride: the evaluator's short windows (see :func:`evaluator_nll`).
+        alpha, beta: key-token thresholds (:func:`key_token_mask`).
+        bos_token_id: BOS id of the tokenizer (windows restart with it), or None.
+    """
+
+    def __init__(self, load, name: str, batches: list[dict], *, window: int, stride: int,
+                 alpha: float, beta: float, bos_token_id: int | None):
+        self.load, self.name, self.data = load, name, batches
+        self.window, self.stride, self.alpha, self.beta, self.bos = window, stride, alpha, beta, bos_token_id
+        self._per_batch = None
+
+    def batches(self) -> list[dict]:
+        """Per batch: ``key`` and ``eligible`` ``[b, n-1]`` bool, and the evaluator's ``long_nll``
+        (reused as the NLL of the evaluator when it is also one of the evaluated models)."""
+        if self._per_batch is None:
+            from tqdm.auto import tqdm
+
+            model, out = self.load(), []
+            for b in tqdm(self.data, desc="LongPPL evaluator", disable=None):
+                long_nll, short_nll = evaluator_nll(model, b["input_ids"], b["attention_mask"], window=self.window,
+                                                    stride=self.stride, bos_token_id=self.bos)
+                target = b["attention_mask"][:, 1:].bool()
+                key = key_token_mask(long_nll, short_nll, window=self.window, alpha=self.alpha, beta=self.beta,
+                                     mask=target)
+                out.append({"key": key, "eligible": eligible_mask(target, self.window), "long_nll": long_nll})
+            self._per_batch = out
+        return self._per_batch
+
+    def info(self) -> dict:
+        """``{"name", "window", "stride", "alpha", "beta", "key_tokens", "eligible_tokens", "key_share"}``."""
+        k = sum(int(x["key"].sum()) for x in self.batches())
+        e = sum(int(x["eligible"].sum()) for x in self.batches())
+        return {"name": self.name, "window": self.window, "stride": self.stride, "alpha": self.alpha,
+                "beta": self.beta, "key_tokens": k, "eligible_tokens": e, "key_share": k / e if e else None}

@@ -15,6 +15,9 @@ Per model, one ``token_nll`` pass per batch gives perplexity by position, short-
 and LongPPL; one more pass with logits only at the value positions gives episode recall (batches
 without episodes skip it); the tasks module scores the task samples by likelihood and, optionally,
 by batched greedy generation. Models are loaded one at a time (only one in memory at once).
+
+Resumable: with ``cache_dir`` (the CLI uses ``OUT/.cache``) each model's entry is written as soon as
+it is done, keyed by a fingerprint of everything it depends on; a rerun reuses it.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import torch
 from tqdm.auto import tqdm
 
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_write_json, file_digest, fingerprint
 from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
 from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
-from tokenweight.evaluate.longppl import LongPPL, eligible_mask, evaluator_nll, key_token_mask
+from tokenweight.evaluate.longppl import KeyTokens, LongPPL
 from tokenweight.evaluate.results import SCHEMA_VERSION, check_results
+from tokenweight.evaluate.task_metrics import DEFAULT_DEPTHS, task_names, task_rows, task_samples
+from tokenweight.io_utils import atomic_write_json, file_digest, fingerprint
 
 IN_MEMORY = "<in-memory>"
 
@@ -91,6 +95,8 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.window is not None and int(self.window) < 2:
             raise ValueError(f"window must be >= 2, got {self.window}")
+        if self.longppl_stride is not None and not 1 <= int(self.longppl_stride) < int(self.window or 1 << 62):
+            raise ValueError(f"longppl_stride must be in [1, window), got {self.longppl_stride}")
         if self.max_sequences is not None and int(self.max_sequences) < 1:
             raise ValueError(f"max_sequences must be >= 1 or None, got {self.max_sequences}")
         if self.depths is not None and any(not 0.0 <= d <= 1.0 for d in self.depths):
@@ -179,20 +185,6 @@ def _resolve_window(config: EvalConfig, manifest: dict | None, n: int | None) ->
 # ----------------------------------------------------------------------------- LM metrics
 
 
-def _key_tokens(evaluator, batches: list[dict], window: int, stride: int, config: EvalConfig, bos) -> list[dict]:
-    """Per batch: the evaluator's key-token mask, eligible mask and long NLL (reused when the
-    evaluator is also an evaluated model)."""
-    out = []
-    for b in tqdm(batches, desc="LongPPL evaluator", disable=None):
-        long_nll, short_nll = evaluator_nll(
-            evaluator, b["input_ids"], b["attention_mask"], window=window, stride=stride, bos_token_id=bos
-        )
-        target = b["attention_mask"][:, 1:].bool()
-        key = key_token_mask(long_nll, short_nll, window=window, alpha=config.alpha, beta=config.beta, mask=target)
-        out.append({"key": key, "eligible": eligible_mask(target, window), "long_nll": long_nll})
-    return out
-
-
 def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_evaluator) -> tuple:
     """``(perplexity, longppl, episodes)`` results of one model over the held-out batches.
 
@@ -220,133 +212,6 @@ def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_ev
     return ppl.result(), (lppl.result() if lppl else None), (rec.result() if any_episodes else None)
 
 
-# ----------------------------------------------------------------------------- tasks
-
-
-def _task_names(config: EvalConfig) -> list[str]:
-    """The tasks to run; UsageError for an unknown name (checked before any model runs)."""
-    if config.tasks is not None and not config.tasks:
-        return []
-    from tokenweight.evaluate import tasks as T
-
-    names = list(T.TASKS) if config.tasks is None else list(config.tasks)
-    unknown = [t for t in names if t not in T.TASKS]
-    if unknown:
-        raise UsageError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(T.TASKS)}")
-    return names
-
-
-#: needle depths of the default sweep (the NIAH heat map's rows)
-DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def _task_samples(tokenizer, config: EvalConfig, lengths: list[int], haystack_texts: list[str] | None):
-    """``({(task, length): [Sample, ...]}, skipped)``, generated once and shared by every model.
-
-    A (task, length) whose length cannot hold the task's shortest prompt is skipped and reported
-    in ``skipped`` (``{"task", "length", "reason"}``) rather than failing the whole run.
-    """
-    from tokenweight.evaluate import tasks as T
-
-    names = _task_names(config)
-    haystack = T.Haystack.from_texts(haystack_texts) if haystack_texts else T.Haystack.noise()
-    depths = list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS)
-    out, skipped = {}, []
-    for task in tqdm(names, desc="task samples", disable=None):
-        for length in lengths:
-            # needle tasks: num_samples per depth; others: as many in all, so every task has as many
-            count = config.num_samples if T.TASKS[task].has_depth else config.num_samples * len(depths)
-            try:
-                out[(task, length)] = T.generate_samples(
-                    task, tokenizer, length, count, config.seed, haystack=haystack, depths=depths
-                )
-            except T.LengthTooShortError as e:
-                skipped.append({"task": task, "length": length, "reason": str(e)})
-    return out, skipped
-
-
-def _mean(xs) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-def _aggregate_likelihood(per_sample: list[dict]) -> dict:
-    """Means over samples of every numeric per-sample field (``rank`` becomes ``mean_rank``), and
-    ``candidate_accuracy``: the share of samples whose gold value ranks first (rank 1) among the
-    candidates (None when the task has no candidates)."""
-    keys = [k for k, v in per_sample[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    out = {k: _mean(s.get(k) for s in per_sample) for k in keys if k != "rank"}
-    ranks = [s.get("rank") for s in per_sample if s.get("rank") is not None]
-    out["mean_rank"] = _mean(ranks)
-    out["candidate_accuracy"] = (sum(r == 1 for r in ranks) / len(ranks)) if ranks else None
-    return out
-
-
-def _task_rows(model, tokenizer, samples: dict, config: EvalConfig, name: str) -> list[dict]:
-    """One row per (task, length) with all depths pooled (``depth: None``), then one per depth."""
-    from tokenweight.evaluate import tasks as T
-
-    rows = []
-    for (task, length), ss in tqdm(samples.items(), desc=f"{name}: tasks", disable=None):
-        lik = T.score_likelihood(model, tokenizer, ss, batch_size=config.batch_size)
-        gen = None
-        if config.generation:
-            budget = generation_budget(tokenizer, ss, config.max_new_tokens)
-            preds = T.generate_predictions(model, tokenizer, ss, max_new_tokens=budget, batch_size=config.batch_size)
-            gen = T.score_generation(preds, ss)["per_sample"]
-        groups: dict[float | None, list[int]] = {None: list(range(len(ss)))}
-        for i, s in enumerate(ss):
-            if s.depth is not None:
-                groups.setdefault(float(s.depth), []).append(i)
-        for depth, idx in groups.items():
-            rows.append(
-                {
-                    "task": task,
-                    "length": length,
-                    "depth": depth,
-                    "samples": len(idx),
-                    "likelihood": _aggregate_likelihood([lik[i] for i in idx]),
-                    "generation": None if gen is None else _aggregate_generation([gen[i] for i in idx], task),
-                }
-            )
-    return rows
-
-
-def generation_budget(tokenizer, samples, max_new_tokens: int | None) -> int | None:
-    """New tokens to generate for a group of samples of one task.
-
-    ``max_new_tokens`` > 0: that many. 0: RULER's budget of the task (``None`` for the tasks
-    module). None (auto): room for the longest gold answer written out in full (all outputs joined
-    by ", ") times 1.5 plus 8 tokens of slack, at most RULER's budget. RULER's budgets (128 tokens
-    for NIAH) are sized for chatty instruction-tuned models; a small base model that answers at
-    all answers at once, and the shorter budget makes generation several times cheaper on CPU
-    without changing what string matching can find in the first tokens.
-    """
-    if max_new_tokens:
-        return int(max_new_tokens)
-    if max_new_tokens == 0:
-        return None
-    from tokenweight.evaluate import tasks as T
-
-    answers = [" " + ", ".join(s.outputs) for s in samples]
-    longest = max(len(x) for x in tokenizer(answers, add_special_tokens=False)["input_ids"])
-    ruler = max(T.TASKS[s.task].tokens_to_generate for s in samples)
-    return min(ruler, int(1.5 * longest) + 8)
-
-
-def _aggregate_generation(per_sample: list[dict], task: str) -> dict:
-    """RULER's score (0-100, the task's metric) and both string-match metrics over samples."""
-    from tokenweight.evaluate import tasks as T
-
-    n = len(per_sample)
-    return {
-        "metric": T.TASKS[task].metric,
-        "score": 100.0 * sum(r["score"] for r in per_sample) / n,
-        "string_match_all": 100.0 * sum(r["string_match_all"] for r in per_sample) / n,
-        "string_match_part": 100.0 * sum(r["string_match_part"] for r in per_sample) / n,
-    }
-
-
 # ----------------------------------------------------------------------------- API
 
 
@@ -357,27 +222,6 @@ def _model_digest(source) -> dict | None:
     p = Path(source)
     files = [p / "config.json", *sorted(p.glob("*.safetensors")), *sorted(p.glob("*.bin"))]
     return {f.name: file_digest(f) for f in files if f.is_file()}
-
-
-class _Evaluator:
-    """The LongPPL evaluator's key tokens, judged on first use only (a rerun whose models all come
-    from the cache never runs it)."""
-
-    def __init__(self, source, name: str, model_name: str | None, batches, window: int, stride: int, config, bos):
-        self.source, self.name, self.model_name = source, name, model_name
-        self.batches, self.window, self.stride, self.config, self.bos = batches, window, stride, config, bos
-        self._keys = None
-
-    def keys(self) -> list[dict]:
-        if self._keys is None:
-            self._keys = _key_tokens(load_model(self.source), self.batches, self.window, self.stride, self.config, self.bos)
-        return self._keys
-
-    def info(self) -> dict:
-        k = sum(int(x["key"].sum()) for x in self.keys())
-        e = sum(int(x["eligible"].sum()) for x in self.keys())
-        return {"name": self.name, "window": self.window, "stride": self.stride, "alpha": self.config.alpha,
-                "beta": self.config.beta, "key_tokens": k, "eligible_tokens": e, "key_share": k / e if e else None}
 
 
 def _evaluate_one(name, source, *, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config) -> dict:
@@ -393,13 +237,14 @@ def _evaluate_one(name, source, *, batches, evaluator, window, pos_edges, dist_e
         "perplexity": None, "longppl": None, "episodes": None, "tasks": [],
     }
     if batches:
-        keys = evaluator.keys() if evaluator is not None else None
-        is_ev = evaluator is not None and evaluator.model_name == name
+        keys = evaluator.batches() if evaluator is not None else None
+        is_ev = evaluator is not None and evaluator.name == name
         entry["perplexity"], entry["longppl"], entry["episodes"] = _lm_metrics(
             model, batches, keys, window, pos_edges, dist_edges, name, is_ev
         )
     if samples:
-        entry["tasks"] = _task_rows(model, tokenizer, samples, config, name)
+        entry["tasks"] = task_rows(model, tokenizer, samples, batch_size=config.batch_size,
+                                   generation=config.generation, max_new_tokens=config.max_new_tokens, name=name)
     entry["seconds"] = round(time.perf_counter() - tm, 3)
     return entry
 
@@ -430,7 +275,7 @@ def evaluate_models(
     config.validate()
     if not models:
         raise ValueError("models must hold at least one model")
-    task_names = _task_names(config)
+    tasks_to_run = task_names(config.tasks)
     rows, manifest, batches, n = [], None, [], None
     if data_dir is not None:
         rows, manifest = _load_validation(data_dir, config.max_sequences)
@@ -449,21 +294,25 @@ def evaluate_models(
         ev = config.evaluator if config.evaluator is not None else next(iter(models))
         ev_model = ev if isinstance(ev, str) and ev in models else None
         ev_source = models[ev_model] if ev_model else ev
-        evaluator = _Evaluator(
-            ev_source, ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY), ev_model, batches,
-            window, config.longppl_stride or max(1, window // 4), config, getattr(tokenizer, "bos_token_id", None),
+        if config.longppl_stride is not None and config.longppl_stride >= window:
+            raise UsageError(f"LongPPL stride {config.longppl_stride} must be smaller than the window {window}: "
+                             "pass a smaller --longppl-stride")
+        evaluator = KeyTokens(
+            lambda: load_model(ev_source), ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY),
+            batches, window=window, stride=config.longppl_stride or max(1, window // 4), alpha=config.alpha,
+            beta=config.beta, bos_token_id=getattr(tokenizer, "bos_token_id", None),
         )
 
     samples, skipped = {}, []
-    if task_names:
+    depths = list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS)
+    if tasks_to_run:
         haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows] if rows else None
-        samples, skipped = _task_samples(tokenizer, config, lengths, haystack)
+        samples, skipped = task_samples(tokenizer, tasks_to_run, lengths, config.num_samples, config.seed, depths, haystack)
 
     from tokenweight import __version__
 
     cfg = config.to_json()
-    cfg.update(window=window, lengths=lengths, position_edges=pos_edges, distance_edges=dist_edges,
-               depths=list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS))
+    cfg.update(window=window, lengths=lengths, position_edges=pos_edges, distance_edges=dist_edges, depths=depths)
     data_info = None if data_dir is None else {
         "dir": str(data_dir),
         "fingerprint": (manifest or {}).get("fingerprint"),
@@ -473,12 +322,13 @@ def evaluate_models(
         "episodes": sum(len(r["episodes"]) for r in rows),
     }
     shared = None
-    if cache_dir is not None and (evaluator is None or _model_digest(evaluator.source) is not None):
+    ev_digest = _model_digest(ev_source) if evaluator is not None else None
+    if cache_dir is not None and (evaluator is None or ev_digest is not None):
         shared = {
             "version": __version__, "schema": SCHEMA_VERSION, "config": {**cfg, "evaluator": None},
             "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
             "tokenizer": fingerprint(sorted(tokenizer.get_vocab().items())),
-            "evaluator": evaluator and {"model": _model_digest(evaluator.source), "stride": evaluator.stride},
+            "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
         }
 
     results_models, evaluator_info = [], None
