@@ -10,8 +10,9 @@ code a user runs):
 3. ``score`` the extension data once with the base model as frozen scorer;
 4. ``train``: extend the context to ``n`` with every scheme of :data:`SCHEMES`, at equal steps and
    tokens, for each seed (seed = data order, paired across schemes);
-5. ``eval``: base model and every run, side by side, same samples; the gate (the base model must
-   already copy episodes closer than ``w``) is checked here;
+   (right after pretraining, the gate: the base model must already copy episodes closer than
+   ``w`` on held-out pretraining sequences, or the demo stops and says the base is too weak);
+5. ``eval``: base model and every run, side by side, same samples;
 6. the report folder (``tokenweight.report``).
 
 Caching: ``prepare`` and ``score`` skip or resume by themselves; a run folder with
@@ -75,7 +76,8 @@ class Profile:
     eval_depths: tuple = (0.1, 0.5, 0.9)
     eval_sequences: int = 48
     eval_generation: bool = False
-    gate: float | None = 0.3  # base model's episode recall (value exact match) below w
+    gate: float | None = 0.5  # base model's per-digit recall of episode values closer than w
+    gate_sequences: int = 96
 
 
 PROFILES = {
@@ -208,17 +210,39 @@ class Demo:
         self.stage_times["eval"] = time.perf_counter() - t
         return results
 
-    def gate(self, evaluation: dict) -> float | None:
-        """Base model's exact-match recall of episodes closer than ``w`` (None: not measured)."""
-        base = next(m for m in evaluation["models"] if m["name"] == "base")
-        buckets = ((base.get("episodes") or {}).get("by_distance")) or []
-        below = [b for b in buckets if b["end"] <= self.profile.window and b.get("episodes")]
-        if not below:
-            return None
-        total = sum(b["episodes"] for b in below)
-        return sum(b["exact_match"] * b["episodes"] for b in below) / total
+    def gate(self) -> dict:
+        """Can the base model copy? Episode recall on held-out pretraining sequences (all closer than w).
 
-    def report(self, evaluation: dict, gate_value: float | None) -> Path:
+        Context extension can only teach a model to copy from further away if it can copy at all;
+        a base model that fails here makes every long-context comparison meaningless, so the demo
+        checks this right after pretraining, before spending time on the extension runs.
+        """
+        import torch
+
+        from tokenweight.data import load_prepared
+        from tokenweight.evaluate.episodes import score_episodes
+        from tokenweight.models import load_model
+
+        cached = self.out / "gate.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        ds, _ = load_prepared(self.pre_data)
+        val = ds["validation"].select(range(min(self.profile.gate_sequences, len(ds["validation"]))))
+        model = load_model(str(self.base / "model"))
+        scores = []
+        with torch.no_grad():
+            for i in range(0, len(val), 16):
+                rows = val[i : i + 16]
+                scores += score_episodes(model.eval(), torch.tensor(rows["input_ids"]), rows["episodes"])
+        tokens = sum(s["tokens"] for s in scores)
+        result = {"episodes": len(scores),
+                  "token_accuracy": sum(s["correct"] for s in scores) / tokens if tokens else None,
+                  "exact_match": sum(s["exact"] for s in scores) / len(scores) if scores else None,
+                  "threshold": self.profile.gate}
+        atomic_write_json(cached, result)
+        return result
+
+    def report(self, evaluation: dict, gate: dict) -> Path:
         from tokenweight.report import assemble_results, build_report
 
         p = self.profile
@@ -231,7 +255,7 @@ class Demo:
                              "train_summary": json.loads((d / "summary.json").read_text())})
         config = {"profile": p.name, **{k: v for k, v in asdict(p).items() if k != "name"},
                   "schemes": [list(s) for s in self.schemes], "sparse_kappa_why": SPARSE_KAPPA_WHY,
-                  "gate_value": gate_value, "stage_seconds": self.stage_times}
+                  "gate": gate, "stage_seconds": self.stage_times}
         machine = {"python": platform.python_version(), "platform": platform.platform(),
                    "cpus": os.cpu_count(), "torch_threads": _torch_threads()}
         results = assemble_results(evaluation, config=config, runs=runs, base="base", machine=machine)
@@ -259,23 +283,40 @@ class Demo:
                                max_tokens=self.profile.n)
 
     # ---------------------------------------------------------------- all
+    def _check_settings(self) -> None:
+        """A demo folder belongs to one profile: refuse to mix stages made with other settings."""
+        settings = {"profile": asdict(self.profile), "schemes": [list(s) for s in self.schemes]}
+        path = self.out / "demo_settings.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old != json.loads(json.dumps(settings)):
+                diff = sorted(k for k in settings["profile"] if old["profile"].get(k) != settings["profile"][k])
+                raise UsageError(f"--out {str(self.out)!r} holds a demo made with other settings "
+                                 f"({', '.join(diff) or 'schemes'} differ): use another --out, or delete it to start over")
+        else:
+            atomic_write_json(path, settings)
+
     def run(self) -> Path:
         t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_settings()
         self.prepare()
         self.pretrain()
-        self._say(f"base model ready: {self.base / 'model'}")
+        gate = self.gate()
+        p = self.profile
+        acc = gate["token_accuracy"]
+        self._say(f"base model ready: {self.base / 'model'}; gate: recalls {acc if acc is None else round(acc, 3)} "
+                  f"of episode-value digits closer than w={p.window} ({gate['episodes']} episodes, "
+                  f"exact match {gate['exact_match']}; threshold {p.gate})")
+        if p.gate is not None and (acc is None or acc < p.gate):
+            raise UsageError(
+                f"the base model is too weak: it recalls {acc} of the injected value digits closer than "
+                f"w={p.window} tokens (gate: {p.gate}), so context extension cannot be judged on it: "
+                "pretrain longer (--pretrain-steps) or on more tokens")
         self.score()
         self.extend()
         evaluation = self.evaluate()
-        gate_value = self.gate(evaluation)
-        p = self.profile
-        if p.gate is not None and (gate_value is None or gate_value < p.gate):
-            raise UsageError(
-                f"the base model is too weak: it recalls {gate_value if gate_value is not None else 'no'} of "
-                f"the injected values closer than w={p.window} tokens (gate: {p.gate}); context extension "
-                "cannot be judged on it: pretrain longer (--pretrain-steps) or on more tokens")
-        out = self.report(evaluation, gate_value)
+        out = self.report(evaluation, gate)
         self._say(f"done in {time.perf_counter() - t0:.0f} s: report at {out / 'index.html'}")
         return out
 
