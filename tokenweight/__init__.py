@@ -15,7 +15,7 @@ importing torch and transformers.
 
 from __future__ import annotations
 
-import importlib
+from tokenweight._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -33,13 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tokenweight' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

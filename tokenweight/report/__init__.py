@@ -16,7 +16,7 @@ docs/REPORT.md.
 
 from __future__ import annotations
 
-import importlib
+from tokenweight._lazy import lazy_exports
 
 _EXPORTS = {
     "build_report": "tokenweight.report.build",
@@ -33,13 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tokenweight.report' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

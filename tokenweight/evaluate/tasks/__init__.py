@@ -45,7 +45,7 @@ torch.
 
 from __future__ import annotations
 
-import importlib
+from tokenweight._lazy import lazy_exports
 
 from tokenweight.evaluate.tasks.export import export_jsonl, read_jsonl
 from tokenweight.evaluate.tasks.haystack import Haystack
@@ -77,13 +77,4 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tokenweight.evaluate.tasks' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
