@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="run every scheme K times (data orders 0..K-1)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="override the profile's pretraining steps")
     parser.add_argument("--extend-steps", type=int, default=None, help="override the profile's extension steps")
+    parser.add_argument("--skip-gate", action="store_true", default=False,
+                        help="continue when the base model fails the copy gate (the report records the failure)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
 
 
@@ -34,5 +36,5 @@ def run(args) -> int:
     name = "quick" if args.quick else "full" if args.full else "default"
     profile = make_profile(name, seeds=args.seeds, pretrain_steps=args.pretrain_steps,
                            extend_steps=args.extend_steps)
-    Demo(Path(args.out), profile).run()
+    Demo(Path(args.out), profile, skip_gate=args.skip_gate).run()
     return 0
