@@ -16,13 +16,11 @@ uninterrupted one would (tested). ``model/`` and ``summary.json`` are written at
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_write_json
+from tokenweight.io_utils import atomic_write_json, replace_dir, tmp_dir_for
 
 #: run_config keys that may differ on --resume (they do not change what is trained)
 RESUMABLE_CHANGES = frozenset({"max_steps", "save_steps", "save_total_limit", "logging_steps",
@@ -77,19 +75,13 @@ def _broadcast(value, trainer):
 def save_final(trainer, path: Path) -> None:
     """``trainer.save_model`` (weights gathered from every process) into ``path``, atomically."""
     main = trainer.is_world_process_zero()
-    tmp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent) if main else None
+    tmp = str(tmp_dir_for(path)) if main else None
     tmp = _broadcast(tmp, trainer)
     try:
         trainer.save_model(tmp)  # every process: FSDP/ZeRO-3 gather; the main one writes (with the tokenizer)
         trainer.accelerator.wait_for_everyone()
         if main:
-            old = None
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-                os.replace(path, old / "x")
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, path)
     except BaseException:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
