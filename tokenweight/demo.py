@@ -6,19 +6,21 @@ code a user runs):
 1. ``prepare`` the embedded corpus twice, sharing one tokenizer: short sequences (``w`` tokens,
    episodes closer than ``w``) to pretrain on, and disjoint documents in long sequences (``n``
    tokens, episodes up to ``n`` apart) to extend on;
-2. ``pretrain`` the short-context base model (the stand-in for the paper's 8k Llama-3);
+2. ``pretrain`` the short-context base model (the stand-in for the paper's 8k Llama-3), then the
+   gate: the base model must already copy episodes closer than ``w`` on held-out pretraining
+   sequences, or the demo stops and says the base model is too weak (``--skip-gate`` goes on and
+   records the failure in the report);
 3. ``score`` the extension data once with the base model as frozen scorer;
 4. ``train``: extend the context to ``n`` with every scheme of :data:`SCHEMES`, at equal steps and
    tokens, for each seed (seed = data order, paired across schemes);
-   (right after pretraining, the gate: the base model must already copy episodes closer than
-   ``w`` on held-out pretraining sequences, or the demo stops and says the base is too weak);
 5. ``eval``: base model and every run, side by side, same samples;
 6. the report folder (``tokenweight.report``).
 
 Caching: ``prepare`` and ``score`` skip or resume by themselves; a run folder with
 ``summary.json`` is finished, one with a checkpoint is resumed; the evaluation is reused when its
-inputs (models and settings) are unchanged. An interrupted demo therefore resumes at the stage it
-was in, and a rerun of a finished demo only rebuilds the report.
+inputs (models and settings) are unchanged; the gate's result is kept in ``gate.json``. An
+interrupted demo therefore resumes at the stage it was in, and a rerun of a finished demo only
+rebuilds the report. A demo folder belongs to one set of settings (``demo_settings.json``).
 """
 
 from __future__ import annotations
