@@ -127,5 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """Console-script and ``python -m`` entry: run, then exit with the command's code.
+
+    Under torchrun/accelerate (``WORLD_SIZE`` > 1) the process ends with ``os._exit`` once every
+    output is written and flushed: with the gloo backend, about 1 run in 20 aborted at interpreter
+    shutdown ("terminate called without an active exception") after all work was done, which made
+    the launcher report the whole job as failed. ``os._exit`` skips that teardown (measured: 0 of 24).
+    """
+    rc = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
