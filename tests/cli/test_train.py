@@ -178,6 +178,27 @@ def test_bad_input_exits_2_with_one_line(env, capsys, extra, message):
     assert message in one_line_error(capsys)
 
 
+def test_pretrain_copy_task_trains_on_the_repeat_only(env, capsys):
+    out = env["root"] / "copy"
+    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "3", "--task", "copy",
+                 command="pretrain") == 0
+    lines = log_lines(out)
+    # every row is BOS + 8 random tokens + the first 7 again: only the 7 repeated tokens are scored
+    assert [x["scored_tokens"] for x in lines] == [2 * 7] * 3
+    assert json.loads((out / "run_config.json").read_text())["task"] == "copy"
+    assert train(env, env["root"] / "copy-bad", *TINY, "--window", "3", "--task", "copy", command="pretrain") == 2
+    assert "--task copy and --copy-fraction need --window >= 4" in one_line_error(capsys)
+    assert train(env, env["root"] / "copy-bad", *TINY, "--copy-fraction", "1", command="pretrain") == 2
+    assert "--copy-fraction must be in [0, 1)" in one_line_error(capsys)
+
+
+def test_pretrain_with_copy_rows(env):
+    out = env["root"] / "mixed"
+    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--copy-fraction", "0.5",
+                 command="pretrain") == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
 def test_bf16_and_gradient_checkpointing_flags(env, capsys):
     out = env["root"] / "bf16"
     assert train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--bf16", "--gradient-checkpointing",

@@ -29,19 +29,23 @@ def _check(tok, texts, results, cfg, cap, glued_space=False):
         ref = tok(final, add_special_tokens=False, return_offsets_mapping=True)
         assert res.ids.tolist() == ref["input_ids"]
         offs = ref["offset_mapping"]
-        defs = {m.group(1): m for m in DEF.finditer(final)}
-        uses = {(m.group(1) or m.group(3)): m for m in USE.finditer(final)}
+        defs, uses = {}, {}  # name -> (name start, value start, value)
+        for m in DEF.finditer(final):  # style restate: a name's second definition line is its use
+            (uses if m.group(1) in defs else defs)[m.group(1)] = (m.start(1), m.start(2), m.group(2))
+        for m in USE.finditer(final):
+            g = 2 if m.group(2) else 4
+            uses[m.group(g - 1)] = (m.start(g - 1), m.start(g), m.group(g))
+        assert (cfg.style == "assert") == bool(USE.search(final))  # each style writes its own use lines
         assert set(defs) == set(uses) and len(defs) == len(res.spans) == res.injected
         assert res.injected <= res.planned
         # 3. spans: exactly the value tokens (plus the one space glued to numbers by some tokenizers)
         expect = []
-        for name, d in defs.items():
-            u = uses[name]
-            value = d.group(2)
-            assert (u.group(2) or u.group(4)) == value and len(value) == cfg.digits
-            da, ua = d.start(2) - glued_space, u.start(2 if u.group(2) else 4) - glued_space
+        for name, (name_at, d_at, value) in defs.items():
+            _, u_at, u_value = uses[name]
+            assert u_value == value and len(value) == cfg.digits
+            da, ua = d_at - glued_space, u_at - glued_space
             dt, ut = _brute_tokens(offs, da, da + len(value) + glued_space), _brute_tokens(offs, ua, ua + len(value) + glued_space)
-            cue = _brute_tokens(offs, d.start(1), d.start(1) + 1)[0]
+            cue = _brute_tokens(offs, name_at, name_at + 1)[0]
             expect.append([cue, dt[0], dt[-1] + 1, ut[0], ut[-1] + 1])
         assert sorted(map(list, res.spans.tolist())) == sorted(expect)
         for cue, d0, d1, u0, u1 in res.spans.tolist():
@@ -58,10 +62,11 @@ def tok(tiny_tokenizer):
     return load_tokenizer(str(tiny_tokenizer))
 
 
+@pytest.mark.parametrize("style", ["restate", "assert"])
 @pytest.mark.parametrize("distance,cap", [((20, 100), 127), ((60, 80), 127), ((16, None), 255)])
-def test_spans_exact_and_distances_in_range(tok, docs_factory, distance, cap):
+def test_spans_exact_and_distances_in_range(tok, docs_factory, distance, cap, style):
     texts = docs_factory(8, seed=11)
-    cfg = EpisodeConfig(per_1k=6.0, min_distance=distance[0], max_distance=distance[1], digits=7)
+    cfg = EpisodeConfig(per_1k=6.0, min_distance=distance[0], max_distance=distance[1], digits=7, style=style)
     results = inject_batch(texts, Encoder(tok), cfg, cap, None, 1, [[0, i] for i in range(len(texts))])
     assert _check(tok, texts, results, cfg, cap) >= 10
 
@@ -192,7 +197,7 @@ def test_parse_distance_rejects(spec):
 @pytest.mark.parametrize("kwargs,param", [
     (dict(per_1k=-1), "per_1k"), (dict(per_1k=21), "per_1k"), (dict(per_1k=1, min_distance=0), "min_distance"),
     (dict(per_1k=1, min_distance=9, max_distance=8), "max_distance"), (dict(per_1k=1, digits=0), "digits"),
-    (dict(per_1k=1, digits=19), "digits"),
+    (dict(per_1k=1, digits=19), "digits"), (dict(per_1k=1, style="quote"), "style"),
 ])
 def test_config_validation(kwargs, param):
     with pytest.raises(ValueError, match=param):

@@ -57,6 +57,9 @@ def add_arguments(parser) -> None:
     a("--episode-distance", default=None, metavar="MIN:MAX",
       help="token distance between definition and use values (default 16: = up to what fits in a sequence)")
     a("--episode-digits", type=int, default=d.episode_digits, help=f"digits of an episode value (default {d.episode_digits})")
+    a("--episode-style", choices=("restate", "assert"), default=d.episode_style,
+      help="the line that repeats an episode's value: restate (NAME = VALUE again, copyable; default) or "
+           "assert (assert NAME == VALUE / print(NAME, VALUE), a harder look-up)")
     a("--seed", type=int, default=d.seed, help=f"seed of the episodes (default {d.seed})")
     a("--workers", type=int, default=d.workers,
       help="0: the tokenizer's own threads (default); 1: one thread; K > 1: K processes")
@@ -77,7 +80,8 @@ def config_from_args(args):
         tokenizer_train_chars=args.tokenizer_train_chars, n=args.n, val_fraction=args.val_fraction,
         min_tail=min_tail, max_documents=args.max_documents, max_tokens=args.max_tokens,
         skip_documents=args.skip_documents, after=args.after, episodes_per_1k=args.episodes_per_1k,
-        episode_distance=args.episode_distance, episode_digits=args.episode_digits, seed=args.seed,
+        episode_distance=args.episode_distance, episode_digits=args.episode_digits,
+        episode_style=args.episode_style, seed=args.seed,
         workers=args.workers,
     )
 

@@ -6,6 +6,10 @@ short-context scorer's windows), and the model (``--init PRESET`` from scratch, 
 continue) is trained on them with plain cross-entropy through exactly the code path of ``tokenweight
 train`` (``WeightedTrainer`` with the uniform scheme, no scorer). The saved model has
 ``max_position_embeddings = w``, which ``tokenweight train`` reads as the base length to extend from.
+
+``--task copy`` trains instead on synthetic repeats of random tokens (``tokenweight.train.copytask``):
+the induction warm-up that lets a small model learn to copy in minutes; ``--data`` then only
+provides the tokenizer. The demo runs it first, then ``--task lm --model WARMUP/model``.
 """
 
 from __future__ import annotations
@@ -28,12 +32,23 @@ def add_arguments(parser) -> None:
     add_common_arguments(parser, lr=2e-3, max_steps=300, batch_size=16, warmup_steps=20, scheduler="cosine")
     parser.add_argument("--window", type=int, default=256, help="short context w in tokens (default 256)")
     parser.add_argument("--rope-theta", type=float, default=None, help="RoPE base of --init models (default 10000)")
+    parser.add_argument("--task", choices=("lm", "copy"), default="lm",
+                        help="lm: next-token training on --data (default); copy: synthetic repeats of random "
+                             "tokens, loss on the repeat only (an induction warm-up; --data gives the tokenizer)")
+    parser.add_argument("--copy-fraction", type=float, default=0.0,
+                        help="with --task lm: share of the training windows replaced by copy-task rows, so that a "
+                             "small model learns to copy while it learns the language (default 0)")
 
 
 def run(args) -> int:
     check_common(args)
     if args.window < 2:
         raise UsageError(f"--window must be >= 2, got {args.window}")
+    if not 0 <= args.copy_fraction < 1:
+        raise UsageError(f"--copy-fraction must be in [0, 1), got {args.copy_fraction}")
+    if (args.task == "copy" or args.copy_fraction) and args.window < 4:
+        raise UsageError(f"--task copy and --copy-fraction need --window >= 4 (BOS and a token to copy, "
+                         f"twice), got {args.window}")
     if args.rope_theta is not None and not args.rope_theta > 0:
         raise UsageError(f"--rope-theta must be > 0, got {args.rope_theta}")
     quiet_progress_bars()
@@ -48,11 +63,30 @@ def run(args) -> int:
     from tokenweight.train.collate import TrainSequences
     from tokenweight.train.runner import run_training
 
-    dataset = TrainSequences(ds, window=args.window, bos_token_id=tokenizer.bos_token_id,
-                             limit=args.max_train_sequences)
+    if args.task == "copy":
+        from tokenweight.train.copytask import CopyTask
+
+        rows = args.max_steps * args.batch_size * args.grad_accum * _world_size()
+        dataset = CopyTask(rows, args.window, len(tokenizer), special_ids=tokenizer.all_special_ids,
+                           bos_token_id=tokenizer.bos_token_id, seed=args.seed)
+    else:
+        dataset = TrainSequences(ds, window=args.window, bos_token_id=tokenizer.bos_token_id,
+                                 limit=args.max_train_sequences)
+        if args.copy_fraction:
+            from tokenweight.train.copytask import CopyTask, WithCopyRows
+
+            copy = CopyTask(len(dataset), args.window, len(tokenizer), special_ids=tokenizer.all_special_ids,
+                            bos_token_id=tokenizer.bos_token_id, seed=args.seed)
+            dataset = WithCopyRows(dataset, copy, args.copy_fraction)
     run_config = dict(vars(args), command="pretrain", n=int(manifest["n"]))
     summary = run_training(model=model, tokenizer=tokenizer, train_dataset=dataset, recipe=recipe_from_args(args),
                            out_dir=args.out, scheme="uniform", scorer=None, chunk_size=args.chunk_size,
                            resume=args.resume, run_config=run_config)
     print_summary("pretrained", summary, args.out)
     return 0
+
+
+def _world_size() -> int:
+    import os
+
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))

@@ -3,10 +3,20 @@
 Why: a tiny model trained for minutes on natural text learns almost nothing that needs more than a
 few dozen tokens of context, so long-context training (and token weighting) has nothing to work
 with. An *episode* is a line ``NAME = 4096217`` inserted at a line boundary and, ``d`` tokens later
-in the same document, a line that repeats the value (``assert NAME == 4096217`` or
-``print(NAME, 4096217)``). NAME is a fresh random upper-case identifier and the value is random,
-so once the cue ``assert NAME ==`` is read the value is predictable *only* by copying it from the
-definition ``d`` tokens back: a controlled long-range dependency inside real text.
+in the same document, a line that repeats the value. NAME is a fresh random upper-case identifier
+and the value is random, so once the cue before the repeated value is read the value is
+predictable *only* by copying it from the definition ``d`` tokens back: a controlled long-range
+dependency inside real text.
+
+Two styles of the repeating line (:data:`USE_TEMPLATES`):
+
+- ``restate`` (default): the definition line again, ``NAME = 4096217``. The cue ``NAME =`` is the
+  same token sequence as before the defined value, so plain copying (an induction head: find the
+  earlier occurrence of the current context, predict what followed it) recalls the value. This is
+  what a small model can learn in minutes, and what the demo's gate checks.
+- ``assert``: ``assert NAME == 4096217`` or ``print(NAME, 4096217)``. The cue differs from the
+  definition's (``==`` vs ``=``), so the model must look the name up and skip ahead, which a
+  2.5M-parameter model did not learn in 1,200 steps (recall at chance); kept as a harder probe.
 
 How the distances are hit exactly (in tokens, ``d = use_start - def_start`` of the value tokens):
 
@@ -38,7 +48,8 @@ import numpy as np
 from tokenweight.data.tokenizer import Encoded
 
 DEF_TEMPLATE = "{name} = {value}"
-USE_TEMPLATES = ("assert {name} == {value}", "print({name}, {value})")
+#: the line that repeats the value, per episode style (one template drawn at random per episode)
+USE_TEMPLATES = {"restate": ("{name} = {value}",), "assert": ("assert {name} == {value}", "print({name}, {value})")}
 #: the planner keeps this many tokens away from the edges of the allowed window (and from the first
 #: tokens of a sequence), so that tokenization drift at an insertion rarely fails verification
 MARGIN = 2
@@ -58,8 +69,11 @@ class EpisodeConfig:
     min_distance: int = 16
     max_distance: int | None = None
     digits: int = 7
+    style: str = "restate"
 
     def __post_init__(self):
+        if self.style not in USE_TEMPLATES:
+            raise ValueError(f"style must be one of {', '.join(USE_TEMPLATES)}, got {self.style!r}")
         if not (isinstance(self.per_1k, (int, float)) and 0 <= self.per_1k <= MAX_PER_1K):
             raise ValueError(f"per_1k must be a number in [0, {MAX_PER_1K}] episodes per 1000 tokens, "
                              f"got {self.per_1k!r}")
@@ -329,13 +343,14 @@ def _verify(enc: Encoded, text: str, chars, cfg: EpisodeConfig, capacity: int):
     return spans, failed
 
 
-def _candidates(rng: np.random.Generator, n: int, text: str, digits: int) -> list[_Candidate]:
+def _candidates(rng: np.random.Generator, n: int, text: str, digits: int, style: str) -> list[_Candidate]:
     used: set[str] = set()
     out = []
+    templates = USE_TEMPLATES[style]
     for _ in range(n):
         name = _random_name(rng, text, used)
         value = str(int(rng.integers(10 ** (digits - 1), 10**digits)))
-        use = USE_TEMPLATES[int(rng.integers(len(USE_TEMPLATES)))]
+        use = templates[int(rng.integers(len(templates)))]
         out.append(_Candidate(name, value, DEF_TEMPLATE.format(name=name, value=value) + "\n",
                               use.format(name=name, value=value) + "\n"))
     return out
@@ -368,7 +383,7 @@ def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[En
             # line starts (the end of the text counts only when the text ends with a newline)
             bounds = np.array([0] + [m.end() for m in re.finditer("\n", text)], dtype=np.int64)
             tokpos = enc.first_from(bounds)
-            plans[i] = (targets, _candidates(rng, len(targets), text, cfg.digits), bounds, tokpos, set())
+            plans[i] = (targets, _candidates(rng, len(targets), text, cfg.digits, cfg.style), bounds, tokpos, set())
     # plan, build, re-tokenize, verify; a document with failing episodes is planned again without
     # their targets (removing lines instead would shift every later episode out of place)
     while plans:

@@ -58,6 +58,7 @@ class PrepareConfig:
     episodes_per_1k: float | None = None
     episode_distance: str | None = None
     episode_digits: int = 7
+    episode_style: str = "restate"
     seed: int = 0
     workers: int = 0
 
@@ -72,7 +73,8 @@ class PrepareConfig:
         if per_1k == 0:
             return None
         lo, hi = parse_distance(self.episode_distance or "16:")
-        return EpisodeConfig(per_1k=float(per_1k), min_distance=lo, max_distance=hi, digits=self.episode_digits)
+        return EpisodeConfig(per_1k=float(per_1k), min_distance=lo, max_distance=hi, digits=self.episode_digits,
+                             style=self.episode_style)
 
     def validate(self) -> None:
         """Raise UsageError naming the option and its valid range."""
@@ -102,7 +104,7 @@ class PrepareConfig:
             ep = self.episode_config()
         except ValueError as e:
             raise UsageError(f"bad episode option ({e}): check --episodes-per-1k (0-20), "
-                             "--episode-distance MIN:MAX and --episode-digits (1-18)") from None
+                             "--episode-distance MIN:MAX, --episode-digits (1-18) and --episode-style") from None
         if ep is not None:
             fits = ep.max_fitting(capacity(self.n, 0))
             if ep.min_distance > fits:
@@ -119,7 +121,7 @@ class PrepareConfig:
                 d.pop(k)
         ep = self.episode_config()
         d["episodes_per_1k"] = ep.to_dict() if ep else None
-        d.pop("episode_distance"), d.pop("episode_digits")
+        d.pop("episode_distance"), d.pop("episode_digits"), d.pop("episode_style")
         return d
 
 

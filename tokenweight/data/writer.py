@@ -130,5 +130,5 @@ class SplitWriters:
             "distance": ({"min": int(d.min()), "max": int(d.max()), "mean": round(float(d.mean()), 2)}
                          if len(d) else None),
             "definition": DEF_TEMPLATE,
-            "uses": list(USE_TEMPLATES),
+            "uses": list(USE_TEMPLATES[ep.style]),
         }

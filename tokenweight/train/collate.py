@@ -102,7 +102,8 @@ class PadCollator:
     """Right-pad examples into ``input_ids``, ``attention_mask``, ``labels`` [b, L] and ``index`` [b].
 
     ``labels`` equal ``input_ids`` with ``-100`` at padding (HF's causal-LM convention: position t
-    is predicted from positions < t, the shift happens in the loss).
+    is predicted from positions < t, the shift happens in the loss), or an example's own
+    ``labels`` (same length as its ``input_ids``) when it has them.
     """
 
     def __init__(self, pad_token_id: int = 0):
@@ -119,5 +120,8 @@ class PadCollator:
             ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
         labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+        for i, e in enumerate(examples):  # examples may bring their own labels (e.g. the copy task)
+            if "labels" in e:
+                labels[i, : len(seqs[i])] = torch.as_tensor(e["labels"], dtype=torch.long)
         index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
