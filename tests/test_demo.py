@@ -96,3 +96,21 @@ def test_bad_seeds(tmp_path, capsys):
     assert main(["demo", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0]
+
+
+def test_gate_stops_a_weak_base_model(demo_dir, tmp_path):
+    """A base model below the gate stops the demo before scoring, with the gate's numbers kept."""
+    import shutil
+    from dataclasses import replace
+
+    from tokenweight.demo import PROFILES, Demo
+    from tokenweight.errors import UsageError
+
+    out = tmp_path / "gated"
+    for part in ("data", "warmup", "base"):  # reuse the finished stages: only the gate runs
+        shutil.copytree(demo_dir / part, out / part)
+    with pytest.raises(UsageError, match="the base model is too weak: it recalls 0.[0-9]{3} of the injected"):
+        Demo(out, replace(PROFILES["quick"], gate=1.01)).run()
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["threshold"] == 1.01 and gate["episodes"] > 0 and 0 <= gate["token_accuracy"] <= 1
+    assert not (out / "scores").exists() and not (out / "runs").exists()

@@ -1,6 +1,7 @@
 """``prepare`` end to end on tiny corpora, against brute-force references."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def test_episodes_exact_in_the_prepared_data(tmp_path, text_dir, tiny_tokenizer)
                 assert value.isdigit() and len(value) == 5 and d1 - d0 == 5
                 assert 20 <= u0 - d0 <= 90 and 0 < d0 and u1 <= len(ids)
                 before_use = tok.decode(ids[:u0])
-                name = before_use.rsplit("assert ", 1)[-1].rsplit("print(", 1)[-1].split()[0].rstrip(",")
+                # the use line ends in "NAME =" (restate), "assert NAME ==" or "print(NAME,"
+                name = re.search(r"([A-Z]{3,5}_[A-Z]{3,5})\s*(?:==|=|,)$", before_use.rstrip()).group(1)
                 assert tok.decode(ids[:d1]).endswith(f"{name} = {value}")  # the cue is in the sequence
                 eps += 1
         found[split] = eps

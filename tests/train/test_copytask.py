@@ -10,32 +10,48 @@ from tokenweight.train.collate import IGNORE_INDEX, PadCollator
 from tokenweight.train.copytask import CopyTask, WithCopyRows
 
 
-def reference(i, seed, length, vocab, special, bos):
-    """Brute force: draw from the sorted allowed ids with the same per-example generator."""
-    allowed = [t for t in range(vocab) if t not in special]
-    lead = [] if bos is None else [bos]
-    half = (length - len(lead) + 1) // 2
-    draws = np.random.default_rng([seed, i]).integers(0, len(allowed), size=half)
-    x = [allowed[int(k)] for k in draws]
-    ids = lead + x + x[: length - len(lead) - half]
-    labels = [IGNORE_INDEX] * (len(lead) + half) + x[: length - len(lead) - half]
-    return ids, labels
+def labelled_runs(labels):
+    """Maximal runs [p, q) of labelled positions."""
+    runs, p = [], None
+    for t, y in enumerate(labels + [IGNORE_INDEX]):
+        if y != IGNORE_INDEX and p is None:
+            p = t
+        elif y == IGNORE_INDEX and p is not None:
+            runs.append((p, t)); p = None
+    return runs
 
 
-@pytest.mark.parametrize("length,bos", [(9, 0), (10, 0), (8, None), (4, 0)])
-def test_rows_match_reference(length, bos):
+def occurs_before(ids, p, q):
+    """Brute force: ids[p:q] is a contiguous substring of ids[:p]."""
+    seg = ids[p:q]
+    return any(ids[s:s + len(seg)] == seg for s in range(0, p - len(seg) + 1))
+
+
+@pytest.mark.parametrize("length,bos", [(256, 0), (57, 0), (8, None), (4, 0)])
+def test_rows_are_labelled_repeats_of_earlier_content(length, bos):
     special = {0, 1, 5}
-    ds = CopyTask(6, length, 12, special_ids=special, bos_token_id=bos, seed=3)
+    ds = CopyTask(6, length, 300, special_ids=special, bos_token_id=bos, seed=3)
     assert len(ds) == 6 and ds.num_tokens == 6 * length
+    offsets = set()
     for i in range(6):
         ex = ds[i]
-        ids, labels = reference(i, 3, length, 12, special, bos)
-        assert len(ids) == length and ex["input_ids"].tolist() == ids and ex["labels"].tolist() == labels and ex["index"] == i
-        assert not set(ex["input_ids"].tolist()[1 if bos is not None else 0:]) & special
+        ids, labels = ex["input_ids"].tolist(), ex["labels"].tolist()
+        assert len(ids) == len(labels) == length and ex["index"] == i
+        assert (ids[0] == bos) if bos is not None else True
+        assert not set(ids[1 if bos is not None else 0:]) & special
+        runs = labelled_runs(labels)
+        assert runs and all(labels[t] == ids[t] for p, q in runs for t in range(p, q))
+        assert all(occurs_before(ids, p, q) for p, q in runs)  # every labelled token is a copy
+        if length >= 57:  # first repeat: x starts after BOS, the copy after x and the filler
+            p, q = runs[0]
+            offsets.add(p - 1)
+            assert ids[1:1 + q - p] == ids[p:q]
+    assert len(offsets) > 1 or length < 57  # the copy distance varies from row to row
 
 
 def test_seeded_per_example_and_different_across_examples():
     a, b = CopyTask(4, 33, 500, seed=1), CopyTask(4, 33, 500, seed=1)
+    assert all(torch.equal(a[i]["labels"], b[i]["labels"]) for i in range(4))
     assert all(torch.equal(a[i]["input_ids"], b[i]["input_ids"]) for i in range(4))
     assert not torch.equal(a[0]["input_ids"], a[1]["input_ids"])
     assert not torch.equal(a[0]["input_ids"], CopyTask(4, 33, 500, seed=2)[0]["input_ids"])
