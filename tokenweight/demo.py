@@ -8,9 +8,10 @@ code a user runs):
    tokens, episodes up to ``n`` apart) to extend on;
 2. ``pretrain`` the short-context base model (the stand-in for the paper's 8k Llama-3), optionally
    after an induction warm-up on a synthetic copy task (``Profile.copy_steps``, ``pretrain --task
-   copy``; off by default: too slow to help on 2 CPU cores, docs/TRAINING.md); then the gate: the base model must already copy episodes closer than ``w`` on held-out pretraining
-   sequences, or the demo stops and says the base model is too weak (``--skip-gate`` goes on and
-   records the failure in the report);
+   copy``; off by default: too slow to help on 2 CPU cores, docs/TRAINING.md); then the gate: the
+   base model must already copy episodes closer than ``w`` on held-out pretraining sequences, or
+   the demo stops and says the base model is too weak (``--skip-gate`` goes on and records the
+   failure in the report);
 3. ``score`` the extension data once with the base model as frozen scorer;
 4. ``train``: extend the context to ``n`` with every scheme of :data:`SCHEMES`, at equal steps and
    tokens, for each seed (seed = data order, paired across schemes);
@@ -66,7 +67,7 @@ class Profile:
     pretrain_tokens: int = 2_100_000
     extend_tokens: int = 1_200_000
     episodes_per_1k: float = 3.0
-    copy_steps: int = 0  # induction warm-up (pretrain --task copy) before pretrain_steps; off: see docs/TRAINING.md
+    copy_steps: int = 0  # induction warm-up (pretrain --task copy) first; off: docs/TRAINING.md
     pretrain_steps: int = 500
     pretrain_batch: int = 16
     pretrain_lr: float = 2e-3
@@ -86,11 +87,11 @@ class Profile:
 
 PROFILES = {
     "default": Profile("default"),
-    "full": Profile("full", seeds=3, extend_steps=200, pretrain_steps=900, pretrain_tokens=3_700_000, eval_samples=4,
-                    eval_sequences=96, eval_generation=True),
+    "full": Profile("full", seeds=3, extend_steps=200, pretrain_steps=900, pretrain_tokens=3_700_000,
+                    eval_samples=4, eval_sequences=96, eval_generation=True),
     "quick": Profile("quick", preset="tiny", vocab_size=512, window=64, n=256, pretrain_tokens=60_000,
-                     copy_steps=10, extend_tokens=40_000, episodes_per_1k=6.0, pretrain_steps=30, pretrain_batch=8,
-                     extend_steps=4, extend_batch=2, eval_lengths=(64, 128, 256),
+                     copy_steps=10, extend_tokens=40_000, episodes_per_1k=6.0, pretrain_steps=30,
+                     pretrain_batch=8, extend_steps=4, extend_batch=2, eval_lengths=(64, 128, 256),
                      eval_tasks=("niah_single_1",), eval_samples=1, eval_depths=(0.5,), eval_sequences=4,
                      gate=None),
 }

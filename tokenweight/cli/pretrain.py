@@ -7,9 +7,11 @@ continue) is trained on them with plain cross-entropy through exactly the code p
 train`` (``WeightedTrainer`` with the uniform scheme, no scorer). The saved model has
 ``max_position_embeddings = w``, which ``tokenweight train`` reads as the base length to extend from.
 
-``--task copy`` trains instead on synthetic repeats of random tokens (``tokenweight.train.copytask``):
-the induction warm-up that lets a small model learn to copy in minutes; ``--data`` then only
-provides the tokenizer. The demo runs it first, then ``--task lm --model WARMUP/model``.
+``--task copy`` trains instead on synthetic repeats of random tokens (``tokenweight.train.copytask``),
+an induction warm-up (``--data`` then only provides the tokenizer): continue with ``--task lm
+--model WARMUP/model``, as the demo does when its profile has ``copy_steps``. ``--copy-fraction``
+mixes such rows into the language-modelling windows. What they achieved on 2 CPU cores (not
+enough, yet) is in docs/TRAINING.md.
 """
 
 from __future__ import annotations

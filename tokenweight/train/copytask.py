@@ -50,7 +50,8 @@ class CopyTask(Dataset):
         lead = 0 if bos_token_id is None else 1
         if not (isinstance(length, int) and length >= 3 + lead):
             raise ValueError(f"length must be an int >= {3 + lead} (one token to copy, twice), got {length!r}")
-        allowed = np.setdiff1d(np.arange(int(vocab_size)), np.asarray(sorted({int(t) for t in special_ids}), dtype=np.int64))
+        special = np.asarray(sorted({int(t) for t in special_ids}), dtype=np.int64)
+        allowed = np.setdiff1d(np.arange(int(vocab_size)), special)
         if len(allowed) < 2:
             raise ValueError(f"the vocabulary of {vocab_size} tokens has fewer than 2 non-special tokens to draw from")
         self.num_rows, self.length, self.bos, self.seed = num_rows, length, bos_token_id, int(seed)
