@@ -6,7 +6,7 @@ model trained from scratch for minutes on natural text does not get there: its l
 learning local statistics first (the demo measured digit recall at chance, ~10%, after 600 steps
 on the stdlib, even with restated definition lines making 17% of the tokens). On rows that are nothing
 but repeats of random tokens, the only way to lower the loss is to copy. Measured limitation: with
-varied copy distances (below) the small preset is still near chance after 550 steps (loss 8.27
+varied copy distances (below) the small preset is still near chance after 1,100 steps (loss 8.24
 vs 8.32), so on 2 CPU cores this is a tool for longer runs, not a shortcut (docs/TRAINING.md).
 
 Each example is ``[BOS]`` followed by blocks ``x f x`` until ``length`` tokens (the last block
