@@ -60,6 +60,13 @@ def test_results_json_follows_schema(demo_dir):
 
 
 @pytest.mark.slow
+def test_stage_seconds_are_kept_across_invocations(demo_dir):
+    kept = json.loads((demo_dir / "stage_seconds.json").read_text())
+    assert set(kept) == {"prepare", "pretrain", "score", "train", "eval"} and all(v > 0 for v in kept.values())
+    results = json.loads((demo_dir / "report" / "results.json").read_text())
+    assert results["config"]["stage_seconds"] == kept
+
+
 def test_html_is_self_contained(demo_dir):
     html = (demo_dir / "report" / "index.html").read_text()
     parser = _Collect()

@@ -135,10 +135,23 @@ class Demo:
 
         t = time.perf_counter()
         rc = main([str(a) for a in argv])
-        self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.perf_counter() - t
+        self._add_time(stage, time.perf_counter() - t)
         if rc != 0:
             raise UsageError(f"demo stage '{stage}' failed (exit {rc}); fix the error above and rerun "
                              f"'tokenweight demo --out {self.out}' to resume from this stage")
+
+    def _stage_seconds(self) -> dict:
+        """Wall time per stage, summed over every invocation of this demo folder (a demo resumed
+        after an interruption or after the gate still reports what all of it took)."""
+        path = self.out / "stage_seconds.json"
+        if not self.stage_times and path.is_file():
+            self.stage_times.update(json.loads(path.read_text()))
+        return self.stage_times
+
+    def _add_time(self, stage: str, seconds: float) -> None:
+        times = self._stage_seconds()
+        times[stage] = round(times.get(stage, 0.0) + seconds, 3)
+        atomic_write_json(self.out / "stage_seconds.json", times)
 
     def _say(self, msg: str) -> None:
         print(f"[demo] {msg}", flush=True)
@@ -225,7 +238,7 @@ class Demo:
                                   cache_dir=out / ".cache")  # per-model cache: an interrupted eval resumes
         write_outputs(results, out)
         atomic_write_json(stamp, {"key": key})
-        self.stage_times["eval"] = time.perf_counter() - t
+        self._add_time("eval", time.perf_counter() - t)
         return results
 
     def gate(self) -> dict:
@@ -273,7 +286,7 @@ class Demo:
                              "train_summary": json.loads((d / "summary.json").read_text())})
         config = {"profile": p.name, **{k: v for k, v in asdict(p).items() if k != "name"},
                   "schemes": [list(s) for s in self.schemes], "sparse_kappa_why": SPARSE_KAPPA_WHY,
-                  "gate": gate, "stage_seconds": self.stage_times}
+                  "gate": gate, "stage_seconds": self._stage_seconds()}
         machine = {"python": platform.python_version(), "platform": platform.platform(),
                    "cpus": os.cpu_count(), "torch_threads": _torch_threads()}
         results = assemble_results(evaluation, config=config, runs=runs, base="base", machine=machine)
