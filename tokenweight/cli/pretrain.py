@@ -66,26 +66,27 @@ def run(args) -> int:
     from tokenweight.train.runner import run_training
 
     if args.task == "copy":
-        from tokenweight.train.copytask import CopyTask
-
-        rows = args.max_steps * args.batch_size * args.grad_accum * _world_size()
-        dataset = CopyTask(rows, args.window, len(tokenizer), special_ids=tokenizer.all_special_ids,
-                           bos_token_id=tokenizer.bos_token_id, seed=args.seed)
+        dataset = _copy_task(args, tokenizer, args.max_steps * args.batch_size * args.grad_accum * _world_size())
     else:
         dataset = TrainSequences(ds, window=args.window, bos_token_id=tokenizer.bos_token_id,
                                  limit=args.max_train_sequences)
         if args.copy_fraction:
-            from tokenweight.train.copytask import CopyTask, WithCopyRows
+            from tokenweight.train.copytask import WithCopyRows
 
-            copy = CopyTask(len(dataset), args.window, len(tokenizer), special_ids=tokenizer.all_special_ids,
-                            bos_token_id=tokenizer.bos_token_id, seed=args.seed)
-            dataset = WithCopyRows(dataset, copy, args.copy_fraction)
+            dataset = WithCopyRows(dataset, _copy_task(args, tokenizer, len(dataset)), args.copy_fraction)
     run_config = dict(vars(args), command="pretrain", n=int(manifest["n"]))
     summary = run_training(model=model, tokenizer=tokenizer, train_dataset=dataset, recipe=recipe_from_args(args),
                            out_dir=args.out, scheme="uniform", scorer=None, chunk_size=args.chunk_size,
                            resume=args.resume, run_config=run_config)
     print_summary("pretrained", summary, args.out)
     return 0
+
+
+def _copy_task(args, tokenizer, rows: int):
+    from tokenweight.train.copytask import CopyTask
+
+    return CopyTask(rows, args.window, len(tokenizer), special_ids=tokenizer.all_special_ids,
+                    bos_token_id=tokenizer.bos_token_id, seed=args.seed)
 
 
 def _world_size() -> int:
