@@ -12,13 +12,13 @@ alternating, best of ``--repeats``. Models are from-scratch presets saved to a t
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 
 from tokenweight.data import prepare
+from tokenweight.io_utils import atomic_write_json
 from tokenweight.models import PRESETS, init_model, load_tokenizer
 from tokenweight.scorecache import compute_scores
 
@@ -62,9 +62,7 @@ def main():
     print(f"smaller scorer {args.scorer} ({params['scorer'] / 1e6:.2f}M, "
           f"{result['param_ratio']:.1f}x fewer parameters): {best['scorer']:9.0f} tok/s")
     print(f"speedup of the smaller scorer: {result['speedup']:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ alternating, so that the machine's noise hits both alike; the best of ``--repeat
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tokenweight import short_context_nll, window_starts
+from tokenweight.io_utils import atomic_write_json
 
 
 def baseline(model, ids, window, stride):
@@ -111,9 +110,7 @@ def main():
     print(f"short_context_nll : {result['short_context_nll_tok_s']:10.0f} tok/s")
     print(f"one-window loop   : {result['one_window_loop_tok_s']:10.0f} tok/s")
     print(f"speedup           : {result['speedup']:.2f}x   (target >= 1.5x)   max |diff| = {diff:.2e}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,15 @@ Variants alternate within one process, so machine noise hits all alike; the medi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 
 from tokenweight.models import init_model
+from tokenweight.io_utils import atomic_write_json
 from tokenweight.scoring import short_context_nll
 from tokenweight.train.scorers import FrozenScorer, SelfScorer
 from tokenweight.train.trainer import WeightedTrainer
@@ -117,9 +116,7 @@ def main():
     for k in names:
         target = {"dense_frozen": " (target <= 1.03x)", "dense_self": " (target <= 1.40x)"}.get(k, "")
         print(f"  {k:13s} {med[k] * 1e3:9.1f} ms/step   {ratio[k]:.3f}x uniform{target}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

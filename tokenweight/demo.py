@@ -140,18 +140,16 @@ class Demo:
             raise UsageError(f"demo stage '{stage}' failed (exit {rc}); fix the error above and rerun "
                              f"'tokenweight demo --out {self.out}' to resume from this stage")
 
-    def _stage_seconds(self) -> dict:
-        """Wall time per stage, summed over every invocation of this demo folder (a demo resumed
-        after an interruption or after the gate still reports what all of it took)."""
+    def __post_init__(self):
+        # wall time per stage, summed over every invocation of this demo folder (a demo resumed
+        # after an interruption or after the gate still reports what all of it took)
         path = self.out / "stage_seconds.json"
-        if not self.stage_times and path.is_file():
-            self.stage_times.update(json.loads(path.read_text()))
-        return self.stage_times
+        if path.is_file():
+            self.stage_times = {**json.loads(path.read_text()), **self.stage_times}
 
     def _add_time(self, stage: str, seconds: float) -> None:
-        times = self._stage_seconds()
-        times[stage] = round(times.get(stage, 0.0) + seconds, 3)
-        atomic_write_json(self.out / "stage_seconds.json", times)
+        self.stage_times[stage] = round(self.stage_times.get(stage, 0.0) + seconds, 3)
+        atomic_write_json(self.out / "stage_seconds.json", self.stage_times)
 
     def _say(self, msg: str) -> None:
         print(f"[demo] {msg}", flush=True)
@@ -286,7 +284,7 @@ class Demo:
                              "train_summary": json.loads((d / "summary.json").read_text())})
         config = {"profile": p.name, **{k: v for k, v in asdict(p).items() if k != "name"},
                   "schemes": [list(s) for s in self.schemes], "sparse_kappa_why": SPARSE_KAPPA_WHY,
-                  "gate": gate, "stage_seconds": self._stage_seconds()}
+                  "gate": gate, "stage_seconds": self.stage_times}
         machine = {"python": platform.python_version(), "platform": platform.platform(),
                    "cpus": os.cpu_count(), "torch_threads": _torch_threads()}
         results = assemble_results(evaluation, config=config, runs=runs, base="base", machine=machine)

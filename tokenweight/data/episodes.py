@@ -12,8 +12,8 @@ Two styles of the repeating line (:data:`USE_TEMPLATES`):
 
 - ``restate`` (default): the definition line again, ``NAME = 4096217``. The cue ``NAME =`` is the
   same token sequence as before the defined value, so plain copying (an induction head: find the
-  earlier occurrence of the current context, predict what followed it) recalls the value. This is
-  what a small model can learn in minutes, and what the demo's gate checks.
+  earlier occurrence of the current context, predict what followed it) recalls the value; it is
+  what the demo's gate checks (a CPU-sized model did not learn even this in minutes: README).
 - ``assert``: ``assert NAME == 4096217`` or ``print(NAME, 4096217)``. The cue differs from the
   definition's (``==`` vs ``=``), so the model must look the name up and skip ahead, which a
   2.5M-parameter model did not learn in 1,200 steps (recall at chance); kept as a harder probe.
