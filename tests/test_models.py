@@ -36,8 +36,9 @@ def _reference(model):
 
 
 def test_presets_parameter_counts_at_vocab_8192():
-    counts = {name: count_parameters(init_model(name, 8192, 256)) for name in ("tiny", "small", "base")}
-    assert counts == {"tiny": 1_229_664, "small": 3_171_360, "base": 11_014_400}
+    counts = {name: count_parameters(init_model(name, 8192, 256)) for name in ("tiny", "small", "shallow", "base")}
+    assert counts == {"tiny": 1_229_664, "small": 3_171_360, "shallow": 1_444_480, "base": 11_014_400}
+    assert PRESETS["shallow"].num_hidden_layers == 2 and PRESETS["shallow"].tie_word_embeddings
     assert PRESETS["tiny"].tie_word_embeddings and PRESETS["small"].tie_word_embeddings
     assert not PRESETS["base"].tie_word_embeddings and not PRESETS["large"].tie_word_embeddings
     p = PRESETS["large"]  # counted analytically (building it costs seconds): 60 060 800

@@ -192,7 +192,11 @@ def test_pretrain_copy_task_trains_on_the_repeat_only(env, capsys):
     assert sum(x["scored_tokens"] for x in lines) == sum(int((rows[i]["labels"] != -100).sum()) for i in range(6))
     assert json.loads((out / "run_config.json").read_text())["task"] == "copy"
     assert train(env, env["root"] / "copy-bad", *TINY, "--window", "3", "--task", "copy", command="pretrain") == 2
-    assert "--task copy and --copy-fraction need --window >= 4" in one_line_error(capsys)
+    assert "need copy rows of 4 to --window (3) tokens" in one_line_error(capsys)
+    assert train(env, env["root"] / "copy-bad", *TINY, "--window", str(W), "--copy-length", str(W + 1),
+                 "--task", "copy", command="pretrain") == 2
+    assert f"need copy rows of 4 to --window ({W}) tokens (BOS and a token to copy, twice), got {W + 1}" \
+        in one_line_error(capsys)
     assert train(env, env["root"] / "copy-bad", *TINY, "--copy-fraction", "1", command="pretrain") == 2
     assert "--copy-fraction must be in [0, 1)" in one_line_error(capsys)
 
@@ -202,6 +206,21 @@ def test_pretrain_with_copy_rows(env):
     assert train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--copy-fraction", "0.5",
                  command="pretrain") == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
+def test_pretrain_copy_rows_of_copy_length(env):
+    """--copy-length L: copy rows of L tokens (shorter than the window), scored on their repeats only."""
+    out, length = env["root"] / "copy-short", 8
+    assert train(env, out, *TINY, "--window", str(W), "--copy-length", str(length), "--max-steps", "3",
+                 "--task", "copy", command="pretrain") == 0
+    from tokenweight.models import load_tokenizer
+    from tokenweight.train.copytask import CopyTask
+
+    tok = load_tokenizer(str(env["data"] / "tokenizer"))
+    rows = CopyTask(6, length, len(tok), special_ids=tok.all_special_ids, bos_token_id=tok.bos_token_id, seed=0)
+    lines = log_lines(out)
+    assert sum(x["tokens"] for x in lines) == 6 * length  # 3 steps x 2 rows, no padding to the window
+    assert sum(x["scored_tokens"] for x in lines) == sum(int((rows[i]["labels"] != -100).sum()) for i in range(6))
 
 
 def test_bf16_and_gradient_checkpointing_flags(env, capsys):

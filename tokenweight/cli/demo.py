@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--full", action="store_true", default=False,
                    help="3 seeds and more steps (at most ~90 minutes on 2 CPU cores): the README's results")
     parser.add_argument("--seeds", type=int, default=None, help="run every scheme K times (data orders 0..K-1)")
+    parser.add_argument("--copy-steps", type=int, default=None,
+                        help="override the profile's induction warm-up steps (copy task; 0: none)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="override the profile's pretraining steps")
     parser.add_argument("--extend-steps", type=int, default=None, help="override the profile's extension steps")
     parser.add_argument("--skip-gate", action="store_true", default=False,
@@ -29,12 +31,16 @@ def run(args) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    for flag in ("copy_steps", "pretrain_steps", "extend_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "copy_steps" else 1):
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'copy_steps' else 1}, got {value}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     name = "quick" if args.quick else "full" if args.full else "default"
-    profile = make_profile(name, seeds=args.seeds, pretrain_steps=args.pretrain_steps,
+    profile = make_profile(name, seeds=args.seeds, copy_steps=args.copy_steps, pretrain_steps=args.pretrain_steps,
                            extend_steps=args.extend_steps)
     Demo(Path(args.out), profile, skip_gate=args.skip_gate).run()
     return 0

@@ -10,8 +10,9 @@ train`` (``WeightedTrainer`` with the uniform scheme, no scorer). The saved mode
 ``--task copy`` trains instead on synthetic repeats of random tokens (``tokenweight.train.copytask``),
 an induction warm-up (``--data`` then only provides the tokenizer): continue with ``--task lm
 --model WARMUP/model``, as the demo does when its profile has ``copy_steps``. ``--copy-fraction``
-mixes such rows into the language-modelling windows. What they achieved on 2 CPU cores (not
-enough, yet) is in docs/TRAINING.md.
+mixes such rows into the language-modelling windows, and ``--copy-length`` makes the rows shorter
+than the window (64-token rows form the induction head in the fewest steps). The demo's recipe and
+what it achieved on 2 CPU cores are in docs/TRAINING.md.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--copy-fraction", type=float, default=0.0,
                         help="with --task lm: share of the training windows replaced by copy-task rows, so that a "
                              "small model learns to copy while it learns the language (default 0)")
+    parser.add_argument("--copy-length", type=int, default=None,
+                        help="tokens per copy-task row (default --window); short rows (64) form induction heads "
+                             "in fewer steps (docs/TRAINING.md)")
 
 
 def run(args) -> int:
@@ -48,9 +52,10 @@ def run(args) -> int:
         raise UsageError(f"--window must be >= 2, got {args.window}")
     if not 0 <= args.copy_fraction < 1:
         raise UsageError(f"--copy-fraction must be in [0, 1), got {args.copy_fraction}")
-    if (args.task == "copy" or args.copy_fraction) and args.window < 4:
-        raise UsageError(f"--task copy and --copy-fraction need --window >= 4 (BOS and a token to copy, "
-                         f"twice), got {args.window}")
+    copy_length = args.window if args.copy_length is None else args.copy_length
+    if (args.task == "copy" or args.copy_fraction) and not 4 <= copy_length <= args.window:
+        raise UsageError(f"--task copy and --copy-fraction need copy rows of 4 to --window ({args.window}) tokens "
+                         f"(BOS and a token to copy, twice), got {copy_length}: set --copy-length or --window")
     if args.rope_theta is not None and not args.rope_theta > 0:
         raise UsageError(f"--rope-theta must be > 0, got {args.rope_theta}")
     quiet_progress_bars()
@@ -85,7 +90,8 @@ def run(args) -> int:
 def _copy_task(args, tokenizer, rows: int):
     from tokenweight.train.copytask import CopyTask
 
-    return CopyTask(rows, args.window, len(tokenizer), special_ids=tokenizer.all_special_ids,
+    length = args.window if args.copy_length is None else args.copy_length
+    return CopyTask(rows, length, len(tokenizer), special_ids=tokenizer.all_special_ids,
                     bos_token_id=tokenizer.bos_token_id, seed=args.seed)
 
 
