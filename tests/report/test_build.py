@@ -67,7 +67,7 @@ def test_files(report):
 def test_markdown_numbers(report):
     md = (report / "report.md").read_text()
     head = _row(md, "Comparison", "model")
-    assert head[:6] == ["model", "seeds", "recall d≥256", "recall d<256", "tasks@1024", "tasks@1024 gen"]
+    assert head[:6] == ["model", "seeds", "recall d≥256", "recall d<256", "tasks@1024", "tasks@1024 gen %"]
     dense = dict(zip(head, _row(md, "Comparison", "dense:0.75 (frozen)")))
     uni = dict(zip(head, _row(md, "Comparison", "uniform")))
     base = dict(zip(head, _row(md, "Comparison", "base")))

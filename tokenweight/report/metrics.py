@@ -14,7 +14,8 @@ Which metrics exist depends on the evaluation (w = native window, n = long conte
 - ``recall_short`` / ``recall_long``: episode exact match, pooled (episode-weighted) over the
   distance buckets that start below ``w`` / at or beyond ``w`` -- long-range recall is the second;
 - ``tasks``: mean over tasks of the likelihood token accuracy at length ``L`` (``n`` when evaluated,
-  else the longest length), all needle depths pooled; ``tasks_gen``: the same for generation scores;
+  else the longest length), all needle depths pooled; ``tasks_gen``: the same for generation scores
+  (RULER's string match, in percent);
   ``task:<name>``: one task at ``L``;
 - ``ppl`` (all positions), ``ppl_short`` (positions ``1 .. w-1``), ``ppl_pos:<lo>-<hi>`` (one
   position bucket; the bucket ``[0, w)`` is left out: it holds exactly the tokens of ``ppl_short``),
@@ -137,7 +138,7 @@ def define_metrics(results: Mapping) -> list[Metric]:
     if L:
         cands += [
             Metric("tasks", f"tasks@{L}", lambda r: _tasks_mean(r["eval"], L, False), "higher"),
-            Metric("tasks_gen", f"tasks@{L} gen", lambda r: _tasks_mean(r["eval"], L, True), "higher"),
+            Metric("tasks_gen", f"tasks@{L} gen %", lambda r: _tasks_mean(r["eval"], L, True), "higher"),
         ]
     cands += [
         Metric("ppl", "ppl", ev(("perplexity", "overall", "ppl")), "lower", 2),
