@@ -52,7 +52,7 @@ SPARSE_KAPPA_WHY = (
     "sparse keeps the top 20% of tokens by |L_long - L_short| (kappa = 0.2): about ten times the "
     "share of injected episode-value tokens, so every long-range copy token can be kept together "
     "with the strongest natural long-range tokens, while a fifth of each sequence still carries "
-    "the language-modelling signal; much smaller kappa leaves a 3M-parameter model too few "
+    "the language-modelling signal; much smaller kappa leaves a model of a few million parameters too few "
     "tokens per step to keep its short-context ability"
 )
 
