@@ -67,6 +67,20 @@ def test_stage_seconds_are_kept_across_invocations(demo_dir):
     assert results["config"]["stage_seconds"] == kept
 
 
+@pytest.mark.slow
+def test_base_model_recipe_copy_warmup_then_mixed_rows(demo_dir):
+    """The profile's copy settings reach the two pretraining commands (warm-up, then mixed rows)."""
+    from tokenweight.demo import PROFILES
+
+    p = PROFILES["quick"]
+    warm = json.loads((demo_dir / "warmup" / "run_config.json").read_text())
+    base = json.loads((demo_dir / "base" / "run_config.json").read_text())
+    assert (warm["task"], warm["copy_length"], warm["batch_size"], warm["max_steps"], warm["lr"]) == \
+        ("copy", p.copy_length, p.copy_batch, p.copy_steps, p.copy_lr)
+    assert (base["task"], base["copy_fraction"], base["copy_length"]) == ("lm", p.copy_fraction, p.copy_length)
+    assert base["model"].endswith("warmup/model") and warm["init"] == p.preset
+
+
 def test_html_is_self_contained(demo_dir):
     html = (demo_dir / "report" / "index.html").read_text()
     parser = _Collect()
@@ -103,6 +117,15 @@ def test_bad_seeds(tmp_path, capsys):
     assert main(["demo", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0]
+
+
+@pytest.mark.parametrize("flag,value,low", [("--copy-steps", "-1", 0), ("--pretrain-steps", "0", 1),
+                                            ("--extend-steps", "0", 1)])
+def test_bad_step_overrides(tmp_path, capsys, flag, value, low):
+    assert main(["demo", "--quick", flag, value, "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{flag} must be >= {low}, got {value}" in err[0]
+    assert not (tmp_path / "d").exists()  # refused before anything is written
 
 
 def test_gate_stops_a_weak_base_model(demo_dir, tmp_path):

@@ -52,8 +52,8 @@ SPARSE_KAPPA_WHY = (
     "sparse keeps the top 20% of tokens by |L_long - L_short| (kappa = 0.2): about ten times the "
     "share of injected episode-value tokens, so every long-range copy token can be kept together "
     "with the strongest natural long-range tokens, while a fifth of each sequence still carries "
-    "the language-modelling signal; much smaller kappa leaves a model of a few million parameters too few "
-    "tokens per step to keep its short-context ability"
+    "the language-modelling signal; much smaller kappa leaves a model of a few million parameters "
+    "too few tokens per step to keep its short-context ability"
 )
 
 
@@ -96,8 +96,8 @@ PROFILES = {
     "full": Profile("full", seeds=3, extend_steps=300, extend_tokens=2_600_000, pretrain_steps=900,
                     pretrain_tokens=3_700_000, eval_samples=4, eval_sequences=192, eval_generation=True),
     "quick": Profile("quick", preset="tiny", vocab_size=512, window=64, n=256, pretrain_tokens=60_000,
-                     copy_steps=10, copy_length=32, copy_batch=8, extend_tokens=40_000, episodes_per_1k=6.0, pretrain_steps=30,
-                     pretrain_batch=8, extend_steps=4, extend_batch=2, eval_lengths=(64, 128, 256),
+                     copy_steps=10, copy_length=32, copy_batch=8, extend_tokens=40_000, episodes_per_1k=6.0,
+                     pretrain_steps=30, pretrain_batch=8, extend_steps=4, extend_batch=2, eval_lengths=(64, 128, 256),
                      eval_tasks=("niah_single_1",), eval_samples=1, eval_depths=(0.5,), eval_sequences=4,
                      gate=None),
 }

@@ -52,10 +52,11 @@ def run(args) -> int:
         raise UsageError(f"--window must be >= 2, got {args.window}")
     if not 0 <= args.copy_fraction < 1:
         raise UsageError(f"--copy-fraction must be in [0, 1), got {args.copy_fraction}")
-    copy_length = args.window if args.copy_length is None else args.copy_length
-    if (args.task == "copy" or args.copy_fraction) and not 4 <= copy_length <= args.window:
+    if args.copy_length is None:
+        args.copy_length = args.window
+    if (args.task == "copy" or args.copy_fraction) and not 4 <= args.copy_length <= args.window:
         raise UsageError(f"--task copy and --copy-fraction need copy rows of 4 to --window ({args.window}) tokens "
-                         f"(BOS and a token to copy, twice), got {copy_length}: set --copy-length or --window")
+                         f"(BOS and a token to copy, twice), got {args.copy_length}: set --copy-length or --window")
     if args.rope_theta is not None and not args.rope_theta > 0:
         raise UsageError(f"--rope-theta must be > 0, got {args.rope_theta}")
     quiet_progress_bars()
@@ -90,8 +91,7 @@ def run(args) -> int:
 def _copy_task(args, tokenizer, rows: int):
     from tokenweight.train.copytask import CopyTask
 
-    length = args.window if args.copy_length is None else args.copy_length
-    return CopyTask(rows, length, len(tokenizer), special_ids=tokenizer.all_special_ids,
+    return CopyTask(rows, args.copy_length, len(tokenizer), special_ids=tokenizer.all_special_ids,
                     bos_token_id=tokenizer.bos_token_id, seed=args.seed)
 
 
