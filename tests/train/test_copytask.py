@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from tokenweight.train.collate import IGNORE_INDEX, PadCollator
-from tokenweight.train.copytask import CopyTask, WithCopyRows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_scorecache import make_tokenizer  # noqa: E402
+
+from tokenweight.train.collate import IGNORE_INDEX, PadCollator  # noqa: E402
+from tokenweight.train.copytask import CopyTask, WithCopyRows  # noqa: E402
 
 
 def labelled_runs(labels):
@@ -95,36 +101,27 @@ def test_with_copy_rows_replaces_an_even_share():
         WithCopyRows(base, CopyTask(3, 9, 30), 0.5)
 
 
-def _word_tokenizer(vocab_size: int):
-    """A throwaway fast tokenizer with ``vocab_size`` ids, BOS 1, EOS 2, PAD 0 (run_training needs one)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, vocab_size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-
-
 @pytest.mark.slow
 def test_demo_recipe_forms_an_induction_head(tmp_path):
     """The demo's warm-up (shallow preset, 64-token rows, 32 per step, lr 3e-3, 700 steps) learns to copy.
 
     This is the fact the demo's copy gate rests on (docs/TRAINING.md): the 2-layer model leaves the
     loss plateau after ~550 steps. Measured on held-out rows of another seed, so a memorised
-    training set cannot pass; chance accuracy is 1/4093.
+    training set cannot pass; chance accuracy is 1/4092.
     """
     from tokenweight.models import init_model
     from tokenweight.train.recipe import Recipe
     from tokenweight.train.runner import run_training
 
     vocab, steps, batch = 4096, 700, 32
-    tok = _word_tokenizer(vocab)
-    model = init_model("shallow", vocab, 256, bos_token_id=1)
-    train = CopyTask(steps * batch, 64, vocab, special_ids=(0, 1, 2), bos_token_id=1, seed=0)
+    tok = make_tokenizer(tmp_path / "tok", size=vocab)  # run_training needs a tokenizer (padding id)
+    special, bos = tok.all_special_ids, tok.bos_token_id
+    model = init_model("shallow", vocab, 256, bos_token_id=bos)
+    train = CopyTask(steps * batch, 64, vocab, special_ids=special, bos_token_id=bos, seed=0)
     recipe = Recipe(max_steps=steps, batch_size=batch, lr=3e-3, lr_scheduler="constant_with_warmup",
                     warmup_steps=28, save_steps=steps, logging_steps=50)
     run_training(model=model, tokenizer=tok, train_dataset=train, recipe=recipe, out_dir=tmp_path / "run")
-    held_out = CopyTask(64, 64, vocab, special_ids=(0, 1, 2), bos_token_id=1, seed=12345)
+    held_out = CopyTask(64, 64, vocab, special_ids=special, bos_token_id=bos, seed=12345)
     ids = torch.stack([held_out[i]["input_ids"] for i in range(64)])
     labels = torch.stack([held_out[i]["labels"] for i in range(64)])
     with torch.no_grad():

@@ -31,10 +31,10 @@ def run(args) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    for flag in ("copy_steps", "pretrain_steps", "extend_steps"):
+    for flag, low in (("copy_steps", 0), ("pretrain_steps", 1), ("extend_steps", 1)):
         value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "copy_steps" else 1):
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'copy_steps' else 1}, got {value}")
+        if value is not None and value < low:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
     if args.threads:
         import torch
 

@@ -37,7 +37,8 @@ class CopyTask(Dataset):
 
     Args:
         num_rows: examples in one pass (``max_steps`` x global batch covers the run once).
-        length: tokens per example (the pretraining window ``w``), >= 3 (>= 4 with BOS).
+        length: tokens per example (``pretrain --copy-length``, by default the window ``w``), >= 3
+            (>= 4 with BOS).
         vocab_size: size of the model's vocabulary.
         special_ids: token ids never drawn (BOS, EOS, padding, ...).
         bos_token_id: first token of every example, or None.
