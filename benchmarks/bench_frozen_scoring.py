@@ -51,16 +51,24 @@ def main():
     best = {}
     for r in range(args.repeats):
         for role in ("trained", "scorer"):
-            res = compute_scores(tmp / f"cache-{role}-{r}", data, models[role], window=args.window,
-                                 device=args.device)
+            res = compute_scores(tmp / f"cache-{role}-{r}", data, models[role], window=args.window, device=args.device)
             best[role] = max(best.get(role, 0.0), res["tokens_per_s"])
-    result = {"device": args.device, "threads": args.threads, "n": args.n, "window": args.window,
-              "presets": {"trained": args.trained, "scorer": args.scorer}, "params": params,
-              "param_ratio": params["trained"] / params["scorer"], "tokens_per_s": best,
-              "speedup": best["scorer"] / best["trained"]}
+    result = {
+        "device": args.device,
+        "threads": args.threads,
+        "n": args.n,
+        "window": args.window,
+        "presets": {"trained": args.trained, "scorer": args.scorer},
+        "params": params,
+        "param_ratio": params["trained"] / params["scorer"],
+        "tokens_per_s": best,
+        "speedup": best["scorer"] / best["trained"],
+    }
     print(f"trained model {args.trained} ({params['trained'] / 1e6:.2f}M) as scorer: {best['trained']:9.0f} tok/s")
-    print(f"smaller scorer {args.scorer} ({params['scorer'] / 1e6:.2f}M, "
-          f"{result['param_ratio']:.1f}x fewer parameters): {best['scorer']:9.0f} tok/s")
+    print(
+        f"smaller scorer {args.scorer} ({params['scorer'] / 1e6:.2f}M, "
+        f"{result['param_ratio']:.1f}x fewer parameters): {best['scorer']:9.0f} tok/s"
+    )
     print(f"speedup of the smaller scorer: {result['speedup']:.2f}x")
     atomic_write_json(args.out, result)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import resource
@@ -93,6 +92,7 @@ def worker(args) -> None:
     elif args.variant == "chunked":
         run = lambda: weighted_lm_loss(hidden, weight, labels, weights, chunk_size=args.chunk_size)  # noqa: E731
     else:
+
         def run():  # the trainer's path: NLL first (weights may depend on it), backward recomputes
             nll = chunked_nll(hidden, weight, labels, chunk_size=args.chunk_size)
             return weighted_nll_loss(nll, labels != -100, weights), nll.detach()
@@ -141,8 +141,16 @@ def worker(args) -> None:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     torch.save(
-        {"loss": loss.cpu(), "nll": nll.cpu(), "grad_hidden": hidden.grad.cpu(), "grad_weight": weight.grad.cpu(),
-         "peak_bytes": int(peak), "baseline_bytes": int(base), "method": method, "times": times},
+        {
+            "loss": loss.cpu(),
+            "nll": nll.cpu(),
+            "grad_hidden": hidden.grad.cpu(),
+            "grad_weight": weight.grad.cpu(),
+            "peak_bytes": int(peak),
+            "baseline_bytes": int(base),
+            "method": method,
+            "times": times,
+        },
         args.result,
     )
 
@@ -184,8 +192,11 @@ def main() -> None:
                     cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
                 subprocess.run(cmd, check=True)
                 runs[variant].append(torch.load(result))
-                print(f"round {r} {variant:8s} peak {runs[variant][-1]['peak_bytes'] / 2**20:8.1f} MiB  "
-                      f"times {', '.join(f'{t:.2f}' for t in runs[variant][-1]['times'])} s", flush=True)
+                print(
+                    f"round {r} {variant:8s} peak {runs[variant][-1]['peak_bytes'] / 2**20:8.1f} MiB  "
+                    f"times {', '.join(f'{t:.2f}' for t in runs[variant][-1]['times'])} s",
+                    flush=True,
+                )
 
     ref = runs["naive"][0]
     fast = [v for v in VARIANTS if v != "naive"]
@@ -195,10 +206,16 @@ def main() -> None:
     mem_ratio = {v: peak[v] / peak["naive"] for v in fast}
     time_ratio = {v: best[v] / best["naive"] for v in fast}
     results = {
-        "config": {k: getattr(args, k) for k in ("n", "vocab", "dim", "batch", "chunk_size", "device", "dtype",
-                                                 "threads", "rounds", "repeats")},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()},
+        "config": {
+            k: getattr(args, k)
+            for k in ("n", "vocab", "dim", "batch", "chunk_size", "device", "dtype", "threads", "rounds", "repeats")
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor(),
+        },
         "method": ref["method"],
         "peak_bytes_above_baseline": peak,
         "all_peaks": {v: [x["peak_bytes"] for x in runs[v]] for v in VARIANTS},
@@ -211,8 +228,10 @@ def main() -> None:
         "diffs_vs_naive": diffs,
     }
     atomic_write_json(args.out, results)
-    print(f"peak above baseline ({ref['method']}); chunked = weighted_lm_loss, two_phase = chunked_nll + "
-          f"weighted_nll_loss; best fwd+bwd time:")
+    print(
+        f"peak above baseline ({ref['method']}); chunked = weighted_lm_loss, two_phase = chunked_nll + "
+        f"weighted_nll_loss; best fwd+bwd time:"
+    )
     for v in VARIANTS:
         ratios = "" if v == "naive" else f"   memory x{mem_ratio[v]:.3f}  time x{time_ratio[v]:.3f}"
         print(f"  {v:9s} {peak[v] / 2**20:8.1f} MiB  {best[v]:7.3f} s{ratios}")

@@ -61,10 +61,16 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 8 // 3,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
         max_position_embeddings=args.n,
-        tie_word_embeddings=True, bos_token_id=1, attn_implementation="sdpa",
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        attn_implementation="sdpa",
     )
     dtype = getattr(torch, args.dtype)
     model = LlamaForCausalLM(cfg).to(args.device, dtype).eval()
@@ -98,15 +104,21 @@ def main():
         "threads": args.threads,
         "dtype": args.dtype,
         "params": params,
-        "n": args.n, "window": args.window, "stride": args.stride, "batch": args.batch,
+        "n": args.n,
+        "window": args.window,
+        "stride": args.stride,
+        "batch": args.batch,
         "short_context_nll_tok_s": tokens / min(t_fast),
         "one_window_loop_tok_s": tokens / min(t_slow),
         "speedup": min(t_slow) / min(t_fast),
         "max_abs_diff": diff,
-        "times_fast_s": t_fast, "times_loop_s": t_slow,
+        "times_fast_s": t_fast,
+        "times_loop_s": t_slow,
     }
-    print(f"model {params / 1e6:.2f}M params, vocab {cfg.vocab_size}, n={args.n} w={args.window} "
-          f"s={args.stride} batch={args.batch} {args.dtype} on {result['device']}")
+    print(
+        f"model {params / 1e6:.2f}M params, vocab {cfg.vocab_size}, n={args.n} w={args.window} "
+        f"s={args.stride} batch={args.batch} {args.dtype} on {result['device']}"
+    )
     print(f"short_context_nll : {result['short_context_nll_tok_s']:10.0f} tok/s")
     print(f"one-window loop   : {result['one_window_loop_tok_s']:10.0f} tok/s")
     print(f"speedup           : {result['speedup']:.2f}x   (target >= 1.5x)   max |diff| = {diff:.2e}")

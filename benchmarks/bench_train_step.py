@@ -27,8 +27,8 @@ import time
 import torch
 from transformers import TrainingArguments
 
-from tokenweight.models import init_model
 from tokenweight.io_utils import atomic_write_json
+from tokenweight.models import init_model
 from tokenweight.scoring import short_context_nll
 from tokenweight.train.scorers import FrozenScorer, SelfScorer
 from tokenweight.train.trainer import WeightedTrainer
@@ -65,19 +65,26 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(3, args.vocab, (args.batch, args.n), device=args.device)
     ids[:, 0] = 1
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone(),
-             "index": torch.arange(args.batch, device=args.device)}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": ids.clone(),
+        "index": torch.arange(args.batch, device=args.device),
+    }
     table = short_context_nll(model, ids, args.window, stride, bos_token_id=1).cpu()
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
     tmp = tempfile.mkdtemp()
-    targs = TrainingArguments(output_dir=tmp, report_to=[], remove_unused_columns=False,
-                              use_cpu=args.device == "cpu", bf16=False)
+    targs = TrainingArguments(
+        output_dir=tmp, report_to=[], remove_unused_columns=False, use_cpu=args.device == "cpu", bf16=False
+    )
     trainers = {
         "uniform": WeightedTrainer(model=model, args=targs, scheme="uniform"),
-        "dense_frozen": WeightedTrainer(model=model, args=targs, scheme="dense:0.75",
-                                        scorer=FrozenScorer(MemoryCache(table))),
-        "dense_self": WeightedTrainer(model=model, args=targs, scheme="dense:0.75",
-                                      scorer=SelfScorer(args.window, stride, bos_token_id=1)),
+        "dense_frozen": WeightedTrainer(
+            model=model, args=targs, scheme="dense:0.75", scorer=FrozenScorer(MemoryCache(table))
+        ),
+        "dense_self": WeightedTrainer(
+            model=model, args=targs, scheme="dense:0.75", scorer=SelfScorer(args.window, stride, bos_token_id=1)
+        ),
     }
     count = torch.tensor(args.batch * (args.n - 1), device=args.device)
 
@@ -108,11 +115,25 @@ def main():
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = {k: med[k] / med["uniform"] for k in names}
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name()
-    result = {"device": device, "dtype": args.dtype, "threads": args.threads, "preset": args.preset,
-              "params": params, "vocab": args.vocab, "n": args.n, "window": args.window, "stride": stride,
-              "batch": args.batch, "median_step_s": med, "ratio_vs_uniform": ratio, "times_s": times}
-    print(f"{args.preset} ({params / 1e6:.2f}M params, vocab {args.vocab}), n={args.n} w={args.window} "
-          f"s={stride} batch={args.batch} {args.dtype} on {device}; median of {args.repeats}")
+    result = {
+        "device": device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "preset": args.preset,
+        "params": params,
+        "vocab": args.vocab,
+        "n": args.n,
+        "window": args.window,
+        "stride": stride,
+        "batch": args.batch,
+        "median_step_s": med,
+        "ratio_vs_uniform": ratio,
+        "times_s": times,
+    }
+    print(
+        f"{args.preset} ({params / 1e6:.2f}M params, vocab {args.vocab}), n={args.n} w={args.window} "
+        f"s={stride} batch={args.batch} {args.dtype} on {device}; median of {args.repeats}"
+    )
     for k in names:
         target = {"dense_frozen": " (target <= 1.03x)", "dense_self": " (target <= 1.40x)"}.get(k, "")
         print(f"  {k:13s} {med[k] * 1e3:9.1f} ms/step   {ratio[k]:.3f}x uniform{target}")

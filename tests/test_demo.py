@@ -38,8 +38,15 @@ def demo_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_report_files(demo_dir):
     report = demo_dir / "report"
-    for name in ("report.md", "index.html", "results.json", "training_curves.png", "weight_histograms.png",
-                 "ppl_by_position.png", "episodes_by_distance.png"):
+    for name in (
+        "report.md",
+        "index.html",
+        "results.json",
+        "training_curves.png",
+        "weight_histograms.png",
+        "ppl_by_position.png",
+        "episodes_by_distance.png",
+    ):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     for png in report.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -75,8 +82,13 @@ def test_base_model_recipe_copy_warmup_then_mixed_rows(demo_dir):
     p = PROFILES["quick"]
     warm = json.loads((demo_dir / "warmup" / "run_config.json").read_text())
     base = json.loads((demo_dir / "base" / "run_config.json").read_text())
-    assert (warm["task"], warm["copy_length"], warm["batch_size"], warm["max_steps"], warm["lr"]) == \
-        ("copy", p.copy_length, p.copy_batch, p.copy_steps, p.copy_lr)
+    assert (warm["task"], warm["copy_length"], warm["batch_size"], warm["max_steps"], warm["lr"]) == (
+        "copy",
+        p.copy_length,
+        p.copy_batch,
+        p.copy_steps,
+        p.copy_lr,
+    )
     assert (base["task"], base["copy_fraction"], base["copy_length"]) == ("lm", p.copy_fraction, p.copy_length)
     assert base["model"].endswith("warmup/model") and warm["init"] == p.preset
 
@@ -99,7 +111,7 @@ def test_heatmap_in_report(demo_dir):
     n = results["config"]["n"]
     assert len(sample["tokens"]) == len(sample["long_nll"]) == len(sample["short_nll"]) == n
     assert set(sample["weights"]) == {s for _, s, _ in SCHEMES}
-    for spec, w in sample["weights"].items():
+    for w in sample["weights"].values():
         assert len(w) == n
     html = (demo_dir / "report" / "index.html").read_text()
     assert "title=" in html  # long/short NLL on hover
@@ -119,8 +131,9 @@ def test_bad_seeds(tmp_path, capsys):
     assert len(err) == 1 and "--seeds" in err[0]
 
 
-@pytest.mark.parametrize("flag,value,low", [("--copy-steps", "-1", 0), ("--pretrain-steps", "0", 1),
-                                            ("--extend-steps", "0", 1)])
+@pytest.mark.parametrize(
+    "flag,value,low", [("--copy-steps", "-1", 0), ("--pretrain-steps", "0", 1), ("--extend-steps", "0", 1)]
+)
 def test_bad_step_overrides(tmp_path, capsys, flag, value, low):
     assert main(["demo", "--quick", flag, value, "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

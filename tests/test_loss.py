@@ -22,9 +22,9 @@ def naive(hidden, weight, bias, labels, weights=None, ignore_index=-100, upcast=
         hidden, weight = hidden.float(), weight.float()
         bias = None if bias is None else bias.float()
     logits = F.linear(hidden, weight, bias).float()
-    nll = F.cross_entropy(
-        logits.flatten(0, -2), labels.flatten(), reduction="none", ignore_index=ignore_index
-    ).view(labels.shape)
+    nll = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none", ignore_index=ignore_index).view(
+        labels.shape
+    )
     mask = labels != ignore_index
     w = torch.ones_like(nll) if weights is None else weights.float()
     loss = (nll * w * mask).sum() / mask.sum().clamp_min(1)
@@ -305,7 +305,10 @@ def test_uniform_schemes_give_plain_cross_entropy_exactly(spec, api):
     weights = WeightingScheme.parse(spec)(nll, short, mask)
     loss, _ = loss_fn(api)(hidden, head, labels, weights)
     assert torch.equal(loss, plain)
-    assert rel_err(plain, F.cross_entropy(F.linear(hidden, head.weight, head.bias).flatten(0, 1), labels.flatten())) <= 1e-6
+    assert (
+        rel_err(plain, F.cross_entropy(F.linear(hidden, head.weight, head.bias).flatten(0, 1), labels.flatten()))
+        <= 1e-6
+    )
 
 
 class _MaxNumel(TorchDispatchMode):
@@ -320,8 +323,13 @@ class _MaxNumel(TorchDispatchMode):
         for t in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(t, torch.Tensor):
                 self.max_numel = max(self.max_numel, t.numel())
-        if func in (torch.ops.aten.mm.out, torch.ops.aten.addmm.out, torch.ops.aten.mm.default, torch.ops.aten.addmm.default,
-                    torch.ops.aten.addmm_.default):
+        if func in (
+            torch.ops.aten.mm.out,
+            torch.ops.aten.addmm.out,
+            torch.ops.aten.mm.default,
+            torch.ops.aten.addmm.default,
+            torch.ops.aten.addmm_.default,
+        ):
             self.products += 1
             if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == self.vocab:
                 self.logit_rows += out.shape[0]
@@ -367,8 +375,14 @@ def test_nll_equals_hf_llama_loss(api):
     torch.manual_seed(0)
     for tie in (False, True):
         config = LlamaConfig(
-            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie,
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=tie,
         )
         model = LlamaForCausalLM(config).eval()
         ids = torch.randint(0, 64, (2, 12))

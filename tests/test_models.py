@@ -22,8 +22,17 @@ from tokenweight.models import (
 
 def _tiny(n=16, theta=10000.0, vocab=64):
     torch.manual_seed(0)
-    return init_model("tiny", vocab, n, rope_theta=theta, hidden_size=32, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, num_hidden_layers=2)
+    return init_model(
+        "tiny",
+        vocab,
+        n,
+        rope_theta=theta,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_hidden_layers=2,
+    )
 
 
 def _reference(model):

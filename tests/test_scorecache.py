@@ -17,8 +17,16 @@ import torch
 
 from tokenweight.errors import UsageError
 from tokenweight.scorecache import (
-    COMPLETE, META, ScoreCache, compute_scores, default_shard_size, default_stride,
-    file_digest_sampled, scorer_digest, shard_ranges, verify,
+    COMPLETE,
+    META,
+    ScoreCache,
+    compute_scores,
+    default_shard_size,
+    default_stride,
+    file_digest_sampled,
+    scorer_digest,
+    shard_ranges,
+    verify,
 )
 from tokenweight.scoring import short_context_nll
 
@@ -34,21 +42,24 @@ def make_tokenizer(folder: Path, size: int = 64, prefix: str = "w"):
     vocab = {t: i for i, t in enumerate(SPECIALS + [f"{prefix}{i}" for i in range(size - len(SPECIALS))])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     fast.save_pretrained(folder)
     return fast
 
 
-def make_prepared(folder: Path, n: int = 40, count: int = 10, vocab: int = 64, seed: int = 0,
-                  short_every: int = 0) -> Path:
+def make_prepared(
+    folder: Path, n: int = 40, count: int = 10, vocab: int = 64, seed: int = 0, short_every: int = 0
+) -> Path:
     """Prepared data: ``count`` train sequences of ``n`` random tokens after BOS (every
     ``short_every``-th one a shorter tail), a small validation split, manifest, tokenizer."""
     from datasets import Dataset, Features, List, Value
 
     g = torch.Generator().manual_seed(seed)
-    feats = Features({"input_ids": List(Value("int32")), "doc_id": Value("int64"),
-                      "episodes": List(List(Value("int32")))})
+    feats = Features(
+        {"input_ids": List(Value("int32")), "doc_id": Value("int64"), "episodes": List(List(Value("int32")))}
+    )
 
     def rows(k):
         out = []
@@ -60,21 +71,36 @@ def make_prepared(folder: Path, n: int = 40, count: int = 10, vocab: int = 64, s
     Dataset.from_dict(rows(count), features=feats).save_to_disk(str(folder / "train"))
     Dataset.from_dict(rows(3), features=feats).save_to_disk(str(folder / "validation"))
     make_tokenizer(folder / "tokenizer", vocab)
-    manifest = {"n": n, "tokenizer": "tokenizer", "counts": {"train": count, "validation": 3},
-                "fingerprint": f"data-{seed}-{n}-{count}-{vocab}", "episodes": {}}
+    manifest = {
+        "n": n,
+        "tokenizer": "tokenizer",
+        "counts": {"train": count, "validation": 3},
+        "fingerprint": f"data-{seed}-{n}-{count}-{vocab}",
+        "episodes": {},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
 
-def make_scorer(folder: Path, vocab: int = 64, seed: int = 0, tokenizer: Path | None = None,
-                hidden: int = 16, layers: int = 2) -> Path:
+def make_scorer(
+    folder: Path, vocab: int = 64, seed: int = 0, tokenizer: Path | None = None, hidden: int = 16, layers: int = 2
+) -> Path:
     """A tiny random Llama saved to ``folder`` (with the tokenizer of folder ``tokenizer`` if given)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=BOS, eos_token_id=2, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=BOS,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     if tokenizer is not None:
         AutoTokenizer.from_pretrained(tokenizer).save_pretrained(folder)

@@ -18,9 +18,17 @@ ATOL = 2e-5
 def model():
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=BOS, eos_token_id=2, pad_token_id=0, attn_implementation="sdpa",
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=BOS,
+        eos_token_id=2,
+        pad_token_id=0,
+        attn_implementation="sdpa",
     )
     return LlamaForCausalLM(cfg).eval()
 

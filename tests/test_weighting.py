@@ -10,7 +10,8 @@ from fractions import Fraction
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenweight import WeightingScheme as W
 
@@ -67,8 +68,7 @@ def test_sparse_worked_example():
 
 def test_longce_worked_example():
     close(weigh("longce:5"), [math.exp(-d) for d in D])  # max e^1 = 2.718 < 5: no clipping
-    close(weigh("longce:1.5"), [math.exp(-0.26), math.exp(0.01), math.exp(0.06), 1.5,
-                                math.exp(-0.29), math.exp(-0.14)])
+    close(weigh("longce:1.5"), [math.exp(-0.26), math.exp(0.01), math.exp(0.06), 1.5, math.exp(-0.29), math.exp(-0.14)])
 
 
 def test_ppmi_npmi_rho1_worked_example():
@@ -96,11 +96,13 @@ def test_ppmi_tie_among_zeros_is_random():
 def test_softmax_and_quotient_by_hand():
     e = [math.exp(a) for a in ABS_D]
     close(weigh("custom:transforms=abs,norm=softmax"), [6 * x / sum(e) for x in e])
-    q = [(l + 1e-5) / (s + 1e-5) for l, s in zip(LONG, SHORT)]
+    q = [(a + 1e-5) / (s + 1e-5) for a, s in zip(LONG, SHORT)]
     close(weigh("custom:cmp=quotient,transforms=neg+exp,trunc=0.5"), [min(math.exp(-x), 0.5) for x in q])
     # shift then truncation then interpolation, no normalization
-    close(weigh("custom:transforms=abs+shift:2,trunc=0.1,lambda=0.5"),
-          [0.5 + 0.5 * min(a - math.log(2), 0.1) for a in ABS_D])
+    close(
+        weigh("custom:transforms=abs+shift:2,trunc=0.1,lambda=0.5"),
+        [0.5 + 0.5 * min(a - math.log(2), 0.1) for a in ABS_D],
+    )
 
 
 def test_batch_with_mask_and_padding():
@@ -133,13 +135,26 @@ def _batch(seed, b, n, p_mask, levels=None):
     return long, short, mask
 
 
-L1_SPECS = ["dense:0", "sparse:0.3", "ppmi:1.5:0.5", "npmi:0.5:0.7", "rho1:0.6", "custom:transforms=abs,norm=l1",
-            "custom:cmp=quotient,transforms=neg+exp,trunc=1.2,norm=l1"]
+L1_SPECS = [
+    "dense:0",
+    "sparse:0.3",
+    "ppmi:1.5:0.5",
+    "npmi:0.5:0.7",
+    "rho1:0.6",
+    "custom:transforms=abs,norm=l1",
+    "custom:cmp=quotient,transforms=neg+exp,trunc=1.2,norm=l1",
+]
 
 
 @PROPS
-@given(st.sampled_from(L1_SPECS), st.integers(0, 2**31), st.integers(1, 4), st.integers(1, 40),
-       st.sampled_from([0.0, 0.3, 0.9]), st.sampled_from([None, 3]))
+@given(
+    st.sampled_from(L1_SPECS),
+    st.integers(0, 2**31),
+    st.integers(1, 4),
+    st.integers(1, 40),
+    st.sampled_from([0.0, 0.3, 0.9]),
+    st.sampled_from([None, 3]),
+)
 def test_l1_mean_is_one_over_scored_tokens(spec, seed, b, n, p_mask, levels):
     long, short, mask = _batch(seed, b, n, p_mask, levels)
     w = W.parse(spec)(long, short, mask=mask)
@@ -150,8 +165,13 @@ def test_l1_mean_is_one_over_scored_tokens(spec, seed, b, n, p_mask, levels):
 
 
 @PROPS
-@given(st.floats(0, 1, exclude_min=True), st.integers(0, 2**31), st.integers(1, 4), st.integers(1, 60),
-       st.sampled_from([0.0, 0.5]))
+@given(
+    st.floats(0, 1, exclude_min=True),
+    st.integers(0, 2**31),
+    st.integers(1, 4),
+    st.integers(1, 60),
+    st.sampled_from([0.0, 0.5]),
+)
 def test_top_kappa_keeps_exactly_floor_kappa_t(kappa, seed, b, n, p_mask):
     long, short, mask = _batch(seed, b, n, p_mask, levels=4)
     w = W(sparsification=kappa)(long, short, mask=mask)  # no normalization: raw 0/1
@@ -172,8 +192,9 @@ def test_kappa_is_read_as_written_and_zero_kept_edge():
     long, short = torch.rand(5), torch.rand(5)
     assert torch.equal(W(sparsification=0.1)(long, short), torch.zeros(5))
     assert torch.equal(W.parse("sparse:0.1")(long, short), torch.ones(5))
-    assert torch.equal(W.parse("sparse:0.1")(long, short, mask=torch.tensor([1, 1, 0, 1, 1])),
-                       torch.tensor([1.0, 1, 0, 1, 1]))
+    assert torch.equal(
+        W.parse("sparse:0.1")(long, short, mask=torch.tensor([1, 1, 0, 1, 1])), torch.tensor([1.0, 1, 0, 1, 1])
+    )
 
 
 def test_tie_breaking_seeded_deterministic_and_varied():
@@ -200,9 +221,18 @@ def test_tie_breaking_is_uniform():
 
 
 @PROPS
-@given(st.sampled_from(["dense:0.5", "custom:transforms=abs,norm=softmax", "custom:transforms=relu,norm=l1",
-                        "custom:transforms=neg+relu,norm=softmax"]),
-       st.integers(1, 30), st.integers(0, 2**31))
+@given(
+    st.sampled_from(
+        [
+            "dense:0.5",
+            "custom:transforms=abs,norm=softmax",
+            "custom:transforms=relu,norm=l1",
+            "custom:transforms=neg+relu,norm=softmax",
+        ]
+    ),
+    st.integers(1, 30),
+    st.integers(0, 2**31),
+)
 def test_all_zero_row_becomes_uniform(spec, n, seed):
     # row 0: long == short, so |d| = relu(d) = 0 everywhere -> exactly 1 by the rule (not 0/0);
     # (with top-κ a row is never all zero unless floor(κ·T) = 0: see the test above)
@@ -236,8 +266,9 @@ def test_spec_round_trip(scheme):
     assert str(W.parse(text)) == text and W.parse(text.upper()) == scheme
 
 
-@pytest.mark.parametrize("spec", ["uniform", "dense:0.75", "sparse:0.3", "longce:5", "ppmi:2:0.3",
-                                  "npmi:0.5:1", "rho1:0.6", "dense:0"])
+@pytest.mark.parametrize(
+    "spec", ["uniform", "dense:0.75", "sparse:0.3", "longce:5", "ppmi:2:0.3", "npmi:0.5:1", "rho1:0.6", "dense:0"]
+)
 def test_named_specs_print_as_named(spec):
     assert str(W.parse(spec)) == spec
 
@@ -257,8 +288,14 @@ def test_named_equals_explicit_and_general_form():
 
 
 @PROPS
-@given(st.sampled_from(["dense:0.75", "sparse:0.4", "ppmi:1:0.5", "longce:2", "custom:transforms=abs,norm=softmax",
-                        "rho1:0.7"]), st.integers(0, 2**31), st.integers(1, 3), st.integers(2, 30))
+@given(
+    st.sampled_from(
+        ["dense:0.75", "sparse:0.4", "ppmi:1:0.5", "longce:2", "custom:transforms=abs,norm=softmax", "rho1:0.7"]
+    ),
+    st.integers(0, 2**31),
+    st.integers(1, 3),
+    st.integers(2, 30),
+)
 def test_masked_tokens_are_zero_and_do_not_influence(spec, seed, b, n):
     long, short, mask = _batch(seed, b, n, 0.4, levels=3 if "0." in spec else None)
     scheme = W.parse(spec)
@@ -275,37 +312,53 @@ def test_masked_tokens_are_zero_and_do_not_influence(spec, seed, b, n):
 
 
 # ---- bad arguments -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, needle", [
-    (dict(sparsification=0), "sparsification=0"),
-    (dict(sparsification=1.5), "sparsification=1.5"),
-    (dict(interpolation=-0.1), "interpolation=-0.1"),
-    (dict(interpolation=1.01), "interpolation=1.01"),
-    (dict(truncation=0), "truncation=0"),
-    (dict(truncation=-2.0), "truncation=-2.0"),
-    (dict(truncation=float("inf")), "truncation=inf"),
-    (dict(transforms=("shift:0",)), "'shift:0'"),
-    (dict(transforms=("shift:-1",)), "'shift:-1'"),
-    (dict(transforms=("sqrt",)), "'sqrt'"),
-    (dict(comparison="ratio"), "comparison='ratio'"),
-    (dict(normalization="l2"), "normalization='l2'"),
-    (dict(seed=-1), "seed=-1"),
-    (dict(seed=1.5), "seed=1.5"),
-    (dict(interpolation="0.5"), "interpolation='0.5'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(sparsification=0), "sparsification=0"),
+        (dict(sparsification=1.5), "sparsification=1.5"),
+        (dict(interpolation=-0.1), "interpolation=-0.1"),
+        (dict(interpolation=1.01), "interpolation=1.01"),
+        (dict(truncation=0), "truncation=0"),
+        (dict(truncation=-2.0), "truncation=-2.0"),
+        (dict(truncation=float("inf")), "truncation=inf"),
+        (dict(transforms=("shift:0",)), "'shift:0'"),
+        (dict(transforms=("shift:-1",)), "'shift:-1'"),
+        (dict(transforms=("sqrt",)), "'sqrt'"),
+        (dict(comparison="ratio"), "comparison='ratio'"),
+        (dict(normalization="l2"), "normalization='l2'"),
+        (dict(seed=-1), "seed=-1"),
+        (dict(seed=1.5), "seed=1.5"),
+        (dict(interpolation="0.5"), "interpolation='0.5'"),
+    ],
+)
 def test_bad_fields_raise(kwargs, needle):
     with pytest.raises(ValueError, match="is invalid|unknown") as err:
         W(**kwargs)
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize("spec, needle", [
-    ("dense", "dense takes 1 parameter"), ("dense:x", "λ='x'"), ("foo:1", "unknown scheme 'foo'"),
-    ("sparse:1.5", "sparsification=1.5"), ("ppmi:0:0.5", "shift"), ("ppmi:2", "ppmi takes 2"),
-    ("uniform:1", "uniform takes 0"), ("custom:bogus=1", "'bogus=1'"), ("custom:abs", "'abs'"),
-    ("custom:kappa=0.5,kappa=0.3", "given twice"), ("custom:norm=l2", "normalization='l2'"),
-    ("custom:cmp=ratio", "comparison='ratio'"), ("custom:transforms=sqrt", "'sqrt'"),
-    ("custom:seed=-1", "seed='-1'"), ("custom:lambda=x", "lambda='x'"), ("", "unknown scheme ''"),
-])
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("dense", "dense takes 1 parameter"),
+        ("dense:x", "λ='x'"),
+        ("foo:1", "unknown scheme 'foo'"),
+        ("sparse:1.5", "sparsification=1.5"),
+        ("ppmi:0:0.5", "shift"),
+        ("ppmi:2", "ppmi takes 2"),
+        ("uniform:1", "uniform takes 0"),
+        ("custom:bogus=1", "'bogus=1'"),
+        ("custom:abs", "'abs'"),
+        ("custom:kappa=0.5,kappa=0.3", "given twice"),
+        ("custom:norm=l2", "normalization='l2'"),
+        ("custom:cmp=ratio", "comparison='ratio'"),
+        ("custom:transforms=sqrt", "'sqrt'"),
+        ("custom:seed=-1", "seed='-1'"),
+        ("custom:lambda=x", "lambda='x'"),
+        ("", "unknown scheme ''"),
+    ],
+)
 def test_bad_specs_raise(spec, needle):
     with pytest.raises(ValueError) as err:
         W.parse(spec)

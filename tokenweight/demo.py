@@ -93,13 +93,40 @@ class Profile:
 
 PROFILES = {
     "default": Profile("default"),
-    "full": Profile("full", seeds=3, extend_steps=300, extend_tokens=2_600_000, pretrain_steps=900,
-                    pretrain_tokens=3_700_000, eval_samples=4, eval_sequences=192, eval_generation=True),
-    "quick": Profile("quick", preset="tiny", vocab_size=512, window=64, n=256, pretrain_tokens=60_000,
-                     copy_steps=10, copy_length=32, copy_batch=8, extend_tokens=40_000, episodes_per_1k=6.0,
-                     pretrain_steps=30, pretrain_batch=8, extend_steps=4, extend_batch=2, eval_lengths=(64, 128, 256),
-                     eval_tasks=("niah_single_1",), eval_samples=1, eval_depths=(0.5,), eval_sequences=4,
-                     gate=None),
+    "full": Profile(
+        "full",
+        seeds=3,
+        extend_steps=300,
+        extend_tokens=2_600_000,
+        pretrain_steps=900,
+        pretrain_tokens=3_700_000,
+        eval_samples=4,
+        eval_sequences=192,
+        eval_generation=True,
+    ),
+    "quick": Profile(
+        "quick",
+        preset="tiny",
+        vocab_size=512,
+        window=64,
+        n=256,
+        pretrain_tokens=60_000,
+        copy_steps=10,
+        copy_length=32,
+        copy_batch=8,
+        extend_tokens=40_000,
+        episodes_per_1k=6.0,
+        pretrain_steps=30,
+        pretrain_batch=8,
+        extend_steps=4,
+        extend_batch=2,
+        eval_lengths=(64, 128, 256),
+        eval_tasks=("niah_single_1",),
+        eval_samples=1,
+        eval_depths=(0.5,),
+        eval_sequences=4,
+        gate=None,
+    ),
 }
 
 
@@ -143,8 +170,10 @@ class Demo:
         rc = main([str(a) for a in argv])
         self._add_time(stage, time.perf_counter() - t)
         if rc != 0:
-            raise UsageError(f"demo stage '{stage}' failed (exit {rc}); fix the error above and rerun "
-                             f"'tokenweight demo --out {self.out}' to resume from this stage")
+            raise UsageError(
+                f"demo stage '{stage}' failed (exit {rc}); fix the error above and rerun "
+                f"'tokenweight demo --out {self.out}' to resume from this stage"
+            )
 
     def __post_init__(self):
         # wall time per stage, summed over every invocation of this demo folder (a demo resumed
@@ -164,13 +193,46 @@ class Demo:
     def prepare(self) -> None:
         p = self.profile
         ep = ["--episodes-per-1k", p.episodes_per_1k]
-        self._cli("prepare", ["prepare", "--corpus", "stdlib", "--out", self.pre_data, "--n", p.window,
-                              "--vocab-size", p.vocab_size, "--max-tokens", p.pretrain_tokens, *ep,
-                              "--episode-distance", f"{max(8, p.window // 16)}:{p.window - 16}"])
-        self._cli("prepare", ["prepare", "--corpus", "stdlib", "--out", self.ext_data, "--n", p.n,
-                              "--tokenizer", self.pre_data / "tokenizer", "--after", self.pre_data,
-                              "--max-tokens", p.extend_tokens, *ep,
-                              "--episode-distance", f"{max(8, p.window // 16)}:{p.n - 16}"])
+        self._cli(
+            "prepare",
+            [
+                "prepare",
+                "--corpus",
+                "stdlib",
+                "--out",
+                self.pre_data,
+                "--n",
+                p.window,
+                "--vocab-size",
+                p.vocab_size,
+                "--max-tokens",
+                p.pretrain_tokens,
+                *ep,
+                "--episode-distance",
+                f"{max(8, p.window // 16)}:{p.window - 16}",
+            ],
+        )
+        self._cli(
+            "prepare",
+            [
+                "prepare",
+                "--corpus",
+                "stdlib",
+                "--out",
+                self.ext_data,
+                "--n",
+                p.n,
+                "--tokenizer",
+                self.pre_data / "tokenizer",
+                "--after",
+                self.pre_data,
+                "--max-tokens",
+                p.extend_tokens,
+                *ep,
+                "--episode-distance",
+                f"{max(8, p.window // 16)}:{p.n - 16}",
+            ],
+        )
         self._say(f"prepared {self.pre_data} (n={p.window}) and {self.ext_data} (n={p.n})")
 
     def _train_stage(self, stage: str, out: Path, argv: list[str]) -> None:
@@ -185,33 +247,107 @@ class Demo:
         p = self.profile
         start = ["--init", p.preset]
         if p.copy_steps:
-            self._train_stage("pretrain", self.warmup, [
-                "pretrain", "--task", "copy", *start, "--data", self.pre_data, "--window", p.window,
-                "--copy-length", p.copy_length, "--max-steps", p.copy_steps, "--batch-size", p.copy_batch,
-                "--lr", p.copy_lr,
-                "--lr-scheduler", "constant_with_warmup", "--warmup-steps", max(1, p.copy_steps // 25),
-                "--save-steps", max(1, p.copy_steps // 2)])
+            self._train_stage(
+                "pretrain",
+                self.warmup,
+                [
+                    "pretrain",
+                    "--task",
+                    "copy",
+                    *start,
+                    "--data",
+                    self.pre_data,
+                    "--window",
+                    p.window,
+                    "--copy-length",
+                    p.copy_length,
+                    "--max-steps",
+                    p.copy_steps,
+                    "--batch-size",
+                    p.copy_batch,
+                    "--lr",
+                    p.copy_lr,
+                    "--lr-scheduler",
+                    "constant_with_warmup",
+                    "--warmup-steps",
+                    max(1, p.copy_steps // 25),
+                    "--save-steps",
+                    max(1, p.copy_steps // 2),
+                ],
+            )
             start = ["--model", self.warmup / "model"]
-        self._train_stage("pretrain", self.base, [
-            "pretrain", *start, "--data", self.pre_data, "--window", p.window,
-            "--max-steps", p.pretrain_steps, "--batch-size", p.pretrain_batch, "--lr", p.pretrain_lr,
-            "--warmup-steps", max(1, p.pretrain_steps // 20), "--save-steps", max(1, p.pretrain_steps // 3),
-            *(["--copy-fraction", p.copy_fraction, "--copy-length", p.copy_length] if p.copy_fraction else [])])
+        self._train_stage(
+            "pretrain",
+            self.base,
+            [
+                "pretrain",
+                *start,
+                "--data",
+                self.pre_data,
+                "--window",
+                p.window,
+                "--max-steps",
+                p.pretrain_steps,
+                "--batch-size",
+                p.pretrain_batch,
+                "--lr",
+                p.pretrain_lr,
+                "--warmup-steps",
+                max(1, p.pretrain_steps // 20),
+                "--save-steps",
+                max(1, p.pretrain_steps // 3),
+                *(["--copy-fraction", p.copy_fraction, "--copy-length", p.copy_length] if p.copy_fraction else []),
+            ],
+        )
 
     def score(self) -> None:
         p = self.profile
-        self._cli("score", ["score", "--data", self.ext_data, "--scorer", self.base / "model",
-                            "--out", self.scores, "--window", p.window, "--device", "cpu"])
+        self._cli(
+            "score",
+            [
+                "score",
+                "--data",
+                self.ext_data,
+                "--scorer",
+                self.base / "model",
+                "--out",
+                self.scores,
+                "--window",
+                p.window,
+                "--device",
+                "cpu",
+            ],
+        )
 
     def extend(self) -> None:
         p = self.profile
         for seed in range(p.seeds):
             for name, scheme, scorer in self.schemes:
-                argv = ["train", "--model", self.base / "model", "--data", self.ext_data, "--scheme", scheme,
-                        "--scorer", scorer, "--window", p.window, "--max-steps", p.extend_steps,
-                        "--batch-size", p.extend_batch, "--lr", p.extend_lr, "--seed", seed,
-                        "--warmup-steps", max(1, p.extend_steps // 10),
-                        "--save-steps", max(1, p.extend_steps // 2)]
+                argv = [
+                    "train",
+                    "--model",
+                    self.base / "model",
+                    "--data",
+                    self.ext_data,
+                    "--scheme",
+                    scheme,
+                    "--scorer",
+                    scorer,
+                    "--window",
+                    p.window,
+                    "--max-steps",
+                    p.extend_steps,
+                    "--batch-size",
+                    p.extend_batch,
+                    "--lr",
+                    p.extend_lr,
+                    "--seed",
+                    seed,
+                    "--warmup-steps",
+                    max(1, p.extend_steps // 10),
+                    "--save-steps",
+                    max(1, p.extend_steps // 2),
+                ]
                 if scorer == "frozen":
                     argv += ["--scores", self.scores]
                 self._train_stage("train", self.run_dir(name, seed), argv)
@@ -228,20 +364,34 @@ class Demo:
         from tokenweight.evaluate.runner import EvalConfig, evaluate_models, write_outputs
 
         p = self.profile
-        config = EvalConfig(lengths=list(p.eval_lengths), tasks=list(p.eval_tasks), num_samples=p.eval_samples,
-                            window=p.window, evaluator="base", max_sequences=p.eval_sequences,
-                            generation=p.eval_generation, depths=list(p.eval_depths), seed=0)
+        config = EvalConfig(
+            lengths=list(p.eval_lengths),
+            tasks=list(p.eval_tasks),
+            num_samples=p.eval_samples,
+            window=p.window,
+            evaluator="base",
+            max_sequences=p.eval_sequences,
+            generation=p.eval_generation,
+            depths=list(p.eval_depths),
+            seed=0,
+        )
         models = self.models()
-        key = fingerprint({"config": asdict(config), "models": {k: _model_stamp(v) for k, v in models.items()},
-                           "data": _manifest_fingerprint(self.ext_data)})
+        key = fingerprint(
+            {
+                "config": asdict(config),
+                "models": {k: _model_stamp(v) for k, v in models.items()},
+                "data": _manifest_fingerprint(self.ext_data),
+            }
+        )
         out = self.out / "eval"
         cached = out / "results.json"
         stamp = out / "demo_key.json"
         if cached.is_file() and stamp.is_file() and json.loads(stamp.read_text())["key"] == key:
             return json.loads(cached.read_text())
         t = time.perf_counter()
-        results = evaluate_models(models, tokenizer=None, data_dir=self.ext_data, config=config,
-                                  cache_dir=out / ".cache")  # per-model cache: an interrupted eval resumes
+        results = evaluate_models(
+            models, tokenizer=None, data_dir=self.ext_data, config=config, cache_dir=out / ".cache"
+        )  # per-model cache: an interrupted eval resumes
         write_outputs(results, out)
         atomic_write_json(stamp, {"key": key})
         self._add_time("eval", time.perf_counter() - t)
@@ -272,10 +422,12 @@ class Demo:
                 rows = val[i : i + 16]
                 scores += score_episodes(model.eval(), torch.tensor(rows["input_ids"]), rows["episodes"])
         tokens = sum(s["tokens"] for s in scores)
-        result = {"episodes": len(scores),
-                  "token_accuracy": sum(s["correct"] for s in scores) / tokens if tokens else None,
-                  "exact_match": sum(s["exact"] for s in scores) / len(scores) if scores else None,
-                  "threshold": self.profile.gate}
+        result = {
+            "episodes": len(scores),
+            "token_accuracy": sum(s["correct"] for s in scores) / tokens if tokens else None,
+            "exact_match": sum(s["exact"] for s in scores) / len(scores) if scores else None,
+            "threshold": self.profile.gate,
+        }
         atomic_write_json(cached, result)
         return result
 
@@ -287,14 +439,32 @@ class Demo:
         for seed in range(p.seeds):
             for name, scheme, scorer in self.schemes:
                 d = self.run_dir(name, seed)
-                runs.append({"name": f"{name}-seed{seed}", "label": name, "scheme": scheme, "scorer": scorer,
-                             "seed": seed, "path": str(d / "model"), "log_path": str(d / "log.jsonl"),
-                             "train_summary": json.loads((d / "summary.json").read_text())})
-        config = {"profile": p.name, **{k: v for k, v in asdict(p).items() if k != "name"},
-                  "schemes": [list(s) for s in self.schemes], "sparse_kappa_why": SPARSE_KAPPA_WHY,
-                  "gate": gate, "stage_seconds": self.stage_times}
-        machine = {"python": platform.python_version(), "platform": platform.platform(),
-                   "cpus": os.cpu_count(), "torch_threads": _torch_threads()}
+                runs.append(
+                    {
+                        "name": f"{name}-seed{seed}",
+                        "label": name,
+                        "scheme": scheme,
+                        "scorer": scorer,
+                        "seed": seed,
+                        "path": str(d / "model"),
+                        "log_path": str(d / "log.jsonl"),
+                        "train_summary": json.loads((d / "summary.json").read_text()),
+                    }
+                )
+        config = {
+            "profile": p.name,
+            **{k: v for k, v in asdict(p).items() if k != "name"},
+            "schemes": [list(s) for s in self.schemes],
+            "sparse_kappa_why": SPARSE_KAPPA_WHY,
+            "gate": gate,
+            "stage_seconds": self.stage_times,
+        }
+        machine = {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": _torch_threads(),
+        }
         results = assemble_results(evaluation, config=config, runs=runs, base="base", machine=machine)
         sample = self._heatmap_sample()
         out = self.out / "report"
@@ -316,8 +486,7 @@ class Demo:
         model = load_model(str(self.run_dir("uniform", 0) / "model"))
         scorer = load_model(str(self.base / "model"))
         specs = sorted({s for _, s, _ in self.schemes})
-        return compute_heatmap(model, scorer, tok, text, specs, window=self.profile.window,
-                               max_tokens=self.profile.n)
+        return compute_heatmap(model, scorer, tok, text, specs, window=self.profile.window, max_tokens=self.profile.n)
 
     # ---------------------------------------------------------------- all
     def _check_settings(self) -> None:
@@ -328,8 +497,10 @@ class Demo:
             old = json.loads(path.read_text())
             if old != json.loads(json.dumps(settings)):
                 diff = sorted(k for k in settings["profile"] if old["profile"].get(k) != settings["profile"][k])
-                raise UsageError(f"--out {str(self.out)!r} holds a demo made with other settings "
-                                 f"({', '.join(diff) or 'schemes'} differ): use another --out, or delete it to start over")
+                raise UsageError(
+                    f"--out {str(self.out)!r} holds a demo made with other settings "
+                    f"({', '.join(diff) or 'schemes'} differ): use another --out, or delete it to start over"
+                )
         else:
             atomic_write_json(path, settings)
 
@@ -342,20 +513,25 @@ class Demo:
         gate = self.gate()
         p = self.profile
         acc = gate["token_accuracy"]
-        self._say(f"base model ready: {self.base / 'model'}; gate: recalls {acc if acc is None else round(acc, 3)} "
-                  f"of episode-value digits closer than w={p.window} ({gate['episodes']} episodes, "
-                  f"exact match {gate['exact_match']}; threshold {p.gate})")
+        self._say(
+            f"base model ready: {self.base / 'model'}; gate: recalls {acc if acc is None else round(acc, 3)} "
+            f"of episode-value digits closer than w={p.window} ({gate['episodes']} episodes, "
+            f"exact match {gate['exact_match']}; threshold {p.gate})"
+        )
         gate["passed"] = p.gate is None or (acc is not None and acc >= p.gate)
         if not gate["passed"] and self.skip_gate:
-            self._say("gate FAILED; continuing because of --skip-gate: the comparison below is not evidence "
-                      "about long-range learning, since the base model cannot copy even at short range")
+            self._say(
+                "gate FAILED; continuing because of --skip-gate: the comparison below is not evidence "
+                "about long-range learning, since the base model cannot copy even at short range"
+            )
         elif not gate["passed"]:
             recalled = "no" if acc is None else f"{acc:.3f}"
             raise UsageError(
                 f"the base model is too weak: it recalls {recalled} of the injected value digits closer than "
                 f"w={p.window} tokens (gate: {p.gate}), so context extension cannot be judged on it: train the "
                 "induction warm-up or the base model longer (--copy-steps, --pretrain-steps; README 'What the demo "
-                "measured'), or pass --skip-gate to run the comparison anyway")
+                "measured'), or pass --skip-gate to run the comparison anyway"
+            )
         self.score()
         self.extend()
         evaluation = self.evaluate()

@@ -55,9 +55,7 @@ def _head_params(lm_head: nn.Module | Tensor) -> tuple[Tensor, Tensor | None]:
         return lm_head.weight, lm_head.bias
     if isinstance(lm_head, Tensor):
         return lm_head, None
-    raise ValueError(
-        f"lm_head must be an nn.Linear or a weight tensor of shape [V, d], got {type(lm_head).__name__}"
-    )
+    raise ValueError(f"lm_head must be an nn.Linear or a weight tensor of shape [V, d], got {type(lm_head).__name__}")
 
 
 def _compute_dtype(hidden: Tensor, weight: Tensor, matmul_dtype: torch.dtype | None) -> torch.dtype:

@@ -156,7 +156,9 @@ def load_tokenizer(name_or_path: str | os.PathLike):
         return AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"could not load a tokenizer from {src!r} ({first}): pass a folder saved with save_pretrained") from None
+        raise UsageError(
+            f"could not load a tokenizer from {src!r} ({first}): pass a folder saved with save_pretrained"
+        ) from None
 
 
 def init_model(
@@ -262,8 +264,8 @@ def extend_context(
     if rope_scaling is None:
         for d in dicts:
             old = float(d.get("rope_theta", getattr(config, "default_theta", 10000.0)))
-            d["rope_theta"] = float(rope_theta) if rope_theta is not None else (
-                theta_for_extension(old, ratio) if ratio > 1 else old
+            d["rope_theta"] = (
+                float(rope_theta) if rope_theta is not None else (theta_for_extension(old, ratio) if ratio > 1 else old)
             )
         config.max_position_embeddings = n
     else:

@@ -34,9 +34,10 @@ import math
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_file, atomic_write_json, fingerprint
@@ -44,15 +45,32 @@ from tokenweight.io_utils import atomic_file, atomic_write_json, fingerprint
 FORMAT = 1
 META, COMPLETE, SHARDS = "meta.json", "complete.json", "shards"
 #: identity fields, in the order a mismatch is reported (the first one that differs is named)
-IDENTITY = ("data", "split", "n", "n_sequences", "window", "stride", "dtype", "tokenizer",
-            "scorer", "bos_token_id", "shard_size")
-_HINT = {"window": "--window", "stride": "--stride", "dtype": "--dtype", "split": "--split",
-         "shard_size": "--shard-size"}
+IDENTITY = (
+    "data",
+    "split",
+    "n",
+    "n_sequences",
+    "window",
+    "stride",
+    "dtype",
+    "tokenizer",
+    "scorer",
+    "bos_token_id",
+    "shard_size",
+)
+_HINT = {
+    "window": "--window",
+    "stride": "--stride",
+    "dtype": "--dtype",
+    "split": "--split",
+    "shard_size": "--shard-size",
+}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 # ----------------------------------------------------------------------------- defaults, layout
+
 
 def default_stride(n: int, window: int) -> int:
     """METHOD.md's recommended stride ``(1 - w/n)·w``, rounded, in ``[1, window)``."""
@@ -89,6 +107,7 @@ def _shard_ok(path: Path, fp: str, start: int, stop: int) -> bool:
 
 # ----------------------------------------------------------------------------- fingerprints
 
+
 def file_digest_sampled(path: str | os.PathLike, block: int = 1 << 20, blocks: int = 32) -> str:
     """sha256 (16 hex digits) of a file: all of it up to ``block*blocks`` bytes, else its size
     and ``blocks`` blocks at evenly spaced offsets (first and last included)."""
@@ -111,12 +130,18 @@ def scorer_digest(folder: str | os.PathLike) -> str:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     for k in ("transformers_version", "_name_or_path"):
         config.pop(k, None)
-    weights = {p.name: file_digest_sampled(p) for p in sorted(folder.iterdir())
-               if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
-               and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args"))}
+    weights = {
+        p.name: file_digest_sampled(p)
+        for p in sorted(folder.iterdir())
+        if p.suffix in _WEIGHT_SUFFIXES
+        and p.is_file()
+        and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args"))
+    }
     if not weights:
-        raise UsageError(f"scorer folder {str(folder)!r} holds no weight files (*.safetensors, *.bin): "
-                         "pass a folder saved with save_pretrained")
+        raise UsageError(
+            f"scorer folder {str(folder)!r} holds no weight files (*.safetensors, *.bin): "
+            "pass a folder saved with save_pretrained"
+        )
     return fingerprint({"config": config, "weights": weights})
 
 
@@ -138,20 +163,26 @@ def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_
     """
     need = len(data_tok)
     if scorer_vocab_size < need:
-        raise UsageError(f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
-                         f"tokenizer has {need}: score with a model trained with the data's tokenizer")
+        raise UsageError(
+            f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
+            f"tokenizer has {need}: score with a model trained with the data's tokenizer"
+        )
     if scorer_tok is None:
         return
     a, b = scorer_tok.get_vocab(), data_tok.get_vocab()
     if a != b:
         diff = sorted(set(a.items()) ^ set(b.items()))
         tok = diff[0][0]
-        raise UsageError(f"scorer {scorer_name!r} uses a different tokenizer than the data ({len(a)} vs {len(b)} "
-                         f"entries; e.g. {tok!r} is {a.get(tok)} vs {b.get(tok)}): score with a model that "
-                         "shares the data's tokenizer")
+        raise UsageError(
+            f"scorer {scorer_name!r} uses a different tokenizer than the data ({len(a)} vs {len(b)} "
+            f"entries; e.g. {tok!r} is {a.get(tok)} vs {b.get(tok)}): score with a model that "
+            "shares the data's tokenizer"
+        )
     if _special_ids(scorer_tok) != _special_ids(data_tok):
-        raise UsageError(f"scorer {scorer_name!r} has special tokens {_special_ids(scorer_tok)} but the data's "
-                         f"tokenizer has {_special_ids(data_tok)}: score with a model that shares the data's tokenizer")
+        raise UsageError(
+            f"scorer {scorer_name!r} has special tokens {_special_ids(scorer_tok)} but the data's "
+            f"tokenizer has {_special_ids(data_tok)}: score with a model that shares the data's tokenizer"
+        )
 
 
 def _first_difference(have: dict, want: dict) -> str | None:
@@ -162,11 +193,14 @@ def _first_difference(have: dict, want: dict) -> str | None:
 def _stale_message(path: Path, have: dict, want: dict, who: str) -> str:
     k = _first_difference(have, want)
     fix = f"with {_HINT[k]} {want[k]}" if k in _HINT else "with the same --data and --scorer"
-    return (f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
-            f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache")
+    return (
+        f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
+        f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache"
+    )
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 class ScoreCache:
     """A complete, validated score cache: ``read(indices) -> Tensor[len(indices), n-1]`` float32.
@@ -185,19 +219,22 @@ class ScoreCache:
         self._handles: OrderedDict = OrderedDict()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, expect: dict | None = None, who: str = "training") -> "ScoreCache":
+    def open(cls, path: str | os.PathLike, expect: dict | None = None, who: str = "training") -> ScoreCache:
         """Open the cache at ``path``; ``expect``: identity fields the caller requires (any of
         ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line)."""
         path = Path(path)
         if expect and (unknown := sorted(set(expect) - set(IDENTITY))):
             raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
         if not (path / META).is_file():
-            raise UsageError(f"{str(path)!r} is not a score cache (no {META}): create it with "
-                             f"`tokenweight score --out {path}`")
+            raise UsageError(
+                f"{str(path)!r} is not a score cache (no {META}): create it with `tokenweight score --out {path}`"
+            )
         meta = json.loads((path / META).read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
-            raise UsageError(f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
-                             f"{FORMAT}: recompute it with `tokenweight score --force`")
+            raise UsageError(
+                f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
+                f"{FORMAT}: recompute it with `tokenweight score --force`"
+            )
         if expect and _first_difference(meta, expect):
             raise UsageError(_stale_message(path, meta, expect, who))
         ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
@@ -207,8 +244,10 @@ class ScoreCache:
         ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
         if not done or done.get("fingerprint") != meta["fingerprint"] or not all(ok):
             have = sum(ok)
-            raise UsageError(f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards): rerun "
-                             "`tokenweight score` with the same options to finish it")
+            raise UsageError(
+                f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards): rerun "
+                "`tokenweight score` with the same options to finish it"
+            )
         return cls(path, meta)
 
     def __len__(self) -> int:
@@ -239,16 +278,19 @@ class ScoreCache:
         out = torch.empty(len(idx), max(self.n - 1, 0), dtype=torch.float32)
         for r, i in enumerate(idx):
             if not 0 <= i < self.n_sequences:
-                raise UsageError(f"score cache {str(self.path)!r} covers sequences 0..{self.n_sequences - 1} of split "
-                                 f"{self.meta['split']!r} but sequence {i} was asked for: rerun `tokenweight score "
-                                 "--force` without --max-sequences (or with a larger one)")
+                raise UsageError(
+                    f"score cache {str(self.path)!r} covers sequences 0..{self.n_sequences - 1} of split "
+                    f"{self.meta['split']!r} but sequence {i} was asked for: rerun `tokenweight score "
+                    "--force` without --max-sequences (or with a larger one)"
+                )
             s, row = divmod(i, self.shard_size)
             out[r] = self._handle(s).get_slice("nll")[row : row + 1][0]
         return out
 
 
-def verify(cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices: Sequence[int],
-           batch_size: int | None = None) -> float:
+def verify(
+    cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices: Sequence[int], batch_size: int | None = None
+) -> float:
     """Recompute ``short_context_nll`` for ``sequences`` (dataset rows ``indices``) one at a time
     and return the largest absolute difference to the cache (nats). Batching differs from the
     cache's, so expect float rounding (~1e-6 in fp32), not 0."""
@@ -261,13 +303,15 @@ def verify(cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices
     m = cache.meta
     for r, seq in enumerate(sequences):
         ids = torch.tensor([list(seq)], dtype=torch.long)
-        ref = short_context_nll(model, ids, m["window"], m["stride"], bos_token_id=m["bos_token_id"],
-                                batch_size=batch_size)[0].cpu()
+        ref = short_context_nll(
+            model, ids, m["window"], m["stride"], bos_token_id=m["bos_token_id"], batch_size=batch_size
+        )[0].cpu()
         worst = max(worst, float((got[r, : ref.shape[0]] - ref).abs().max()) if ref.numel() else 0.0)
     return worst
 
 
 # ----------------------------------------------------------------------------- computing
+
 
 def _dist_setup(device: str) -> tuple[int, int, bool]:
     """(rank, world_size, initialised_here) from torchrun/accelerate's env (RANK, WORLD_SIZE)."""
@@ -307,8 +351,10 @@ def _prepare_out(out: Path, meta: dict, force: bool) -> None:
     if old is not None and (force or old.get("format") != FORMAT or old.get("fingerprint") != meta["fingerprint"]):
         if not force:
             k = (_first_difference(old, meta) or "fingerprint") if old.get("format") == FORMAT else "format"
-            raise UsageError(f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for "
-                             f"{meta.get(k, FORMAT)!r}: pass --force to recompute it, or choose another --out")
+            raise UsageError(
+                f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for "
+                f"{meta.get(k, FORMAT)!r}: pass --force to recompute it, or choose another --out"
+            )
         (out / COMPLETE).unlink(missing_ok=True)  # first, so that a crash here leaves it incomplete
         for p in (out / SHARDS).glob("*.safetensors"):
             p.unlink()
@@ -355,8 +401,9 @@ def _scorer_folder(scorer, data_tok, dtype: str, device: str):
     return folder, model
 
 
-def _score_rows(model, rows: list, n: int, window: int, stride: int, bos: int | None,
-                batch_size: int | None, bar, where: str):
+def _score_rows(
+    model, rows: list, n: int, window: int, stride: int, bos: int | None, batch_size: int | None, bar, where: str
+):
     """Short-context NLL of one shard's token lists: (nll [k, n-1] float32 CPU, lengths [k] int32).
 
     Sequences go to ``short_context_nll`` in groups of about four forward passes' worth of
@@ -374,11 +421,13 @@ def _score_rows(model, rows: list, n: int, window: int, stride: int, bos: int | 
     for c in range(0, len(rows), per_call):
         chunk = [list(r) for r in rows[c : c + per_call]]
         if (longest := max(len(r) for r in chunk)) > n:
-            raise UsageError(f"{where} holds a sequence of {longest} tokens but the manifest says n = {n}: "
-                             "re-prepare the data")
+            raise UsageError(
+                f"{where} holds a sequence of {longest} tokens but the manifest says n = {n}: re-prepare the data"
+            )
         ids, mask, lens = _pad(chunk, n)
-        nll[c : c + len(chunk)] = short_context_nll(model, ids, window, stride, attention_mask=mask,
-                                                    bos_token_id=bos, batch_size=batch_size).cpu()
+        nll[c : c + len(chunk)] = short_context_nll(
+            model, ids, window, stride, attention_mask=mask, bos_token_id=bos, batch_size=batch_size
+        ).cpu()
         lengths[c : c + len(chunk)] = lens
         bar.update(len(chunk))
     return nll, lengths
@@ -443,12 +492,27 @@ def compute_scores(
         device = f"cuda:{torch.cuda.current_device()}"
     try:
         folder, model = _scorer_folder(scorer, data_tok, dtype, device)
-        identity = dict(data=manifest.get("fingerprint"), split=split, n=n, n_sequences=count, window=window,
-                        stride=stride, dtype=dtype, tokenizer=tokenizer_digest(data_tok),
-                        scorer=scorer_digest(folder), bos_token_id=data_tok.bos_token_id,
-                        shard_size=shard_size or default_shard_size(n))
-        meta = dict(identity, format=FORMAT, fingerprint=fingerprint(identity), scorer_path=str(scorer),
-                    data_path=str(data.resolve()), num_shards=len(shard_ranges(count, identity["shard_size"])))
+        identity = dict(
+            data=manifest.get("fingerprint"),
+            split=split,
+            n=n,
+            n_sequences=count,
+            window=window,
+            stride=stride,
+            dtype=dtype,
+            tokenizer=tokenizer_digest(data_tok),
+            scorer=scorer_digest(folder),
+            bos_token_id=data_tok.bos_token_id,
+            shard_size=shard_size or default_shard_size(n),
+        )
+        meta = dict(
+            identity,
+            format=FORMAT,
+            fingerprint=fingerprint(identity),
+            scorer_path=str(scorer),
+            data_path=str(data.resolve()),
+            num_shards=len(shard_ranges(count, identity["shard_size"])),
+        )
         err = None
         if rank == 0:
             try:
@@ -459,22 +523,42 @@ def compute_scores(
             raise UsageError(err)
 
         ranges = shard_ranges(count, meta["shard_size"])
-        mine = [i for i in range(rank, len(ranges), world)
-                if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *ranges[i])]
+        mine = [
+            i
+            for i in range(rank, len(ranges), world)
+            if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *ranges[i])
+        ]
         computed = tokens = 0
         t0 = time.perf_counter()
         if mine:
             model = model or load_model(folder, dtype=dtype, device=device)
             t0 = time.perf_counter()
-            bar = tqdm(total=sum(b - a for a, b in (ranges[i] for i in mine)), unit="seq", disable=None,
-                       desc=f"scoring{f' (rank {rank})' if world > 1 else ''}", position=rank)
+            bar = tqdm(
+                total=sum(b - a for a, b in (ranges[i] for i in mine)),
+                unit="seq",
+                disable=None,
+                desc=f"scoring{f' (rank {rank})' if world > 1 else ''}",
+                position=rank,
+            )
             for i in mine:
                 a, b = ranges[i]
-                nll, lengths = _score_rows(model, ds[a:b]["input_ids"], n, window, stride, data_tok.bos_token_id,
-                                           batch_size, bar, f"sequences {a}..{b - 1} of {str(data)!r}")
+                nll, lengths = _score_rows(
+                    model,
+                    ds[a:b]["input_ids"],
+                    n,
+                    window,
+                    stride,
+                    data_tok.bos_token_id,
+                    batch_size,
+                    bar,
+                    f"sequences {a}..{b - 1} of {str(data)!r}",
+                )
                 with atomic_file(_shard_path(out, i)) as tmp:
-                    save_file({"nll": nll, "lengths": lengths}, str(tmp),
-                              metadata={"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)})
+                    save_file(
+                        {"nll": nll, "lengths": lengths},
+                        str(tmp),
+                        metadata={"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)},
+                    )
                 computed += b - a
                 tokens += int(lengths.sum())
             bar.close()
@@ -491,15 +575,25 @@ def compute_scores(
             if missing:
                 err = f"score cache {str(out)!r} misses shards {missing[:5]} after scoring: rerun `tokenweight score`"
             else:
-                atomic_write_json(out / COMPLETE, {"fingerprint": meta["fingerprint"], "num_shards": len(ranges),
-                                                   "n_sequences": count})
+                atomic_write_json(
+                    out / COMPLETE,
+                    {"fingerprint": meta["fingerprint"], "num_shards": len(ranges), "n_sequences": count},
+                )
         if (err := _from_rank0(err, world)) is not None:
             raise RuntimeError(err)
         computed, tokens = sum(s[0] for s in stats), sum(s[1] for s in stats)
         seconds = max(s[2] for s in stats)
-        return {"out": str(out), "sequences": count, "computed": computed, "cached": count - computed,
-                "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if tokens else 0.0,
-                "world_size": world, "own_process_group": own_group}
+        return {
+            "out": str(out),
+            "sequences": count,
+            "computed": computed,
+            "cached": count - computed,
+            "tokens": tokens,
+            "seconds": seconds,
+            "tokens_per_s": tokens / seconds if tokens else 0.0,
+            "world_size": world,
+            "own_process_group": own_group,
+        }
     finally:
         if own_group:
             import torch.distributed as dist

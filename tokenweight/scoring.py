@@ -23,7 +23,7 @@ large share of the work, and a quarter of every strided window is context that i
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -256,9 +256,7 @@ def short_context_nll(
     out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
     if n < 2:
         return out
-    starts_with_bos = (
-        (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
-    )
+    starts_with_bos = (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
     groups = _plan(lengths.tolist(), window, stride, skip_first_window)
     per_pass = batch_size or max(1, 16384 // window)
     with _eval_mode(model):
@@ -272,7 +270,7 @@ def short_context_nll(
                         ids[i, 0] = bos_token_id
                 # Kept positions: target t (absolute) is predicted at window column t - start - 1.
                 win_idx, cols, tgt_abs = [], [], []
-                for i, (row, start, first, end) in enumerate(batch):
+                for i, (_row, start, first, end) in enumerate(batch):
                     t = torch.arange(first, end, device=device)
                     win_idx.append(torch.full_like(t, i))
                     cols.append(t - start - 1)

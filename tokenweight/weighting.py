@@ -49,10 +49,14 @@ _NAMED = {  # name -> (positional parameters, builder)
     "dense": (("λ",), lambda lam: WeightingScheme(transforms=("abs",), normalization="l1", interpolation=lam)),
     "sparse": (("κ",), lambda k: WeightingScheme(transforms=("abs",), sparsification=k, normalization="l1")),
     "longce": (("γ",), lambda g: WeightingScheme(transforms=("neg", "exp"), truncation=g)),
-    "ppmi": (("s", "κ"), lambda s, k: WeightingScheme(
-        transforms=("neg", f"shift:{s}", "relu"), sparsification=k, normalization="l1")),
-    "npmi": (("s", "κ"), lambda s, k: WeightingScheme(
-        transforms=(f"shift:{s}", "relu"), sparsification=k, normalization="l1")),
+    "ppmi": (
+        ("s", "κ"),
+        lambda s, k: WeightingScheme(transforms=("neg", f"shift:{s}", "relu"), sparsification=k, normalization="l1"),
+    ),
+    "npmi": (
+        ("s", "κ"),
+        lambda s, k: WeightingScheme(transforms=(f"shift:{s}", "relu"), sparsification=k, normalization="l1"),
+    ),
     "rho1": (("κ",), lambda k: WeightingScheme(sparsification=k, normalization="l1")),
 }
 _RANGES = {  # numeric field -> (symbol, valid range, test)
@@ -61,8 +65,13 @@ _RANGES = {  # numeric field -> (symbol, valid range, test)
     "interpolation": ("λ", "[0, 1]", lambda x: 0 <= x <= 1),
 }
 _KEYS = {  # custom-spec key (and field-name alias) -> field
-    "cmp": "comparison", "transforms": "transforms", "trunc": "truncation", "kappa": "sparsification",
-    "norm": "normalization", "lambda": "interpolation", "seed": "seed",
+    "cmp": "comparison",
+    "transforms": "transforms",
+    "trunc": "truncation",
+    "kappa": "sparsification",
+    "norm": "normalization",
+    "lambda": "interpolation",
+    "seed": "seed",
 }
 _KEYS.update({field: field for field in list(_KEYS.values())})
 VALID_SPECS = (
@@ -85,12 +94,14 @@ def _canonical_transform(t) -> str:
         return name
     if name.startswith("shift:"):
         try:
-            s = float(name[len("shift:"):])
+            s = float(name[len("shift:") :])
         except ValueError:
             s = None
         if s is None or not math.isfinite(s) or s <= 0:
-            raise ValueError(f"transforms: shift value in {t!r} is invalid: s must be a finite number > 0 "
-                             f"(the shift subtracts log s)")
+            raise ValueError(
+                f"transforms: shift value in {t!r} is invalid: s must be a finite number > 0 "
+                f"(the shift subtracts log s)"
+            )
         return f"shift:{_fmt(s)}"
     raise ValueError(f"transforms: unknown transform {t!r}: valid transforms are {', '.join(TRANSFORMS)}")
 
@@ -137,8 +148,10 @@ class WeightingScheme:
         if self.normalization is not None:
             norm = str(self.normalization).strip().lower()
             if norm not in NORMALIZATIONS:
-                raise ValueError(f"normalization={self.normalization!r} is invalid: must be one of "
-                                 f"{', '.join(NORMALIZATIONS)} or None")
+                raise ValueError(
+                    f"normalization={self.normalization!r} is invalid: must be one of "
+                    f"{', '.join(NORMALIZATIONS)} or None"
+                )
             put("normalization", norm)
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or not 0 <= self.seed < 2**64:
             raise ValueError(f"seed={self.seed!r} is invalid: must be an integer in [0, 2**64)")
@@ -148,8 +161,12 @@ class WeightingScheme:
     @property
     def is_uniform(self) -> bool:
         """True when every scored token gets weight exactly 1, whatever the scores."""
-        no_steps = not (self.transforms or self.truncation is not None or self.sparsification is not None
-                        or self.normalization is not None)
+        no_steps = not (
+            self.transforms
+            or self.truncation is not None
+            or self.sparsification is not None
+            or self.normalization is not None
+        )
         return no_steps or self.interpolation == 1
 
     @property
@@ -159,7 +176,7 @@ class WeightingScheme:
 
     # ---- specs --------------------------------------------------------------------------------
     @classmethod
-    def parse(cls, spec: "str | WeightingScheme") -> "WeightingScheme":
+    def parse(cls, spec: str | WeightingScheme) -> WeightingScheme:
         """Read a spec (grammar in the module docstring); ``parse(str(s)) == s`` for every scheme."""
         if isinstance(spec, WeightingScheme):
             return spec
@@ -222,8 +239,13 @@ class WeightingScheme:
     def __str__(self) -> str:
         if self.seed == 0:
             shifts = [float(t[6:]) for t in self.transforms if t.startswith("shift:")]
-            params = {"uniform": (), "dense": (self.interpolation,), "sparse": (self.sparsification,),
-                      "longce": (self.truncation,), "rho1": (self.sparsification,)}
+            params = {
+                "uniform": (),
+                "dense": (self.interpolation,),
+                "sparse": (self.sparsification,),
+                "longce": (self.truncation,),
+                "rho1": (self.sparsification,),
+            }
             if len(shifts) == 1:
                 params["ppmi"] = params["npmi"] = (shifts[0], self.sparsification)
             for kind, values in params.items():
@@ -255,8 +277,13 @@ class WeightingScheme:
         return long - short.to(long.device)
 
     @torch.no_grad()
-    def __call__(self, long_nll: torch.Tensor, short_nll: torch.Tensor | None = None,
-                 mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        long_nll: torch.Tensor,
+        short_nll: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Weights for ``long_nll``/``short_nll`` [b, T] (or [T]) -> float32 [b, T] (or [T]), detached.
 
         ``mask`` (bool or 0/1, same shape) marks scored tokens; unscored tokens get 0 and take no
@@ -277,8 +304,7 @@ class WeightingScheme:
         if self.is_uniform:
             w = m.to(torch.float32)
         elif short is None:
-            raise ValueError(f"short_nll is required by weighting scheme {self} (only uniform schemes "
-                             f"work without it)")
+            raise ValueError(f"short_nll is required by weighting scheme {self} (only uniform schemes work without it)")
         else:
             w = self._weights(long, short, m, generator)
         return w.squeeze(0) if one_seq else w
@@ -301,10 +327,11 @@ class WeightingScheme:
             w = w.clamp(max=self.truncation)
         if not bool(torch.isfinite(w).all()):  # one check covers bad inputs and exp overflow
             if not bool(torch.isfinite(long[m]).all() & torch.isfinite(short[m]).all()):
-                raise ValueError("long_nll/short_nll hold NaN or inf at scored tokens: mask them out "
-                                 "or fix the scores")
-            raise ValueError(f"weighting scheme {self} overflows to inf/NaN on these scores: add a "
-                             f"truncation (trunc=<γ>) after 'exp'")
+                raise ValueError("long_nll/short_nll hold NaN or inf at scored tokens: mask them out or fix the scores")
+            raise ValueError(
+                f"weighting scheme {self} overflows to inf/NaN on these scores: add a "
+                f"truncation (trunc=<γ>) after 'exp'"
+            )
         w = torch.where(m, w, 0.0)
         if self.sparsification is not None:
             w = self._top_kappa(w, m, generator)
@@ -353,8 +380,9 @@ def _as_float(x, name: str) -> torch.Tensor:
 
 def _check_shapes(long: torch.Tensor, short: torch.Tensor | None) -> None:
     if short is not None and short.shape != long.shape:
-        raise ValueError(f"long_nll and short_nll must have one shape, got {tuple(long.shape)} "
-                         f"and {tuple(short.shape)}")
+        raise ValueError(
+            f"long_nll and short_nll must have one shape, got {tuple(long.shape)} and {tuple(short.shape)}"
+        )
 
 
 def _as_mask(mask, long: torch.Tensor) -> torch.Tensor:

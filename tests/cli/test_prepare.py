@@ -39,8 +39,10 @@ def test_prepare_then_up_to_date(tmp_path, capsys):
 def test_yaml_config_and_flag_override(tmp_path, capsys):
     src, out = _corpus(tmp_path / "src"), tmp_path / "out"
     cfg = tmp_path / "prep.yaml"
-    cfg.write_text(f"inputs: [{json.dumps(str(src))}]\nn: 48\nvocab-size: 300\nkeep_tails: true\n"
-                   "episodes_per_1k: 4\nepisode_distance: '10:40'\n")
+    cfg.write_text(
+        f"inputs: [{json.dumps(str(src))}]\nn: 48\nvocab-size: 300\nkeep_tails: true\n"
+        "episodes_per_1k: 4\nepisode_distance: '10:40'\n"
+    )
     assert main(["prepare", "--config", str(cfg), "--out", str(out), "--n", "40"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["n"] == 40  # the flag wins over the config
@@ -53,28 +55,53 @@ def test_help_lists_every_option(capsys):
         main(["prepare", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--out", "--corpus", "--text-field", "--tokenizer", "--vocab-size", "--n", "--val-fraction",
-                 "--keep-tails", "--min-tail", "--max-documents", "--max-tokens", "--skip-documents", "--after",
-                 "--episodes-per-1k", "--episode-distance", "--episode-digits", "--seed", "--workers", "--force"):
+    for flag in (
+        "--out",
+        "--corpus",
+        "--text-field",
+        "--tokenizer",
+        "--vocab-size",
+        "--n",
+        "--val-fraction",
+        "--keep-tails",
+        "--min-tail",
+        "--max-documents",
+        "--max-tokens",
+        "--skip-documents",
+        "--after",
+        "--episodes-per-1k",
+        "--episode-distance",
+        "--episode-digits",
+        "--seed",
+        "--workers",
+        "--force",
+    ):
         assert flag in text
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["MISSING"], "does not exist"),
-    (["SRC", "--n", "1"], "--n 1 is invalid"),
-    (["SRC", "--n", "100000000"], "--n 100000000 is invalid"),
-    (["EMPTY"], "no training sequences"),
-    (["SRC", "--episodes-per-1k", "2", "--episode-distance", "5-10"], "episode distance"),
-    (["SRC", "--val-fraction", "1.5"], "--val-fraction"),
-    (["SRC", "--tokenizer", "NOTOK/x/y"], "not a folder"),
-    (["SRC", "--corpus", "stdlib"], "both input paths and --corpus"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["MISSING"], "does not exist"),
+        (["SRC", "--n", "1"], "--n 1 is invalid"),
+        (["SRC", "--n", "100000000"], "--n 100000000 is invalid"),
+        (["EMPTY"], "no training sequences"),
+        (["SRC", "--episodes-per-1k", "2", "--episode-distance", "5-10"], "episode distance"),
+        (["SRC", "--val-fraction", "1.5"], "--val-fraction"),
+        (["SRC", "--tokenizer", "NOTOK/x/y"], "not a folder"),
+        (["SRC", "--corpus", "stdlib"], "both input paths and --corpus"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, extra, match):
     src = _corpus(tmp_path / "src")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("")
-    names = {"SRC": str(src), "MISSING": str(tmp_path / "missing"), "EMPTY": str(tmp_path / "empty"),
-             "NOTOK/x/y": str(tmp_path / "no" / "tok")}
+    names = {
+        "SRC": str(src),
+        "MISSING": str(tmp_path / "missing"),
+        "EMPTY": str(tmp_path / "empty"),
+        "NOTOK/x/y": str(tmp_path / "no" / "tok"),
+    }
     argv = ["prepare"] + [names.get(a, a) for a in extra] + ["--out", str(tmp_path / "out"), "--vocab-size", "300"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -90,8 +117,12 @@ def test_missing_out_is_a_usage_error(capsys):
 
 def test_console_script_bad_input(tmp_path):
     exe = Path(sys.executable).parent / "tokenweight"  # the installed console script
-    r = subprocess.run([str(exe), "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(exe), "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("tokenweight: error: input")
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()

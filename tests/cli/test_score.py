@@ -28,13 +28,28 @@ def env(tmp_path_factory):
 
 
 def args(env, out, *extra):
-    return ["score", "--data", str(env["data"]), "--scorer", str(env["scorer"]), "--out", str(out),
-            "--window", "16", "--shard-size", "3", "--device", "cpu", *extra]
+    return [
+        "score",
+        "--data",
+        str(env["data"]),
+        "--scorer",
+        str(env["scorer"]),
+        "--out",
+        str(out),
+        "--window",
+        "16",
+        "--shard-size",
+        "3",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def cli(*argv, **kw):
-    return subprocess.run([sys.executable, "-m", "tokenweight.cli.main", *argv], capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "tokenweight.cli.main", *argv], capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 def assert_same_cache(a: Path, b: Path) -> None:
@@ -90,14 +105,18 @@ def test_bad_input_exits_2_with_one_line(env, tmp_path, capsys):
     exits_2_with_one_line(capsys, args(env, out, "--max-sequences", "5"), "n_sequences 11 but this run asks for 5")
     other = make_prepared(tmp_path / "data2", n=40, count=11, seed=1)
     exits_2_with_one_line(
-        capsys, ["score", "--data", str(other), "--scorer", str(env["scorer"]), "--out", str(out), "--window", "16"],
-        "holds scores for data 'data-0-40-11-64' but this run asks for 'data-1-40-11-64'")
+        capsys,
+        ["score", "--data", str(other), "--scorer", str(env["scorer"]), "--out", str(out), "--window", "16"],
+        "holds scores for data 'data-0-40-11-64' but this run asks for 'data-1-40-11-64'",
+    )
     assert main(args(env, out, "--window", "20", "--force")) == 0
 
     s = ["score", "--data", str(env["data"]), "--scorer", str(env["scorer"]), "--out", str(d)]
     exits_2_with_one_line(capsys, s[:4] + [str(tmp_path / "nope")] + s[5:], "does not exist")
     exits_2_with_one_line(capsys, s[:1] + s[3:], "--data is required")
-    exits_2_with_one_line(capsys, s + ["--window", "16", "--stride", "16"], "--stride must be in [1, window) = [1, 16), got 16")
+    exits_2_with_one_line(
+        capsys, s + ["--window", "16", "--stride", "16"], "--stride must be in [1, window) = [1, 16), got 16"
+    )
     exits_2_with_one_line(capsys, s + ["--window", "1"], "--window must be >= 2")
     exits_2_with_one_line(capsys, s + ["--batch-size", "0"], "--batch-size must be >= 1")
     exits_2_with_one_line(capsys, s[:2] + [str(tmp_path / "nodata")] + s[3:], str(tmp_path / "nodata"))
@@ -113,10 +132,24 @@ def test_resume_after_kill(tmp_path):
     data = make_prepared(tmp_path / "data", n=128, count=400, seed=3)
     scorer = make_scorer(tmp_path / "scorer", tokenizer=data / "tokenizer", hidden=128, layers=4)
     out = tmp_path / "c"
-    argv = ["score", "--data", str(data), "--scorer", str(scorer), "--out", str(out), "--window", "32",
-            "--shard-size", "40", "--device", "cpu"]
-    proc = subprocess.Popen([sys.executable, "-m", "tokenweight.cli.main", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [
+        "score",
+        "--data",
+        str(data),
+        "--scorer",
+        str(scorer),
+        "--out",
+        str(out),
+        "--window",
+        "32",
+        "--shard-size",
+        "40",
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokenweight.cli.main", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     first = out / "shards" / "00000.safetensors"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -144,8 +177,22 @@ def test_torchrun_two_processes_equal_one(env, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = cli(*args(env, one))
     assert r1.returncode == 0, r1.stderr
-    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                         "-m", "tokenweight.cli.main", *args(env, two)], capture_output=True, text=True, timeout=300)
+    r2 = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "tokenweight.cli.main",
+            *args(env, two),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r2.returncode == 0, r2.stderr
     assert "on 2 processes" in r2.stdout and r2.stdout.count("score cache ") == 1  # rank 0 reports
     assert_same_cache(one, two)  # meta, marker and every shard, bitwise

@@ -18,8 +18,12 @@ def _tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=280,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator([TEXT, "class A:\n    pass\n"] * 3, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
@@ -28,8 +32,15 @@ def _save_llama(path, vocab, seed, max_positions, tokenizer=None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
@@ -65,9 +76,25 @@ class _Spans(HTMLParser):
 
 def test_show_writes_self_contained_html(setup, capsys):
     out = setup / "out" / "heat.html"
-    rc = main(["show", "--model", str(setup / "model"), "--scorer", str(setup / "scorer"),
-               "--text", str(setup / "text.py"), "--scheme", "dense:0.75", "--scheme", "sparse:0.3",
-               "--max-tokens", "48", "--out", str(out)])
+    rc = main(
+        [
+            "show",
+            "--model",
+            str(setup / "model"),
+            "--scorer",
+            str(setup / "scorer"),
+            "--text",
+            str(setup / "text.py"),
+            "--scheme",
+            "dense:0.75",
+            "--scheme",
+            "sparse:0.3",
+            "--max-tokens",
+            "48",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert "48 tokens" in capsys.readouterr().out
     page = out.read_text(encoding="utf-8")
@@ -92,8 +119,12 @@ def test_show_config_and_self_scoring(setup):
     assert list(p.panels) == ["d", "longce:5", "uniform"]
     assert "self-scoring" in out.read_text()
     # a flag replaces the config's list instead of extending it
-    assert main(["show", "--config", str(cfg), "--text", str(setup / "text.py"), "--scheme", "dense:0.5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["show", "--config", str(cfg), "--text", str(setup / "text.py"), "--scheme", "dense:0.5", "--out", str(out)]
+        )
+        == 0
+    )
     p = _Spans()
     p.feed(out.read_text())
     assert list(p.panels) == ["d", "dense:0.5"]

@@ -55,8 +55,7 @@ def test_pretrain_then_weighted_extension(env, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     pre = env["root"] / "pre"
-    assert train(env, pre, *TINY, "--window", str(W), "--max-steps", "4", "--save-steps", "2",
-                 command="pretrain") == 0
+    assert train(env, pre, *TINY, "--window", str(W), "--max-steps", "4", "--save-steps", "2", command="pretrain") == 0
     assert "pretrained 4 steps" in capsys.readouterr().out
     model = AutoModelForCausalLM.from_pretrained(pre / "model")
     assert model.config.max_position_embeddings == W and model.config.bos_token_id == BOS
@@ -70,8 +69,23 @@ def test_pretrain_then_weighted_extension(env, capsys):
     assert summary["steps"] == 4 and summary["tokens"] == sum(x["tokens"] for x in lines) > 0
 
     out = env["root"] / "dense"
-    assert train(env, out, "--model", str(pre / "model"), "--scheme", "dense:0.75", "--scorer", "self",
-                 "--max-steps", "3", "--batch-size", "2") == 0
+    assert (
+        train(
+            env,
+            out,
+            "--model",
+            str(pre / "model"),
+            "--scheme",
+            "dense:0.75",
+            "--scorer",
+            "self",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "2",
+        )
+        == 0
+    )
     assert "trained 3 steps" in capsys.readouterr().out
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["max_position_embeddings"] == N
@@ -91,21 +105,52 @@ def test_frozen_scorer_and_its_cache_checks(env, capsys):
     cache = env["root"] / "scores"
     compute_scores(cache, env["data"], scorer, window=W, device="cpu")
     out = env["root"] / "frozen"
-    assert train(env, out, *TINY, "--scheme", "sparse:0.5", "--scorer", "frozen", "--scores", str(cache),
-                 "--max-steps", "2") == 0
+    assert (
+        train(
+            env, out, *TINY, "--scheme", "sparse:0.5", "--scorer", "frozen", "--scores", str(cache), "--max-steps", "2"
+        )
+        == 0
+    )
     lines = log_lines(out)
     assert all(x["weight_zero_share"] > 0.3 for x in lines)  # sparse: about half the tokens get 0
     capsys.readouterr()
-    assert train(env, env["root"] / "f2", *TINY, "--scheme", "dense:0.5", "--scorer", "frozen", "--scores",
-                 str(cache), "--window", "32") == 2
+    assert (
+        train(
+            env,
+            env["root"] / "f2",
+            *TINY,
+            "--scheme",
+            "dense:0.5",
+            "--scorer",
+            "frozen",
+            "--scores",
+            str(cache),
+            "--window",
+            "32",
+        )
+        == 2
+    )
     assert "was computed for window 16 but training asks for 32" in one_line_error(capsys)
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, capsys):
     from tokenweight.train.trainer import WeightedTrainer
 
-    args = [*TINY, "--scheme", "sparse:0.5", "--scorer", "self", "--window", str(W), "--max-steps", "6",
-            "--save-steps", "2", "--seed", "1"]  # 5 batches per epoch: the resumed run crosses into epoch 2
+    args = [
+        *TINY,
+        "--scheme",
+        "sparse:0.5",
+        "--scorer",
+        "self",
+        "--window",
+        str(W),
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "2",
+        "--seed",
+        "1",
+    ]  # 5 batches per epoch: the resumed run crosses into epoch 2
     full = env["root"] / "full"
     assert train(env, full, *args) == 0
 
@@ -135,7 +180,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(env, monkeypatch, ca
     assert [x["step"] for x in lb] == list(range(1, 7))
     for x, y in zip(la, lb):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5) and y["weight_zero_share"] == x["weight_zero_share"]
-    assert json.loads((part / "summary.json").read_text())["tokens"] == json.loads((full / "summary.json").read_text())["tokens"]
+    assert (
+        json.loads((part / "summary.json").read_text())["tokens"]
+        == json.loads((full / "summary.json").read_text())["tokens"]
+    )
 
 
 def test_nan_guard_exits_2_naming_step_and_sequences(env, capsys):
@@ -158,21 +206,29 @@ def test_nan_guard_exits_2_naming_step_and_sequences(env, capsys):
     assert f"non-finite training loss (nan) at step 1 on train sequences {sorted(seqs)}" in line
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--init", "tiny", "--model", "x"], "pass exactly one of --model"),
-    (["--init", "huge"], "is not a preset"),
-    (["--model", "/no/such/model"], "model path '/no/such/model' does not exist"),
-    (["--init", "tiny", "--scheme", "dense:0.5"], "needs short-context NLL: pass --scorer self"),
-    (["--init", "tiny", "--scheme", "dense:2"], "--scheme: invalid weighting spec"),
-    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self", "--window", "64"],
-     "long context n = 64 must be longer than the short context w = 64"),
-    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self"], "--window is needed"),
-    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen"], "--scorer frozen needs --scores"),
-    (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen", "--scores", "/nope"], "is not a score cache"),
-    (["--init", "tiny", "--n", "128"], "--n 128 is longer than the data's sequences"),
-    (["--init", "tiny", "--max-steps", "0"], "--max-steps must be >= 1"),
-    (["--init", "tiny", "--lr-scheduler", "wsd"], "--lr-scheduler 'wsd' is not supported"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--init", "tiny", "--model", "x"], "pass exactly one of --model"),
+        (["--init", "huge"], "is not a preset"),
+        (["--model", "/no/such/model"], "model path '/no/such/model' does not exist"),
+        (["--init", "tiny", "--scheme", "dense:0.5"], "needs short-context NLL: pass --scorer self"),
+        (["--init", "tiny", "--scheme", "dense:2"], "--scheme: invalid weighting spec"),
+        (
+            ["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self", "--window", "64"],
+            "long context n = 64 must be longer than the short context w = 64",
+        ),
+        (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self"], "--window is needed"),
+        (["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen"], "--scorer frozen needs --scores"),
+        (
+            ["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen", "--scores", "/nope"],
+            "is not a score cache",
+        ),
+        (["--init", "tiny", "--n", "128"], "--n 128 is longer than the data's sequences"),
+        (["--init", "tiny", "--max-steps", "0"], "--max-steps must be >= 1"),
+        (["--init", "tiny", "--lr-scheduler", "wsd"], "--lr-scheduler 'wsd' is not supported"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(env, capsys, extra, message):
     assert train(env, env["root"] / "bad", *extra) == 2
     assert message in one_line_error(capsys)
@@ -180,8 +236,7 @@ def test_bad_input_exits_2_with_one_line(env, capsys, extra, message):
 
 def test_pretrain_copy_task_trains_on_the_repeat_only(env, capsys):
     out = env["root"] / "copy"
-    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "3", "--task", "copy",
-                 command="pretrain") == 0
+    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "3", "--task", "copy", command="pretrain") == 0
     from tokenweight.models import load_tokenizer
     from tokenweight.train.copytask import CopyTask
 
@@ -193,26 +248,58 @@ def test_pretrain_copy_task_trains_on_the_repeat_only(env, capsys):
     assert json.loads((out / "run_config.json").read_text())["task"] == "copy"
     assert train(env, env["root"] / "copy-bad", *TINY, "--window", "3", "--task", "copy", command="pretrain") == 2
     assert "need copy rows of 4 to --window (3) tokens" in one_line_error(capsys)
-    assert train(env, env["root"] / "copy-bad", *TINY, "--window", str(W), "--copy-length", str(W + 1),
-                 "--task", "copy", command="pretrain") == 2
-    assert f"need copy rows of 4 to --window ({W}) tokens (BOS and a token to copy, twice), got {W + 1}" \
+    assert (
+        train(
+            env,
+            env["root"] / "copy-bad",
+            *TINY,
+            "--window",
+            str(W),
+            "--copy-length",
+            str(W + 1),
+            "--task",
+            "copy",
+            command="pretrain",
+        )
+        == 2
+    )
+    assert (
+        f"need copy rows of 4 to --window ({W}) tokens (BOS and a token to copy, twice), got {W + 1}"
         in one_line_error(capsys)
+    )
     assert train(env, env["root"] / "copy-bad", *TINY, "--copy-fraction", "1", command="pretrain") == 2
     assert "--copy-fraction must be in [0, 1)" in one_line_error(capsys)
 
 
 def test_pretrain_with_copy_rows(env):
     out = env["root"] / "mixed"
-    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--copy-fraction", "0.5",
-                 command="pretrain") == 0
+    assert (
+        train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--copy-fraction", "0.5", command="pretrain")
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
 
 
 def test_pretrain_copy_rows_of_copy_length(env):
     """--copy-length L: copy rows of L tokens (shorter than the window), scored on their repeats only."""
     out, length = env["root"] / "copy-short", 8
-    assert train(env, out, *TINY, "--window", str(W), "--copy-length", str(length), "--max-steps", "3",
-                 "--task", "copy", command="pretrain") == 0
+    assert (
+        train(
+            env,
+            out,
+            *TINY,
+            "--window",
+            str(W),
+            "--copy-length",
+            str(length),
+            "--max-steps",
+            "3",
+            "--task",
+            "copy",
+            command="pretrain",
+        )
+        == 0
+    )
     from tokenweight.models import load_tokenizer
     from tokenweight.train.copytask import CopyTask
 
@@ -225,8 +312,21 @@ def test_pretrain_copy_rows_of_copy_length(env):
 
 def test_bf16_and_gradient_checkpointing_flags(env, capsys):
     out = env["root"] / "bf16"
-    assert train(env, out, *TINY, "--window", str(W), "--max-steps", "2", "--bf16", "--gradient-checkpointing",
-                 command="pretrain") == 0
+    assert (
+        train(
+            env,
+            out,
+            *TINY,
+            "--window",
+            str(W),
+            "--max-steps",
+            "2",
+            "--bf16",
+            "--gradient-checkpointing",
+            command="pretrain",
+        )
+        == 0
+    )
     targs = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
     assert targs.bf16 and targs.activation_checkpointing
     assert all(math.isfinite(x["loss"]) for x in log_lines(out))
@@ -241,7 +341,10 @@ def test_run_folder_protection(env, capsys):
     assert "option lr was 0.003 in the interrupted run but is 0.01 now" in one_line_error(capsys)
     assert train(env, env["root"] / "empty", *TINY, "--resume") == 2
     assert "holds no checkpoint to resume from" in one_line_error(capsys)
-    assert main(["pretrain", "--data", str(env["root"] / "nodata"), "--out", str(env["root"] / "x"), "--init", "tiny"]) == 2
+    assert (
+        main(["pretrain", "--data", str(env["root"] / "nodata"), "--out", str(env["root"] / "x"), "--init", "tiny"])
+        == 2
+    )
     assert "nodata' does not exist" in one_line_error(capsys)
 
 
@@ -249,13 +352,49 @@ def test_run_folder_protection(env, capsys):
 def test_torchrun_two_processes_equal_one_process_with_accumulation(env):
     """2 processes × batch 2 == 1 process × batch 2 × accumulation 2 (same global batches and weights)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    common = ["train", "--data", str(env["data"]), "--init", "tiny", "--scheme", "dense:0.5", "--scorer", "self",
-              "--window", str(W), "--max-steps", "3", "--batch-size", "2", "--save-steps", "100", "--lr", "3e-3",
-              "--max-train-sequences", "8"]  # 4 micro-batches per epoch: no uneven last step
+    common = [
+        "train",
+        "--data",
+        str(env["data"]),
+        "--init",
+        "tiny",
+        "--scheme",
+        "dense:0.5",
+        "--scorer",
+        "self",
+        "--window",
+        str(W),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--save-steps",
+        "100",
+        "--lr",
+        "3e-3",
+        "--max-train-sequences",
+        "8",
+    ]  # 4 micro-batches per epoch: no uneven last step
     envv = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     two = env["root"] / "ddp2"
-    run = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "tokenweight.cli.main",
-                          *common, "--out", str(two)], capture_output=True, text=True, timeout=240, env=envv)
+    run = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "tokenweight.cli.main",
+            *common,
+            "--out",
+            str(two),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=envv,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "trained 3 steps" in run.stdout
     one = env["root"] / "ddp1"

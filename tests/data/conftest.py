@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-WORDS = ("alpha beta gamma delta value result index count items total self return if else for in "
-         "while def class print name data list dict none true false".split())
+WORDS = (
+    "alpha beta gamma delta value result index count items total self return if else for in "
+    "while def class print name data list dict none true false".split()
+)
 
 
 def make_doc(seed: int, lines: int) -> str:

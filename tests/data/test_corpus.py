@@ -72,7 +72,9 @@ def test_parquet_records(tmp_path):
     with pytest.raises(UsageError, match="not text"):
         open_corpus([str(p)], text_field="n")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
-    assert open_corpus([str(tmp_path / "bad.parquet"), str(p)]).skipped == [(str(tmp_path / "bad.parquet"), "unreadable")]
+    assert open_corpus([str(tmp_path / "bad.parquet"), str(p)]).skipped == [
+        (str(tmp_path / "bad.parquet"), "unreadable")
+    ]
 
 
 def test_saved_datasets(tmp_path):

@@ -44,7 +44,10 @@ def _check(tok, texts, results, cfg, cap, glued_space=False):
             _, u_at, u_value = uses[name]
             assert u_value == value and len(value) == cfg.digits
             da, ua = d_at - glued_space, u_at - glued_space
-            dt, ut = _brute_tokens(offs, da, da + len(value) + glued_space), _brute_tokens(offs, ua, ua + len(value) + glued_space)
+            dt, ut = (
+                _brute_tokens(offs, da, da + len(value) + glued_space),
+                _brute_tokens(offs, ua, ua + len(value) + glued_space),
+            )
             cue = _brute_tokens(offs, name_at, name_at + 1)[0]
             expect.append([cue, dt[0], dt[-1] + 1, ut[0], ut[-1] + 1])
         assert sorted(map(list, res.spans.tolist())) == sorted(expect)
@@ -125,7 +128,7 @@ def test_verify_rejects_each_violation(tok):
     assert _verify(enc, text, chars, EpisodeConfig(per_1k=1, min_distance=1, max_distance=dist - 1), 1000) == ([], [0])
     assert _verify(enc, text, chars, ok, u0 + 6) == ([], [0])  # the use's last token in the next sequence
     assert _verify(enc, text, chars, ok, cue + 1)[1] == [0]  # cue and value in different sequences
-    other = text[:ua] + "7654321" + text[ua + 7:]  # the use does not repeat the value
+    other = text[:ua] + "7654321" + text[ua + 7 :]  # the use does not repeat the value
     assert _verify(Encoder(tok)([other])[0], other, chars, ok, 1000) == ([], [0])
 
 
@@ -173,8 +176,10 @@ def test_tokenizer_that_glues_the_space_to_numbers(docs_factory):
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     numbers = [" ".join(str(v) for v in range(i, i + 400, 7)) for i in range(20)]
-    raw.train_from_iterator(docs_factory(10, seed=16) + numbers, trainers.BpeTrainer(
-        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    raw.train_from_iterator(
+        docs_factory(10, seed=16) + numbers,
+        trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=raw)
     assert any(t.startswith("Ġ") and t[1:].isdigit() for t in tok.get_vocab())
     texts = docs_factory(6, seed=17)
@@ -194,11 +199,18 @@ def test_parse_distance_rejects(spec):
         parse_distance(spec)
 
 
-@pytest.mark.parametrize("kwargs,param", [
-    (dict(per_1k=-1), "per_1k"), (dict(per_1k=21), "per_1k"), (dict(per_1k=1, min_distance=0), "min_distance"),
-    (dict(per_1k=1, min_distance=9, max_distance=8), "max_distance"), (dict(per_1k=1, digits=0), "digits"),
-    (dict(per_1k=1, digits=19), "digits"), (dict(per_1k=1, style="quote"), "style"),
-])
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        (dict(per_1k=-1), "per_1k"),
+        (dict(per_1k=21), "per_1k"),
+        (dict(per_1k=1, min_distance=0), "min_distance"),
+        (dict(per_1k=1, min_distance=9, max_distance=8), "max_distance"),
+        (dict(per_1k=1, digits=0), "digits"),
+        (dict(per_1k=1, digits=19), "digits"),
+        (dict(per_1k=1, style="quote"), "style"),
+    ],
+)
 def test_config_validation(kwargs, param):
     with pytest.raises(ValueError, match=param):
         EpisodeConfig(**kwargs)

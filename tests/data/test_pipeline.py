@@ -24,15 +24,16 @@ def _rows(ds):
 def _reference(tok, text, n, min_tail=None):
     """Brute force: BOS + n-1 tokens per sequence, EOS closing the document, tails by the rule."""
     doc = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    seqs = [[tok.bos_token_id] + doc[i:i + n - 1] for i in range(0, len(doc), n - 1)]
+    seqs = [[tok.bos_token_id] + doc[i : i + n - 1] for i in range(0, len(doc), n - 1)]
     return [s for s in seqs if len(s) == n or (min_tail is not None and len(s) >= min_tail)]
 
 
 @pytest.mark.parametrize("min_tail", [None, 8])
 def test_sequences_match_brute_force(tmp_path, text_dir, tiny_tokenizer, min_tail):
     out = tmp_path / "out"
-    manifest, wrote = _run(out, inputs=[str(text_dir)], tokenizer=str(tiny_tokenizer), n=32, val_fraction=0.25,
-                           min_tail=min_tail)
+    manifest, wrote = _run(
+        out, inputs=[str(text_dir)], tokenizer=str(tiny_tokenizer), n=32, val_fraction=0.25, min_tail=min_tail
+    )
     assert wrote and sorted(p.name for p in out.iterdir()) == ["manifest.json", "tokenizer", "train", "validation"]
     dsd, m = load_prepared(out)
     assert m == manifest == json.loads((out / "manifest.json").read_text())
@@ -65,8 +66,16 @@ def test_sequences_match_brute_force(tmp_path, text_dir, tiny_tokenizer, min_tai
 
 def test_episodes_exact_in_the_prepared_data(tmp_path, text_dir, tiny_tokenizer):
     out = tmp_path / "out"
-    m, _ = _run(out, inputs=[str(text_dir)], tokenizer=str(tiny_tokenizer), n=128, val_fraction=0.2,
-                episodes_per_1k=6, episode_distance="20:90", episode_digits=5)
+    m, _ = _run(
+        out,
+        inputs=[str(text_dir)],
+        tokenizer=str(tiny_tokenizer),
+        n=128,
+        val_fraction=0.2,
+        episodes_per_1k=6,
+        episode_distance="20:90",
+        episode_digits=5,
+    )
     dsd, _ = load_prepared(out)
     tok = load_tokenizer(str(out / "tokenizer"))
     found = {}
@@ -132,8 +141,14 @@ def test_record_inputs(tmp_path, docs_factory, tiny_tokenizer):
     datasets.Dataset.from_dict({"content": texts}).save_to_disk(str(tmp_path / "saved"))
     results = []
     for name in ("d.jsonl", "d.parquet", "saved"):
-        _run(tmp_path / f"out-{name}", inputs=[str(tmp_path / name)], text_field="content",
-             tokenizer=str(tiny_tokenizer), n=64, val_fraction=0.2)
+        _run(
+            tmp_path / f"out-{name}",
+            inputs=[str(tmp_path / name)],
+            text_field="content",
+            tokenizer=str(tiny_tokenizer),
+            n=64,
+            val_fraction=0.2,
+        )
         dsd, m = load_prepared(tmp_path / f"out-{name}")
         results.append((_rows(dsd["train"]), _rows(dsd["validation"])))
         assert m["inputs"]["documents"] == 6
@@ -155,7 +170,7 @@ def test_slices_are_disjoint_and_capped(tmp_path, text_dir, tiny_tokenizer):
 
     assert docs("first").isdisjoint(docs("second")) and docs("second") == docs("third")
     order = open_corpus([str(text_dir)]).selection_order().tolist()
-    assert docs("second") <= set(order[first["selection"]["end"]:first["selection"]["end"] + 4])
+    assert docs("second") <= set(order[first["selection"]["end"] : first["selection"]["end"] + 4])
 
 
 def test_given_tokenizer_is_copied(tmp_path, text_dir, tiny_tokenizer):
@@ -178,14 +193,17 @@ def _no_leftovers(parent: Path, name: str):
     return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
 
 
-@pytest.mark.parametrize("case,match", [
-    ("empty", "no training sequences"),
-    ("short", "no training sequences"),
-    ("nothing", "no usable documents"),
-    ("n", "--n 1 is invalid"),
-    ("distance", "--episode-distance '500:' is invalid"),
-    ("spec", "bad episode option"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("empty", "no training sequences"),
+        ("short", "no training sequences"),
+        ("nothing", "no usable documents"),
+        ("n", "--n 1 is invalid"),
+        ("distance", "--episode-distance '500:' is invalid"),
+        ("spec", "bad episode option"),
+    ],
+)
 def test_bad_input_raises_usage_error_and_leaves_nothing(tmp_path, tiny_tokenizer, case, match):
     src = tmp_path / "src"
     src.mkdir()

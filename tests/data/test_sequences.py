@@ -10,7 +10,7 @@ def _reference(doc, n, bos, min_tail):
     cap = n - 1 if bos is not None else n
     seqs, start = [], 0
     while start < len(doc):
-        body = list(doc[start:start + cap])
+        body = list(doc[start : start + cap])
         full = len(body) == cap
         seq = ([bos] if bos is not None else []) + body
         if full or (min_tail is not None and len(seq) >= min_tail):
@@ -41,12 +41,15 @@ def test_chunks_match_brute_force(bos, min_tail):
         off = 1 if bos is not None else 0
         for (start, seq), eps in zip(ref, out.episodes):
             end = start + len(seq) - off
-            expect = [[d0 - start + off, d1 - start + off, u0 - start + off, u1 - start + off]
-                      for cue, d0, d1, u0, u1 in spans if cue >= start and u1 <= end]
+            expect = [
+                [d0 - start + off, d1 - start + off, u0 - start + off, u1 - start + off]
+                for cue, d0, d1, u0, u1 in spans
+                if cue >= start and u1 <= end
+            ]
             assert eps.tolist() == expect
             for d0, d1, u0, u1 in eps.tolist():  # relative spans point at the same tokens
-                assert seq[d0:d1] == doc[d0 - off + start:d1 - off + start].tolist()
-                assert seq[u0:u1] == doc[u0 - off + start:u1 - off + start].tolist()
+                assert seq[d0:d1] == doc[d0 - off + start : d1 - off + start].tolist()
+                assert seq[u0:u1] == doc[u0 - off + start : u1 - off + start].tolist()
         assert all(s.dtype == np.int32 for s in out.sequences)
         if bos is not None:
             assert all(s[0] == bos for s in out.sequences)

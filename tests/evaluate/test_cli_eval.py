@@ -31,8 +31,25 @@ def one_error_line(capsys) -> str:
 
 def test_eval_two_models_no_tasks(tree, capsys):
     out = tree / "out"
-    rc = main(["eval", str(tree / "m1"), str(tree / "m2"), "--names", "base,weighted", "--data", str(tree / "data"),
-               "--window", "16", "--tasks", "none", "--out", str(out), "--batch-size", "2"])
+    rc = main(
+        [
+            "eval",
+            str(tree / "m1"),
+            str(tree / "m2"),
+            "--names",
+            "base,weighted",
+            "--data",
+            str(tree / "data"),
+            "--window",
+            "16",
+            "--tasks",
+            "none",
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
@@ -45,28 +62,33 @@ def test_eval_two_models_no_tasks(tree, capsys):
 
 def test_config_file_sets_options(tree, tmp_path, capsys):
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(f"models: [{tree / 'm1'}]\ndata: {tree / 'data'}\nwindow: 16\ntasks: none\nbuckets: [0, 24, 48]\n"
-                   f"out: {tmp_path / 'o'}\n")
+    cfg.write_text(
+        f"models: [{tree / 'm1'}]\ndata: {tree / 'data'}\nwindow: 16\ntasks: none\nbuckets: [0, 24, 48]\n"
+        f"out: {tmp_path / 'o'}\n"
+    )
     assert main(["eval", "--config", str(cfg)]) == 0
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["config"]["position_edges"] == [0, 24, 48]
     assert [m["name"] for m in res["models"]] == ["m1"]
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["eval", "{tmp}/nope"], "does not exist"),
-    (["eval"], "no MODEL given"),
-    (["eval", "{tmp}/m1", "{tmp}/m2", "--names", "a"], "--names has 1 names for 2 models"),
-    (["eval", "{tmp}/m1", "--lengths", "256,x"], "--lengths"),
-    (["eval", "{tmp}/m1", "--data", "{tmp}/missing"], "--data"),
-    (["eval", "{tmp}/m1", "--num-samples", "0"], "--num-samples must be >= 1"),
-    (["eval", "{tmp}/m1", "--evaluator", "zzz"], "--evaluator"),
-    (["eval", "{tmp}/m1", "--buckets", "0,5,5"], "--buckets"),
-    (["eval", "{tmp}/m1", "--max-new-tokens", "-1"], "--max-new-tokens"),
-    (["eval", "{tmp}/m1", "--window", "16", "--longppl-stride", "16"], "--longppl-stride"),
-    (["eval", "{tmp}/m1", "--data", "{tmp}/data", "--tasks", "niah_single_1,nope"], "unknown task(s) nope"),
-    (["eval", "{tmp}/m1", "--data", "{tmp}/m2"], "is not a complete prepared folder"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["eval", "{tmp}/nope"], "does not exist"),
+        (["eval"], "no MODEL given"),
+        (["eval", "{tmp}/m1", "{tmp}/m2", "--names", "a"], "--names has 1 names for 2 models"),
+        (["eval", "{tmp}/m1", "--lengths", "256,x"], "--lengths"),
+        (["eval", "{tmp}/m1", "--data", "{tmp}/missing"], "--data"),
+        (["eval", "{tmp}/m1", "--num-samples", "0"], "--num-samples must be >= 1"),
+        (["eval", "{tmp}/m1", "--evaluator", "zzz"], "--evaluator"),
+        (["eval", "{tmp}/m1", "--buckets", "0,5,5"], "--buckets"),
+        (["eval", "{tmp}/m1", "--max-new-tokens", "-1"], "--max-new-tokens"),
+        (["eval", "{tmp}/m1", "--window", "16", "--longppl-stride", "16"], "--longppl-stride"),
+        (["eval", "{tmp}/m1", "--data", "{tmp}/data", "--tasks", "niah_single_1,nope"], "unknown task(s) nope"),
+        (["eval", "{tmp}/m1", "--data", "{tmp}/m2"], "is not a complete prepared folder"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(tree, capsys, argv, needle):
     rc = main([a.replace("{tmp}", str(tree)) for a in argv])
     assert rc == 2

@@ -9,8 +9,15 @@ from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
 
 def tiny_model(seed=0, vocab=40):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -34,13 +41,21 @@ def brute_force(model, ids, episodes, lengths):
         for r, eps in enumerate(episodes):
             logits = model(ids[r : r + 1, : lengths[r]]).logits[0].double()
             logp = torch.log_softmax(logits, -1)
-            for ds, de, us, ue in eps:
+            for ds, _de, us, ue in eps:
                 correct, lp = 0, 0.0
                 for t in range(us, ue):
                     correct += int(int(logits[t - 1].argmax()) == int(ids[r, t]))
                     lp += float(logp[t - 1, ids[r, t]])
-                out.append({"row": r, "distance": us - ds, "tokens": ue - us, "correct": correct,
-                            "exact": correct == ue - us, "logprob": lp})
+                out.append(
+                    {
+                        "row": r,
+                        "distance": us - ds,
+                        "tokens": ue - us,
+                        "correct": correct,
+                        "exact": correct == ue - us,
+                        "logprob": lp,
+                    }
+                )
     return out
 
 
@@ -52,8 +67,9 @@ def test_score_episodes_matches_brute_force(seed):
     want = brute_force(model, ids, episodes, lengths)
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
-        assert {k: g[k] for k in ("row", "distance", "tokens", "correct", "exact")} == \
-               {k: w[k] for k in ("row", "distance", "tokens", "correct", "exact")}
+        assert {k: g[k] for k in ("row", "distance", "tokens", "correct", "exact")} == {
+            k: w[k] for k in ("row", "distance", "tokens", "correct", "exact")
+        }
         assert g["logprob"] == pytest.approx(w["logprob"], abs=1e-4)
 
 
@@ -87,17 +103,37 @@ def test_invalid_episodes():
 
 def test_episode_recall_aggregation_by_hand():
     acc = EpisodeRecall([0, 10, 20])
-    acc.update([
-        {"row": 0, "distance": 3, "tokens": 4, "correct": 4, "exact": True, "logprob": -1.0},
-        {"row": 0, "distance": 9, "tokens": 2, "correct": 1, "exact": False, "logprob": -3.0},
-        {"row": 1, "distance": 15, "tokens": 3, "correct": 0, "exact": False, "logprob": -6.0},
-    ])
+    acc.update(
+        [
+            {"row": 0, "distance": 3, "tokens": 4, "correct": 4, "exact": True, "logprob": -1.0},
+            {"row": 0, "distance": 9, "tokens": 2, "correct": 1, "exact": False, "logprob": -3.0},
+            {"row": 1, "distance": 15, "tokens": 3, "correct": 0, "exact": False, "logprob": -6.0},
+        ]
+    )
     acc.update([{"row": 0, "distance": 25, "tokens": 1, "correct": 1, "exact": True, "logprob": -0.5}])
     res = acc.result()
-    assert res["overall"] == {"episodes": 4, "tokens": 10, "token_accuracy": 0.6, "exact_match": 0.5,
-                              "mean_logprob": pytest.approx(-1.05)}
-    assert res["by_distance"][0] == {"start": 0, "end": 10, "episodes": 2, "tokens": 6,
-                                     "token_accuracy": pytest.approx(5 / 6), "exact_match": 0.5,
-                                     "mean_logprob": pytest.approx(-4 / 6)}
-    assert res["by_distance"][1] == {"start": 10, "end": 20, "episodes": 1, "tokens": 3, "token_accuracy": 0.0,
-                                     "exact_match": 0.0, "mean_logprob": -2.0}
+    assert res["overall"] == {
+        "episodes": 4,
+        "tokens": 10,
+        "token_accuracy": 0.6,
+        "exact_match": 0.5,
+        "mean_logprob": pytest.approx(-1.05),
+    }
+    assert res["by_distance"][0] == {
+        "start": 0,
+        "end": 10,
+        "episodes": 2,
+        "tokens": 6,
+        "token_accuracy": pytest.approx(5 / 6),
+        "exact_match": 0.5,
+        "mean_logprob": pytest.approx(-4 / 6),
+    }
+    assert res["by_distance"][1] == {
+        "start": 10,
+        "end": 20,
+        "episodes": 1,
+        "tokens": 3,
+        "token_accuracy": 0.0,
+        "exact_match": 0.0,
+        "mean_logprob": -2.0,
+    }

@@ -28,9 +28,18 @@ from tokenweight.evaluate.runner import EvalConfig, evaluate_models  # noqa: E40
 
 def tiny_llama(vocab: int, seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                      bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -66,8 +75,15 @@ def test_retrieving_model_beats_random_on_niah(tmp_path):
     tok = make_tokenizer(tmp_path / "tok")
     trained = train_retriever(tok)
     rand = tiny_llama(len(tok), seed=1).eval()
-    cfg = EvalConfig(tasks=["niah_single_1"], lengths=[128], window=128, num_samples=4,
-                     depths=[0.25, 0.75], generation=False, batch_size=8)
+    cfg = EvalConfig(
+        tasks=["niah_single_1"],
+        lengths=[128],
+        window=128,
+        num_samples=4,
+        depths=[0.25, 0.75],
+        generation=False,
+        batch_size=8,
+    )
     res = evaluate_models({"random": rand, "trained": trained}, tokenizer=tok, config=cfg)
     pooled = {m["name"]: next(r for r in m["tasks"] if r["depth"] is None)["likelihood"] for m in res["models"]}
     assert pooled["random"]["token_accuracy"] < 0.15

@@ -13,20 +13,36 @@ from tokenweight.evaluate.results import SCHEMA_VERSION, check_results, format_t
 from tokenweight.evaluate.runner import EvalConfig, evaluate_models, write_outputs
 from tokenweight.scoring import token_nll
 
+
 def make_tokenizer(path, vocab=700):
     """Byte-level BPE with digits split one per token and BOS added (like the demo's tokenizer),
     trained in milliseconds on the task templates, so that task prompts stay short."""
     from tokenweight.evaluate.tasks import haystack, niah, variable_tracking, words
 
-    text = [niah.TEMPLATE, niah.ANSWER_PREFIX, niah.NEEDLE, variable_tracking.TEMPLATE,
-            variable_tracking.ANSWER_PREFIX, words.CWE_TEMPLATE, words.FWE_TEMPLATE, haystack.NOISE] * 20
+    text = [
+        niah.TEMPLATE,
+        niah.ANSWER_PREFIX,
+        niah.NEEDLE,
+        variable_tracking.TEMPLATE,
+        variable_tracking.ANSWER_PREFIX,
+        words.CWE_TEMPLATE,
+        words.FWE_TEMPLATE,
+        haystack.NOISE,
+    ] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(text, trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=vocab,
+            special_tokens=["<s>", "</s>", "<pad>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     fast.save_pretrained(path)
@@ -35,9 +51,18 @@ def make_tokenizer(path, vocab=700):
 
 def make_model(path, vocab, seed):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(path)
     return model.eval()
@@ -62,8 +87,9 @@ def make_prepared(path, tokenizer, n=48, num=5, seed=0):
     ds.save_to_disk(str(path / "validation"))
     ds.select(range(2)).save_to_disk(str(path / "train"))
     tokenizer.save_pretrained(path / "tokenizer")
-    (path / "manifest.json").write_text(json.dumps({"n": n, "tokenizer": "bpe", "counts": {"validation": num},
-                                                    "fingerprint": "abc", "episodes": {}}))
+    (path / "manifest.json").write_text(
+        json.dumps({"n": n, "tokenizer": "bpe", "counts": {"validation": num}, "fingerprint": "abc", "episodes": {}})
+    )
     return rows
 
 
@@ -97,7 +123,11 @@ def test_lm_metrics_side_by_side_equal_direct_computation(setup):
             assert got_b["ppl"] == pytest.approx(want_b["ppl"], rel=1e-5)
         assert m["perplexity"]["short"]["ppl"] == pytest.approx(want["short"]["ppl"], rel=1e-5)
         assert m["episodes"]["overall"]["episodes"] == 8
-        assert [x["episodes"] for x in m["episodes"]["by_distance"]] == [3, 5, 0]  # 3 at distance 6; 3 at 25 and 2 at 18
+        assert [x["episodes"] for x in m["episodes"]["by_distance"]] == [
+            3,
+            5,
+            0,
+        ]  # 3 at distance 6; 3 at 25 and 2 at 18
         assert m["tasks"] == []
     # LongPPL: the first model judges key tokens for both
     ev = res["evaluator"]
@@ -112,8 +142,7 @@ def test_longppl_against_hand_computation(setup):
     """With alpha = -inf-ish and beta = -inf-ish every eligible token is a key token:
     LongPPL then equals the perplexity of positions >= w."""
     tmp, tok, a, b, rows = setup
-    cfg = EvalConfig(tasks=[], window=16, batch_size=3, alpha=-1e9, beta=-1e9, evaluator="B",
-                     position_edges=[16, 48])
+    cfg = EvalConfig(tasks=[], window=16, batch_size=3, alpha=-1e9, beta=-1e9, evaluator="B", position_edges=[16, 48])
     res = evaluate_models({"A": a, "B": b}, tokenizer=tok, data_dir=tmp / "data", config=cfg)
     for m in res["models"]:
         lp, late = m["longppl"], m["perplexity"]["by_position"][0]
@@ -152,8 +181,16 @@ def test_tasks_rows_by_depth_and_outputs(setup, tmp_path):
     from tokenweight.evaluate import tasks as T
 
     tmp, tok, a, b, rows = setup
-    cfg = EvalConfig(tasks=["niah_single_1", "fwe"], lengths=[64, 128], window=128, num_samples=2,
-                     depths=[0.0, 1.0], generation=True, max_new_tokens=3, batch_size=4)
+    cfg = EvalConfig(
+        tasks=["niah_single_1", "fwe"],
+        lengths=[64, 128],
+        window=128,
+        num_samples=2,
+        depths=[0.0, 1.0],
+        generation=True,
+        max_new_tokens=3,
+        batch_size=4,
+    )
     res = evaluate_models({"A": a, "B": b}, tokenizer=tok, config=cfg)
     assert res["data"] is None and res["evaluator"] is None
     assert res["config"]["depths"] == [0.0, 1.0] and res["config"]["lengths"] == [64, 128]
@@ -166,8 +203,12 @@ def test_tasks_rows_by_depth_and_outputs(setup, tmp_path):
         samples = T.generate_samples("niah_single_1", tok, 128, 2, 0, haystack=T.Haystack.noise(), depths=[0.0, 1.0])
         lik = T.score_likelihood(model, tok, samples, batch_size=1)
         for r, idx in zip(niah, ([0, 1, 2, 3], [0, 1], [2, 3])):
-            assert r["likelihood"]["token_accuracy"] == pytest.approx(sum(lik[i]["token_accuracy"] for i in idx) / len(idx))
-            assert r["likelihood"]["mean_logprob"] == pytest.approx(sum(lik[i]["mean_logprob"] for i in idx) / len(idx), abs=1e-5)
+            assert r["likelihood"]["token_accuracy"] == pytest.approx(
+                sum(lik[i]["token_accuracy"] for i in idx) / len(idx)
+            )
+            assert r["likelihood"]["mean_logprob"] == pytest.approx(
+                sum(lik[i]["mean_logprob"] for i in idx) / len(idx), abs=1e-5
+            )
             assert r["likelihood"]["candidate_accuracy"] == sum(lik[i]["rank"] == 1 for i in idx) / len(idx)
             assert r["generation"]["metric"] == "string_match_all"
             assert 0.0 <= r["generation"]["score"] <= 100.0
@@ -200,11 +241,14 @@ def test_cache_resumes_without_running_models(setup, tmp_path, monkeypatch):
         raise AssertionError(f"model {source} loaded although cached")
 
     monkeypatch.setattr(runner, "load_model", no_load)
-    again = evaluate_models({"a2": models["A"], "B": models["B"]}, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path)
+    again = evaluate_models(
+        {"a2": models["A"], "B": models["B"]}, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path
+    )
     for x, y in zip(first["models"], again["models"]):
         assert {k: v for k, v in x.items() if k != "name"} == {k: v for k, v in y.items() if k != "name"}
     assert [m["name"] for m in again["models"]] == ["a2", "B"]
     assert again["evaluator"] == {**first["evaluator"], "name": "a2"}  # the first model judges by default
     with pytest.raises(AssertionError, match="loaded although cached"):
-        evaluate_models(models, data_dir=tmp / "data", config=EvalConfig(**{**cfg.__dict__, "alpha": 1.0}),
-                        cache_dir=tmp_path)
+        evaluate_models(
+            models, data_dir=tmp / "data", config=EvalConfig(**{**cfg.__dict__, "alpha": 1.0}), cache_dir=tmp_path
+        )

@@ -32,34 +32,75 @@ def eval_entry(name, em, task_acc, short_ppl, offset=0.0):
     for i, (lo, hi) in enumerate(zip(EDGES, EDGES[1:])):
         eps = EPISODES[i]
         e = em[i] if i < len(em) else None
-        by_distance.append({"start": lo, "end": hi, "episodes": eps, "tokens": 3 * eps,
-                            "token_accuracy": None if e is None else min(1.0, e + 0.05),
-                            "exact_match": e, "mean_logprob": None if e is None else -1.0 + e})
+        by_distance.append(
+            {
+                "start": lo,
+                "end": hi,
+                "episodes": eps,
+                "tokens": 3 * eps,
+                "token_accuracy": None if e is None else min(1.0, e + 0.05),
+                "exact_match": e,
+                "mean_logprob": None if e is None else -1.0 + e,
+            }
+        )
     total = sum(EPISODES)
     overall_em = sum(e * n for e, n in zip(em, EPISODES)) / total
     tasks = []
     for task, acc in zip(("niah", "kv"), task_acc):
         for length in (256, 1024):
             a = acc if length == 1024 else min(1.0, acc + 0.3)
-            tasks.append({"task": task, "length": length, "depth": None, "samples": 4,
-                          "likelihood": {"token_accuracy": a, "candidate_accuracy": a, "logprob": -2.0},
-                          "generation": {"score": a / 2, "exact_match": a / 2}})
+            tasks.append(
+                {
+                    "task": task,
+                    "length": length,
+                    "depth": None,
+                    "samples": 4,
+                    "likelihood": {"token_accuracy": a, "candidate_accuracy": a, "logprob": -2.0},
+                    "generation": {"score": a / 2, "exact_match": a / 2},
+                }
+            )
             if task == "niah":
                 for depth in (0.0, 1.0):
-                    tasks.append({"task": task, "length": length, "depth": depth, "samples": 2,
-                                  "likelihood": {"token_accuracy": a, "candidate_accuracy": a, "logprob": -2.0},
-                                  "generation": {"score": a / 2, "exact_match": a / 2}})
-    by_position = [{"start": lo, "end": hi, "ppl": short_ppl + 0.5 * i + offset, "nll": 2.0, "tokens": 1000}
-                   for i, (lo, hi) in enumerate(zip(EDGES, EDGES[1:]))]
+                    tasks.append(
+                        {
+                            "task": task,
+                            "length": length,
+                            "depth": depth,
+                            "samples": 2,
+                            "likelihood": {"token_accuracy": a, "candidate_accuracy": a, "logprob": -2.0},
+                            "generation": {"score": a / 2, "exact_match": a / 2},
+                        }
+                    )
+    by_position = [
+        {"start": lo, "end": hi, "ppl": short_ppl + 0.5 * i + offset, "nll": 2.0, "tokens": 1000}
+        for i, (lo, hi) in enumerate(zip(EDGES, EDGES[1:]))
+    ]
     return {
-        "name": name, "source": f"runs/{name}", "parameters": 1000,
-        "perplexity": {"overall": {"ppl": short_ppl + 1.0, "nll": 2.5, "tokens": 4000},
-                       "short": {"ppl": short_ppl, "nll": 2.3, "tokens": 1020, "window": W},
-                       "by_position": by_position},
-        "longppl": {"longppl": short_ppl * 2, "nll": 3.0, "key_tokens": 50, "eligible_tokens": 3000, "key_share": 50 / 3000},
-        "episodes": {"overall": {"episodes": total, "tokens": 3 * total, "token_accuracy": overall_em,
-                                 "exact_match": overall_em, "mean_logprob": -1.0},
-                     "by_distance": by_distance},
+        "name": name,
+        "source": f"runs/{name}",
+        "parameters": 1000,
+        "perplexity": {
+            "overall": {"ppl": short_ppl + 1.0, "nll": 2.5, "tokens": 4000},
+            "short": {"ppl": short_ppl, "nll": 2.3, "tokens": 1020, "window": W},
+            "by_position": by_position,
+        },
+        "longppl": {
+            "longppl": short_ppl * 2,
+            "nll": 3.0,
+            "key_tokens": 50,
+            "eligible_tokens": 3000,
+            "key_share": 50 / 3000,
+        },
+        "episodes": {
+            "overall": {
+                "episodes": total,
+                "tokens": 3 * total,
+                "token_accuracy": overall_em,
+                "exact_match": overall_em,
+                "mean_logprob": -1.0,
+            },
+            "by_distance": by_distance,
+        },
         "tasks": tasks,
         "seconds": 1.0,
     }
@@ -70,22 +111,48 @@ def make_evaluation():
     for name, (_, _, _, em, acc, ppl, _, _) in RUNS.items():
         models.append(eval_entry(name, em, acc, ppl))
     return {
-        "schema_version": 1, "tokenweight_version": "0.1.0", "created": "2026-11-22T00:00:00Z",
+        "schema_version": 1,
+        "tokenweight_version": "0.1.0",
+        "created": "2026-11-22T00:00:00Z",
         "config": {"window": W, "lengths": [256, 1024], "position_edges": EDGES, "distance_edges": EDGES},
         "data": {"dir": "runs/data", "n": N, "sequences": 4, "tokens": 4096, "episodes": 20, "fingerprint": "ab"},
-        "evaluator": {"name": "base", "window": W, "stride": 64, "alpha": 2.0, "beta": -2.0,
-                      "key_tokens": 200, "eligible_tokens": 3000, "key_share": 0.0667},
-        "models": models, "seconds": 5.0,
+        "evaluator": {
+            "name": "base",
+            "window": W,
+            "stride": 64,
+            "alpha": 2.0,
+            "beta": -2.0,
+            "key_tokens": 200,
+            "eligible_tokens": 3000,
+            "key_share": 0.0667,
+        },
+        "models": models,
+        "seconds": 5.0,
     }
 
 
 def write_log(path, steps=20, base=5.0):
     with open(path, "w") as f:
         for s in range(1, steps + 1):
-            f.write(json.dumps({"step": s, "loss": base - 0.1 * s + 0.01, "weighted_loss": base - 0.1 * s,
-                                "plain_loss": base - 0.08 * s, "weight_mean": 1.0, "weight_std": 0.2 + 0.01 * s,
-                                "weight_max": 3.0, "weight_zero_share": 0.0, "learning_rate": 1e-3,
-                                "tokens_per_s": 4000.0, "grad_norm": 1.0, "epoch": 0.1 * s}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "step": s,
+                        "loss": base - 0.1 * s + 0.01,
+                        "weighted_loss": base - 0.1 * s,
+                        "plain_loss": base - 0.08 * s,
+                        "weight_mean": 1.0,
+                        "weight_std": 0.2 + 0.01 * s,
+                        "weight_max": 3.0,
+                        "weight_zero_share": 0.0,
+                        "learning_rate": 1e-3,
+                        "tokens_per_s": 4000.0,
+                        "grad_norm": 1.0,
+                        "epoch": 0.1 * s,
+                    }
+                )
+                + "\n"
+            )
 
 
 def make_runs(log_dir):
@@ -93,17 +160,36 @@ def make_runs(log_dir):
     for name, (scheme, scorer, seed, _, _, _, secs, tps) in RUNS.items():
         log = log_dir / f"{name}.jsonl"
         write_log(log, base=5.0 + seed)
-        out.append({"name": name, "scheme": scheme, "scorer": scorer, "seed": seed, "path": f"runs/{name}",
-                    "log_path": str(log), "train_summary": {"wall_time_s": secs, "tokens_per_s": tps, "steps": 20,
-                                                      "final_loss": 3.0, "final_plain_loss": 3.4}})
+        out.append(
+            {
+                "name": name,
+                "scheme": scheme,
+                "scorer": scorer,
+                "seed": seed,
+                "path": f"runs/{name}",
+                "log_path": str(log),
+                "train_summary": {
+                    "wall_time_s": secs,
+                    "tokens_per_s": tps,
+                    "steps": 20,
+                    "final_loss": 3.0,
+                    "final_plain_loss": 3.4,
+                },
+            }
+        )
     return out
 
 
 def make_results(log_dir):
     from tokenweight.report.schema import assemble_results
 
-    return assemble_results(make_evaluation(), config={"n": N, "window": W, "steps": 20}, runs=make_runs(log_dir),
-                            base={"name": "base", "path": "runs/base"}, machine={"cpu": "test", "threads": 2})
+    return assemble_results(
+        make_evaluation(),
+        config={"n": N, "window": W, "steps": 20},
+        runs=make_runs(log_dir),
+        base={"name": "base", "path": "runs/base"},
+        machine={"cpu": "test", "threads": 2},
+    )
 
 
 CORPUS = ["def f(x):\n    return x + 1  # é\n", "class A:\n    pass\n", "  x\n\té  y", "for i in range(10): print(i)\n"]
@@ -117,8 +203,12 @@ def make_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 5, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
@@ -129,6 +219,13 @@ def make_llama(vocab_size, seed=0, max_positions=64):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+    )
     return LlamaForCausalLM(cfg).eval()

@@ -6,19 +6,20 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from report_fixtures import make_results
 
 from tokenweight.report import build_report, complete_results, validate_results
-from tokenweight.report.tables import all_tables, tables_markdown
 from tokenweight.report.heatmap import heatmap_html
-
-from report_fixtures import make_results
+from tokenweight.report.tables import all_tables, tables_markdown
 
 SAMPLE = {
     "tokens": ["<s>", "def", " f", "(x", "):\n", "    return", " x"],
     "long_nll": [None, 3.0, 2.0, 1.0, 0.5, 2.5, 0.1],
     "short_nll": [None, 3.0, 2.5, 1.0, 0.4, 4.0, 0.2],
     "weights": {"dense:0.75": [None, 0.8, 1.1, 0.8, 0.9, 1.6, 0.9], "sparse:0.5": [None, 0, 2, 0, 2, 2, 0]},
-    "window": 4, "stride": 2, "self_scored": True,
+    "window": 4,
+    "stride": 2,
+    "self_scored": True,
 }
 
 
@@ -57,8 +58,17 @@ def _row(md: str, title: str, label: str) -> list[str]:
 
 def test_files(report):
     names = {p.name for p in report.iterdir()}
-    assert {"report.md", "index.html", "results.json", "training_curves.png", "weight_histograms.png",
-            "ppl_by_position.png", "episodes_by_distance.png", "tasks_by_length.png", "heatmap_niah.png"} <= names
+    assert {
+        "report.md",
+        "index.html",
+        "results.json",
+        "training_curves.png",
+        "weight_histograms.png",
+        "ppl_by_position.png",
+        "episodes_by_distance.png",
+        "tasks_by_length.png",
+        "heatmap_niah.png",
+    } <= names
     assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
     for png in report.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

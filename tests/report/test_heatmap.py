@@ -23,8 +23,12 @@ class _Panels(HTMLParser):
             self._cur = self.panels.setdefault(a["data-scheme"], [])
         elif tag == "span" and a.get("class") == "tw-tok":
             m = re.search(r"rgba\((\d+),(\d+),(\d+),([\d.]+)\)", a.get("style", ""))
-            self._span = {"alpha": float(m.group(4)) if m else None, "rgb": m.groups()[:3] if m else None,
-                          "title": a["title"], "text": ""}
+            self._span = {
+                "alpha": float(m.group(4)) if m else None,
+                "rgb": m.groups()[:3] if m else None,
+                "title": a["title"],
+                "text": "",
+            }
             self._cur.append(self._span)
 
     def handle_endtag(self, tag):
@@ -135,11 +139,14 @@ def test_token_pieces_sentencepiece_style():
 
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    tok.train_from_iterator(["hello world def f(x): return x"] * 10,
-                            trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
+    tok.train_from_iterator(
+        ["hello world def f(x): return x"] * 10,
+        trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False),
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>")
     ids = [fast.bos_token_id] + fast("hello world  x\n\ty ü🙂 z", add_special_tokens=False)["input_ids"]
     pieces = token_pieces(fast, ids)

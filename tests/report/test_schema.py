@@ -18,8 +18,11 @@ def test_assemble_embeds_eval_entries(results, evaluation):
 
 def test_assemble_unknown_model(evaluation):
     with pytest.raises(SchemaError, match="'nope' is not a model of the evaluation"):
-        assemble_results(evaluation, config={"n": 1024, "window": 256},
-                         runs=[{"name": "nope", "scheme": "uniform", "scorer": "none", "seed": 0}])
+        assemble_results(
+            evaluation,
+            config={"n": 1024, "window": 256},
+            runs=[{"name": "nope", "scheme": "uniform", "scorer": "none", "seed": 0}],
+        )
 
 
 def test_run_label():
@@ -42,8 +45,10 @@ def test_run_label():
         (lambda r: r["runs"][2].update(label="uniform"), r"groups runs of different settings"),
         (lambda r: r["runs"][0]["eval"].update(name="x"), r"runs\[0\]\.eval\.name: is 'x'"),
         (lambda r: r["runs"][0]["eval"].pop("tasks"), r"runs\[0\]\.eval: lacks key\(s\) tasks"),
-        (lambda r: r["runs"][0]["eval"]["perplexity"]["short"].update(ppl=float("nan")),
-         r"runs\[0\]\.eval\.perplexity\.short\.ppl: holds a non-finite number"),
+        (
+            lambda r: r["runs"][0]["eval"]["perplexity"]["short"].update(ppl=float("nan")),
+            r"runs\[0\]\.eval\.perplexity\.short\.ppl: holds a non-finite number",
+        ),
         (lambda r: r.update(verdict={"text": 3}), r"verdict\.text: must be a string"),
         (lambda r: r["machine"].update(obj=object()), r"machine\.obj: holds a value of type object"),
     ],

@@ -14,15 +14,27 @@ def _write(path, records, tail=""):
 
 def test_read_log_fields_order_and_robustness(tmp_path):
     log = tmp_path / "log.jsonl"
-    _write(log, [
-        {"step": 2, "loss": 4.1, "weighted_loss": 4.0, "plain_loss": 4.2, "weight_std": 0.5, "learning_rate": 1e-3,
-         "tokens_per_s": 900.0, "grad_norm": 1.0},
-        {"step": 1, "loss": 5.0, "plain_loss": 5.2},  # a plain HF log: loss stands for the weighted loss
-        {"step": 3, "weighted_loss": "nan", "plain_loss": 3.0},  # JsonlLogger writes non-finite as strings
-        {"step": 2, "weighted_loss": 3.9, "plain_loss": 4.1},  # step 2 logged again after a resume: later wins
-        {"step": 4, "eval_loss": 2.0},  # no training loss: skipped
-        "not a dict",
-    ], tail='{"step": 5, "weighted_lo')  # the last line cut by a kill
+    _write(
+        log,
+        [
+            {
+                "step": 2,
+                "loss": 4.1,
+                "weighted_loss": 4.0,
+                "plain_loss": 4.2,
+                "weight_std": 0.5,
+                "learning_rate": 1e-3,
+                "tokens_per_s": 900.0,
+                "grad_norm": 1.0,
+            },
+            {"step": 1, "loss": 5.0, "plain_loss": 5.2},  # a plain HF log: loss stands for the weighted loss
+            {"step": 3, "weighted_loss": "nan", "plain_loss": 3.0},  # JsonlLogger writes non-finite as strings
+            {"step": 2, "weighted_loss": 3.9, "plain_loss": 4.1},  # step 2 logged again after a resume: later wins
+            {"step": 4, "eval_loss": 2.0},  # no training loss: skipped
+            "not a dict",
+        ],
+        tail='{"step": 5, "weighted_lo',
+    )  # the last line cut by a kill
     recs = read_log(log)
     assert [r["step"] for r in recs] == [1, 2, 3]
     assert recs[0] == {"step": 1, "weighted_loss": 5.0, "plain_loss": 5.2}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,14 +22,15 @@ def labelled_runs(labels):
         if y != IGNORE_INDEX and p is None:
             p = t
         elif y == IGNORE_INDEX and p is not None:
-            runs.append((p, t)); p = None
+            runs.append((p, t))
+            p = None
     return runs
 
 
 def occurs_before(ids, p, q):
     """Brute force: ids[p:q] is a contiguous substring of ids[:p]."""
     seg = ids[p:q]
-    return any(ids[s:s + len(seg)] == seg for s in range(0, p - len(seg) + 1))
+    return any(ids[s : s + len(seg)] == seg for s in range(0, p - len(seg) + 1))
 
 
 @pytest.mark.parametrize("length,bos", [(256, 0), (57, 0), (8, None), (4, 0)])
@@ -44,14 +44,14 @@ def test_rows_are_labelled_repeats_of_earlier_content(length, bos):
         ids, labels = ex["input_ids"].tolist(), ex["labels"].tolist()
         assert len(ids) == len(labels) == length and ex["index"] == i
         assert (ids[0] == bos) if bos is not None else True
-        assert not set(ids[1 if bos is not None else 0:]) & special
+        assert not set(ids[1 if bos is not None else 0 :]) & special
         runs = labelled_runs(labels)
         assert runs and all(labels[t] == ids[t] for p, q in runs for t in range(p, q))
         assert all(occurs_before(ids, p, q) for p, q in runs)  # every labelled token is a copy
         if length >= 57:  # first repeat: x starts after BOS, the copy after x and the filler
             p, q = runs[0]
             offsets.add(p - 1)
-            assert ids[1:1 + q - p] == ids[p:q]
+            assert ids[1 : 1 + q - p] == ids[p:q]
     assert len(offsets) > 1 or length < 57  # the copy distance varies from row to row
 
 
@@ -71,11 +71,14 @@ def test_collator_keeps_example_labels():
     assert out["index"].tolist() == [0, 9]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_rows=0, length=9, vocab_size=10), "num_rows"),
-    (dict(num_rows=1, length=3, vocab_size=10, bos_token_id=0), "length"),
-    (dict(num_rows=1, length=9, vocab_size=3, special_ids=[0, 1]), "non-special"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_rows=0, length=9, vocab_size=10), "num_rows"),
+        (dict(num_rows=1, length=3, vocab_size=10, bos_token_id=0), "length"),
+        (dict(num_rows=1, length=9, vocab_size=3, special_ids=[0, 1]), "non-special"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CopyTask(**kwargs)
@@ -118,8 +121,15 @@ def test_demo_recipe_forms_an_induction_head(tmp_path):
     special, bos = tok.all_special_ids, tok.bos_token_id
     model = init_model("shallow", vocab, 256, bos_token_id=bos)
     train = CopyTask(steps * batch, 64, vocab, special_ids=special, bos_token_id=bos, seed=0)
-    recipe = Recipe(max_steps=steps, batch_size=batch, lr=3e-3, lr_scheduler="constant_with_warmup",
-                    warmup_steps=28, save_steps=steps, logging_steps=50)
+    recipe = Recipe(
+        max_steps=steps,
+        batch_size=batch,
+        lr=3e-3,
+        lr_scheduler="constant_with_warmup",
+        warmup_steps=28,
+        save_steps=steps,
+        logging_steps=50,
+    )
     run_training(model=model, tokenizer=tok, train_dataset=train, recipe=recipe, out_dir=tmp_path / "run")
     held_out = CopyTask(64, 64, vocab, special_ids=special, bos_token_id=bos, seed=12345)
     ids = torch.stack([held_out[i]["input_ids"] for i in range(64)])

@@ -25,8 +25,17 @@ def test_training_arguments_from_recipe(tmp_path):
     assert a.output_dir == str(tmp_path) and a.report_to == []
 
 
-@pytest.mark.parametrize("field, value", [("max_steps", 0), ("lr", 0.0), ("adam_beta2", 1.0),
-                                          ("lr_scheduler", "wsd"), ("save_total_limit", 0), ("grad_accum", 1.5)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_steps", 0),
+        ("lr", 0.0),
+        ("adam_beta2", 1.0),
+        ("lr_scheduler", "wsd"),
+        ("save_total_limit", 0),
+        ("grad_accum", 1.5),
+    ],
+)
 def test_recipe_validation(field, value):
     with pytest.raises(ValueError, match=field):
         Recipe(**{field: value}).validate()
@@ -42,8 +51,9 @@ def test_deepspeed_configs(tmp_path):
         load_deepspeed_config("zero9")
 
 
-@pytest.mark.parametrize("name, command", [("pretrain_default", "pretrain"), ("train_default", "train"),
-                                           ("paper_llama3_8b_32k", "train")])
+@pytest.mark.parametrize(
+    "name, command", [("pretrain_default", "pretrain"), ("train_default", "train"), ("paper_llama3_8b_32k", "train")]
+)
 def test_shipped_configs_are_valid_options(name, command):
     _, subparsers = build_parser()
     parser = subparsers[command]
@@ -57,7 +67,13 @@ def test_paper_recipe_numbers():
     assert (c["n"], c["window"], c["stride"]) == (32768, 8192, 6144)
     assert (c["lr"], c["warmup_steps"], c["lr_scheduler"]) == (2e-5, 20, "constant_with_warmup")
     assert (c["adam_beta1"], c["adam_beta2"], c["weight_decay"]) == (0.9, 0.95, 0.01)
-    assert (c["batch_size"], c["grad_accum"], c["max_steps"], c["bf16"], c["gradient_checkpointing"]) == (1, 16, 240, True, True)
+    assert (c["batch_size"], c["grad_accum"], c["max_steps"], c["bf16"], c["gradient_checkpointing"]) == (
+        1,
+        16,
+        240,
+        True,
+        True,
+    )
     assert c["deepspeed"] == "zero3" and c["rope_theta"] == pytest.approx(theta_for_extension(500_000, 4), rel=1e-12)
     default = load_config(CONFIG_DIR / "train_default.yaml")
     assert default["window"] == 256 and load_config(CONFIG_DIR / "pretrain_default.yaml")["init"] == "small"

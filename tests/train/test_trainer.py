@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from train_helpers import BOS, dataset, sequences, tiny_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from train_helpers import BOS, dataset, sequences, tiny_model
 from tokenweight.scoring import short_context_nll, token_nll
 from tokenweight.train.callbacks import JsonlLogger
 from tokenweight.train.collate import PadCollator, TrainSequences
@@ -23,10 +23,23 @@ ROWS = sequences(8, N, seed=3, short_every=1)  # 8 different lengths: counts dif
 
 
 def targs(tmp_path, ga=1, bs=4, steps=1, **kw):
-    return TrainingArguments(output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=bs,
-                             gradient_accumulation_steps=ga, learning_rate=1e-2, lr_scheduler_type="constant",
-                             report_to="none", remove_unused_columns=False, save_strategy="no", seed=0,
-                             data_seed=0, logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False, **kw)
+    return TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=bs,
+        gradient_accumulation_steps=ga,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        report_to="none",
+        remove_unused_columns=False,
+        save_strategy="no",
+        seed=0,
+        data_seed=0,
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        **kw,
+    )
 
 
 class GradCapture(TrainerCallback):
@@ -42,8 +55,14 @@ class GradCapture(TrainerCallback):
 def run_grads(tmp_path, cls=WeightedTrainer, ga=1, bs=4, collator=None, **kw):
     model = tiny_model(n=N)
     cap = GradCapture(model)
-    trainer = cls(model=model, args=targs(tmp_path, ga, bs), train_dataset=TrainSequences(dataset(ROWS)),
-                  data_collator=collator or PadCollator(0), callbacks=[cap], **kw)
+    trainer = cls(
+        model=model,
+        args=targs(tmp_path, ga, bs),
+        train_dataset=TrainSequences(dataset(ROWS)),
+        data_collator=collator or PadCollator(0),
+        callbacks=[cap],
+        **kw,
+    )
     trainer.train()
     return cap.grads[0], trainer
 
@@ -73,8 +92,9 @@ def test_nll_output_layer_equals_full_logits_ce_and_restores_forward():
 
 def test_uniform_loss_and_grads_equal_hf_plain_ce(tmp_path):
     model = tiny_model(n=N)
-    trainer = WeightedTrainer(model=model, args=targs(tmp_path), train_dataset=TrainSequences(dataset(ROWS)),
-                              data_collator=PadCollator(0))
+    trainer = WeightedTrainer(
+        model=model, args=targs(tmp_path), train_dataset=TrainSequences(dataset(ROWS)), data_collator=PadCollator(0)
+    )
     b = batch(ROWS[:4])
     count = int((b["labels"][:, 1:] != -100).sum())
     loss = trainer.compute_loss(model, b, num_items_in_batch=torch.tensor(count))
@@ -112,8 +132,14 @@ def test_gradient_accumulation_is_exact(tmp_path):
 def test_self_scoring_weights_equal_hand_computation(tmp_path, spec):
     model = tiny_model(n=N)
     scheme = WeightingScheme.parse(spec)
-    trainer = WeightedTrainer(model=model, args=targs(tmp_path), train_dataset=TrainSequences(dataset(ROWS)),
-                              data_collator=PadCollator(0), scheme=scheme, scorer=SelfScorer(W, S, bos_token_id=BOS))
+    trainer = WeightedTrainer(
+        model=model,
+        args=targs(tmp_path),
+        train_dataset=TrainSequences(dataset(ROWS)),
+        data_collator=PadCollator(0),
+        scheme=scheme,
+        scorer=SelfScorer(W, S, bos_token_id=BOS),
+    )
     b = batch(ROWS[:6])
     nll, mask, weights = trainer.forward_weights(model, b)
     long = token_nll(model, b["input_ids"], b["attention_mask"])
@@ -137,8 +163,14 @@ class FakeCache:
 def test_frozen_scorer_weights_use_cache_rows_by_index(tmp_path):
     model = tiny_model(n=N)
     scheme = WeightingScheme.parse("dense:0.25")
-    trainer = WeightedTrainer(model=model, args=targs(tmp_path), train_dataset=TrainSequences(dataset(ROWS)),
-                              data_collator=PadCollator(0), scheme=scheme, scorer=FrozenScorer(FakeCache()))
+    trainer = WeightedTrainer(
+        model=model,
+        args=targs(tmp_path),
+        train_dataset=TrainSequences(dataset(ROWS)),
+        data_collator=PadCollator(0),
+        scheme=scheme,
+        scorer=FrozenScorer(FakeCache()),
+    )
     b = batch(ROWS[:4])
     b["index"] = torch.tensor([5, 0, 7, 2])
     _, mask, weights = trainer.forward_weights(model, b)
@@ -150,17 +182,33 @@ def test_frozen_scorer_weights_use_cache_rows_by_index(tmp_path):
 def test_logged_statistics_equal_hand_computation(tmp_path):
     model = tiny_model(n=N)
     kw = dict(scheme="dense:0.5", scorer=SelfScorer(W, S, bos_token_id=BOS))
-    probe = WeightedTrainer(model=model, args=targs(tmp_path / "p"), train_dataset=TrainSequences(dataset(ROWS)),
-                            data_collator=PadCollator(0), **kw)
+    probe = WeightedTrainer(
+        model=model,
+        args=targs(tmp_path / "p"),
+        train_dataset=TrainSequences(dataset(ROWS)),
+        data_collator=PadCollator(0),
+        **kw,
+    )
     nll, mask, w = probe.forward_weights(model, batch(ROWS))  # the whole data set is the one batch
     nll, w = nll.detach()[mask].double(), w[mask].double()
-    trainer = WeightedTrainer(model=model, args=targs(tmp_path / "t", bs=len(ROWS)),
-                              train_dataset=TrainSequences(dataset(ROWS)), data_collator=PadCollator(0),
-                              callbacks=[JsonlLogger(tmp_path / "log.jsonl")], **kw)
+    trainer = WeightedTrainer(
+        model=model,
+        args=targs(tmp_path / "t", bs=len(ROWS)),
+        train_dataset=TrainSequences(dataset(ROWS)),
+        data_collator=PadCollator(0),
+        callbacks=[JsonlLogger(tmp_path / "log.jsonl")],
+        **kw,
+    )
     trainer.train()
     log = trainer.state.log_history[0]
-    expect = {"weighted_loss": (w * nll).mean(), "plain_loss": nll.mean(), "weight_mean": w.mean(),
-              "weight_std": w.std(unbiased=False), "weight_max": w.max(), "weight_zero_share": (w == 0).double().mean()}
+    expect = {
+        "weighted_loss": (w * nll).mean(),
+        "plain_loss": nll.mean(),
+        "weight_mean": w.mean(),
+        "weight_std": w.std(unbiased=False),
+        "weight_max": w.max(),
+        "weight_zero_share": (w == 0).double().mean(),
+    }
     for k, v in expect.items():
         assert log[k] == pytest.approx(v.item(), rel=1e-5, abs=1e-6), k
     assert log["loss"] == pytest.approx(log["weighted_loss"], rel=1e-5)
@@ -185,9 +233,16 @@ def test_nan_guard_names_step_and_sequences(tmp_path):
                 with torch.no_grad():
                     model.get_input_embeddings().weight[poison] = math.nan
 
-    trainer = WeightedTrainer(model=model, args=targs(tmp_path, bs=4, steps=3), train_dataset=TrainSequences(dataset(rows)),
-                              data_collator=PadCollator(0), callbacks=[Poison()])
-    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 2 on train sequences \[2\]"):
+    trainer = WeightedTrainer(
+        model=model,
+        args=targs(tmp_path, bs=4, steps=3),
+        train_dataset=TrainSequences(dataset(rows)),
+        data_collator=PadCollator(0),
+        callbacks=[Poison()],
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 2 on train sequences \[2\]"
+    ):
         trainer.train()
 
 

@@ -20,9 +20,20 @@ def tiny_model(vocab: int = VOCAB, n: int = 64, seed: int = 0, tie: bool = True,
     from tokenweight.models import init_model
 
     torch.manual_seed(seed)
-    return init_model("tiny", vocab, n, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
-                      intermediate_size=64, num_hidden_layers=layers, tie_word_embeddings=tie,
-                      bos_token_id=BOS, eos_token_id=2, pad_token_id=0)
+    return init_model(
+        "tiny",
+        vocab,
+        n,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        tie_word_embeddings=tie,
+        bos_token_id=BOS,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
 
 
 def make_tokenizer(folder: Path, vocab: int = VOCAB):
@@ -33,8 +44,9 @@ def make_tokenizer(folder: Path, vocab: int = VOCAB):
     words = {t: i for i, t in enumerate(SPECIALS + [f"w{i}" for i in range(vocab - len(SPECIALS))])}
     tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     fast.save_pretrained(folder)
     return fast
 
@@ -51,19 +63,27 @@ def sequences(count: int, n: int, vocab: int = VOCAB, seed: int = 0, short_every
     return rows
 
 
-def make_prepared(folder: Path, n: int = 64, count: int = 16, vocab: int = VOCAB, seed: int = 0,
-                  short_every: int = 0) -> Path:
+def make_prepared(
+    folder: Path, n: int = 64, count: int = 16, vocab: int = VOCAB, seed: int = 0, short_every: int = 0
+) -> Path:
     from datasets import Dataset, Features, List, Value
 
-    feats = Features({"input_ids": List(Value("int32")), "doc_id": Value("int64"),
-                      "episodes": List(List(Value("int32")))})
+    feats = Features(
+        {"input_ids": List(Value("int32")), "doc_id": Value("int64"), "episodes": List(List(Value("int32")))}
+    )
     for split, k, s in (("train", count, seed), ("validation", 3, seed + 1)):
         rows = sequences(k, n, vocab, s, short_every if split == "train" else 0)
-        Dataset.from_dict({"input_ids": rows, "doc_id": list(range(k)), "episodes": [[] for _ in range(k)]},
-                          features=feats).save_to_disk(str(folder / split))
+        Dataset.from_dict(
+            {"input_ids": rows, "doc_id": list(range(k)), "episodes": [[] for _ in range(k)]}, features=feats
+        ).save_to_disk(str(folder / split))
     make_tokenizer(folder / "tokenizer", vocab)
-    manifest = {"n": n, "tokenizer": "tokenizer", "counts": {"train": count, "validation": 3},
-                "fingerprint": f"train-test-{seed}-{n}-{count}", "episodes": {}}
+    manifest = {
+        "n": n,
+        "tokenizer": "tokenizer",
+        "counts": {"train": count, "validation": 3},
+        "fingerprint": f"train-test-{seed}-{n}-{count}",
+        "episodes": {},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 

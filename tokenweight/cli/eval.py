@@ -15,34 +15,72 @@ HELP = "evaluate models side by side: perplexity by position, LongPPL, episode r
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="*", default=[], metavar="MODEL", help="model folders (HF format), compared side by side")
+    p.add_argument(
+        "models", nargs="*", default=[], metavar="MODEL", help="model folders (HF format), compared side by side"
+    )
     p.add_argument("--names", default=None, help="comma-separated display names, one per MODEL (default: folder names)")
-    p.add_argument("--data", default=None, metavar="PREPARED_DIR",
-                   help="prepared folder: its validation split gives perplexity by position, LongPPL and episode recall")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PREPARED_DIR",
+        help="prepared folder: its validation split gives perplexity by position, LongPPL and episode recall",
+    )
     p.add_argument("--lengths", default="256,512,1024", help="task lengths in tokens, comma-separated")
-    p.add_argument("--tasks", default="all", help="comma-separated task names, 'all', or 'none' ('tokenweight tasks' lists them)")
-    p.add_argument("--num-samples", type=int, default=2,
-                   help="samples per task, length and needle depth (tasks without a needle: this x the number of depths)")
-    p.add_argument("--window", type=int, default=None,
-                   help="native window w (default: the data manifest's window, else n/4)")
-    p.add_argument("--evaluator", default=None, metavar="MODEL",
-                   help="LongPPL evaluator: a name from --names or a model folder (default: the first model)")
-    p.add_argument("--longppl-stride", type=int, default=None, help="stride of the evaluator's short windows (default w/4)")
+    p.add_argument(
+        "--tasks", default="all", help="comma-separated task names, 'all', or 'none' ('tokenweight tasks' lists them)"
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=2,
+        help="samples per task, length and needle depth (tasks without a needle: this x the number of depths)",
+    )
+    p.add_argument(
+        "--window", type=int, default=None, help="native window w (default: the data manifest's window, else n/4)"
+    )
+    p.add_argument(
+        "--evaluator",
+        default=None,
+        metavar="MODEL",
+        help="LongPPL evaluator: a name from --names or a model folder (default: the first model)",
+    )
+    p.add_argument(
+        "--longppl-stride", type=int, default=None, help="stride of the evaluator's short windows (default w/4)"
+    )
     p.add_argument("--alpha", type=float, default=2.0, help="LongPPL key-token threshold on LSD")
     p.add_argument("--beta", type=float, default=-2.0, help="LongPPL key-token threshold on LCL")
-    p.add_argument("--buckets", default=None,
-                   help="bucket edges in tokens for perplexity by position and recall by distance, e.g. 0,256,512,1024 (default: multiples of w up to n)")
-    p.add_argument("--depths", default=None, help="needle depths in [0, 1], comma-separated (default: 0,0.25,0.5,0.75,1)")
+    p.add_argument(
+        "--buckets",
+        default=None,
+        help="bucket edges in tokens for perplexity by position and recall by distance, e.g. 0,256,512,1024 "
+        "(default: multiples of w up to n)",
+    )
+    p.add_argument(
+        "--depths", default=None, help="needle depths in [0, 1], comma-separated (default: 0,0.25,0.5,0.75,1)"
+    )
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="output folder")
     p.add_argument("--batch-size", type=int, default=4, help="sequences or samples per forward pass")
     p.add_argument("--max-sequences", type=int, default=32, help="held-out sequences used (0: all)")
-    p.add_argument("--generation", action=argparse.BooleanOptionalAction, default=True,
-                   help="also score tasks by batched greedy generation")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation budget in tokens; 0: RULER's per task (128 for NIAH); default: the longest answer x 1.5 + 8, at most RULER's")
+    p.add_argument(
+        "--generation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score tasks by batched greedy generation",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation budget in tokens; 0: RULER's per task (128 for NIAH); default: the longest answer "
+        "x 1.5 + 8, at most RULER's",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the task samples")
-    p.add_argument("--no-cache", action="store_true", default=False,
-                   help="evaluate every model again instead of reusing OUT/.cache entries of an earlier run")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        default=False,
+        help="evaluate every model again instead of reusing OUT/.cache entries of an earlier run",
+    )
 
 
 def _list(value, cast, flag: str) -> list:
@@ -53,7 +91,9 @@ def _list(value, cast, flag: str) -> list:
     try:
         return [cast(str(x).strip()) for x in items]
     except ValueError:
-        raise UsageError(f"{flag} {value!r} is not a comma-separated list of {cast.__name__}s: e.g. {flag} 256,512") from None
+        raise UsageError(
+            f"{flag} {value!r} is not a comma-separated list of {cast.__name__}s: e.g. {flag} 256,512"
+        ) from None
 
 
 def _names(args) -> list[str]:
@@ -94,26 +134,43 @@ def build_config(args, names: list[str]):
     tasks_arg = args.tasks if isinstance(args.tasks, (list, tuple)) else str(args.tasks).strip()
     tasks = None if tasks_arg == "all" else ([] if tasks_arg in ("none", "") else _list(tasks_arg, str, "--tasks"))
     buckets = _list(args.buckets, int, "--buckets") or None
-    if buckets is not None and (len(buckets) < 2 or buckets[0] < 0 or any(b <= a for a, b in zip(buckets, buckets[1:]))):
+    if buckets is not None and (
+        len(buckets) < 2 or buckets[0] < 0 or any(b <= a for a, b in zip(buckets, buckets[1:]))
+    ):
         raise UsageError(f"--buckets {args.buckets!r} must be at least 2 increasing edges >= 0, e.g. 0,256,512,1024")
     depths = _list(args.depths, float, "--depths") or None
     if depths is not None and any(not 0 <= d <= 1 for d in depths):
         raise UsageError(f"--depths {args.depths!r} must lie in [0, 1], e.g. 0,0.5,1")
     evaluator = args.evaluator
     if evaluator is not None and evaluator not in names and not Path(evaluator).exists():
-        raise UsageError(f"--evaluator {evaluator!r} is neither a model name ({', '.join(names)}) nor an existing folder")
+        raise UsageError(
+            f"--evaluator {evaluator!r} is neither a model name ({', '.join(names)}) nor an existing folder"
+        )
     return EvalConfig(
-        lengths=lengths, tasks=tasks, num_samples=args.num_samples, window=args.window,
-        longppl_stride=args.longppl_stride, alpha=args.alpha, beta=args.beta, evaluator=evaluator,
-        position_edges=buckets, distance_edges=buckets, batch_size=args.batch_size,
-        max_sequences=args.max_sequences or None, generation=args.generation,
-        max_new_tokens=args.max_new_tokens, depths=depths, seed=args.seed,
+        lengths=lengths,
+        tasks=tasks,
+        num_samples=args.num_samples,
+        window=args.window,
+        longppl_stride=args.longppl_stride,
+        alpha=args.alpha,
+        beta=args.beta,
+        evaluator=evaluator,
+        position_edges=buckets,
+        distance_edges=buckets,
+        batch_size=args.batch_size,
+        max_sequences=args.max_sequences or None,
+        generation=args.generation,
+        max_new_tokens=args.max_new_tokens,
+        depths=depths,
+        seed=args.seed,
     )
 
 
 def run(args) -> int:
     if not args.models:
-        raise UsageError("no MODEL given: pass one or more model folders, e.g. tokenweight eval runs/base runs/weighted")
+        raise UsageError(
+            "no MODEL given: pass one or more model folders, e.g. tokenweight eval runs/base runs/weighted"
+        )
     for m in args.models:
         if not Path(m).exists():
             raise UsageError(f"model path {m!r} does not exist: pass a folder saved with save_pretrained")
@@ -129,8 +186,12 @@ def run(args) -> int:
     from tokenweight.evaluate.runner import evaluate_models, write_outputs
 
     # per-model entries are cached under OUT/.cache: an interrupted run resumes where it stopped
-    results = evaluate_models(dict(zip(names, args.models)), data_dir=args.data, config=config,
-                              cache_dir=None if args.no_cache else Path(args.out) / ".cache")
+    results = evaluate_models(
+        dict(zip(names, args.models)),
+        data_dir=args.data,
+        config=config,
+        cache_dir=None if args.no_cache else Path(args.out) / ".cache",
+    )
     written = write_outputs(results, args.out)
     print(written["text"])
     print(f"\nwrote {written['json']}, {written['table']} and {len(written['plots'])} plot(s) to {args.out}")

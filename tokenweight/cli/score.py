@@ -20,25 +20,48 @@ VERIFY_TOL_FP32 = 1e-3
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", default=None, help="prepared data folder (from `tokenweight prepare`)")
-    parser.add_argument("--scorer", default=None,
-                        help="frozen scorer: model folder or hub id, with the data's tokenizer")
+    parser.add_argument(
+        "--scorer", default=None, help="frozen scorer: model folder or hub id, with the data's tokenizer"
+    )
     parser.add_argument("--out", default=None, help="score cache folder to create or resume")
     parser.add_argument("--window", type=int, default=256, help="short context w in tokens (default 256)")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="window stride s, 1 <= s < w (default (1 - w/n)·w, as METHOD.md recommends)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="windows per forward pass (default: about 16k tokens per pass)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                        help="scorer compute dtype (scores are stored as float32)")
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="window stride s, 1 <= s < w (default (1 - w/n)·w, as METHOD.md recommends)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="windows per forward pass (default: about 16k tokens per pass)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="scorer compute dtype (scores are stored as float32)",
+    )
     parser.add_argument("--split", default="train", help="split of the prepared data to score (default train)")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
-    parser.add_argument("--force", action="store_true", default=False,
-                        help="recompute a cache made with other options instead of refusing it")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        default=False,
+        help="recompute a cache made with other options instead of refusing it",
+    )
     parser.add_argument("--max-sequences", type=int, default=None, help="score only the first N sequences")
-    parser.add_argument("--shard-size", type=int, default=None,
-                        help="sequences per shard file, the unit of resuming (default: ~256k tokens)")
-    parser.add_argument("--verify", type=int, default=0, metavar="K",
-                        help="afterwards, recompute K sequences directly and report the largest difference")
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="sequences per shard file, the unit of resuming (default: ~256k tokens)",
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        metavar="K",
+        help="afterwards, recompute K sequences directly and report the largest difference",
+    )
 
 
 def _check(args) -> None:
@@ -92,9 +115,18 @@ def run(args) -> int:
     from tokenweight.scorecache import compute_scores
 
     s = compute_scores(
-        args.out, args.data, args.scorer, window=args.window, stride=args.stride, split=args.split,
-        batch_size=args.batch_size, dtype=args.dtype, device=args.device, shard_size=args.shard_size,
-        max_sequences=args.max_sequences, force=args.force,
+        args.out,
+        args.data,
+        args.scorer,
+        window=args.window,
+        stride=args.stride,
+        split=args.split,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        shard_size=args.shard_size,
+        max_sequences=args.max_sequences,
+        force=args.force,
     )
     # torchrun/accelerate workers end through tokenweight.cli.main.entry (os._exit after flushing)
     return _report(args, s)
@@ -110,8 +142,12 @@ def _report(args, s: dict) -> int:
     m = cache.meta
     procs = f" on {s['world_size']} processes" if s["world_size"] > 1 else ""
     if s["computed"]:
-        print(f"scored {s['computed']} sequences ({s['tokens']} tokens) in {s['seconds']:.1f} s{procs}: "
-              f"{s['tokens_per_s']:.0f} tokens/s")
-    print(f"score cache {args.out}: {s['sequences']} sequences of split {m['split']!r}, window {m['window']}, "
-          f"stride {m['stride']}, {m['dtype']}; {s['computed']} computed now, {s['cached']} already cached")
+        print(
+            f"scored {s['computed']} sequences ({s['tokens']} tokens) in {s['seconds']:.1f} s{procs}: "
+            f"{s['tokens_per_s']:.0f} tokens/s"
+        )
+    print(
+        f"score cache {args.out}: {s['sequences']} sequences of split {m['split']!r}, window {m['window']}, "
+        f"stride {m['stride']}, {m['dtype']}; {s['computed']} computed now, {s['cached']} already cached"
+    )
     return _verify(args, cache) if args.verify else 0

@@ -37,16 +37,30 @@ class _Schemes(argparse.Action):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model folder (HF format) or hub id: its long-context NLL")
-    parser.add_argument("--scorer", default=None,
-                        help="short-context model with the same tokenizer (default: the model itself, self-scoring)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer folder (default: the model's folder, else the scorer's)")
+    parser.add_argument(
+        "--scorer",
+        default=None,
+        help="short-context model with the same tokenizer (default: the model itself, self-scoring)",
+    )
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder (default: the model's folder, else the scorer's)"
+    )
     parser.add_argument("--text", default=None, metavar="FILE", help="UTF-8 text file to show")
-    parser.add_argument("--scheme", dest="scheme", action=_Schemes, default=list(DEFAULT_SCHEMES), metavar="SPEC",
-                        help=f"weighting scheme, repeatable (default: {' '.join(DEFAULT_SCHEMES)})")
-    parser.add_argument("--window", type=int, default=None,
-                        help="short-context window w (default: the scorer's max_position_embeddings, or "
-                             "the model's / 4 when self-scoring)")
+    parser.add_argument(
+        "--scheme",
+        dest="scheme",
+        action=_Schemes,
+        default=list(DEFAULT_SCHEMES),
+        metavar="SPEC",
+        help=f"weighting scheme, repeatable (default: {' '.join(DEFAULT_SCHEMES)})",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="short-context window w (default: the scorer's max_position_embeddings, or "
+        "the model's / 4 when self-scoring)",
+    )
     parser.add_argument("--stride", type=int, default=None, help="window stride s (default: (1 - w/n)·w)")
     parser.add_argument("--max-tokens", type=int, default=1024, help="use the first N tokens of the text")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
@@ -62,7 +76,9 @@ def _read_text(path: str | None) -> str:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"text file {path!r} is not UTF-8 ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+        raise UsageError(
+            f"text file {path!r} is not UTF-8 ({e.reason} at byte {e.start}): convert it to UTF-8"
+        ) from None
     if not text.strip():
         raise UsageError(f"text file {path!r} is empty: pass a file with some text")
     return text
@@ -140,14 +156,17 @@ def run(args) -> int:
     if window is None:
         window = _max_positions(scorer) if args.scorer else max(2, (_max_positions(model) or 8) // 4)
         _check_stride(args.stride, window)
-    sample = compute_heatmap(model, scorer, tokenizer, text, schemes, window=window, stride=args.stride,
-                             max_tokens=args.max_tokens)
+    sample = compute_heatmap(
+        model, scorer, tokenizer, text, schemes, window=window, stride=args.stride, max_tokens=args.max_tokens
+    )
     n = len(sample["tokens"])
     note = "the model itself (self-scoring)" if sample["self_scored"] else html.escape(str(args.scorer))
-    meta = (f"<p class='meta'>model {html.escape(str(args.model))}; short-context scorer {note}; "
-            f"text {html.escape(str(args.text))}, {n} tokens; window w = {window}, stride s = {sample['stride']}"
-            + ("; the text is no longer than the window, so the short context equals the long one" if n <= window else "")
-            + ".</p>")
+    meta = (
+        f"<p class='meta'>model {html.escape(str(args.model))}; short-context scorer {note}; "
+        f"text {html.escape(str(args.text))}, {n} tokens; window w = {window}, stride s = {sample['stride']}"
+        + ("; the text is no longer than the window, so the short context equals the long one" if n <= window else "")
+        + ".</p>"
+    )
     atomic_write_text(args.out, page(meta + sample_html(sample), f"Token weights: {Path(args.text).name}"))
     print(f"wrote {args.out} ({n} tokens, {len(schemes)} scheme(s))")
     return 0

@@ -25,7 +25,11 @@ _TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", default="list", choices=["list", "export"], help="list (default) or export")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (HF format), or a prepared data folder (uses its tokenizer/)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer folder (HF format), or a prepared data folder (uses its tokenizer/)",
+    )
     p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all'")
     p.add_argument("--lengths", default="256,512,1024", help="comma-separated prompt lengths in tokens")
     p.add_argument("--num-samples", type=int, default=10, help="samples per task, length (and depth)")
@@ -36,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="'noise' (RULER's), a text file, a folder of .txt/.py/.md files, or a prepared data folder "
         "(its validation split decoded)",
     )
-    p.add_argument("--depths", default=None, help="comma-separated needle depths in [0, 1] (default: RULER's random depths)")
+    p.add_argument(
+        "--depths", default=None, help="comma-separated needle depths in [0, 1] (default: RULER's random depths)"
+    )
     p.add_argument("--out", default=None, help="output folder")
 
 
@@ -47,7 +53,9 @@ def _list(value, name: str, cast):
         try:
             out.append(cast(str(x).strip()))
         except ValueError:
-            raise UsageError(f"{name} has {str(x).strip()!r}, which is not a valid value: pass a comma-separated list") from None
+            raise UsageError(
+                f"{name} has {str(x).strip()!r}, which is not a valid value: pass a comma-separated list"
+            ) from None
     if not out:
         raise UsageError(f"{name} is empty: pass a comma-separated list")
     return out
@@ -68,7 +76,10 @@ def _print_table() -> None:
     w = max(len(n) for n in TASKS)
     print(f"{'task':<{w}}  {'haystack':<8}  {'depth':<5}  {'metric':<16}  description")
     for t in TASKS.values():
-        print(f"{t.name:<{w}}  {t.haystack or '-':<8}  {'yes' if t.has_depth else '-':<5}  {t.metric:<16}  {t.description}")
+        print(
+            f"{t.name:<{w}}  {t.haystack or '-':<8}  {'yes' if t.has_depth else '-':<5}  "
+            f"{t.metric:<16}  {t.description}"
+        )
 
 
 def _load_tokenizer(path):
@@ -84,7 +95,9 @@ def _load_tokenizer(path):
     try:
         return AutoTokenizer.from_pretrained(str(p)), p
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot load a tokenizer from {str(p)!r} ({str(e).splitlines()[0]}): pass a HF tokenizer folder") from None
+        raise UsageError(
+            f"cannot load a tokenizer from {str(p)!r} ({str(e).splitlines()[0]}): pass a HF tokenizer folder"
+        ) from None
 
 
 def _load_haystack(spec: str, tokenizer):
@@ -101,7 +114,9 @@ def _load_haystack(spec: str, tokenizer):
 
         ds = load_from_disk(str(p / "validation"))
         if "input_ids" not in ds.column_names:
-            raise UsageError(f"{str(p / 'validation')!r} has no input_ids column: pass a folder written by 'tokenweight prepare'")
+            raise UsageError(
+                f"{str(p / 'validation')!r} has no input_ids column: pass a folder written by 'tokenweight prepare'"
+            )
         texts = tokenizer.batch_decode(ds["input_ids"], skip_special_tokens=True)
     elif p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _TEXT_SUFFIXES)

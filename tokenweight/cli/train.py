@@ -25,59 +25,102 @@ HELP = "train with token-weighted loss at long context (self or frozen scoring; 
 
 # ------------------------------------------------------------------------------ shared options
 
-def add_common_arguments(parser, *, lr: float, max_steps: int, batch_size: int, warmup_steps: int,
-                         scheduler: str) -> None:
+
+def add_common_arguments(
+    parser, *, lr: float, max_steps: int, batch_size: int, warmup_steps: int, scheduler: str
+) -> None:
     """Options of both pretrain and train (model, data, output, optimisation, checkpoints)."""
     g = parser.add_argument_group("model and data")
     g.add_argument("--model", default=None, metavar="PATH|ID", help="HF causal LM to start from (folder or hub id)")
-    g.add_argument("--init", default=None, metavar="PRESET",
-                   help="instead of --model: a Llama from scratch, preset tiny|small|base|large")
+    g.add_argument(
+        "--init",
+        default=None,
+        metavar="PRESET",
+        help="instead of --model: a Llama from scratch, preset tiny|small|base|large",
+    )
     g.add_argument("--data", default=None, metavar="DIR", help="prepared data folder (tokenweight prepare)")
     g.add_argument("--out", default=None, metavar="DIR", help="run folder: checkpoints, logs, model/, summary.json")
-    g.add_argument("--max-train-sequences", type=int, default=None, metavar="K",
-                   help="use only the first K training sequences")
+    g.add_argument(
+        "--max-train-sequences", type=int, default=None, metavar="K", help="use only the first K training sequences"
+    )
     o = parser.add_argument_group("optimisation")
     o.add_argument("--max-steps", type=int, default=max_steps, help=f"optimizer steps (default {max_steps})")
-    o.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per device and micro-batch (default {batch_size})")
+    o.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help=f"sequences per device and micro-batch (default {batch_size})",
+    )
     o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
     o.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
     o.add_argument("--lr-scheduler", default=scheduler, help=f"HF scheduler name (default {scheduler})")
-    o.add_argument("--warmup-steps", type=int, default=warmup_steps, help=f"linear warm-up steps (default {warmup_steps})")
+    o.add_argument(
+        "--warmup-steps", type=int, default=warmup_steps, help=f"linear warm-up steps (default {warmup_steps})"
+    )
     o.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     o.add_argument("--adam-beta1", type=float, default=0.9, help="AdamW β1 (default 0.9)")
     o.add_argument("--adam-beta2", type=float, default=0.95, help="AdamW β2 (default 0.95)")
     o.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping, 0 = off (default 1.0)")
-    o.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and tie-breaking (default 0)")
-    o.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
-                   help="bfloat16 mixed precision (float32 master weights)")
-    o.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False,
-                   help="recompute activations in backward (less memory, ~30%% slower)")
-    o.add_argument("--chunk-size", type=int, default=1024, help="positions per output-layer chunk of the loss (default 1024)")
-    o.add_argument("--deepspeed", default=None, metavar="JSON|YAML|NAME",
-                   help="DeepSpeed config file, or a shipped one: zero3")
+    o.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation, data order and tie-breaking (default 0)"
+    )
+    o.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="bfloat16 mixed precision (float32 master weights)",
+    )
+    o.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="recompute activations in backward (less memory, ~30%% slower)",
+    )
+    o.add_argument(
+        "--chunk-size", type=int, default=1024, help="positions per output-layer chunk of the loss (default 1024)"
+    )
+    o.add_argument(
+        "--deepspeed", default=None, metavar="JSON|YAML|NAME", help="DeepSpeed config file, or a shipped one: zero3"
+    )
     o.add_argument("--dataloader-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     c = parser.add_argument_group("checkpoints and logs")
     c.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps (default 100)")
     c.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (default 2)")
     c.add_argument("--logging-steps", type=int, default=1, help="log every N steps (default 1)")
-    c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
-                   help="continue the run in --out from its last checkpoint")
+    c.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="continue the run in --out from its last checkpoint",
+    )
 
 
 def check_common(args) -> None:
     """UsageError for missing or out-of-range common options."""
     if not args.data or not args.out:
-        raise UsageError(f"--data and --out are required: tokenweight {args.command} --data DIR --out DIR "
-                         "(--model PATH | --init PRESET)")
+        raise UsageError(
+            f"--data and --out are required: tokenweight {args.command} --data DIR --out DIR "
+            "(--model PATH | --init PRESET)"
+        )
     if bool(args.model) == bool(args.init):
-        raise UsageError("pass exactly one of --model PATH|ID (start from a trained model) and --init PRESET "
-                         "(from scratch: tiny, small, base, large)")
+        raise UsageError(
+            "pass exactly one of --model PATH|ID (start from a trained model) and --init PRESET "
+            "(from scratch: tiny, small, base, large)"
+        )
     from tokenweight.models import PRESETS
 
     if args.init and args.init not in PRESETS:
         raise UsageError(f"--init {args.init!r} is not a preset: use one of {', '.join(PRESETS)}")
-    positive = ("max_steps", "batch_size", "grad_accum", "save_steps", "save_total_limit", "logging_steps",
-                "chunk_size", "max_train_sequences")
+    positive = (
+        "max_steps",
+        "batch_size",
+        "grad_accum",
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "chunk_size",
+        "max_train_sequences",
+    )
     for name in positive:
         v = getattr(args, name, None)
         if v is not None and v < 1:
@@ -147,15 +190,22 @@ def build_model(args, tokenizer, max_position_embeddings: int, rope_theta: float
 
     if args.init:
         seed_everything(args.seed)
-        return init_model(args.init, len(tokenizer), max_position_embeddings,
-                          rope_theta=rope_theta if rope_theta is not None else 10000.0,
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
+        return init_model(
+            args.init,
+            len(tokenizer),
+            max_position_embeddings,
+            rope_theta=rope_theta if rope_theta is not None else 10000.0,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     model = load_model(args.model)
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab < len(tokenizer):
-        raise UsageError(f"model {args.model!r} has {vocab} embeddings but the data's tokenizer has {len(tokenizer)} "
-                         "tokens: use a model trained with the data's tokenizer")
+        raise UsageError(
+            f"model {args.model!r} has {vocab} embeddings but the data's tokenizer has {len(tokenizer)} "
+            "tokens: use a model trained with the data's tokenizer"
+        )
     return model
 
 
@@ -167,35 +217,64 @@ def print_summary(kind: str, s: dict, out: str) -> None:
     if not is_main_process():
         return
     loss = f"; final loss {s['final_loss']:.4f}" if s.get("final_loss") is not None else ""
-    plain = f" (plain {s['final_plain_loss']:.4f})" if s.get("final_plain_loss") is not None and kind == "trained" else ""
+    plain = (
+        f" (plain {s['final_plain_loss']:.4f})" if s.get("final_plain_loss") is not None and kind == "trained" else ""
+    )
     resumed = f" (resumed from {Path(s['resumed_from']).name})" if s.get("resumed_from") else ""
-    print(f"{kind} {s['steps']} steps{resumed}, {s['tokens']:,} tokens in {s['wall_time_s']:.1f} s "
-          f"({s['tokens_per_s']:,.0f} tokens/s){loss}{plain} -> {Path(out) / 'model'}")
+    print(
+        f"{kind} {s['steps']} steps{resumed}, {s['tokens']:,} tokens in {s['wall_time_s']:.1f} s "
+        f"({s['tokens_per_s']:,.0f} tokens/s){loss}{plain} -> {Path(out) / 'model'}"
+    )
 
 
 # ------------------------------------------------------------------------------ train
 
+
 def add_arguments(parser) -> None:
-    add_common_arguments(parser, lr=1e-3, max_steps=100, batch_size=4, warmup_steps=10,
-                         scheduler="constant_with_warmup")
+    add_common_arguments(
+        parser, lr=1e-3, max_steps=100, batch_size=4, warmup_steps=10, scheduler="constant_with_warmup"
+    )
     w = parser.add_argument_group("token weighting")
-    w.add_argument("--scheme", default="uniform",
-                   help="weighting scheme spec: uniform | dense:<λ> | sparse:<κ> | longce:<γ> | ppmi:<s>:<κ> | "
-                        "npmi:<s>:<κ> | rho1:<κ> | custom:... (default uniform = plain CE)")
-    w.add_argument("--scorer", default="none", choices=("none", "self", "frozen"),
-                   help="source of the short-context NLL: the live model (self) or a score cache (frozen)")
+    w.add_argument(
+        "--scheme",
+        default="uniform",
+        help="weighting scheme spec: uniform | dense:<λ> | sparse:<κ> | longce:<γ> | ppmi:<s>:<κ> | "
+        "npmi:<s>:<κ> | rho1:<κ> | custom:... (default uniform = plain CE)",
+    )
+    w.add_argument(
+        "--scorer",
+        default="none",
+        choices=("none", "self", "frozen"),
+        help="source of the short-context NLL: the live model (self) or a score cache (frozen)",
+    )
     w.add_argument("--scores", default=None, metavar="DIR", help="score cache of tokenweight score (--scorer frozen)")
-    w.add_argument("--window", type=int, default=None,
-                   help="short context w (default: the cache's for frozen, else the model's max_position_embeddings)")
+    w.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="short context w (default: the cache's for frozen, else the model's max_position_embeddings)",
+    )
     w.add_argument("--stride", type=int, default=None, help="window stride s (default round((1 - w/n)·w))")
-    w.add_argument("--score-batch-size", type=int, default=None,
-                   help="windows per forward pass of self-scoring (default ~16k tokens)")
+    w.add_argument(
+        "--score-batch-size",
+        type=int,
+        default=None,
+        help="windows per forward pass of self-scoring (default ~16k tokens)",
+    )
     x = parser.add_argument_group("context extension")
     x.add_argument("--n", type=int, default=None, help="long context in tokens (default: the data's n)")
-    x.add_argument("--rope-theta", type=float, default=None,
-                   help="RoPE base for the long run (default θ·(n/w)^(log 30.6/log 4), the paper's 500k -> 15.3M at 4x)")
-    x.add_argument("--rope-scaling", default=None, choices=("linear", "dynamic", "yarn", "llama3"),
-                   help="use the model's RoPE scaling of this type (factor n/w) instead of raising θ")
+    x.add_argument(
+        "--rope-theta",
+        type=float,
+        default=None,
+        help="RoPE base for the long run (default θ·(n/w)^(log 30.6/log 4), the paper's 500k -> 15.3M at 4x)",
+    )
+    x.add_argument(
+        "--rope-scaling",
+        default=None,
+        choices=("linear", "dynamic", "yarn", "llama3"),
+        help="use the model's RoPE scaling of this type (factor n/w) instead of raising θ",
+    )
 
 
 def _scheme(spec: str):
@@ -211,8 +290,10 @@ def run(args) -> int:
     check_common(args)
     scheme = _scheme(args.scheme)
     if scheme.needs_short and args.scorer == "none":
-        raise UsageError(f"--scheme {scheme} needs short-context NLL: pass --scorer self, or --scorer frozen "
-                         "--scores DIR (from tokenweight score)")
+        raise UsageError(
+            f"--scheme {scheme} needs short-context NLL: pass --scorer self, or --scorer frozen "
+            "--scores DIR (from tokenweight score)"
+        )
     if args.scorer == "frozen" and not args.scores:
         raise UsageError("--scorer frozen needs --scores DIR: create it with tokenweight score --data ... --out DIR")
     for name in ("n", "window", "stride", "score_batch_size"):
@@ -222,8 +303,10 @@ def run(args) -> int:
     if args.rope_theta is not None and not args.rope_theta > 0:
         raise UsageError(f"--rope-theta must be > 0, got {args.rope_theta}")
     if args.init and args.rope_scaling:
-        raise UsageError("--rope-scaling extends a trained model (--model); an --init model is built for n directly "
-                         "(set its base with --rope-theta)")
+        raise UsageError(
+            "--rope-scaling extends a trained model (--model); an --init model is built for n directly "
+            "(set its base with --rope-theta)"
+        )
 
     quiet_progress_bars()
     ds, manifest, tokenizer = load_data(args)
@@ -240,24 +323,36 @@ def run(args) -> int:
         probe = ScoreCache.open(args.scores)
         window = window or int(probe.meta["window"])
         stride = stride or int(probe.meta["stride"])
-        expect = {"data": manifest.get("fingerprint"), "split": "train", "n": n_data, "window": window,
-                  "stride": stride, "tokenizer": tokenizer_digest(tokenizer)}
+        expect = {
+            "data": manifest.get("fingerprint"),
+            "split": "train",
+            "n": n_data,
+            "window": window,
+            "stride": stride,
+            "tokenizer": tokenizer_digest(tokenizer),
+        }
         cache = ScoreCache.open(args.scores, expect=expect)
         used = len(ds) if args.max_train_sequences is None else min(len(ds), args.max_train_sequences)
         if cache.n_sequences < used:
-            raise UsageError(f"score cache {args.scores!r} covers {cache.n_sequences} sequences but training uses "
-                             f"{used}: pass --max-train-sequences {cache.n_sequences} or score all of them")
+            raise UsageError(
+                f"score cache {args.scores!r} covers {cache.n_sequences} sequences but training uses "
+                f"{used}: pass --max-train-sequences {cache.n_sequences} or score all of them"
+            )
 
     model = build_model(args, tokenizer, n, args.rope_theta)
     base = int(model.config.get_text_config().max_position_embeddings)
     if window is None and scheme.needs_short:
         if args.init or base >= n:
-            raise UsageError(f"--window is needed: the model has no shorter base context than n = {n} "
-                             f"(max_position_embeddings {base}); pass --window w < n")
+            raise UsageError(
+                f"--window is needed: the model has no shorter base context than n = {n} "
+                f"(max_position_embeddings {base}); pass --window w < n"
+            )
         window = base
     if window is not None and n <= window:
-        raise UsageError(f"long context n = {n} must be longer than the short context w = {window}: "
-                         "pass a smaller --window or a larger --n/data")
+        raise UsageError(
+            f"long context n = {n} must be longer than the short context w = {window}: "
+            "pass a smaller --window or a larger --n/data"
+        )
     from tokenweight.scorecache import default_stride
 
     if window is not None:
@@ -289,10 +384,25 @@ def run(args) -> int:
     dataset = TrainSequences(ds, max_length=n, limit=args.max_train_sequences)
     rope = model.config.get_text_config().rope_parameters
     run_config = {k: v for k, v in vars(args).items() if k not in ("func",)}
-    run_config.update(command="train", scheme=str(scheme), n=n, window=window, stride=stride,
-                      rope_parameters=dict(rope) if rope else None)
-    summary = run_training(model=model, tokenizer=tokenizer, train_dataset=dataset, recipe=recipe_from_args(args),
-                           out_dir=args.out, scheme=scheme, scorer=scorer, chunk_size=args.chunk_size,
-                           resume=args.resume, run_config=run_config)
+    run_config.update(
+        command="train",
+        scheme=str(scheme),
+        n=n,
+        window=window,
+        stride=stride,
+        rope_parameters=dict(rope) if rope else None,
+    )
+    summary = run_training(
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=dataset,
+        recipe=recipe_from_args(args),
+        out_dir=args.out,
+        scheme=scheme,
+        scorer=scorer,
+        chunk_size=args.chunk_size,
+        resume=args.resume,
+        run_config=run_config,
+    )
     print_summary("trained", summary, args.out)
     return 0

@@ -39,15 +39,17 @@ def load_prepared(path: str | Path):
     try:
         manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
     except ValueError as e:
-        raise UsageError(f"{str(p / 'manifest.json')!r} is not valid JSON ({e}): "
-                         "prepare the folder again with --force") from None
+        raise UsageError(
+            f"{str(p / 'manifest.json')!r} is not valid JSON ({e}): prepare the folder again with --force"
+        ) from None
     splits = {s: datasets.load_from_disk(str(p / s)) for s in SPLITS}
     return datasets.DatasetDict(splits), manifest
 
 
 def prepare(out, config=None, *, force: bool = False, **options):
     """``pipeline.prepare`` with options as keywords: ``prepare("data/", n=256, max_documents=50)``."""
-    from tokenweight.data.pipeline import PrepareConfig, prepare as _prepare
+    from tokenweight.data.pipeline import PrepareConfig
+    from tokenweight.data.pipeline import prepare as _prepare
 
     return _prepare(out, config or PrepareConfig(**options), force=force)
 

@@ -27,8 +27,8 @@ import hashlib
 import json
 import os
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -123,8 +123,10 @@ class Corpus:
         disjoint slices are similar in content, and adding a file never reshuffles the others.
         It does not depend on ``--seed``, so runs with different seeds still slice the same order.
         """
-        h = np.array([int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") >> 1
-                      for k in self.keys], dtype=np.int64)
+        h = np.array(
+            [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") >> 1 for k in self.keys],
+            dtype=np.int64,
+        )
         return np.lexsort((np.arange(len(h)), h))
 
     def summary(self) -> dict:
@@ -228,14 +230,16 @@ def _record_file(path: Path, shown: str, text_field: str, skipped: list) -> _Sou
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UsageError(f"{shown}:{no}: not valid JSON ({e.msg}): fix the line (one JSON object per line)"
-                             ) from None
+            raise UsageError(
+                f"{shown}:{no}: not valid JSON ({e.msg}): fix the line (one JSON object per line)"
+            ) from None
         if not isinstance(rec, dict):
             raise UsageError(f"{shown}:{no}: a JSON line must be an object with a {text_field!r} field")
         value = rec.get(text_field)
         if value is not None and not isinstance(value, str):
-            raise UsageError(f"{shown}:{no}: field {text_field!r} is a {type(value).__name__}, not a string: "
-                             "pass --text-field")
+            raise UsageError(
+                f"{shown}:{no}: field {text_field!r} is a {type(value).__name__}, not a string: pass --text-field"
+            )
         seen = seen or text_field in rec
         texts.append(value)
     if texts and not seen:
@@ -250,8 +254,9 @@ def _saved_dataset(path: Path, split: str, text_field: str) -> _Source:
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:
-        raise UsageError(f"{str(path)!r} looks like a saved dataset but cannot be loaded ({e}): "
-                         "re-save it with save_to_disk") from None
+        raise UsageError(
+            f"{str(path)!r} looks like a saved dataset but cannot be loaded ({e}): re-save it with save_to_disk"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise UsageError(f"{str(path)!r} has no split {split!r} (splits: {', '.join(ds)}): pass --split")
@@ -296,8 +301,14 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def open_corpus(inputs: Sequence[str] = (), corpus: str | None = None, *, text_field: str = "text",
-                split: str = "train", dataset_config: str | None = None) -> Corpus:
+def open_corpus(
+    inputs: Sequence[str] = (),
+    corpus: str | None = None,
+    *,
+    text_field: str = "text",
+    split: str = "train",
+    dataset_config: str | None = None,
+) -> Corpus:
     """List (and hash) the documents of ``inputs`` or of the embedded ``corpus``."""
     if corpus is not None and inputs:
         raise UsageError(f"both input paths and --corpus {corpus} given: pass one or the other")
@@ -306,8 +317,9 @@ def open_corpus(inputs: Sequence[str] = (), corpus: str | None = None, *, text_f
     skipped: list[tuple[str, str]] = []
     if corpus is not None:
         if corpus not in STDLIB_CORPORA:
-            raise UsageError(f"unknown corpus {corpus!r}: choose one of {', '.join(STDLIB_CORPORA)} "
-                             "or pass input paths")
+            raise UsageError(
+                f"unknown corpus {corpus!r}: choose one of {', '.join(STDLIB_CORPORA)} or pass input paths"
+            )
         root = stdlib_root()
         exclude = _STDLIB_EXCLUDE | (_TEST_DIRS if corpus == "stdlib-no-tests" else set())
         files = _walk(root, (".py",), exclude)
@@ -331,6 +343,8 @@ def open_corpus(inputs: Sequence[str] = (), corpus: str | None = None, *, text_f
             sources.append(_hub_dataset(inp, split, dataset_config, text_field))
             n_files += 1
         else:
-            raise UsageError(f"input {inp!r} does not exist: pass a folder of text files, a .jsonl/.parquet file, "
-                             "a saved dataset folder, a hub dataset id, or --corpus stdlib")
+            raise UsageError(
+                f"input {inp!r} does not exist: pass a folder of text files, a .jsonl/.parquet file, "
+                "a saved dataset folder, a hub dataset id, or --corpus stdlib"
+            )
     return Corpus(", ".join(inputs), sources, skipped, n_files)

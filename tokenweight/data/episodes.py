@@ -42,8 +42,8 @@ or on the number of worker processes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -77,15 +77,17 @@ class EpisodeConfig:
         if self.style not in USE_TEMPLATES:
             raise ValueError(f"style must be one of {', '.join(USE_TEMPLATES)}, got {self.style!r}")
         if not (isinstance(self.per_1k, (int, float)) and 0 <= self.per_1k <= MAX_PER_1K):
-            raise ValueError(f"per_1k must be a number in [0, {MAX_PER_1K}] episodes per 1000 tokens, "
-                             f"got {self.per_1k!r}")
+            raise ValueError(
+                f"per_1k must be a number in [0, {MAX_PER_1K}] episodes per 1000 tokens, got {self.per_1k!r}"
+            )
         if not (isinstance(self.min_distance, int) and self.min_distance >= 1):
             raise ValueError(f"min_distance must be an int >= 1 token, got {self.min_distance!r}")
         if self.max_distance is not None and not (
             isinstance(self.max_distance, int) and self.max_distance >= self.min_distance
         ):
-            raise ValueError(f"max_distance must be None or an int >= min_distance={self.min_distance}, "
-                             f"got {self.max_distance!r}")
+            raise ValueError(
+                f"max_distance must be None or an int >= min_distance={self.min_distance}, got {self.max_distance!r}"
+            )
         if not (isinstance(self.digits, int) and 1 <= self.digits <= MAX_DIGITS):
             raise ValueError(f"digits must be an int in [1, {MAX_DIGITS}], got {self.digits!r}")
 
@@ -172,8 +174,9 @@ def _random_name(rng: np.random.Generator, text: str, used: set[str]) -> str:
             return name
 
 
-def _sample_targets(n_text: int, extra: int, cfg: EpisodeConfig, capacity: int, tail_min: int | None,
-                    rng: np.random.Generator) -> list[tuple[int, int]]:
+def _sample_targets(
+    n_text: int, extra: int, cfg: EpisodeConfig, capacity: int, tail_min: int | None, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """``(def_line_position, distance)`` targets in final document coordinates, sorted.
 
     The final length is estimated from the expected number of inserted tokens; chunks that will
@@ -198,8 +201,16 @@ def _sample_targets(n_text: int, extra: int, cfg: EpisodeConfig, capacity: int, 
     return targets
 
 
-def _plan(text: str, bounds: np.ndarray, tokpos: np.ndarray, targets: list[tuple[int, int]],
-          cands: list[_Candidate], cfg: EpisodeConfig, capacity: int, meter: _Meter):
+def _plan(
+    text: str,
+    bounds: np.ndarray,
+    tokpos: np.ndarray,
+    targets: list[tuple[int, int]],
+    cands: list[_Candidate],
+    cfg: EpisodeConfig,
+    capacity: int,
+    meter: _Meter,
+):
     """Place episodes at line boundaries.
 
     Returns ``(placed, abandoned)``: ``placed`` lists ``(candidate, def_boundary, use_boundary,
@@ -288,8 +299,10 @@ def _build(text: str, bounds: np.ndarray, placed: list[tuple[int, ...]], cands: 
     Returns the new text and per episode the character positions
     ``[def_name_start, def_value_start, def_value_end, use_value_start, use_value_end]``.
     """
-    ins = sorted([(bd, sd, ei, False) for ei, (_, bd, _, sd, _) in enumerate(placed)]
-                 + [(bu, su, ei, True) for ei, (_, _, bu, _, su) in enumerate(placed)])
+    ins = sorted(
+        [(bd, sd, ei, False) for ei, (_, bd, _, sd, _) in enumerate(placed)]
+        + [(bu, su, ei, True) for ei, (_, _, bu, _, su) in enumerate(placed)]
+    )
     pieces, pos, out_len = [], 0, 0
     chars = [[0] * 5 for _ in placed]
     for b, _, ei, is_use in ins:
@@ -334,7 +347,7 @@ def _verify(enc: Encoded, text: str, chars, cfg: EpisodeConfig, capacity: int):
         if ok:
             cue = enc.token_at(name_c)
             ok = (
-                np.array_equal(enc.ids[d[0]:d[1]], enc.ids[u[0]:u[1]])
+                np.array_equal(enc.ids[d[0] : d[1]], enc.ids[u[0] : u[1]])
                 and cfg.min_distance <= u[0] - d[0] <= dmax
                 and cue // capacity == (u[1] - 1) // capacity
             )
@@ -353,13 +366,26 @@ def _candidates(rng: np.random.Generator, n: int, text: str, digits: int, style:
         name = _random_name(rng, text, used)
         value = str(int(rng.integers(10 ** (digits - 1), 10**digits)))
         use = templates[int(rng.integers(len(templates)))]
-        out.append(_Candidate(name, value, DEF_TEMPLATE.format(name=name, value=value) + "\n",
-                              use.format(name=name, value=value) + "\n"))
+        out.append(
+            _Candidate(
+                name,
+                value,
+                DEF_TEMPLATE.format(name=name, value=value) + "\n",
+                use.format(name=name, value=value) + "\n",
+            )
+        )
     return out
 
 
-def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[Encoded]], cfg: EpisodeConfig | None,
-                 capacity: int, tail_min: int | None, extra_tokens: int, seeds: Sequence) -> list[DocEpisodes]:
+def inject_batch(
+    texts: Sequence[str],
+    encode: Callable[[Sequence[str]], list[Encoded]],
+    cfg: EpisodeConfig | None,
+    capacity: int,
+    tail_min: int | None,
+    extra_tokens: int,
+    seeds: Sequence,
+) -> list[DocEpisodes]:
     """Tokenize a batch of documents, injecting episodes when ``cfg`` asks for them.
 
     Args:
@@ -393,8 +419,9 @@ def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[En
         for i, (targets, cands, bounds, tokpos, excluded) in plans.items():
             while True:
                 keep = [j for j in range(len(targets)) if j not in excluded]
-                placed, abandoned = _plan(texts[i], bounds, tokpos, [targets[j] for j in keep],
-                                          [cands[j] for j in keep], cfg, capacity, meter)
+                placed, abandoned = _plan(
+                    texts[i], bounds, tokpos, [targets[j] for j in keep], [cands[j] for j in keep], cfg, capacity, meter
+                )
                 if not abandoned:
                     break
                 excluded.update(keep[a] for a in abandoned)
@@ -409,7 +436,11 @@ def inject_batch(texts: Sequence[str], encode: Callable[[Sequence[str]], list[En
                 plans[i][4].update(placed[j][0] for j in failed)
                 nxt[i] = plans[i]
                 continue
-            results[i] = DocEpisodes(encs[i].ids, np.asarray(spans, dtype=np.int64).reshape(-1, 5),
-                                     planned=results[i].planned, injected=len(spans))
+            results[i] = DocEpisodes(
+                encs[i].ids,
+                np.asarray(spans, dtype=np.int64).reshape(-1, 5),
+                planned=results[i].planned,
+                injected=len(spans),
+            )
         plans = nxt
     return results

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -73,8 +73,9 @@ class PrepareConfig:
         if per_1k == 0:
             return None
         lo, hi = parse_distance(self.episode_distance or "16:")
-        return EpisodeConfig(per_1k=float(per_1k), min_distance=lo, max_distance=hi, digits=self.episode_digits,
-                             style=self.episode_style)
+        return EpisodeConfig(
+            per_1k=float(per_1k), min_distance=lo, max_distance=hi, digits=self.episode_digits, style=self.episode_style
+        )
 
     def validate(self) -> None:
         """Raise UsageError naming the option and its valid range."""
@@ -103,13 +104,18 @@ class PrepareConfig:
         try:
             ep = self.episode_config()
         except ValueError as e:
-            raise UsageError(f"bad episode option ({e}): check --episodes-per-1k (0-20), "
-                             "--episode-distance MIN:MAX, --episode-digits (1-18) and --episode-style") from None
+            raise UsageError(
+                f"bad episode option ({e}): check --episodes-per-1k (0-20), "
+                "--episode-distance MIN:MAX, --episode-digits (1-18) and --episode-style"
+            ) from None
         if ep is not None:
             fits = ep.max_fitting(capacity(self.n, 0))
             if ep.min_distance > fits:
-                bad("episode-distance", self.episode_distance,
-                    f"with n={self.n} an episode fits only up to ~{fits} tokens apart: lower MIN or raise --n")
+                bad(
+                    "episode-distance",
+                    self.episode_distance,
+                    f"with n={self.n} an episode fits only up to ~{fits} tokens apart: lower MIN or raise --n",
+                )
 
     def identity(self) -> dict:
         """The options that change the output (not ``workers``, not the ``after`` path itself)."""
@@ -142,8 +148,9 @@ def _resolve_skip(cfg: PrepareConfig, corpus: Corpus) -> int:
     if cfg.after is not None:
         m = _read_manifest(Path(cfg.after))
         if m is None:
-            raise UsageError(f"--after {cfg.after!r} is not a prepared folder (no manifest.json): "
-                             "run prepare on it first")
+            raise UsageError(
+                f"--after {cfg.after!r} is not a prepared folder (no manifest.json): run prepare on it first"
+            )
         if m.get("inputs", {}).get("fingerprint") != corpus.fingerprint:
             raise UsageError(f"--after {cfg.after!r} was prepared from a different corpus: use the same inputs")
         skip += int(m["selection"]["end"])
@@ -163,7 +170,7 @@ def _batches(order: np.ndarray, corpus: Corpus) -> Iterator[tuple[np.ndarray, li
     while i < len(order):
         ids, texts, chars = [], [], 0
         while i < len(order) and chars < BATCH_CHARS:
-            step = order[i:i + 64]
+            step = order[i : i + 64]
             got = corpus.read(step)
             ids.extend(step.tolist())
             texts.extend(got)
@@ -207,7 +214,7 @@ def _train_tokenizer(cfg: PrepareConfig, corpus: Corpus, train_ids: np.ndarray):
     def texts():
         budget = cfg.tokenizer_train_chars
         for start in range(0, len(train_ids), 64):
-            for t in corpus.read(train_ids[start:start + 64]):
+            for t in corpus.read(train_ids[start : start + 64]):
                 yield t[:budget]
                 budget -= len(t)
                 if budget <= 0:
@@ -218,20 +225,23 @@ def _train_tokenizer(cfg: PrepareConfig, corpus: Corpus, train_ids: np.ndarray):
 
 def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tuple[dict, bool]:
     """Write a prepared folder; returns ``(manifest, wrote)`` (``wrote=False``: up to date)."""
+    from tqdm.auto import tqdm
+
     from tokenweight import __version__
     from tokenweight.data import writer
     from tokenweight.data.tokenizer import Encoder, load_tokenizer, tokenizer_fingerprint, tokenizer_info
-    from tqdm.auto import tqdm
 
     cfg.validate()
     out = Path(out).expanduser()
-    corpus = open_corpus(cfg.inputs, cfg.corpus, text_field=cfg.text_field, split=cfg.split,
-                         dataset_config=cfg.dataset_config)
+    corpus = open_corpus(
+        cfg.inputs, cfg.corpus, text_field=cfg.text_field, split=cfg.split, dataset_config=cfg.dataset_config
+    )
     skip = _resolve_skip(cfg, corpus)
     tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer is not None else None
     tok_id = tokenizer_fingerprint(tok) if tok is not None else "train"
-    fp = fingerprint({"format": FORMAT, "corpus": corpus.fingerprint, "tokenizer": tok_id,
-                      "options": cfg.identity(), "skip": skip})
+    fp = fingerprint(
+        {"format": FORMAT, "corpus": corpus.fingerprint, "tokenizer": tok_id, "options": cfg.identity(), "skip": skip}
+    )
     old = _read_manifest(out)
     if old is not None and old.get("fingerprint") == fp and not force and writer.complete(out):
         return old, False
@@ -240,14 +250,19 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
     if corpus.skipped:
         s = corpus.summary()
         why = ", ".join(f"{v} {k}" for k, v in sorted(s["skipped_reasons"].items()))
-        print(f"tokenweight: warning: skipped {len(corpus.skipped)} input file(s) ({why}), e.g. "
-              f"{corpus.skipped[0][0]}; listed in manifest.json", file=sys.stderr)
+        print(
+            f"tokenweight: warning: skipped {len(corpus.skipped)} input file(s) ({why}), e.g. "
+            f"{corpus.skipped[0][0]}; listed in manifest.json",
+            file=sys.stderr,
+        )
     order = corpus.selection_order()[skip:]
     if cfg.max_documents is not None:
-        order = order[:cfg.max_documents]
+        order = order[: cfg.max_documents]
     if len(order) == 0:
-        raise UsageError(f"no usable documents: the corpus has {len(corpus)} (after skipping {skip}); "
-                         "pass other inputs or a smaller --skip-documents")
+        raise UsageError(
+            f"no usable documents: the corpus has {len(corpus)} (after skipping {skip}); "
+            "pass other inputs or a smaller --skip-documents"
+        )
     is_val = val_mask(len(order), cfg.val_fraction)
     ep = cfg.episode_config()
 
@@ -261,16 +276,24 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
         encoder = Encoder(tok, parallel=cfg.workers == 0)
         extra = 1 if eos is not None else 0
         w = writer.SplitWriters(tmp, cfg.max_tokens)
-        jobs = ((ids, (texts, encoder, ep, cap, tail_min, extra, [[cfg.seed, int(d)] for d in ids]))
-                for ids, texts in _batches(order, corpus))
+        jobs = (
+            (ids, (texts, encoder, ep, cap, tail_min, extra, [[cfg.seed, int(d)] for d in ids]))
+            for ids, texts in _batches(order, corpus)
+        )
         pos = 0  # documents consumed, in selection order
         with tqdm(total=len(order), unit="doc", desc="prepare", disable=None) as bar:
             for ids, results in _run(jobs, cfg.workers):
                 for doc_id, res in zip(ids, results):
                     doc = res.ids if eos is None else np.append(res.ids, np.int32(eos))
                     chunks = chunk_document(doc, cfg.n, bos, cfg.min_tail, res.spans)
-                    w.add("validation" if is_val[pos] else "train", int(doc_id), len(res.ids), chunks,
-                          res.planned, res.injected)
+                    w.add(
+                        "validation" if is_val[pos] else "train",
+                        int(doc_id),
+                        len(res.ids),
+                        chunks,
+                        res.planned,
+                        res.injected,
+                    )
                     pos += 1
                     if w.full:
                         break
@@ -283,13 +306,20 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
             "created_by": f"tokenweight {__version__}",
             "n": cfg.n,
             "tokenizer": "tokenizer",
-            "tokenizer_info": dict(tokenizer_info(tok),
-                                   source=cfg.tokenizer or f"trained byte-level BPE ({cfg.vocab_size})"),
+            "tokenizer_info": dict(
+                tokenizer_info(tok), source=cfg.tokenizer or f"trained byte-level BPE ({cfg.vocab_size})"
+            ),
             "counts": w.counts(corpus.summary(), pos),
             "fingerprint": fp,
             "inputs": corpus.summary(),
-            "selection": {"order": "blake2b(document key)", "skip": skip, "end": skip + pos,
-                          "max_documents": cfg.max_documents, "max_tokens": cfg.max_tokens, "after": cfg.after},
+            "selection": {
+                "order": "blake2b(document key)",
+                "skip": skip,
+                "end": skip + pos,
+                "max_documents": cfg.max_documents,
+                "max_tokens": cfg.max_tokens,
+                "after": cfg.after,
+            },
             "episodes": w.episode_summary(ep),
             "options": asdict(cfg),
         }

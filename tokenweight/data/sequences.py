@@ -35,8 +35,13 @@ def capacity(n: int, bos_token_id: int | None) -> int:
     return n - 1 if bos_token_id is not None else n
 
 
-def chunk_document(ids: np.ndarray, n: int, bos_token_id: int | None = None, min_tail: int | None = None,
-                   spans: np.ndarray | None = None) -> Chunked:
+def chunk_document(
+    ids: np.ndarray,
+    n: int,
+    bos_token_id: int | None = None,
+    min_tail: int | None = None,
+    spans: np.ndarray | None = None,
+) -> Chunked:
     """Cut a document into sequences.
 
     Args:

@@ -23,8 +23,9 @@ SPLITS = ("train", "validation")
 def features():
     from datasets import Features, List, Value
 
-    return Features({"input_ids": List(Value("int32")), "doc_id": Value("int64"),
-                     "episodes": List(List(Value("int32")))})
+    return Features(
+        {"input_ids": List(Value("int32")), "doc_id": Value("int64"), "episodes": List(List(Value("int32")))}
+    )
 
 
 def complete(folder: Path) -> bool:
@@ -33,8 +34,15 @@ def complete(folder: Path) -> bool:
 
 
 def _empty_stats() -> dict:
-    return {"documents": 0, "sequences": 0, "tokens": 0, "episodes": 0, "empty_documents": 0,
-            "short_documents": 0, "dropped_tail_tokens": 0}
+    return {
+        "documents": 0,
+        "sequences": 0,
+        "tokens": 0,
+        "episodes": 0,
+        "empty_documents": 0,
+        "short_documents": 0,
+        "dropped_tail_tokens": 0,
+    }
 
 
 class SplitWriters:
@@ -127,8 +135,9 @@ class SplitWriters:
             "injected": self.injected,
             "recorded": recorded,
             "recorded_per_1k": round(1000 * sum(recorded.values()) / max(1, tokens), 4),
-            "distance": ({"min": int(d.min()), "max": int(d.max()), "mean": round(float(d.mean()), 2)}
-                         if len(d) else None),
+            "distance": (
+                {"min": int(d.min()), "max": int(d.max()), "mean": round(float(d.mean()), 2)} if len(d) else None
+            ),
             "definition": DEF_TEMPLATE,
             "uses": list(USE_TEMPLATES[ep.style]),
         }

@@ -11,7 +11,8 @@ does not pull in the whole suite)::
 
 Modules: ``lm_metrics`` (perplexity by position bucket), ``longppl`` (key tokens, LongPPL),
 ``episodes`` (episode recall), ``tasks`` (RULER-style tasks), ``task_metrics`` (task samples
-and per-model task scores for the suite), ``runner`` (the suite over several models), ``results`` (JSON schema, console table), ``plots`` (PNG figures). The results schema is
+and per-model task scores for the suite), ``runner`` (the suite over several models), ``results``
+(JSON schema, console table), ``plots`` (PNG figures). The results schema is
 documented in docs/EVALUATION.md.
 """
 

@@ -21,7 +21,7 @@ with a fallback to full logits for models whose forward does not take it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

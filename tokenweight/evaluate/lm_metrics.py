@@ -19,7 +19,7 @@ depend on the batch size.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -158,8 +158,18 @@ class KeyTokens:
         bos_token_id: BOS id of the tokenizer (windows restart with it), or None.
     """
 
-    def __init__(self, load, name: str, batches: list[dict], *, window: int, stride: int,
-                 alpha: float, beta: float, bos_token_id: int | None):
+    def __init__(
+        self,
+        load,
+        name: str,
+        batches: list[dict],
+        *,
+        window: int,
+        stride: int,
+        alpha: float,
+        beta: float,
+        bos_token_id: int | None,
+    ):
         self.load, self.name, self.data = load, name, batches
         self.window, self.stride, self.alpha, self.beta, self.bos = window, stride, alpha, beta, bos_token_id
         self._per_batch = None
@@ -172,11 +182,18 @@ class KeyTokens:
 
             model, out = self.load(), []
             for b in tqdm(self.data, desc="LongPPL evaluator", disable=None):
-                long_nll, short_nll = evaluator_nll(model, b["input_ids"], b["attention_mask"], window=self.window,
-                                                    stride=self.stride, bos_token_id=self.bos)
+                long_nll, short_nll = evaluator_nll(
+                    model,
+                    b["input_ids"],
+                    b["attention_mask"],
+                    window=self.window,
+                    stride=self.stride,
+                    bos_token_id=self.bos,
+                )
                 target = b["attention_mask"][:, 1:].bool()
-                key = key_token_mask(long_nll, short_nll, window=self.window, alpha=self.alpha, beta=self.beta,
-                                     mask=target)
+                key = key_token_mask(
+                    long_nll, short_nll, window=self.window, alpha=self.alpha, beta=self.beta, mask=target
+                )
                 out.append({"key": key, "eligible": eligible_mask(target, self.window), "long_nll": long_nll})
             self._per_batch = out
         return self._per_batch
@@ -185,5 +202,13 @@ class KeyTokens:
         """``{"name", "window", "stride", "alpha", "beta", "key_tokens", "eligible_tokens", "key_share"}``."""
         k = sum(int(x["key"].sum()) for x in self.batches())
         e = sum(int(x["eligible"].sum()) for x in self.batches())
-        return {"name": self.name, "window": self.window, "stride": self.stride, "alpha": self.alpha,
-                "beta": self.beta, "key_tokens": k, "eligible_tokens": e, "key_share": k / e if e else None}
+        return {
+            "name": self.name,
+            "window": self.window,
+            "stride": self.stride,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "key_tokens": k,
+            "eligible_tokens": e,
+            "key_share": k / e if e else None,
+        }

@@ -64,7 +64,10 @@ def plot_episodes(results: dict, path: Path) -> Path | None:
         return None
     fig, axes = _figure(ncols=2)
     w = _window(results)
-    for ax, key, label in ((axes[0][0], "exact_match", "exact match"), (axes[0][1], "token_accuracy", "token accuracy")):
+    for ax, key, label in (
+        (axes[0][0], "exact_match", "exact match"),
+        (axes[0][1], "token_accuracy", "token accuracy"),
+    ):
         for m in models:
             b = [e for e in m["episodes"]["by_distance"] if e[key] is not None]
             ax.plot([(e["start"] + e["end"]) / 2 for e in b], [e[key] for e in b], marker="o", label=m["name"])
@@ -100,7 +103,12 @@ def plot_tasks_by_length(results: dict, path: Path) -> Path | None:
         ax = axes[i // ncols][i % ncols]
         for model, rows in tasks[task].items():
             pooled = sorted((r for r in rows if r["depth"] is None), key=lambda r: r["length"])
-            ax.plot([r["length"] for r in pooled], [r["likelihood"]["token_accuracy"] for r in pooled], marker="o", label=model)
+            ax.plot(
+                [r["length"] for r in pooled],
+                [r["likelihood"]["token_accuracy"] for r in pooled],
+                marker="o",
+                label=model,
+            )
         if w:
             ax.axvline(w, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log", base=2)

@@ -12,11 +12,22 @@ report code and the tests can call it on what they read.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 SCHEMA_VERSION = 1
 
-TOP_KEYS = ("schema_version", "tokenweight_version", "created", "config", "data", "evaluator", "skipped_tasks", "models", "seconds")
+TOP_KEYS = (
+    "schema_version",
+    "tokenweight_version",
+    "created",
+    "config",
+    "data",
+    "evaluator",
+    "skipped_tasks",
+    "models",
+    "seconds",
+)
 MODEL_KEYS = ("name", "source", "parameters", "perplexity", "longppl", "episodes", "tasks", "seconds")
 TASK_ROW_KEYS = ("task", "length", "depth", "samples", "likelihood", "generation")
 
@@ -94,7 +105,9 @@ def lm_table(results: dict) -> str | None:
     # a bucket [0, w) is the short-context perplexity itself: shown once, as ppl<w
     keep = [i for i, b in enumerate(models[0]["perplexity"]["by_position"]) if (b["start"], b["end"]) != (0, w)]
     buckets = [models[0]["perplexity"]["by_position"][i] for i in keep]
-    headers = ["model", "ppl", f"ppl<{w}"] + [f"ppl {_span(b['start'], b['end'])}" for b in buckets] + ["LongPPL", "key%"]
+    headers = (
+        ["model", "ppl", f"ppl<{w}"] + [f"ppl {_span(b['start'], b['end'])}" for b in buckets] + ["LongPPL", "key%"]
+    )
     rows = []
     for m in models:
         p = m["perplexity"]
@@ -106,7 +119,10 @@ def lm_table(results: dict) -> str | None:
             + [_fmt(lp.get("longppl"), 2), _fmt(None if share is None else 100 * share, 2)]
         )
     d = results.get("data") or {}
-    title = f"Language modelling on {d.get('sequences', '?')} held-out sequences of up to {d.get('n', '?')} tokens (w = {w})"
+    title = (
+        f"Language modelling on {d.get('sequences', '?')} held-out sequences of up to {d.get('n', '?')} tokens "
+        f"(w = {w})"
+    )
     return title + "\n" + _table(headers, rows)
 
 
@@ -121,7 +137,9 @@ def episode_table(results: dict) -> str | None:
     def cell(e: dict) -> str:
         return f"{_fmt(e['exact_match'])} ({_fmt(e['token_accuracy'])})"
 
-    rows = [[m["name"]] + [cell(b) for b in m["episodes"]["by_distance"]] + [cell(m["episodes"]["overall"])] for m in models]
+    rows = [
+        [m["name"]] + [cell(b) for b in m["episodes"]["by_distance"]] + [cell(m["episodes"]["overall"])] for m in models
+    ]
     return "Episode recall: exact match (token accuracy) by distance\n" + _table(headers, rows)
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -139,7 +140,9 @@ def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
     for src in models.values():
         if isinstance(src, (str, Path)) and (Path(src) / "tokenizer_config.json").is_file():
             return load_tokenizer(src)
-    raise UsageError("no tokenizer: pass --data PREPARED_DIR (its tokenizer/ is used) or a model folder that holds a tokenizer")
+    raise UsageError(
+        "no tokenizer: pass --data PREPARED_DIR (its tokenizer/ is used) or a model folder that holds a tokenizer"
+    )
 
 
 def _load_validation(data_dir, max_sequences: int | None):
@@ -148,7 +151,9 @@ def _load_validation(data_dir, max_sequences: int | None):
 
     dsd, manifest = load_prepared(data_dir)
     if "validation" not in dsd or len(dsd["validation"]) == 0:
-        raise UsageError(f"prepared data {str(data_dir)!r} has no validation sequences: prepare it with a validation split")
+        raise UsageError(
+            f"prepared data {str(data_dir)!r} has no validation sequences: prepare it with a validation split"
+        )
     val = dsd["validation"]
     if max_sequences is not None:
         val = val.select(range(min(max_sequences, len(val))))
@@ -224,7 +229,9 @@ def _model_digest(source) -> dict | None:
     return {f.name: file_digest(f) for f in files if f.is_file()}
 
 
-def _evaluate_one(name, source, *, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config) -> dict:
+def _evaluate_one(
+    name, source, *, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config
+) -> dict:
     """The results entry of one model (docs/EVALUATION.md, ``models[i]``)."""
     from tokenweight.models import count_parameters
 
@@ -234,7 +241,10 @@ def _evaluate_one(name, source, *, batches, evaluator, window, pos_edges, dist_e
         "name": name,
         "source": str(source) if isinstance(source, (str, Path)) else IN_MEMORY,
         "parameters": count_parameters(model),
-        "perplexity": None, "longppl": None, "episodes": None, "tasks": [],
+        "perplexity": None,
+        "longppl": None,
+        "episodes": None,
+        "tasks": [],
     }
     if batches:
         keys = evaluator.batches() if evaluator is not None else None
@@ -243,8 +253,15 @@ def _evaluate_one(name, source, *, batches, evaluator, window, pos_edges, dist_e
             model, batches, keys, window, pos_edges, dist_edges, name, is_ev
         )
     if samples:
-        entry["tasks"] = task_rows(model, tokenizer, samples, batch_size=config.batch_size,
-                                   generation=config.generation, max_new_tokens=config.max_new_tokens, name=name)
+        entry["tasks"] = task_rows(
+            model,
+            tokenizer,
+            samples,
+            batch_size=config.batch_size,
+            generation=config.generation,
+            max_new_tokens=config.max_new_tokens,
+            name=name,
+        )
     entry["seconds"] = round(time.perf_counter() - tm, 3)
     return entry
 
@@ -295,37 +312,52 @@ def evaluate_models(
         ev_model = ev if isinstance(ev, str) and ev in models else None
         ev_source = models[ev_model] if ev_model else ev
         if config.longppl_stride is not None and config.longppl_stride >= window:
-            raise UsageError(f"LongPPL stride {config.longppl_stride} must be smaller than the window {window}: "
-                             "pass a smaller --longppl-stride")
+            raise UsageError(
+                f"LongPPL stride {config.longppl_stride} must be smaller than the window {window}: "
+                "pass a smaller --longppl-stride"
+            )
         evaluator = KeyTokens(
-            lambda: load_model(ev_source), ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY),
-            batches, window=window, stride=config.longppl_stride or max(1, window // 4), alpha=config.alpha,
-            beta=config.beta, bos_token_id=getattr(tokenizer, "bos_token_id", None),
+            lambda: load_model(ev_source),
+            ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY),
+            batches,
+            window=window,
+            stride=config.longppl_stride or max(1, window // 4),
+            alpha=config.alpha,
+            beta=config.beta,
+            bos_token_id=getattr(tokenizer, "bos_token_id", None),
         )
 
     samples, skipped = {}, []
     depths = list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS)
     if tasks_to_run:
         haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows] if rows else None
-        samples, skipped = task_samples(tokenizer, tasks_to_run, lengths, config.num_samples, config.seed, depths, haystack)
+        samples, skipped = task_samples(
+            tokenizer, tasks_to_run, lengths, config.num_samples, config.seed, depths, haystack
+        )
 
     from tokenweight import __version__
 
     cfg = config.to_json()
     cfg.update(window=window, lengths=lengths, position_edges=pos_edges, distance_edges=dist_edges, depths=depths)
-    data_info = None if data_dir is None else {
-        "dir": str(data_dir),
-        "fingerprint": (manifest or {}).get("fingerprint"),
-        "n": n,
-        "sequences": len(rows),
-        "tokens": sum(len(r["input_ids"]) for r in rows),
-        "episodes": sum(len(r["episodes"]) for r in rows),
-    }
+    data_info = (
+        None
+        if data_dir is None
+        else {
+            "dir": str(data_dir),
+            "fingerprint": (manifest or {}).get("fingerprint"),
+            "n": n,
+            "sequences": len(rows),
+            "tokens": sum(len(r["input_ids"]) for r in rows),
+            "episodes": sum(len(r["episodes"]) for r in rows),
+        }
+    )
     shared = None
     ev_digest = _model_digest(ev_source) if evaluator is not None else None
     if cache_dir is not None and (evaluator is None or ev_digest is not None):
         shared = {
-            "version": __version__, "schema": SCHEMA_VERSION, "config": {**cfg, "evaluator": None},
+            "version": __version__,
+            "schema": SCHEMA_VERSION,
+            "config": {**cfg, "evaluator": None},
             "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
             "tokenizer": fingerprint(sorted(tokenizer.get_vocab().items())),
             "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
@@ -339,9 +371,18 @@ def evaluate_models(
             cached = json.loads(path.read_text(encoding="utf-8"))
             entry, evaluator_info = {**cached["entry"], "name": name, "source": str(source)}, cached["evaluator"]
         else:
-            entry = _evaluate_one(name, source, batches=batches, evaluator=evaluator, window=window,
-                                  pos_edges=pos_edges, dist_edges=dist_edges, samples=samples,
-                                  tokenizer=tokenizer, config=config)
+            entry = _evaluate_one(
+                name,
+                source,
+                batches=batches,
+                evaluator=evaluator,
+                window=window,
+                pos_edges=pos_edges,
+                dist_edges=dist_edges,
+                samples=samples,
+                tokenizer=tokenizer,
+                config=config,
+            )
             if evaluator is not None:
                 evaluator_info = evaluator.info()
             if path is not None:

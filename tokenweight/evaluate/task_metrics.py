@@ -17,7 +17,7 @@ Sample counts: needle tasks get ``num_samples`` per depth; tasks without a needl
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 

@@ -15,8 +15,8 @@ The input dict is not modified.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from tokenweight.io_utils import atomic_write_json, atomic_write_text
 from tokenweight.report.heatmap import sample_html

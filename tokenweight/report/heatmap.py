@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 #: RGB of the weight colour and of the diverging d scale (negative, positive)
 WEIGHT_RGB = (230, 85, 13)
@@ -57,7 +57,9 @@ def _check(tokens, long_nll, short_nll, weights_by_scheme) -> None:
     T = len(tokens)
     for name, seq in (("long_nll", long_nll), ("short_nll", short_nll)):
         if len(seq) != T:
-            raise ValueError(f"{name} has {len(seq)} entries but tokens has {T}: pass one entry per token (None for unscored)")
+            raise ValueError(
+                f"{name} has {len(seq)} entries but tokens has {T}: pass one entry per token (None for unscored)"
+            )
     for scheme, ws in weights_by_scheme.items():
         if len(ws) != T:
             raise ValueError(f"weights_by_scheme[{scheme!r}] has {len(ws)} entries but tokens has {T}: one per token")
@@ -67,14 +69,20 @@ def _check(tokens, long_nll, short_nll, weights_by_scheme) -> None:
 
 def _span(token: str, colour: str | None, title: str) -> str:
     style = f' style="background-color:{colour}"' if colour else ""
-    return f'<span class="tw-tok"{style} title="{html.escape(title, quote=True)}">{html.escape(token, quote=False)}</span>'
+    return (
+        f'<span class="tw-tok"{style} title="{html.escape(title, quote=True)}">{html.escape(token, quote=False)}</span>'
+    )
 
 
 def _title(i: int, token: str, lo: float | None, sh: float | None, extra: str = "") -> str:
     head = f"#{i} {token!r}"
     if lo is None:
         return head + "\nnot scored (no preceding context)"
-    text = f"{head}\nL_long {lo:.3f}   L_short {sh:.3f}   d {lo - sh:+.3f}" if sh is not None else f"{head}\nL_long {lo:.3f}"
+    text = (
+        f"{head}\nL_long {lo:.3f}   L_short {sh:.3f}   d {lo - sh:+.3f}"
+        if sh is not None
+        else f"{head}\nL_long {lo:.3f}"
+    )
     return text + extra
 
 
@@ -163,7 +171,7 @@ def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
         before = decode(prefix, read)
         after = decode(prefix, i + 1)
         if len(after) > len(before) and (not after.endswith("\ufffd") or i == len(ids) - 1):
-            pieces.append(after[len(before):])
+            pieces.append(after[len(before) :])
             prefix, read = read, i + 1
         else:
             pieces.append("")

@@ -11,15 +11,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from tokenweight.report.plots import caption
 from tokenweight.report.tables import Table, to_html
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+  padding:0 1em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 .meta{color:#666;font-size:.9em}
 .verdict{background:#f6f8fa;border-left:4px solid #4a7;padding:.6em 1em;white-space:normal}
 table.tw-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
@@ -92,16 +94,24 @@ def render_index(results: Mapping, tables: Sequence[Table], figures: Sequence[Pa
     if figures:
         parts.append("<h2>Figures</h2>")
         for fig in figures:
-            parts.append(f'<figure><img src="{data_uri(fig)}" alt="{esc(fig.stem, quote=True)}">'
-                         f"<figcaption>{esc(caption(fig))}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{data_uri(fig)}" alt="{esc(fig.stem, quote=True)}">'
+                f"<figcaption>{esc(caption(fig))}</figcaption></figure>"
+            )
     if heatmap:
-        parts += ["<h2>Token weights on a sample</h2>",
-                  "<p class='meta'>Every token coloured by its weight under each scheme; hover a token "
-                  "for its long- and short-context NLL and its weight.</p>", heatmap]
+        parts += [
+            "<h2>Token weights on a sample</h2>",
+            "<p class='meta'>Every token coloured by its weight under each scheme; hover a token "
+            "for its long- and short-context NLL and its weight.</p>",
+            heatmap,
+        ]
     parts.append("<h2>Setup</h2><h3>Config</h3>" + _kv(cfg))
     ev = results.get("evaluation") or {}
     if ev:
-        parts.append("<h3>Evaluation</h3>" + _kv({k: ev[k] for k in ("data", "evaluator", "config", "skipped_tasks", "seconds") if k in ev}))
+        parts.append(
+            "<h3>Evaluation</h3>"
+            + _kv({k: ev[k] for k in ("data", "evaluator", "config", "skipped_tasks", "seconds") if k in ev})
+        )
     parts.append("<h3>Machine</h3>" + _kv(results.get("machine")))
     if results["runs"]:
         parts.append("<h3>Runs</h3>")

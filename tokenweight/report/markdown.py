@@ -7,8 +7,8 @@ markdown, figures as links to the PNG files next to it, the setup as compact JSO
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from tokenweight.report.plots import caption
 from tokenweight.report.tables import Table, tables_markdown

@@ -27,8 +27,8 @@ Which metrics exist depends on the evaluation (w = native window, n = long conte
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 from tokenweight.report.schema import run_label
 from tokenweight.report.training import summary_value
@@ -145,7 +145,9 @@ def define_metrics(results: Mapping) -> list[Metric]:
         Metric("ppl_short", f"ppl<{w}", ev(("perplexity", "short", "ppl")), "lower", 2),
     ]
     cands += [
-        Metric(f"ppl_pos:{lo}-{hi}", f"ppl {lo}-{hi}", lambda r, lo=lo, hi=hi: _ppl_bucket(r["eval"], lo, hi), "lower", 2)
+        Metric(
+            f"ppl_pos:{lo}-{hi}", f"ppl {lo}-{hi}", lambda r, lo=lo, hi=hi: _ppl_bucket(r["eval"], lo, hi), "lower", 2
+        )
         for lo, hi in buckets
         if (lo, hi) != (0, w)  # the same tokens as ppl_short (positions 1 .. w-1)
     ]
@@ -218,7 +220,11 @@ def aggregate(results: Mapping, metrics: Sequence[Metric] | None = None) -> dict
             for m in metrics:
                 pairs = [(r["seed"], m.get(r), m.get(ref_by_seed[r["seed"]])) for r in runs if r["seed"] in ref_by_seed]
                 pairs = [(s, x - u) for s, x, u in pairs if x is not None and u is not None]
-                diffs[m.key] = {**mean_std([d for _, d in pairs]), "seeds": [s for s, _ in pairs], "diffs": [d for _, d in pairs]}
+                diffs[m.key] = {
+                    **mean_std([d for _, d in pairs]),
+                    "seeds": [s for s, _ in pairs],
+                    "diffs": [d for _, d in pairs],
+                }
             g["vs_reference"] = diffs
         out_groups.append(g)
     base = results.get("base")

@@ -17,8 +17,8 @@ order and the base model comes first).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from tokenweight.io_utils import atomic_file
 from tokenweight.report.metrics import groups, mean_entry
@@ -55,8 +55,11 @@ def plot_training_curves(results: Mapping, path: Path) -> Path | None:
     """Loss (and weight statistics) against step for every run that has a curve."""
     grouped = groups(results)
     offset = 1 if results.get("base") else 0
-    panels = [(k, t) for k, t in CURVE_PANELS
-              if any(k in rec for runs in grouped.values() for r in runs for rec in r.get("curve") or [])]
+    panels = [
+        (k, t)
+        for k, t in CURVE_PANELS
+        if any(k in rec for runs in grouped.values() for r in runs for rec in r.get("curve") or [])
+    ]
     if not panels:
         return None
     ncols = min(len(panels), 3)
@@ -68,8 +71,13 @@ def plot_training_curves(results: Mapping, path: Path) -> Path | None:
             for si, run in enumerate(runs):
                 pts = [(rec["step"], rec[key]) for rec in run.get("curve") or [] if key in rec]
                 if pts:
-                    ax.plot(*zip(*pts), color=_colour(gi + offset), linestyle=_STYLES[si % len(_STYLES)],
-                            linewidth=1.1, label=f"{label} s{run['seed']}")
+                    ax.plot(
+                        *zip(*pts),
+                        color=_colour(gi + offset),
+                        linestyle=_STYLES[si % len(_STYLES)],
+                        linewidth=1.1,
+                        label=f"{label} s{run['seed']}",
+                    )
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -133,14 +141,16 @@ def caption(path: Path) -> str:
     name = Path(path).name
     fixed = {
         "training_curves.png": "Training curves: weighted loss (what each run optimises), plain cross-entropy, "
-                               "and the logged weight statistics, per run (colour = setting, line style = seed).",
+        "and the logged weight statistics, per run (colour = setting, line style = seed).",
         "weight_histograms.png": "Token weights on the sample sequence under each scheme (log scale).",
-        "ppl_by_position.png": "Perplexity by token position (mean over seeds); the dashed line is the native window w.",
+        "ppl_by_position.png": (
+            "Perplexity by token position (mean over seeds); the dashed line is the native window w."
+        ),
         "episodes_by_distance.png": "Episode recall by distance between definition and use (mean over seeds).",
         "tasks_by_length.png": "Task accuracy (likelihood token accuracy) by length (mean over seeds).",
     }
     if name in fixed:
         return fixed[name]
     if name.startswith("heatmap_"):
-        return f"Accuracy by length and needle depth, task {name[len('heatmap_'):-len('.png')]} (mean over seeds)."
+        return f"Accuracy by length and needle depth, task {name[len('heatmap_') : -len('.png')]} (mean over seeds)."
     return name

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import Any, TypedDict
 
 SCHEMA_VERSION = 1
 

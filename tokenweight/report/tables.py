@@ -13,8 +13,8 @@ A :class:`Table` holds already formatted cells, so the markdown and the HTML sho
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from tokenweight.report.schema import run_label
 
@@ -61,21 +61,33 @@ def _stat_table(agg: Mapping, base_name: str | None, table: str, title: str, not
     if agg.get("base") is not None and base_name:
         rows.append([base_name, DASH] + [fmt(agg["base"][m["key"]], m["digits"]) for m in metrics])
     for g in agg["groups"]:
-        rows.append([g["label"], str(len(g["seeds"]))] + [fmt_stats(g["stats"][m["key"]], m["digits"]) for m in metrics])
+        rows.append(
+            [g["label"], str(len(g["seeds"]))] + [fmt_stats(g["stats"][m["key"]], m["digits"]) for m in metrics]
+        )
     return Table(title, headers, rows, note)
 
 
 def comparison_table(agg: Mapping, base_name: str | None) -> Table | None:
-    arrows = ", ".join(f"{m['label']} {'↑' if m['better'] == 'higher' else '↓'}" for m in _metrics(agg, "main") if m["better"])
-    note = ("mean ± sample std over seeds (a single seed shows no std); "
-            f"higher/lower is better: {arrows}." if arrows else "mean ± sample std over seeds.")
+    arrows = ", ".join(
+        f"{m['label']} {'↑' if m['better'] == 'higher' else '↓'}" for m in _metrics(agg, "main") if m["better"]
+    )
+    note = (
+        f"mean ± sample std over seeds (a single seed shows no std); higher/lower is better: {arrows}."
+        if arrows
+        else "mean ± sample std over seeds."
+    )
     return _stat_table(agg, base_name, "main", "Comparison", note)
 
 
 def tasks_table(agg: Mapping, base_name: str | None) -> Table | None:
     L = agg.get("task_length")
-    return _stat_table(agg, base_name, "tasks", f"Tasks at length {L}",
-                       "likelihood token accuracy of the answer, all needle depths pooled; mean ± std over seeds.")
+    return _stat_table(
+        agg,
+        base_name,
+        "tasks",
+        f"Tasks at length {L}",
+        "likelihood token accuracy of the answer, all needle depths pooled; mean ± std over seeds.",
+    )
 
 
 def reference_table(agg: Mapping) -> Table | None:
@@ -92,9 +104,13 @@ def reference_table(agg: Mapping) -> Table | None:
     for g in groups:
         d = g["vs_reference"]
         rows.append([g["label"]] + [fmt_stats(d[m["key"]], m["digits"], signed=True, show_n=True) for m in metrics])
-        marks.append([""] + [j if (j := judge(d[m["key"]], m["better"])) in ("better", "worse") else "" for m in metrics])
-    note = (f"difference to {ref} per seed (same seed = same data order), mean ± sample std over the n "
-            "paired seeds; marked better/worse when |mean| > 2 standard errors.")
+        marks.append(
+            [""] + [j if (j := judge(d[m["key"]], m["better"])) in ("better", "worse") else "" for m in metrics]
+        )
+    note = (
+        f"difference to {ref} per seed (same seed = same data order), mean ± sample std over the n "
+        "paired seeds; marked better/worse when |mean| > 2 standard errors."
+    )
     return Table(f"Difference vs {ref}", headers, rows, note, marks)
 
 
@@ -117,7 +133,12 @@ def runs_table(results: Mapping, agg: Mapping) -> Table | None:
 
 def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
     base_name = (results.get("base") or {}).get("name")
-    tables = [comparison_table(agg, base_name), reference_table(agg), tasks_table(agg, base_name), runs_table(results, agg)]
+    tables = [
+        comparison_table(agg, base_name),
+        reference_table(agg),
+        tasks_table(agg, base_name),
+        runs_table(results, agg),
+    ]
     return [t for t in tables if t is not None]
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from tokenweight.errors import UsageError
 
@@ -88,7 +88,9 @@ def read_log(path: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 if not f.read().strip():  # a last line cut off by a kill: the run's earlier steps stand
                     break
-                raise UsageError(f"training log {str(p)!r} line {lineno} is not JSON: fix or remove that line") from None
+                raise UsageError(
+                    f"training log {str(p)!r} line {lineno} is not JSON: fix or remove that line"
+                ) from None
             if not isinstance(record, dict):
                 continue
             out = {k: v for k, names in LOG_FIELDS.items() if (v := _pick(record, names)) is not None}

@@ -14,7 +14,7 @@ seed there is no noise estimate and the text says so.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 #: metrics the verdict talks about, in this order
 HEADLINE = ("recall_long", "tasks", "tasks_gen", "longppl", "ppl_short")
@@ -41,12 +41,17 @@ def auto_verdict(agg: Mapping) -> dict:
     metrics = {m["key"]: m for m in agg["metrics"] if m["key"] in HEADLINE}
     ref = agg.get("reference")
     if ref is None:
-        return {"text": "No uniform (plain cross-entropy) run to compare against: see the tables.", "auto": True,
-                "judgements": {}}
+        return {
+            "text": "No uniform (plain cross-entropy) run to compare against: see the tables.",
+            "auto": True,
+            "judgements": {},
+        }
     lines, judgements = [], {}
     n_ref = len(next(g for g in agg["groups"] if g["label"] == ref)["seeds"])
-    lines.append(f"Differences against {ref}, paired by seed (mean ± std over the paired seeds; "
-                 f"{n_ref} seed(s) of {ref}); 'clear' = |mean| > 2 standard errors.")
+    lines.append(
+        f"Differences against {ref}, paired by seed (mean ± std over the paired seeds; "
+        f"{n_ref} seed(s) of {ref}); 'clear' = |mean| > 2 standard errors."
+    )
     for g in agg["groups"]:
         if g["label"] == ref or not g["vs_reference"]:
             continue
@@ -83,6 +88,7 @@ def _best(agg: Mapping, metrics: Mapping) -> str | None:
         sign = 1 if metrics[key]["better"] == "higher" else -1
         value, label = max(scored, key=lambda t: sign * t[0])
         if sum(1 for v, _ in scored if v == value) > 1:
-            return f"No single best mean {metrics[key]['label']}: several settings tie at {value:.{metrics[key]['digits']}f}."
+            digits = metrics[key]["digits"]
+            return f"No single best mean {metrics[key]['label']}: several settings tie at {value:.{digits}f}."
         return f"Best mean {metrics[key]['label']}: {label} ({value:.{metrics[key]['digits']}f})."
     return None

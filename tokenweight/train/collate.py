@@ -49,8 +49,15 @@ class TrainSequences(Dataset):
     ``index`` is always the row of the *sequence* in ``ds`` (for a window: the sequence it is cut from).
     """
 
-    def __init__(self, ds, *, max_length: int | None = None, window: int | None = None,
-                 bos_token_id: int | None = None, limit: int | None = None):
+    def __init__(
+        self,
+        ds,
+        *,
+        max_length: int | None = None,
+        window: int | None = None,
+        bos_token_id: int | None = None,
+        limit: int | None = None,
+    ):
         for name, v in (("max_length", max_length), ("window", window), ("limit", limit)):
             if v is not None and (not isinstance(v, int) or v < (2 if name != "limit" else 1)):
                 raise ValueError(f"{name} must be None or an integer >= {2 if name != 'limit' else 1}, got {v!r}")

@@ -28,7 +28,6 @@ from torch.utils.data import Dataset
 
 from tokenweight.train.collate import IGNORE_INDEX
 
-
 MIN_SPAN, MAX_SPAN = 4, 32
 
 
@@ -45,8 +44,15 @@ class CopyTask(Dataset):
         seed: data seed.
     """
 
-    def __init__(self, num_rows: int, length: int, vocab_size: int, special_ids=(), bos_token_id: int | None = None,
-                 seed: int = 0):
+    def __init__(
+        self,
+        num_rows: int,
+        length: int,
+        vocab_size: int,
+        special_ids=(),
+        bos_token_id: int | None = None,
+        seed: int = 0,
+    ):
         if not (isinstance(num_rows, int) and num_rows >= 1):
             raise ValueError(f"num_rows must be an int >= 1, got {num_rows!r}")
         lead = 0 if bos_token_id is None else 1
@@ -78,8 +84,11 @@ class CopyTask(Dataset):
             f = self.allowed[rng.integers(0, len(self.allowed), size=b)].tolist()
             ids += x + f + x
             labels += [IGNORE_INDEX] * (h + b) + x
-        return {"input_ids": torch.tensor(ids[: self.length], dtype=torch.long),
-                "labels": torch.tensor(labels[: self.length], dtype=torch.long), "index": int(i)}
+        return {
+            "input_ids": torch.tensor(ids[: self.length], dtype=torch.long),
+            "labels": torch.tensor(labels[: self.length], dtype=torch.long),
+            "index": int(i),
+        }
 
     @property
     def num_tokens(self) -> int:

@@ -50,13 +50,23 @@ class Recipe:
 
     def validate(self) -> None:
         """ValueError naming the field, the value and the valid range."""
-        ints = {"max_steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "save_steps": 1,
-                "logging_steps": 1, "dataloader_workers": 0, "seed": 0}
+        ints = {
+            "max_steps": 1,
+            "batch_size": 1,
+            "grad_accum": 1,
+            "warmup_steps": 0,
+            "save_steps": 1,
+            "logging_steps": 1,
+            "dataloader_workers": 0,
+            "seed": 0,
+        }
         for name, low in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        if self.save_total_limit is not None and (not isinstance(self.save_total_limit, int) or self.save_total_limit < 1):
+        if self.save_total_limit is not None and (
+            not isinstance(self.save_total_limit, int) or self.save_total_limit < 1
+        ):
             raise ValueError(f"save_total_limit must be None or an integer >= 1, got {self.save_total_limit!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
@@ -78,8 +88,9 @@ def load_deepspeed_config(spec: str | os.PathLike) -> dict:
         shipped = CONFIG_DIR / "deepspeed" / f"{spec}.yaml"
         if not shipped.is_file():
             names = sorted(q.stem for q in (CONFIG_DIR / "deepspeed").glob("*.yaml"))
-            raise UsageError(f"DeepSpeed config {str(spec)!r} does not exist: pass a JSON/YAML file or one of "
-                             f"{', '.join(names)}")
+            raise UsageError(
+                f"DeepSpeed config {str(spec)!r} does not exist: pass a JSON/YAML file or one of {', '.join(names)}"
+            )
         p = shipped
     text = p.read_text(encoding="utf-8")
     if p.suffix == ".json":
@@ -102,7 +113,9 @@ def training_arguments(recipe: Recipe, out_dir: str | os.PathLike):
         try:
             import deepspeed as _  # noqa: F401
         except ImportError:
-            raise UsageError("--deepspeed needs the deepspeed package: pip install deepspeed (on a GPU machine)") from None
+            raise UsageError(
+                "--deepspeed needs the deepspeed package: pip install deepspeed (on a GPU machine)"
+            ) from None
         deepspeed = load_deepspeed_config(recipe.deepspeed)
     return TrainingArguments(
         output_dir=str(out_dir),

@@ -23,8 +23,9 @@ from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_write_json, replace_dir, tmp_dir_for
 
 #: run_config keys that may differ on --resume (they do not change what is trained)
-RESUMABLE_CHANGES = frozenset({"max_steps", "save_steps", "save_total_limit", "logging_steps",
-                               "dataloader_workers", "resume", "out", "config"})
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "save_steps", "save_total_limit", "logging_steps", "dataloader_workers", "resume", "out", "config"}
+)
 
 
 def _last_checkpoint(out: Path) -> str | None:
@@ -44,21 +45,27 @@ def check_out_dir(out: Path, run_config: dict | None, resume: bool) -> str | Non
     last = _last_checkpoint(out)
     if not resume:
         if last is not None or (out / "model").exists() or (out / "summary.json").exists():
-            raise UsageError(f"--out {str(out)!r} already holds a run: pass --resume to continue it, "
-                             "or choose another --out")
+            raise UsageError(
+                f"--out {str(out)!r} already holds a run: pass --resume to continue it, or choose another --out"
+            )
         return None
     if last is None:
-        raise UsageError(f"--resume: {str(out)!r} holds no checkpoint to resume from: run without --resume "
-                         "(or with --save-steps small enough to have saved one)")
+        raise UsageError(
+            f"--resume: {str(out)!r} holds no checkpoint to resume from: run without --resume "
+            "(or with --save-steps small enough to have saved one)"
+        )
     saved = out / "run_config.json"
     if run_config is not None and saved.is_file():
         old = json.loads(saved.read_text(encoding="utf-8"))
-        diff = sorted(k for k in set(old) | set(run_config)
-                      if k not in RESUMABLE_CHANGES and old.get(k) != run_config.get(k))
+        diff = sorted(
+            k for k in set(old) | set(run_config) if k not in RESUMABLE_CHANGES and old.get(k) != run_config.get(k)
+        )
         if diff:
             k = diff[0]
-            raise UsageError(f"--resume: option {k} was {old.get(k)!r} in the interrupted run but is "
-                             f"{run_config.get(k)!r} now: resume with the same options, or start a new --out")
+            raise UsageError(
+                f"--resume: option {k} was {old.get(k)!r} in the interrupted run but is "
+                f"{run_config.get(k)!r} now: resume with the same options, or start a new --out"
+            )
     return last
 
 
@@ -89,9 +96,20 @@ def save_final(trainer, path: Path) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def run_training(*, model, tokenizer, train_dataset, recipe, out_dir, scheme="uniform", scorer=None,
-                 chunk_size: int = 1024, resume: bool = False, run_config: dict | None = None,
-                 trainer_class=None) -> dict:
+def run_training(
+    *,
+    model,
+    tokenizer,
+    train_dataset,
+    recipe,
+    out_dir,
+    scheme="uniform",
+    scorer=None,
+    chunk_size: int = 1024,
+    resume: bool = False,
+    run_config: dict | None = None,
+    trainer_class=None,
+) -> dict:
     """Train ``model`` on ``train_dataset`` (``TrainSequences``) and save everything under ``out_dir``.
 
     Returns the summary (also written to ``OUT/summary.json``).

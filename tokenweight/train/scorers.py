@@ -35,14 +35,22 @@ class SelfScorer:
         window_starts(window + 1, window, stride)  # validates window and stride (ValueError)
         self.window, self.stride, self.bos_token_id, self.batch_size = window, stride, bos_token_id, batch_size
 
-    def __call__(self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
-                 index: Tensor, long_nll: Tensor) -> Tensor:
+    def __call__(
+        self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
+    ) -> Tensor:
         """input_ids, attention_mask: [b, n]; index: [b]; long_nll: [b, n-1] -> [b, n-1] float32."""
         from tokenweight.scoring import short_context_nll
 
-        short = short_context_nll(model, input_ids, self.window, self.stride, attention_mask=attention_mask,
-                                  bos_token_id=self.bos_token_id, skip_first_window=True,
-                                  batch_size=self.batch_size)
+        short = short_context_nll(
+            model,
+            input_ids,
+            self.window,
+            self.stride,
+            attention_mask=attention_mask,
+            bos_token_id=self.bos_token_id,
+            skip_first_window=True,
+            batch_size=self.batch_size,
+        )
         k = self.window - 1
         short[:, :k] = long_nll[:, :k].detach().to(short.dtype)
         return short
@@ -61,8 +69,9 @@ class FrozenScorer:
     def __init__(self, cache):
         self.cache = cache
 
-    def __call__(self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
-                 index: Tensor, long_nll: Tensor) -> Tensor:
+    def __call__(
+        self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
+    ) -> Tensor:
         t = long_nll.shape[1]
         short = self.cache.read(index.detach().cpu())
         if short.shape[1] < t:

@@ -133,12 +133,13 @@ class WeightedTrainer(Trainer):
     # Our loss is already normalised by the global token count of the accumulated batch.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, scheme: WeightingScheme | str = "uniform", scorer=None, chunk_size: int = 1024,
-                 **kwargs):
+    def __init__(self, *args, scheme: WeightingScheme | str = "uniform", scorer=None, chunk_size: int = 1024, **kwargs):
         super().__init__(*args, **kwargs)
         self.scheme = WeightingScheme.parse(scheme)
         if self.scheme.needs_short and scorer is None:
-            raise ValueError(f"scheme {self.scheme} needs short-context NLL: pass scorer=SelfScorer(...) or FrozenScorer(...)")
+            raise ValueError(
+                f"scheme {self.scheme} needs short-context NLL: pass scorer=SelfScorer(...) or FrozenScorer(...)"
+            )
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         if self.args.remove_unused_columns:
@@ -151,8 +152,10 @@ class WeightedTrainer(Trainer):
         config = getattr(self.model, "config", None)
         bad = [a for a in _LOGIT_POSTPROCESSING if getattr(config, a, None) not in (None, 1, 1.0)]
         if bad:
-            raise ValueError(f"model post-processes its logits ({bad[0]} = {getattr(config, bad[0])}): the chunked "
-                             "weighted loss supports models whose logits are their output layer's")
+            raise ValueError(
+                f"model post-processes its logits ({bad[0]} = {getattr(config, bad[0])}): the chunked "
+                "weighted loss supports models whose logits are their output layer's"
+            )
         if not isinstance(self.model.get_output_embeddings(), nn.Linear):
             raise ValueError("the model's output layer (get_output_embeddings) must be an nn.Linear")
         self.timer = StepTimer()
@@ -194,8 +197,9 @@ class WeightedTrainer(Trainer):
         try:
             weights = self.scheme(nll.detach(), short, mask, generator=self._generator(index, nll.device))
         except ValueError as e:
-            raise NonFiniteLossError(f"{e} at step {self.state.global_step + 1} on train sequences "
-                                     f"{sorted(index.tolist())}") from None
+            raise NonFiniteLossError(
+                f"{e} at step {self.state.global_step + 1} on train sequences {sorted(index.tolist())}"
+            ) from None
         return nll, mask, weights
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -243,20 +247,33 @@ class WeightedTrainer(Trainer):
         else:
             w = torch.where(mask, weights, 0.0).to(torch.float64)
         wmax = torch.where(mask, w, -math.inf).max()  # -inf when nothing is scored
-        stats = torch.stack([count, nll64.sum(), (w * nll64).sum(), w.sum(), (w * w).sum(),
-                             wmax.to(torch.float64), ((w == 0) & mask).sum().to(torch.float64)])
+        stats = torch.stack(
+            [
+                count,
+                nll64.sum(),
+                (w * nll64).sum(),
+                w.sum(),
+                (w * w).sum(),
+                wmax.to(torch.float64),
+                ((w == 0) & mask).sum().to(torch.float64),
+            ]
+        )
         if self._stats is None:
             self._stats = stats
         else:
-            self._stats = torch.cat([self._stats[:5] + stats[:5], torch.maximum(self._stats[5:6], stats[5:6]),
-                                     self._stats[6:] + stats[6:]])
-        tokens = (attention_mask.sum() if attention_mask is not None else torch.tensor(input_ids.numel())).to(torch.float64)
+            self._stats = torch.cat(
+                [self._stats[:5] + stats[:5], torch.maximum(self._stats[5:6], stats[5:6]), self._stats[6:] + stats[6:]]
+            )
+        tokens = (attention_mask.sum() if attention_mask is not None else torch.tensor(input_ids.numel())).to(
+            torch.float64
+        )
         self._tokens = tokens if self._tokens is None else self._tokens + tokens
 
     def _flush_stats(self) -> dict[str, float]:
         device = self.args.device
-        stats = self._stats if self._stats is not None else torch.tensor(
-            [0, 0, 0, 0, 0, -math.inf, 0], dtype=torch.float64)
+        stats = (
+            self._stats if self._stats is not None else torch.tensor([0, 0, 0, 0, 0, -math.inf, 0], dtype=torch.float64)
+        )
         tokens = self._tokens if self._tokens is not None else torch.tensor(0.0, dtype=torch.float64)
         stats, tokens = stats.to(device), tokens.to(device)
         self._stats = self._tokens = None

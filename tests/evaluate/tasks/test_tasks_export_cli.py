@@ -41,8 +41,24 @@ def test_cli_list(capsys):
 
 def test_cli_export_resume_and_config(capsys, tokenizer_dir, tmp_path):
     out = tmp_path / "out"
-    args = ["tasks", "export", "--tokenizer", str(tokenizer_dir), "--tasks", "niah_single_1,fwe",
-            "--lengths", "300,40", "--num-samples", "2", "--seed", "3", "--depths", "0.25,0.75", "--out", str(out)]
+    args = [
+        "tasks",
+        "export",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--tasks",
+        "niah_single_1,fwe",
+        "--lengths",
+        "300,40",
+        "--num-samples",
+        "2",
+        "--seed",
+        "3",
+        "--depths",
+        "0.25,0.75",
+        "--out",
+        str(out),
+    ]
     rc, stdout, err = _run(capsys, *args)
     assert rc == 0
     assert "skipped niah_single_1 at 40 tokens" in err  # too short for any task: skipped, not fatal
@@ -82,7 +98,9 @@ def test_cli_export_resume_and_config(capsys, tokenizer_dir, tmp_path):
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(capsys, tokenizer_dir, tmp_path, extra, message):
-    rc, _, err = _run(capsys, "tasks", "export", "--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "o"), *extra)
+    rc, _, err = _run(
+        capsys, "tasks", "export", "--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "o"), *extra
+    )
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("tokenweight: error: ") and message in err
 
@@ -99,8 +117,23 @@ def test_cli_corpus_haystack_from_a_folder(capsys, tokenizer_dir, tmp_path):
     docs.mkdir()
     (docs / "a.py").write_text("def alpha(x):\n    return x * 2\n" * 30)
     (docs / "b.txt").write_text("Beta gamma delta. " * 40)
-    rc, _, _ = _run(capsys, "tasks", "export", "--tokenizer", str(tokenizer_dir), "--tasks", "niah_single_2",
-                    "--lengths", "300", "--num-samples", "2", "--haystack", str(docs), "--out", str(tmp_path / "o"))
+    rc, _, _ = _run(
+        capsys,
+        "tasks",
+        "export",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--tasks",
+        "niah_single_2",
+        "--lengths",
+        "300",
+        "--num-samples",
+        "2",
+        "--haystack",
+        str(docs),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert rc == 0
     ss = read_jsonl(tmp_path / "o/300/niah_single_2/validation.jsonl")
     assert all(s.meta["haystack"] == "corpus" for s in ss)

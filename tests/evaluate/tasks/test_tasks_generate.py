@@ -71,7 +71,9 @@ def test_depths_are_honoured_in_tokens(tokenizer, task, tol):
     assert [s.depth for s in ss] == [d for d in depths for _ in range(2)]  # depth-major
     for s in ss:
         value = s.outputs[0]
-        needle = next(line for line in re.findall(r"One of the special magic numbers for \S+ is: \d+\.", s.input) if value in line)
+        needle = next(
+            line for line in re.findall(r"One of the special magic numbers for \S+ is: \d+\.", s.input) if value in line
+        )
         frac = _needle_fraction(tokenizer, s, needle, "afterwards.\n", "\nWhat is the special")
         assert abs(frac - s.depth) <= tol, (s.depth, frac)
         assert abs(s.meta["needle_depths"][0] - s.depth) <= tol
@@ -125,7 +127,9 @@ def test_variable_tracking_chain(samples):
         names, value = s.outputs, s.meta["value"]
         assert len(names) == 5 and all(re.fullmatch(r"[A-Z]{5}", n) for n in names)
         main = s.input.split("\n\n", 2)[-1] if s.meta["example"] else s.input
-        pos = [main.index(f"VAR {names[0]} = {value}")] + [main.index(f"VAR {b} = VAR {a}") for a, b in zip(names, names[1:])]
+        pos = [main.index(f"VAR {names[0]} = {value}")] + [
+            main.index(f"VAR {b} = VAR {a}") for a, b in zip(names, names[1:])
+        ]
         assert pos == sorted(pos)
         assert s.input.endswith(f"5 variables are assigned the value {value}, they are:")
 
@@ -175,7 +179,9 @@ def test_too_short_length_reports_the_minimum(tokenizer):
     for task in TASKS:
         with pytest.raises(LengthTooShortError) as e:
             generate_samples(task, tokenizer, 40, 1, 5)
-        assert isinstance(e.value, ValueError) and e.value.minimum > 40 and f"length >= {e.value.minimum}" in str(e.value)
+        assert (
+            isinstance(e.value, ValueError) and e.value.minimum > 40 and f"length >= {e.value.minimum}" in str(e.value)
+        )
         if TASKS[task].family == "niah":  # the minimum is exactly the needles-only prompt: it fits
             (s,) = generate_samples(task, tokenizer, e.value.minimum, 1, 5)
             assert s.length == e.value.minimum

@@ -55,7 +55,9 @@ def test_random_values_have_rulers_shapes():
     w = vocab.random_value("words", rng)
     adj, noun = w.split("-")
     assert adj in vocab.ADJECTIVES and noun in vocab.NOUNS
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", vocab.random_value("uuids", rng))
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", vocab.random_value("uuids", rng)
+    )
     with pytest.raises(ValueError, match="kind='dates'"):
         vocab.random_value("dates", rng)
     vals = vocab.distinct_values("numbers", rng, 50, exclude={"1000000"})

@@ -46,7 +46,6 @@ torch.
 from __future__ import annotations
 
 from tokenweight._lazy import lazy_exports
-
 from tokenweight.evaluate.tasks.export import export_jsonl, read_jsonl
 from tokenweight.evaluate.tasks.haystack import Haystack
 from tokenweight.evaluate.tasks.registry import TASKS, generate_samples

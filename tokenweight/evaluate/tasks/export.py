@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tokenweight.evaluate.tasks.sample import LengthTooShortError, Sample
 from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint
@@ -62,7 +62,9 @@ def read_jsonl(path: str | os.PathLike) -> list[Sample]:
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{n} is not a task sample ({e}): expected RULER JSONL with input, outputs, length") from None
+                raise ValueError(
+                    f"{path}:{n} is not a task sample ({e}): expected RULER JSONL with input, outputs, length"
+                ) from None
     return out
 
 
@@ -128,7 +130,9 @@ def export_suite(
             manifest["files"][rel] = prev
             continue
         try:
-            samples = generate_samples(task, tokenizer, int(length), num_samples, seed, haystack=haystack, depths=depths)
+            samples = generate_samples(
+                task, tokenizer, int(length), num_samples, seed, haystack=haystack, depths=depths
+            )
         except LengthTooShortError as e:
             if warn is not None:
                 warn(f"skipped {task} at {length} tokens: {e}")

@@ -17,7 +17,7 @@ Guarantee: the returned ``m`` satisfies ``measure(m) <= target`` and either ``m 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

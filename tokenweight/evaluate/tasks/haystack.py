@@ -54,7 +54,7 @@ class Stream:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_text(cls, text: str, tokenizer, sep: str = "\n", meta: dict | None = None) -> "Stream":
+    def from_text(cls, text: str, tokenizer, sep: str = "\n", meta: dict | None = None) -> Stream:
         """Cut ``text`` into pieces and tokenize each piece once (one batched call)."""
         pieces = _PIECE.findall(text)
         counts = piece_token_counts(tokenizer, pieces)
@@ -133,12 +133,12 @@ class Haystack:
         self.texts = texts
 
     @classmethod
-    def noise(cls) -> "Haystack":
+    def noise(cls) -> Haystack:
         """RULER's repeated noise sentences."""
         return cls("noise")
 
     @classmethod
-    def from_texts(cls, texts: list[str]) -> "Haystack":
+    def from_texts(cls, texts: list[str]) -> Haystack:
         """Held-out documents (e.g. a validation split decoded); empty ones are dropped."""
         if isinstance(texts, str):
             raise ValueError("texts must be a list of documents, not one string: wrap it in a list")

@@ -23,7 +23,7 @@ candidates costs about one forward pass, not eleven.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm import tqdm
@@ -50,7 +50,9 @@ def _select_cache(cache, rows: torch.Tensor):
 
 
 @torch.no_grad()
-def _continuation_logprobs(model, contexts: list[list[int]], conts: list[list[list[int]]], pad_id: int, batch_size: int):
+def _continuation_logprobs(
+    model, contexts: list[list[int]], conts: list[list[list[int]]], pad_id: int, batch_size: int
+):
     """Per context ``i`` and continuation ``j``: (log p of each token, is-argmax of each token).
 
     Args:
@@ -137,7 +139,9 @@ def score_likelihood(model, tokenizer, samples: Sequence, batch_size: int = 8) -
     try:
         for start in tqdm(range(0, len(order), batch_size), desc="likelihood", disable=None, leave=False):
             idx = order[start : start + batch_size]
-            scored = _continuation_logprobs(model, [enc[i][0] for i in idx], [enc[i][1] for i in idx], pad_id, batch_size)
+            scored = _continuation_logprobs(
+                model, [enc[i][0] for i in idx], [enc[i][1] for i in idx], pad_id, batch_size
+            )
             for i, per_cont in zip(idx, scored):
                 results[i] = _summarize(enc[i][2], enc[i][3], per_cont)
     finally:

@@ -126,7 +126,10 @@ def generate_niah(
         require(o in prompt, f"{spec.name}: answer {o!r} missing from the input")
     for i in queried:
         phrase = f" for {keys[i]} is: "
-        require(prompt.count(phrase) == num_v, f"{spec.name}: key {keys[i]!r} has {prompt.count(phrase)} needles, expected {num_v}")
+        require(
+            prompt.count(phrase) == num_v,
+            f"{spec.name}: key {keys[i]!r} has {prompt.count(phrase)} needles, expected {num_v}",
+        )
 
     # candidates: in-context values of other keys first (the hard distractors), then fresh values
     crng = random.Random(cand_seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from tqdm import tqdm
 
@@ -41,20 +41,62 @@ def _niah(name: str, haystack: str, k: str, v: str, nk: int = 1, nv: int = 1, nq
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in [
-        _niah("niah_single_1", "noise", "words", "numbers", what="one needle (word key, 7-digit value) in repeated noise"),
-        _niah("niah_single_2", "corpus", "words", "numbers", what="one needle (word key, 7-digit value) in corpus text"),
+        _niah(
+            "niah_single_1", "noise", "words", "numbers", what="one needle (word key, 7-digit value) in repeated noise"
+        ),
+        _niah(
+            "niah_single_2", "corpus", "words", "numbers", what="one needle (word key, 7-digit value) in corpus text"
+        ),
         _niah("niah_single_3", "corpus", "words", "uuids", what="one needle (word key, UUID value) in corpus text"),
-        _niah("niah_multikey_1", "corpus", "words", "numbers", nk=4, what="one of 4 needles with different keys, corpus text"),
+        _niah(
+            "niah_multikey_1",
+            "corpus",
+            "words",
+            "numbers",
+            nk=4,
+            what="one of 4 needles with different keys, corpus text",
+        ),
         _niah("niah_multikey_2", "needles", "words", "numbers", what="one needle in a haystack of distractor needles"),
         _niah("niah_multikey_3", "needles", "uuids", "uuids", what="UUID key and value among distractor needles"),
         _niah("niah_multivalue", "corpus", "words", "numbers", nv=4, what="all 4 values of one key, corpus text"),
-        _niah("niah_multiquery", "corpus", "words", "numbers", nq=4, what="the values of 4 keys asked at once, corpus text"),
-        TaskSpec("vt", "vt", "variable tracking: all names of a 4-hop assignment chain in noise", "string_match_all",
-                 30, False, "noise", {"num_chains": 1, "num_hops": 4}),
-        TaskSpec("cwe", "cwe", "common words extraction: the 10 most common words of a numbered list",
-                 "string_match_all", 120, False, None, {"freq_cw": 30, "freq_ucw": 3, "num_cw": 10}),
-        TaskSpec("fwe", "fwe", "frequent words extraction: the 3 most frequent coded words (Zipf, alpha 2)",
-                 "string_match_all", 50, False, None, {"alpha": 2.0, "coded_wordlen": 6}),
+        _niah(
+            "niah_multiquery",
+            "corpus",
+            "words",
+            "numbers",
+            nq=4,
+            what="the values of 4 keys asked at once, corpus text",
+        ),
+        TaskSpec(
+            "vt",
+            "vt",
+            "variable tracking: all names of a 4-hop assignment chain in noise",
+            "string_match_all",
+            30,
+            False,
+            "noise",
+            {"num_chains": 1, "num_hops": 4},
+        ),
+        TaskSpec(
+            "cwe",
+            "cwe",
+            "common words extraction: the 10 most common words of a numbered list",
+            "string_match_all",
+            120,
+            False,
+            None,
+            {"freq_cw": 30, "freq_ucw": 3, "num_cw": 10},
+        ),
+        TaskSpec(
+            "fwe",
+            "fwe",
+            "frequent words extraction: the 3 most frequent coded words (Zipf, alpha 2)",
+            "string_match_all",
+            50,
+            False,
+            None,
+            {"alpha": 2.0, "coded_wordlen": 6},
+        ),
     ]
 }
 

@@ -14,7 +14,7 @@ times 100; so does :func:`score_generation` (``score``), next to per-sample valu
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
@@ -59,7 +59,9 @@ def score_generation(predictions: Sequence[str], samples: Sequence) -> dict:
     from tokenweight.evaluate.tasks.registry import TASKS
 
     if len(predictions) != len(samples):
-        raise ValueError(f"predictions has {len(predictions)} entries but samples has {len(samples)}: pass one per sample")
+        raise ValueError(
+            f"predictions has {len(predictions)} entries but samples has {len(samples)}: pass one per sample"
+        )
     if not samples:
         raise ValueError("samples is empty: nothing to score")
     per = []

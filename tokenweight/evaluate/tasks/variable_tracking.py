@@ -43,7 +43,8 @@ def _chains(rng: random.Random, num_chains: int, num_hops: int, num_letters: int
         if v not in values:
             values.append(v)
     statements = [
-        [f"VAR {ns[0]} = {v}"] + [f"VAR {ns[j + 1]} = VAR {ns[j]}" for j in range(num_hops)] for ns, v in zip(names, values)
+        [f"VAR {ns[0]} = {v}"] + [f"VAR {ns[j + 1]} = VAR {ns[j]}" for j in range(num_hops)]
+        for ns, v in zip(names, values)
     ]
     return names, values, statements
 

@@ -124,7 +124,9 @@ def random_value(kind: str, rng: random.Random) -> str:
     raise ValueError(f"kind={kind!r} is not a value type: use 'numbers', 'words' or 'uuids'")
 
 
-def distinct_values(kind: str, rng: random.Random, count: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+def distinct_values(
+    kind: str, rng: random.Random, count: int, exclude: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
     """``count`` distinct values of type ``kind``, none of them in ``exclude``."""
     out: list[str] = []
     seen = set(exclude)

@@ -50,8 +50,10 @@ _M64 = (1 << 64) - 1
 def order_keys(seed: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A pseudo-random uint64 per pair ``(a[i], b[i])`` (splitmix64 of seed, a, b): a stable order."""
     with np.errstate(over="ignore"):
-        z = np.uint64(seed & _M64) + a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + b.astype(np.uint64) * np.uint64(
-            0xD1B54A32D192ED03
+        z = (
+            np.uint64(seed & _M64)
+            + a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            + b.astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)
         )
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -65,7 +67,13 @@ def zeta(s: float, terms: int = 1000) -> float:
     k = np.arange(1, terms, dtype=np.float64)
     n = float(terms)
     head = float(np.sum(k**-s))
-    return head + n ** (1 - s) / (s - 1) + 0.5 * n**-s + s * n ** (-s - 1) / 12 - s * (s + 1) * (s + 2) * n ** (-s - 3) / 720
+    return (
+        head
+        + n ** (1 - s) / (s - 1)
+        + 0.5 * n**-s
+        + s * n ** (-s - 1) / 12
+        - s * (s + 1) * (s + 2) * n ** (-s - 3) / 720
+    )
 
 
 def _numbered(words) -> str:
@@ -126,7 +134,9 @@ def generate_cwe(spec: TaskSpec, tokenizer, length: int, rng: random.Random, hay
     outputs = list(words[:num_cw])
     for w in outputs:
         require(counts[w] == cw, f"cwe: common word {w!r} appears {counts[w]} times, expected {cw}")
-    require(max((c for w, c in counts.items() if w not in outputs), default=0) < cw, "cwe: an uncommon word is as common")
+    require(
+        max((c for w, c in counts.items() if w not in outputs), default=0) < cw, "cwe: an uncommon word is as common"
+    )
     present = [w for w in words[num_cw : num_cw + -(-m // ucw)]]
     crng = random.Random(cand_seed)
     hard = crng.sample(present, min(len(present), NUM_DISTRACTORS))
