@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from tokenweight.data import prepare
+from tokenweight.identity import load_tokenizer
 from tokenweight.io_utils import atomic_write_json
-from tokenweight.models import PRESETS, init_model, load_tokenizer
+from tokenweight.models import PRESETS, init_model
 from tokenweight.scorecache import compute_scores
 
 

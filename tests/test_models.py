@@ -15,7 +15,6 @@ from tokenweight.models import (
     extend_context,
     init_model,
     load_model,
-    load_tokenizer,
     theta_for_extension,
 )
 
@@ -144,15 +143,3 @@ def test_load_model_errors_and_dtype(tmp_path):
     _tiny().save_pretrained(tmp_path / "m")
     m = load_model(tmp_path / "m", dtype="bfloat16")
     assert m.dtype == torch.bfloat16 and m.config._attn_implementation == "sdpa"
-
-
-def test_load_tokenizer(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(tmp_path / "tok")
-    assert load_tokenizer(tmp_path / "tok")("a b a")["input_ids"] == [1, 2, 1]
-    with pytest.raises(UsageError, match="tokenizer path"):
-        load_tokenizer(tmp_path / "missing")

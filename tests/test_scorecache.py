@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tokenweight.errors import UsageError
+from tokenweight.identity import file_digest_sampled, model_digest
 from tokenweight.scorecache import (
     COMPLETE,
     META,
@@ -23,8 +24,6 @@ from tokenweight.scorecache import (
     compute_scores,
     default_shard_size,
     default_stride,
-    file_digest_sampled,
-    scorer_digest,
     shard_ranges,
     verify,
 )
@@ -275,22 +274,22 @@ def test_validation_split_and_default_stride(env, tmp_path):
 
 def test_fingerprints(tmp_path):
     a = make_scorer(tmp_path / "a")
-    d0 = scorer_digest(a)
+    d0 = model_digest(a)
     cfg = json.loads((a / "config.json").read_text())
     cfg["transformers_version"] = "0.0.1"  # volatile keys do not matter
     (a / "config.json").write_text(json.dumps(cfg))
-    assert scorer_digest(a) == d0
+    assert model_digest(a) == d0
     (a / "optimizer.pt").write_bytes(b"state")  # neither do trainer files
-    assert scorer_digest(a) == d0
+    assert model_digest(a) == d0
     cfg["rms_norm_eps"] = 1e-5
     (a / "config.json").write_text(json.dumps(cfg))
-    d1 = scorer_digest(a)
+    d1 = model_digest(a)
     assert d1 != d0
     w = a / "model.safetensors"
     raw = bytearray(w.read_bytes())
     raw[-1] ^= 1  # one bit of one weight
     w.write_bytes(bytes(raw))
-    assert scorer_digest(a) != d1
+    assert model_digest(a) != d1
     # Files above block*blocks bytes: size + sampled blocks (first and last included); below: all.
     big = tmp_path / "big.bin"
     raw = bytearray(range(256)) * (4 * 4096)  # 4 MiB
@@ -307,7 +306,7 @@ def test_fingerprints(tmp_path):
     with pytest.raises(UsageError, match="holds no weight files"):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text("{}")
-        scorer_digest(tmp_path / "empty")
+        model_digest(tmp_path / "empty")
 
 
 def test_meta_is_written_first(env, tmp_path, monkeypatch):

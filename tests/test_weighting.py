@@ -17,7 +17,7 @@ from tokenweight import WeightingScheme as W
 
 PROPS = settings(derandomize=True, deadline=None, database=None, max_examples=60)
 
-# METHOD.md worked example (the paper's Table 1).
+# docs/METHOD.md worked example (the paper's Table 1).
 LONG = [8.75, 0.20, 0.58, 7.82, 1.32, 4.54]
 SHORT = [8.49, 0.21, 0.64, 8.82, 1.03, 4.40]
 D = [0.26, -0.01, -0.06, -1.00, 0.29, 0.14]  # long - short, by hand

@@ -1,6 +1,6 @@
 """tokenweight: token-weighted training for long-context language models.
 
-The core is three pure, tensor-in/tensor-out steps (METHOD.md):
+The core is three pure, tensor-in/tensor-out steps (docs/METHOD.md):
 
 1. :func:`token_nll` / :func:`short_context_nll` (``tokenweight.scoring``): per-token NLL with full
    and with short context;

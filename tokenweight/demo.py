@@ -8,7 +8,7 @@ code a user runs):
    tokens, episodes up to ``n`` apart) to extend on;
 2. ``pretrain`` the short-context base model (the stand-in for the paper's 8k Llama-3): first an
    induction warm-up on a synthetic copy task (``Profile.copy_steps``, ``pretrain --task copy``),
-   because a model trained from scratch on natural text for minutes does not learn to copy from
+   because a model trained briefly from scratch on natural text does not learn to copy from
    its context at all; then the natural corpus with a share of copy rows mixed in, so that the
    copy circuit survives (docs/TRAINING.md has the measurements behind this); then the gate: the
    base model must already copy episodes closer than ``w`` on held-out pretraining sequences, or
@@ -59,10 +59,10 @@ SPARSE_KAPPA_WHY = (
 
 @dataclass
 class Profile:
-    """Sizes of one demo flavour. ``default`` fits in ~15 minutes on 2 CPU cores."""
+    """Sizes of one demo flavour. ``default`` is sized for a 2-core CPU with no GPU (README.md has its run time)."""
 
     name: str
-    preset: str = "shallow"  # 2 layers: forms an induction head in ~600 copy steps (docs/TRAINING.md)
+    preset: str = "shallow"  # 2 layers: forms an induction head soonest on the copy task (docs/TRAINING.md)
     vocab_size: int = 4096
     window: int = 256
     n: int = 1024

@@ -3,16 +3,25 @@
 Every file or folder the pipeline writes goes through these helpers, so that a crash or a kill
 never leaves a half-written output that looks complete: data goes to a temporary sibling first and
 is moved into place with ``os.replace`` (atomic on POSIX within one filesystem).
+
+Also here: :func:`output_lock` (one writer per output folder; a second one is refused at once),
+:func:`sha256_file` / :func:`check_file` (content checksums recorded at completion and verified
+once per process when a file is first read), :func:`clean_temporaries` (what a killed writer left).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,10 +102,33 @@ def replace_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.replace(path, old / "x")
-    os.replace(tmp, path)
+        if _exchange(tmp, path):  # one atomic step: ``path`` is the old or the new folder, never absent
+            os.replace(tmp, old / "x")
+        else:
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+    else:
+        os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 @contextlib.contextmanager
@@ -127,3 +159,149 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- what a kill leaves
+
+
+def clean_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that writers of ``path`` killed mid-write left next to it.
+
+    Those are the hidden siblings made by :func:`tmp_dir_for`, :func:`atomic_file` and
+    :func:`replace_dir` (``.NAME.XXXXXXXX[.suffix].tmp`` and ``.NAME.XXXXXXXX.old``); call it only
+    while holding :func:`output_lock` on ``path`` (no live writer then). Returns what was removed.
+    """
+    path = Path(path)
+    pat = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}(\.[^/]*)?\.(tmp|old)$")
+    gone = []
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            if pat.match(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
+# ----------------------------------------------------------------------------- one writer per output
+
+_held: dict[str, int] = {}  # lock files this process holds -> nesting depth
+_held_mutex = threading.Lock()
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of output ``path``: the hidden sibling ``.NAME.lock`` (it survives a
+    :func:`replace_dir` of ``path``, and is removed when the lock is released)."""
+    path = Path(path).expanduser().absolute()
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the write lock of output ``path`` (a file or folder) for the ``with`` block.
+
+    A second process asking for the same output is refused at once with a one-line
+    :class:`~tokenweight.errors.UsageError` (it never waits and never touches the output); the
+    kernel drops the lock of a killed process (``flock``), so a rerun after ``kill -9`` proceeds.
+    Re-entrant within one process. Under torchrun, take it on one rank only (rank 0) and share
+    the outcome, or a job would refuse itself.
+    """
+    from tokenweight.errors import UsageError
+
+    lock = lock_path(path)
+    key = str(lock)
+    with _held_mutex:
+        if _held.get(key):
+            _held[key] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield lock
+        finally:
+            with _held_mutex:
+                _held[key] -= 1
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise UsageError(
+                f"{str(Path(path))!r} is being written by another process (pid {holder}, lock {lock}): "
+                "wait for it to finish, or write to another output folder"
+            ) from None
+        try:  # the file may have been released and removed between our open and our lock: retry
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        with _held_mutex:
+            _held[key] = 1
+        yield lock
+    finally:
+        with _held_mutex:
+            _held.pop(key, None)
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still locked: a waiting opener then sees another inode and retries
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- content checksums
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 (64 hex digits) of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def checksums(root: str | os.PathLike, folders: tuple[str, ...] = ("",)) -> dict[str, dict]:
+    """``{relative path: {"sha256", "bytes"}}`` of every file under ``root/folder`` (sorted)."""
+    root = Path(root)
+    out = {}
+    for folder in folders:
+        for p in sorted((root / folder).rglob("*")):
+            if p.is_file():
+                out[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return out
+
+
+_verified: dict[tuple, str] = {}  # (path, inode, size, mtime) -> digest verified in this process
+
+
+def check_file(path: str | os.PathLike, sha256: str, *, size: int | None = None, what: str, fix: str) -> None:
+    """Refuse (one-line ``UsageError`` naming the file and ``fix``) a file whose bytes are not the
+    ones recorded at completion. The file is hashed once per process (again only if it changes)."""
+    from tokenweight.errors import UsageError
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {str(path)!r} is missing: {fix}") from None
+    if size is not None and st.st_size != size:
+        raise UsageError(f"{what} {str(path)!r} is truncated or damaged ({st.st_size} bytes, {size} expected): {fix}")
+    key = (str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified.get(key) == sha256:
+        return
+    got = sha256_file(path)
+    if got != sha256:
+        raise UsageError(f"{what} {str(path)!r} is corrupted (sha256 {got[:12]}…, {sha256[:12]}… recorded): {fix}")
+    _verified[key] = sha256
+
+
+def check_files(root: str | os.PathLike, recorded: dict[str, dict], *, what: str, fix: str) -> None:
+    """:func:`check_file` for every entry of a :func:`checksums` record."""
+    for rel, c in recorded.items():
+        check_file(Path(root) / rel, c["sha256"], size=c.get("bytes"), what=what, fix=fix)

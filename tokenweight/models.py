@@ -3,9 +3,10 @@
 Why this module exists: every subcommand (pretrain, score, train, eval) needs the same three things,
 with the same error messages and the same defaults:
 
-- :func:`load_model` / :func:`load_tokenizer`: any Hugging Face causal LM by local folder or hub id.
-  A missing folder that is not a plausible hub id is a user error (``UsageError``), never a
-  traceback from deep inside ``huggingface_hub``.
+- :func:`load_model`: any Hugging Face causal LM by local folder or hub id. A missing folder that is
+  not a plausible hub id is a user error (``UsageError``), never a traceback from deep inside
+  ``huggingface_hub`` (the rule is :func:`tokenweight.identity.is_hub_id`; tokenizers load with
+  :func:`tokenweight.identity.load_tokenizer`).
 - :data:`PRESETS` / :func:`init_model`: Llama-architecture models from scratch, ~1M to ~60M
   parameters, the CPU-sized stand-ins for "a model pretrained at short context" (the paper's 8k
   Llama-3). Small presets tie input and output embeddings (at these sizes the embedding matrix is
@@ -28,12 +29,15 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenweight.errors import UsageError
+from tokenweight.identity import (
+    load_tokenizer,  # noqa: F401  (re-exported until cli/ and demo.py switch)
+    resolve_source,
+)
 
 #: the paper's point: 4x context (8k -> 32k) with θ 500 000 -> 15 300 000
 PAPER_THETA_FACTOR = 30.6
@@ -43,8 +47,6 @@ THETA_EXPONENT = math.log(PAPER_THETA_FACTOR) / math.log(PAPER_CONTEXT_RATIO)
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,10 @@ class Preset:
 
 
 #: from-scratch Llama presets. Parameters at vocab 8192 (exact counts in tests/test_models.py):
-#: tiny ≈ 1.2M, small ≈ 3.2M (the CLI's default: trains at ~5-10k tok/s on 2 CPU cores),
-#: shallow ≈ 1.4M (2 layers: the demo's base model, because a 2-layer model forms an induction head
-#: in ~600 steps of the copy task where the 6-layer small preset did not in 1,100; docs/TRAINING.md),
-#: base ≈ 11M, large ≈ 60M. Head dim 32 (64 for large) keeps RoPE meaningful at small widths.
+#: tiny ≈ 1.2M, small ≈ 3.2M (the CLI's default, sized to train on a CPU; its measured speed is in
+#: docs/TRAINING.md), shallow ≈ 1.4M (2 layers: the demo's base model, because few layers form the
+#: copy task's induction head much sooner than the 6-layer small preset; docs/TRAINING.md has the
+#: measurements), base ≈ 11M, large ≈ 60M. Head dim 32 (64 for large) keeps RoPE meaningful at small widths.
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(96, 4, 3, 3, 256, True),
     "small": Preset(160, 6, 5, 5, 432, True),
@@ -85,25 +87,6 @@ def theta_for_extension(rope_theta: float, factor: float) -> float:
     return float(rope_theta * factor**THETA_EXPONENT)
 
 
-def _is_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~")) and ".." not in name
-
-
-def _resolve(name_or_path: str | os.PathLike, what: str) -> str:
-    """Return the string to hand to ``from_pretrained``; raise UsageError for a missing path."""
-    name = str(name_or_path)
-    p = Path(name).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise UsageError(f"{what} path {name!r} is a file, not a folder: pass the folder that holds config.json")
-        return str(p)
-    if not _is_hub_id(name):
-        raise UsageError(
-            f"{what} path {name!r} does not exist: pass an existing folder (HF format) or a hub id like 'org/name'"
-        )
-    return name
-
-
 def _dtype(dtype: str):
     import torch
 
@@ -122,13 +105,14 @@ def load_model(
     """Load any HF causal LM (``AutoModelForCausalLM``) from a local folder or a hub id.
 
     ``dtype``: float32 | bfloat16 | float16 | auto. ``device``: where to move it (None: stays on
-    CPU). sdpa is the default attention: it takes boolean and float masks correctly (eager silently
-    mis-adds boolean masks, STACK_NOTES), and runs forward and backward on CPU.
+    CPU). sdpa is the default attention: it takes boolean and float masks correctly (eager adds a
+    boolean 4D mask to the scores as 0/1 numbers, which silently masks nothing), and runs forward and
+    backward on CPU.
     """
     from transformers import AutoModelForCausalLM
 
     torch_dtype = _dtype(dtype)
-    src = _resolve(name_or_path, "model")
+    src = resolve_source(name_or_path, "model")
     local = Path(src).exists()
     if local and not (Path(src) / "config.json").is_file():
         raise UsageError(f"model path {src!r} has no config.json: pass a folder saved with save_pretrained")
@@ -145,20 +129,6 @@ def load_model(
     if device is not None:
         model = model.to(device)
     return model
-
-
-def load_tokenizer(name_or_path: str | os.PathLike):
-    """Load a tokenizer (``AutoTokenizer``) from a local folder or a hub id."""
-    from transformers import AutoTokenizer
-
-    src = _resolve(name_or_path, "tokenizer")
-    try:
-        return AutoTokenizer.from_pretrained(src)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"could not load a tokenizer from {src!r} ({first}): pass a folder saved with save_pretrained"
-        ) from None
 
 
 def init_model(

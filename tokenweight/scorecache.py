@@ -1,6 +1,6 @@
 """Frozen short-context scores: computed once, cached on disk, resumable, multi-process.
 
-With a *frozen* scorer (METHOD.md), ``L_short`` does not change during training, so it is computed
+With a *frozen* scorer (docs/METHOD.md), ``L_short`` does not change during training, so it is computed
 once for the whole training split and read back by dataset index at every step. At the paper's
 scale this is hours of GPU time, so the cache is built to survive kills and to split across GPUs:
 
@@ -28,7 +28,6 @@ read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from tokenweight.errors import UsageError
+from tokenweight.identity import (
+    check_same_tokenizer,
+    has_tokenizer,
+    is_hub_id,
+    load_tokenizer,
+    model_digest,
+    resolve_local,
+    tokenizer_digest,
+)
 from tokenweight.io_utils import atomic_file, atomic_write_json, fingerprint
+from tokenweight.scoring import default_stride, windows_per_pass  # noqa: F401 (default_stride: re-exported)
 
 FORMAT = 1
 META, COMPLETE, SHARDS = "meta.json", "complete.json", "shards"
@@ -65,16 +74,9 @@ _HINT = {
     "split": "--split",
     "shard_size": "--shard-size",
 }
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 # ----------------------------------------------------------------------------- defaults, layout
-
-
-def default_stride(n: int, window: int) -> int:
-    """METHOD.md's recommended stride ``(1 - w/n)·w``, rounded, in ``[1, window)``."""
-    return int(min(window - 1, max(1, round((1 - window / n) * window))))
 
 
 def default_shard_size(n: int) -> int:
@@ -108,58 +110,12 @@ def _shard_ok(path: Path, fp: str, start: int, stop: int) -> bool:
 # ----------------------------------------------------------------------------- fingerprints
 
 
-def file_digest_sampled(path: str | os.PathLike, block: int = 1 << 20, blocks: int = 32) -> str:
-    """sha256 (16 hex digits) of a file: all of it up to ``block*blocks`` bytes, else its size
-    and ``blocks`` blocks at evenly spaced offsets (first and last included)."""
-    h = hashlib.sha256()
-    size = os.path.getsize(path)
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        if size <= block * blocks:
-            h.update(f.read())
-        else:
-            for k in range(blocks):
-                f.seek((size - block) * k // (blocks - 1))
-                h.update(f.read(block))
-    return h.hexdigest()[:16]
-
-
-def scorer_digest(folder: str | os.PathLike) -> str:
-    """Digest of a saved model: its ``config.json`` (minus volatile keys) and weight files."""
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    for k in ("transformers_version", "_name_or_path"):
-        config.pop(k, None)
-    weights = {
-        p.name: file_digest_sampled(p)
-        for p in sorted(folder.iterdir())
-        if p.suffix in _WEIGHT_SUFFIXES
-        and p.is_file()
-        and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args"))
-    }
-    if not weights:
-        raise UsageError(
-            f"scorer folder {str(folder)!r} holds no weight files (*.safetensors, *.bin): "
-            "pass a folder saved with save_pretrained"
-        )
-    return fingerprint({"config": config, "weights": weights})
-
-
-def _special_ids(tok) -> dict[str, Any]:
-    return {k: getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "unk")}
-
-
-def tokenizer_digest(tok) -> str:
-    """Digest of a tokenizer's vocabulary mapping and special tokens (bos, eos, unk)."""
-    return fingerprint({"vocab": sorted(tok.get_vocab().items()), "special": _special_ids(tok)})
-
-
 def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_name: str) -> None:
     """Refuse a scorer that cannot score the data's token ids with the data's meaning.
 
     Its embedding matrix must cover the data's vocabulary (a larger one is fine: padded
-    matrices are common), and a tokenizer saved with it must map every token to the same id and
-    have the same BOS/EOS/UNK (pad is not compared: it is never scored and often added ad hoc).
+    matrices are common), and a tokenizer saved with it must be the same tokenizer
+    (:func:`tokenweight.identity.check_same_tokenizer`: same vocabulary mapping and BOS/EOS/UNK).
     """
     need = len(data_tok)
     if scorer_vocab_size < need:
@@ -167,21 +123,13 @@ def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_
             f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
             f"tokenizer has {need}: score with a model trained with the data's tokenizer"
         )
-    if scorer_tok is None:
-        return
-    a, b = scorer_tok.get_vocab(), data_tok.get_vocab()
-    if a != b:
-        diff = sorted(set(a.items()) ^ set(b.items()))
-        tok = diff[0][0]
-        raise UsageError(
-            f"scorer {scorer_name!r} uses a different tokenizer than the data ({len(a)} vs {len(b)} "
-            f"entries; e.g. {tok!r} is {a.get(tok)} vs {b.get(tok)}): score with a model that "
-            "shares the data's tokenizer"
-        )
-    if _special_ids(scorer_tok) != _special_ids(data_tok):
-        raise UsageError(
-            f"scorer {scorer_name!r} has special tokens {_special_ids(scorer_tok)} but the data's "
-            f"tokenizer has {_special_ids(data_tok)}: score with a model that shares the data's tokenizer"
+    if scorer_tok is not None:
+        check_same_tokenizer(
+            scorer_tok,
+            data_tok,
+            name=f"scorer {scorer_name!r}",
+            ref_name="the data",
+            fix="score with a model that shares the data's tokenizer",
         )
 
 
@@ -387,17 +335,16 @@ def _scorer_folder(scorer, data_tok, dtype: str, device: str):
     """
     from transformers import AutoConfig
 
-    from tokenweight.models import load_model, load_tokenizer
+    from tokenweight.models import load_model
 
-    model, folder = None, Path(scorer).expanduser()
-    if not folder.is_dir():  # load_model refuses a missing path / unreachable hub id with a UsageError
-        from huggingface_hub import snapshot_download
-
+    model = None
+    if is_hub_id(scorer):  # loading fetches it into the HF cache (UsageError when unreachable)
         model = load_model(scorer, dtype=dtype, device=device)
-        folder = Path(snapshot_download(str(scorer), local_files_only=True))
+    folder = resolve_local(scorer, "scorer")  # UsageError for a missing path or a file
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"scorer folder {str(scorer)!r} has no config.json: pass a folder saved with save_pretrained")
     vocab = getattr(AutoConfig.from_pretrained(folder).get_text_config(), "vocab_size", None) or 0
-    has_tok = any((folder / f).is_file() for f in _TOKENIZER_FILES)
-    check_scorer_tokenizer(load_tokenizer(folder) if has_tok else None, vocab, data_tok, str(scorer))
+    check_scorer_tokenizer(load_tokenizer(folder) if has_tokenizer(folder) else None, vocab, data_tok, str(scorer))
     return folder, model
 
 
@@ -414,7 +361,7 @@ def _score_rows(
 
     from tokenweight.scoring import short_context_nll, window_starts
 
-    per_pass = batch_size or max(1, 16384 // window)
+    per_pass = batch_size or windows_per_pass(window)
     per_call = max(1, math.ceil(4 * per_pass / len(window_starts(n, window, stride))))
     nll = torch.zeros(len(rows), max(n - 1, 0), dtype=torch.float32)
     lengths = torch.zeros(len(rows), dtype=torch.int32)
@@ -450,7 +397,7 @@ def compute_scores(
 ) -> dict:
     """Score every sequence of ``data``'s ``split`` under the frozen ``scorer`` into ``out``.
 
-    ``window``/``stride``: METHOD.md's short context (``stride`` default :func:`default_stride`).
+    ``window``/``stride``: docs/METHOD.md's short context (``stride`` default :func:`default_stride`).
     ``batch_size``: windows per forward pass (default ``short_context_nll``'s). ``dtype``:
     float32 | bfloat16 | float16 (scores are stored as float32). ``device``: default cuda when
     available. Resumes an interrupted cache with the same identity; a different one is refused
@@ -466,7 +413,7 @@ def compute_scores(
     from tqdm.auto import tqdm
 
     from tokenweight.data import load_prepared
-    from tokenweight.models import load_model, load_tokenizer
+    from tokenweight.models import load_model
     from tokenweight.scoring import window_starts
 
     if max_sequences is not None and max_sequences < 1:
@@ -501,7 +448,7 @@ def compute_scores(
             stride=stride,
             dtype=dtype,
             tokenizer=tokenizer_digest(data_tok),
-            scorer=scorer_digest(folder),
+            scorer=model_digest(folder),
             bos_token_id=data_tok.bos_token_id,
             shard_size=shard_size or default_shard_size(n),
         )

@@ -5,7 +5,7 @@ restored), both aligned like the labels of a causal LM: entry ``j`` of the ``[b,
 the NLL of token ``j+1`` given what precedes it.
 
 - :func:`token_nll`: full context, one forward pass.
-- :func:`short_context_nll`: the *short-context* NLL of METHOD.md. A short-context model must not
+- :func:`short_context_nll`: the *short-context* NLL of docs/METHOD.md. A short-context model must not
   see further back than ``window`` tokens. A banded attention mask does not achieve that (every
   layer widens the receptive field by the band), so the sequence is cut into separate windows:
   starts ``0, s, 2s, ...`` and a last window aligned to the end of the sequence. Window 0 scores
@@ -29,18 +29,50 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: config attributes that change logits after the LM head; models that set any of them are
-#: scored through their own forward (full logits) so that the NLL is always the model's own.
-_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+#: config attributes that change logits after the LM head (the one list of them: scoring and the
+#: training loss both read it); models that set any of them are scored through their own forward
+#: (full logits) so that the NLL is always the model's own.
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+#: tokens per forward pass of stacked short windows when no batch size is given: large enough to
+#: keep a GPU busy, small enough for the activations of a small CPU model
+TOKENS_PER_PASS = 16384
+
+
+def windows_per_pass(window: int) -> int:
+    """Default number of ``window``-token windows stacked into one forward pass."""
+    return max(1, TOKENS_PER_PASS // window)
+
+
+def default_stride(n: int, window: int) -> int:
+    """The recommended stride ``(1 - w/n)·w``, rounded, in ``[1, window)`` (docs/METHOD.md).
+
+    It gives ``n/w`` extra windows (6144 for 32768/8192, the paper's setting). For ``n <= window``
+    the stride is irrelevant (one window covers the sequence) and this returns 1.
+    """
+    return int(min(window - 1, max(1, round((1 - window / n) * window))))
+
+
+def resolve_stride(n: int, window: int, stride: int | None = None) -> int:
+    """``stride``, or the recommended one for ``n``/``window`` when None; ValueError when the pair
+    is not a valid short context (``window >= 2``, ``1 <= stride < window``)."""
+    stride = default_stride(n, window) if stride is None else stride
+    _check_window(window, stride)
+    return stride
+
+
+def logit_postprocessing(config) -> dict[str, float]:
+    """The logit post-processing a model's config asks for: ``{attribute: value}``, empty when none."""
+    return {a: v for a in LOGIT_POSTPROCESSING if (v := getattr(config, a, None)) not in (None, 1, 1.0)}
 
 
 def _head_chunk(vocab_size: int, device: torch.device) -> int:
     """Positions per LM-head chunk.
 
-    On CPU, log-softmax over a ``[rows, V]`` block is memory-bound: measured here, 2048 x 8192
-    float32 logits (64 MB) took 44 ms where eight 256-row blocks took 4 ms in all. So on CPU the
-    block is kept cache-sized (about 4 MB of logits); on GPUs larger blocks keep the GEMM efficient
-    while still bounding memory.
+    On CPU, log-softmax over a ``[rows, V]`` block is memory-bound, so one large block is much
+    slower than the same rows in cache-sized blocks (benchmarks/RESULTS.md has the measurement). So
+    on CPU the block is kept cache-sized (about 4 MB of logits); on GPUs larger blocks keep the GEMM
+    efficient while still bounding memory.
     """
     if device.type == "cpu":
         return max(16, min(2048, (1 << 20) // max(vocab_size, 1)))
@@ -67,7 +99,7 @@ class _eval_mode:
 def _split_model(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """Return ``(decoder, lm_head)`` when logits are exactly ``lm_head(decoder(x).last_hidden_state)``."""
     config = getattr(model, "config", None)
-    if config is None or any(getattr(config, a, None) not in (None, 1, 1.0) for a in _LOGIT_POSTPROCESSING):
+    if config is None or logit_postprocessing(config):
         return None
     get_decoder = getattr(model, "get_decoder", None)
     get_head = getattr(model, "get_output_embeddings", None)
@@ -223,7 +255,7 @@ def short_context_nll(
     skip_first_window: bool = False,
     batch_size: int | None = None,
 ) -> Tensor:
-    """Per-token NLL under a short context of at most ``window`` tokens (METHOD.md, step 1).
+    """Per-token NLL under a short context of at most ``window`` tokens (docs/METHOD.md, step 1).
 
     Args:
         model: any ``transformers`` causal LM: the model being trained (self-scoring) or a frozen
@@ -258,7 +290,7 @@ def short_context_nll(
         return out
     starts_with_bos = (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
     groups = _plan(lengths.tolist(), window, stride, skip_first_window)
-    per_pass = batch_size or max(1, 16384 // window)
+    per_pass = batch_size or windows_per_pass(window)
     with _eval_mode(model):
         for length, windows in sorted(groups.items()):
             for batch in _batches(windows, per_pass):
@@ -279,3 +311,35 @@ def short_context_nll(
                 nll = _nll_at(model, ids, None, win_idx, cols, ids[win_idx, cols + 1])
                 out[rows[win_idx], tgt_abs - 1] = nll
     return out
+
+
+def self_scored_short_nll(
+    model: nn.Module,
+    input_ids: Tensor,
+    long_nll: Tensor,
+    window: int,
+    stride: int,
+    attention_mask: Tensor | None = None,
+    bos_token_id: int | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Short-context NLL of the model that also produced ``long_nll`` (self-scoring).
+
+    Window 0 of a sequence is the long pass itself (the same tokens with the same causal context),
+    so it is not run again: its entries ``0 … w-2`` are ``long_nll``'s, every later window is run
+    as in :func:`short_context_nll`. input_ids: [b, n]; long_nll: [b, n-1] (``token_nll`` of the
+    same model, or the training forward's NLL; any gradient is dropped) -> [b, n-1] float32.
+    """
+    short = short_context_nll(
+        model,
+        input_ids,
+        window,
+        stride,
+        attention_mask=attention_mask,
+        bos_token_id=bos_token_id,
+        skip_first_window=True,
+        batch_size=batch_size,
+    )
+    k = window - 1
+    short[:, :k] = long_nll[:, :k].detach().to(device=short.device, dtype=short.dtype)
+    return short

@@ -1,7 +1,7 @@
-"""Weighting schemes: per-token scores -> per-token loss weights (METHOD.md, step 2).
+"""Weighting schemes: per-token scores -> per-token loss weights (docs/METHOD.md, step 2).
 
 A :class:`WeightingScheme` turns the long- and short-context NLL of every token into a constant loss
-weight. It composes, in this fixed order (METHOD.md): comparison -> transforms -> truncation ->
+weight. It composes, in this fixed order (docs/METHOD.md): comparison -> transforms -> truncation ->
 sparsification -> normalization -> interpolation. Every scheme of the paper's table is one point of
 that space; ``WeightingScheme.parse`` reads the named ones and a general ``custom:`` form, and
 ``str(scheme)`` writes a spec that parses back to an equal scheme, so a run's config, its logs and
@@ -15,7 +15,7 @@ Spec grammar (case-insensitive, spaces ignored)::
         trunc=<γ>   kappa=<κ>   norm=l1|softmax|none   lambda=<λ>   seed=<int>
     e.g. custom:transforms=abs+shift:2,trunc=5,kappa=0.3,norm=l1,lambda=0.5,cmp=quotient,seed=3
 
-Conventions beyond METHOD.md (each chosen so that results are exact and reproducible):
+Conventions beyond docs/METHOD.md (each chosen so that results are exact and reproducible):
 
 - A scheme with no transforms, truncation, sparsification or normalization is *uniform*: raw
   scores are signed log-ratios and are never used as weights directly. With ``interpolation == 1``
@@ -108,7 +108,7 @@ def _canonical_transform(t) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class WeightingScheme:
-    """Scores -> weights, composed as in METHOD.md step 2 (see the module docstring).
+    """Scores -> weights, composed as in docs/METHOD.md step 2 (see the module docstring).
 
     Fields: ``comparison`` ('difference': d = L_long - L_short; 'quotient':
     (L_long + 1e-5) / (L_short + 1e-5)); ``transforms`` (applied in order: 'abs', 'neg', 'exp',
@@ -310,7 +310,7 @@ class WeightingScheme:
         return w.squeeze(0) if one_seq else w
 
     def _weights(self, long, short, m, generator):
-        """[b, T] float32 NLLs and bool mask -> [b, T] weights (steps 1-5 of METHOD.md)."""
+        """[b, T] float32 NLLs and bool mask -> [b, T] weights (steps 1-5 of docs/METHOD.md)."""
         w = self.scores(torch.where(m, long, 0.0), torch.where(m, short, 0.0))
         for t in self.transforms:
             if t == "abs":

@@ -237,7 +237,7 @@ def test_bad_input_exits_2_with_one_line(env, capsys, extra, message):
 def test_pretrain_copy_task_trains_on_the_repeat_only(env, capsys):
     out = env["root"] / "copy"
     assert train(env, out, *TINY, "--window", str(W), "--max-steps", "3", "--task", "copy", command="pretrain") == 0
-    from tokenweight.models import load_tokenizer
+    from tokenweight.identity import load_tokenizer
     from tokenweight.train.copytask import CopyTask
 
     tok = load_tokenizer(str(env["data"] / "tokenizer"))
@@ -300,7 +300,7 @@ def test_pretrain_copy_rows_of_copy_length(env):
         )
         == 0
     )
-    from tokenweight.models import load_tokenizer
+    from tokenweight.identity import load_tokenizer
     from tokenweight.train.copytask import CopyTask
 
     tok = load_tokenizer(str(env["data"] / "tokenizer"))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tokenweight.data.episodes import EpisodeConfig, inject_batch, parse_distance
-from tokenweight.data.tokenizer import Encoder, load_tokenizer
+from tokenweight.data.tokenizer import Encoder
+from tokenweight.identity import load_tokenizer
 
 NAME = r"[A-Z]{3,5}_[A-Z]{3,5}"
 DEF = re.compile(rf"^[ \t]*({NAME}) = (\d+)\n", re.M)

@@ -9,8 +9,8 @@ import pytest
 from tokenweight.data import load_prepared
 from tokenweight.data.corpus import open_corpus
 from tokenweight.data.pipeline import PrepareConfig, prepare, val_mask
-from tokenweight.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 from tokenweight.errors import UsageError
+from tokenweight.identity import load_tokenizer, tokenizer_digest
 
 
 def _run(out, **kw):
@@ -176,7 +176,7 @@ def test_slices_are_disjoint_and_capped(tmp_path, text_dir, tiny_tokenizer):
 def test_given_tokenizer_is_copied(tmp_path, text_dir, tiny_tokenizer):
     m, _ = _run(tmp_path / "out", inputs=[str(text_dir)], tokenizer=str(tiny_tokenizer), n=32)
     a, b = load_tokenizer(str(tiny_tokenizer)), load_tokenizer(str(tmp_path / "out" / "tokenizer"))
-    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b) == m["tokenizer_info"]["fingerprint"]
+    assert tokenizer_digest(a) == tokenizer_digest(b) == m["tokenizer_info"]["fingerprint"]
     # the same tokenizer from another path (the copy in the output) leaves the output up to date
     again, wrote = _run(tmp_path / "out", inputs=[str(text_dir)], tokenizer=str(tmp_path / "out" / "tokenizer"), n=32)
     assert not wrote and again["fingerprint"] == m["fingerprint"]

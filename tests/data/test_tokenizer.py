@@ -11,11 +11,11 @@ from tokenweight.data.tokenizer import (
     PAD,
     Encoder,
     check_vocab_size,
-    load_tokenizer,
-    tokenizer_fingerprint,
+    encoder_digest,
     train_tokenizer,
 )
 from tokenweight.errors import UsageError
+from tokenweight.identity import load_tokenizer, tokenizer_digest
 
 SAMPLES = ["x = 1234567\n", "    def f(a, b):\n        return a + 42\n", "café 中文 ☃ emoji 🙂\n", "", "\n\n  \t"]
 
@@ -51,12 +51,17 @@ def test_vocab_size_range(bad):
         check_vocab_size(bad)
 
 
-def test_load_tokenizer_errors(tmp_path):
-    with pytest.raises(UsageError, match="not a folder"):
+def test_load_tokenizer_errors(tmp_path, tiny_tokenizer):
+    with pytest.raises(UsageError, match="does not exist"):
         load_tokenizer(str(tmp_path / "missing" / "tok"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="cannot load tokenizer"):
+    with pytest.raises(UsageError, match="holds no tokenizer files"):
         load_tokenizer(str(tmp_path / "empty"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UsageError, match="cannot load tokenizer"):
+        load_tokenizer(str(tmp_path / "broken"))
+    assert load_tokenizer(str(tiny_tokenizer), require_fast=True).backend_tokenizer is not None
 
 
 def test_encoder_offsets_and_lookups_match_brute_force(tiny_tokenizer, docs_factory):
@@ -82,11 +87,18 @@ def test_encoder_ignores_saved_truncation(tiny_tokenizer, docs_factory):
     assert tok.decode(enc.ids.tolist()) == text
 
 
-def test_fingerprint_changes_with_the_tokenizer(tiny_tokenizer, docs_factory):
+def test_digests_change_with_the_tokenizer(tiny_tokenizer, docs_factory):
     a = load_tokenizer(str(tiny_tokenizer))
     b = train_tokenizer(docs_factory(10, seed=4), vocab_size=300)
-    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(load_tokenizer(str(tiny_tokenizer)))
-    assert tokenizer_fingerprint(a) != tokenizer_fingerprint(b)
+    for digest in (tokenizer_digest, encoder_digest):
+        assert digest(a) == digest(load_tokenizer(str(tiny_tokenizer)))
+        assert digest(a) != digest(b)
+    # the same vocabulary with another pre-tokenizer encodes other ids: the encoder digest sees it
+    from tokenizers import pre_tokenizers
+
+    c = load_tokenizer(str(tiny_tokenizer))
+    c.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert tokenizer_digest(c) == tokenizer_digest(a) and encoder_digest(c) != encoder_digest(a)
 
 
 def test_encoder_pickles(tiny_tokenizer):

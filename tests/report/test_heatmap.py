@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from tokenweight.report.heatmap import compute_heatmap, default_stride, heatmap_html, token_pieces
+from tokenweight.report.heatmap import compute_heatmap, heatmap_html, token_pieces
+from tokenweight.scoring import default_stride
 
 
 class _Panels(HTMLParser):
@@ -96,7 +97,7 @@ def test_nan_and_length_checks():
 def test_default_stride():
     assert default_stride(32768, 8192) == 6144  # the paper's setting
     assert default_stride(1024, 256) == 192
-    assert default_stride(100, 256) == 128
+    assert default_stride(100, 256) == 1  # one window covers the sequence: the stride is irrelevant
 
 
 def test_compute_heatmap_matches_library(tiny_tokenizer, tiny_llama):

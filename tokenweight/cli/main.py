@@ -1,17 +1,15 @@
-"""Entry point of the ``tokenweight`` program.
+"""Entry point of the ``tokenweight`` program: a thin layer over the stages.
 
-Each subcommand lives in its own module ``tokenweight.cli.<name>`` that defines
+Each subcommand has its one-line help in :data:`SUMMARIES`. A stage subcommand's module
+``tokenweight.cli.<name>`` defines ``CONFIG``
+(its config class, ``tokenweight.config.StageConfig``) and ``run(config) -> int | None``: the
+flags come from the config's fields (``tokenweight.cli.options``), ``--config FILE.yaml`` fills the
+same fields (dashes or underscores; unknown keys refused), flags given on the command line override
+it, and a ``ValueError`` of the config (a bad value) or a ``UsageError`` of the stage (bad input)
+becomes one line ``tokenweight: error: ...`` and exit code 2 -- here, and nowhere else.
 
-- ``HELP``: a one-line description,
-- ``add_arguments(parser)``: its flags (use ``default=`` so that a YAML config can override them),
-- ``run(args) -> int | None``: the work.
-
-Modules are imported lazily, so ``tokenweight --help`` stays fast and a subcommand's heavy
-imports (torch, transformers) are paid only when it runs.
-
-Configs: ``--config FILE.yaml`` holds a mapping of flag names (dashes or underscores) to values;
-flags given on the command line override it. Unknown keys are refused (a typo in a config should
-never be silently ignored).
+The other subcommands (``tasks``, ``show``) define ``add_arguments(parser)`` and ``run(args)``.
+Only the chosen subcommand's module and options are loaded, so ``tokenweight --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -31,29 +29,31 @@ SUBCOMMANDS = {
     "score": "score",
     "train": "train",
     "eval": "eval",
+    "report": "report",
     "tasks": "tasks",
     "show": "show",
     "demo": "demo",
 }
 
+#: one-line help of each subcommand, for ``tokenweight --help`` without importing every module
+SUMMARIES = {
+    "prepare": "tokenize a corpus (text folder, jsonl, parquet, saved/hub dataset, or the stdlib) into n-token sequences",
+    "pretrain": "pretrain at short context w with plain cross-entropy (the short-context base model)",
+    "score": "cache the short-context NLL of every training sequence under a frozen scorer (resumable, multi-process)",
+    "train": "train with token-weighted loss at long context (self or frozen scoring; uniform = plain CE)",
+    "eval": "evaluate models side by side: perplexity by position, LongPPL, episode recall, long-context tasks",
+    "report": "build a report (markdown, html, plots) from an evaluation and its training runs",
+    "tasks": "synthetic RULER-style tasks: list them, or export samples as RULER JSONL",
+    "show": "token heat map of long/short NLL and the weights of weighting schemes for one text",
+    "demo": "run the main job: prepare, pretrain, score, extend with every scheme, evaluate, report",
+}
 
-def _load_module(name: str):
+
+def load_module(name: str):
     return importlib.import_module(f"tokenweight.cli.{SUBCOMMANDS[name]}")
 
 
-def _available() -> dict[str, object]:
-    mods = {}
-    for name in SUBCOMMANDS:
-        try:
-            mods[name] = _load_module(name)
-        except ModuleNotFoundError as e:  # a subcommand not built yet
-            if e.name and e.name.startswith("tokenweight.cli"):
-                continue
-            raise
-    return mods
-
-
-def load_config(path: str | os.PathLike) -> dict:
+def load_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML config: a mapping of option names to values."""
     import yaml
 
@@ -72,58 +72,78 @@ def load_config(path: str | os.PathLike) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def apply_config(parser: argparse.ArgumentParser, config: dict) -> None:
-    """Make ``config`` the parser's defaults, so that explicit flags still win."""
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise UsageError(
-            f"unknown option(s) in config: {', '.join(unknown)}; valid options are the flags of "
-            f"'tokenweight {parser.prog.split()[-1]} --help' (dashes or underscores)"
-        )
-    parser.set_defaults(**config)
-
-
-def build_parser(mods: dict[str, object] | None = None) -> tuple[argparse.ArgumentParser, dict]:
-    mods = _available() if mods is None else mods
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The program's parser; only ``command``'s options are added (None: none)."""
     parser = argparse.ArgumentParser(
         prog="tokenweight",
         description="Token-weighted training for long-context language models "
         "(Helm, Daheim, Gurevych, NAACL 2025 Findings, and beyond).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers = {}
-    for name, mod in mods.items():
-        sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+    for name in SUBCOMMANDS:
+        if name != command:
+            sub.add_parser(name, help=SUMMARIES[name])
+            continue
+        mod = load_module(name)
+        sp = sub.add_parser(
+            name,
+            help=SUMMARIES[name],
+            description=(mod.__doc__ or SUMMARIES[name]).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.add_argument("--config", metavar="YAML", help="YAML file of option: value (flags override it)")
-        mod.add_arguments(sp)
-        subparsers[name] = sp
-    return parser, subparsers
+        if hasattr(mod, "CONFIG"):
+            from tokenweight.cli.options import add_config_arguments
+
+            add_config_arguments(sp, mod.CONFIG)
+        else:
+            mod.add_arguments(sp)
+    return parser
+
+
+def stage_config(cls, args: argparse.Namespace):
+    """The validated config of a stage from ``--config`` and the flags (ValueError -> UsageError)."""
+    from tokenweight.cli.options import config_from_args, flag_message
+
+    base = load_yaml(args.config) if getattr(args, "config", None) else {}
+    try:
+        config = config_from_args(cls, args, base)
+        config.validate()
+    except ValueError as e:
+        raise UsageError(flag_message(str(e), cls)) from None
+    return config
+
+
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        mods = _available()
-        parser, subparsers = build_parser(mods)
-        # First pass: find the subcommand and its --config, then re-parse with config defaults.
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("command", nargs="?")
-        pre.add_argument("--config")
-        known, _ = pre.parse_known_args(argv)
-        if known.command in subparsers and known.config:
-            apply_config(subparsers[known.command], load_config(known.config))
+        command = _command(argv)
+        parser = build_parser(command if command in SUBCOMMANDS else None)
         args = parser.parse_args(argv)
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
-        rc = mods[args.command].run(args)
+        mod = load_module(args.command)
+        if hasattr(mod, "CONFIG"):
+            rc = mod.run(stage_config(mod.CONFIG, args))
+        else:
+            if getattr(args, "config", None):
+                parser_defaults = load_yaml(args.config)
+                unknown = sorted(set(parser_defaults) - set(vars(args)))
+                if unknown:
+                    raise UsageError(f"unknown option(s) in config: {', '.join(unknown)}")
+                args = parser.parse_args(argv, namespace=argparse.Namespace(**parser_defaults))
+            rc = mod.run(args)
         return int(rc or 0)
     except UsageError as e:
         print(f"tokenweight: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("tokenweight: interrupted (outputs written so far are complete; rerun to resume)", file=sys.stderr)
+        print("tokenweight: interrupted (outputs written so far are complete; rerun to continue)", file=sys.stderr)
         return 130
 
 
@@ -131,9 +151,9 @@ def entry() -> None:
     """Console-script and ``python -m`` entry: run, then exit with the command's code.
 
     Under torchrun/accelerate (``WORLD_SIZE`` > 1) the process ends with ``os._exit`` once every
-    output is written and flushed: with the gloo backend, about 1 run in 20 aborted at interpreter
+    output is written and flushed: with the gloo backend, a run sometimes aborted at interpreter
     shutdown ("terminate called without an active exception") after all work was done, which made
-    the launcher report the whole job as failed. ``os._exit`` skips that teardown (measured: 0 of 24).
+    the launcher report the whole job as failed; ``os._exit`` skips that teardown (docs/TRAINING.md).
     """
     rc = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -9,7 +9,7 @@ Each token of the text is coloured by its weight under each scheme; hovering sho
 short-context NLL (tokenweight.report.heatmap). Defaults: the scorer is the model itself
 (self-scoring), the window is the scorer's ``max_position_embeddings`` when it is a separate model
 (a frozen short-context model scores at its native length) and a quarter of the model's otherwise
-(the paper's 8k -> 32k ratio), the stride METHOD.md's ``(1 - w/n)·w``.
+(the paper's 8k -> 32k ratio), the stride docs/METHOD.md's ``(1 - w/n)·w``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
         default=None,
-        help="tokenizer folder (HF format), or a prepared data folder (uses its tokenizer/)",
+        help="tokenizer folder (HF format) or hub id, or a prepared data folder (uses its tokenizer/)",
     )
     p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all'")
     p.add_argument("--lengths", default="256,512,1024", help="comma-separated prompt lengths in tokens")
@@ -85,19 +85,10 @@ def _print_table() -> None:
 def _load_tokenizer(path):
     if not path:
         raise UsageError("--tokenizer is required for export: pass a tokenizer folder or a prepared data folder")
-    p = Path(path)
-    if (p / "tokenizer").is_dir():
-        p = p / "tokenizer"
-    if not p.is_dir():
-        raise UsageError(f"tokenizer folder {str(path)!r} does not exist: pass a local tokenizer folder (HF format)")
-    from transformers import AutoTokenizer
+    from tokenweight.identity import load_tokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(str(p)), p
-    except (OSError, ValueError) as e:
-        raise UsageError(
-            f"cannot load a tokenizer from {str(p)!r} ({str(e).splitlines()[0]}): pass a HF tokenizer folder"
-        ) from None
+    src = Path(path) / "tokenizer" if (Path(path) / "tokenizer").is_dir() else str(path)  # a prepared folder
+    return load_tokenizer(src)
 
 
 def _load_haystack(spec: str, tokenizer):
@@ -152,12 +143,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise UsageError("--out is required for export: pass an output folder")
 
-    tokenizer, tok_path = _load_tokenizer(args.tokenizer)
+    tokenizer = _load_tokenizer(args.tokenizer)
     haystack, hay_desc = _load_haystack(args.haystack, tokenizer)
     from tokenweight.evaluate.tasks.export import export_suite
-    from tokenweight.io_utils import file_digest
 
-    tok_file = tok_path / "tokenizer.json"
     manifest = export_suite(
         Path(args.out),
         tokenizer,
@@ -167,11 +156,7 @@ def run(args: argparse.Namespace) -> int:
         seed=seed,
         haystack=haystack,
         depths=depths,
-        identity={
-            "tokenizer": str(tok_path),
-            "tokenizer_digest": file_digest(tok_file) if tok_file.is_file() else None,
-            "haystack": hay_desc,
-        },
+        identity={"haystack": hay_desc},  # the tokenizer counts by its digest (export_suite), not its path
         warn=lambda msg: print(f"tokenweight: warning: {msg}", file=sys.stderr),
     )
     for rel, entry in sorted(manifest["files"].items()):

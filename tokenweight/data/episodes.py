@@ -1,12 +1,12 @@
 """Long-range definition-use episodes injected into real documents.
 
-Why: a tiny model trained for minutes on natural text learns almost nothing that needs more than a
-few dozen tokens of context, so long-context training (and token weighting) has nothing to work
-with. An *episode* is a line ``NAME = 4096217`` inserted at a line boundary and, ``d`` tokens later
-in the same document, a line that repeats the value. NAME is a fresh random upper-case identifier
-and the value is random, so once the cue before the repeated value is read the value is
-predictable *only* by copying it from the definition ``d`` tokens back: a controlled long-range
-dependency inside real text.
+Why: a tiny model trained briefly on natural text learns almost nothing that needs more than a
+few dozen tokens of context (docs/DATA.md), so long-context training (and token weighting) has
+nothing to work with. An *episode* is a line ``NAME = 4096217`` inserted at a line boundary and,
+``d`` tokens later in the same document, a line that repeats the value. NAME is a fresh random
+upper-case identifier and the value is random, so once the cue before the repeated value is read
+the value is predictable *only* by copying it from the definition ``d`` tokens back: a controlled
+long-range dependency inside real text.
 
 Two styles of the repeating line (:data:`USE_TEMPLATES`):
 
@@ -16,16 +16,15 @@ Two styles of the repeating line (:data:`USE_TEMPLATES`):
   what the demo's gate checks (its base model learns this only with a copy warm-up:
   docs/TRAINING.md).
 - ``assert``: ``assert NAME == 4096217`` or ``print(NAME, 4096217)``. The cue differs from the
-  definition's (``==`` vs ``=``), so the model must look the name up and skip ahead: a 6-layer
-  model trained on text alone stayed at chance for 1,200 steps, the demo's base model recalls
-  88.8% of the digits against 94.1% on ``restate`` (docs/DATA.md); kept as a harder probe.
+  definition's (``==`` vs ``=``), so the model must look the name up and skip ahead; kept as a
+  harder probe (docs/DATA.md has the measured recall of both styles).
 
 How the distances are hit exactly (in tokens, ``d = use_start - def_start`` of the value tokens):
 
 1. tokenize the original document (character offsets give the token index of every line start);
 2. sample target episodes per future sequence (``per_1k`` per 1000 tokens, distance uniform in the
    range, the whole definition line and the use value inside one sequence of ``capacity`` tokens);
-3. walk the line boundaries in order, adding the token cost of every inserted line (measured in
+3. walk the line boundaries in order, adding the token cost of every inserted line (tokenized in
    its indentation context, ``_Meter``), and place each definition at the first boundary after
    its target and each use at the boundary whose value position is closest to ``definition + d``
    (``_plan``); on the stdlib these predicted positions match the final tokens exactly;
@@ -56,7 +55,7 @@ USE_TEMPLATES = {"restate": ("{name} = {value}",), "assert": ("assert {name} == 
 #: tokens of a sequence), so that tokenization drift at an insertion rarely fails verification
 MARGIN = 2
 #: tokens assumed before a definition's value when sampling targets (names are 7-11 characters;
-#: the measured lengths are used when placing)
+#: their actual token lengths are used when placing)
 _PREFIX_ESTIMATE = 12
 MAX_PER_1K = 20.0
 MAX_DIGITS = 18

@@ -25,6 +25,7 @@ from tokenweight.data.corpus import STDLIB_CORPORA, Corpus, open_corpus
 from tokenweight.data.episodes import EpisodeConfig, inject_batch, parse_distance
 from tokenweight.data.sequences import capacity, chunk_document
 from tokenweight.data.tokenizer import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, MIN_VOCAB_SIZE
+from tokenweight.config import StageConfig, check_choice, check_float, check_int, check_required, option
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_dir, atomic_write_json, fingerprint
 
@@ -37,30 +38,63 @@ DEFAULT_EPISODES_PER_1K = 2.0
 
 
 @dataclass
-class PrepareConfig:
-    """Every option of ``tokenweight prepare`` (see ``tokenweight prepare --help``)."""
+class PrepareConfig(StageConfig):
+    """Stage ``prepare``: every option (``tokenweight prepare --help``; docs/DATA.md)."""
 
-    inputs: list[str] = field(default_factory=list)
-    corpus: str | None = None
-    text_field: str = "text"
-    split: str = "train"
-    dataset_config: str | None = None
-    tokenizer: str | None = None
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-    tokenizer_train_chars: int = 5_000_000
-    n: int = 1024
-    val_fraction: float = 0.05
-    min_tail: int | None = None
-    max_documents: int | None = None
-    max_tokens: int | None = None
-    skip_documents: int = 0
-    after: str | None = None
-    episodes_per_1k: float | None = None
-    episode_distance: str | None = None
-    episode_digits: int = 7
-    episode_style: str = "restate"
-    seed: int = 0
-    workers: int = 0
+    inputs: list[str] = option(
+        factory=list,
+        help="folders of text files, .jsonl/.parquet files, saved dataset folders or hub dataset ids "
+        "(none: the embedded stdlib corpus)",
+        positional=True,
+        metavar="INPUT",
+    )
+    out: str | None = option(None, "output folder (required)", metavar="DIR")
+    corpus: str | None = option(
+        None,
+        "embedded corpus: the .py files of this Python's standard library (the default when no INPUT)",
+        choices=STDLIB_CORPORA,
+    )
+    text_field: str = option("text", "text column of jsonl/parquet/datasets")
+    split: str = option("train", "split of a dataset dict or hub dataset")
+    dataset_config: str | None = option(None, "configuration name of a hub dataset")
+    tokenizer: str | None = option(
+        None, "HF tokenizer folder or hub id (none: train a byte-level BPE with single-digit tokens)"
+    )
+    vocab_size: int = option(DEFAULT_VOCAB_SIZE, "vocabulary of the trained tokenizer")
+    tokenizer_train_chars: int = option(5_000_000, "characters of training documents the tokenizer learns from")
+    n: int = option(1024, "sequence length in tokens, BOS included")
+    val_fraction: float = option(0.05, "share of documents held out as validation (whole documents)")
+    min_tail: int | None = option(
+        None, "keep each document's incomplete last sequence when it has at least this many tokens (none: drop tails)"
+    )
+    max_documents: int | None = option(None, "use at most this many documents")
+    max_tokens: int | None = option(None, "stop once train holds this many tokens")
+    skip_documents: int = option(
+        0, "skip this many documents of the corpus' fixed order first (disjoint slices for several runs)"
+    )
+    after: str | None = option(
+        None,
+        "start after the last document used by that prepared folder (same corpus): disjoint data",
+        metavar="PREPARED_DIR",
+    )
+    episodes_per_1k: float | None = option(
+        None,
+        f"injected definition-use episodes per 1000 tokens (none: {DEFAULT_EPISODES_PER_1K} for the stdlib "
+        "corpus, 0 = off for inputs)",
+    )
+    episode_distance: str | None = option(
+        None, "token distance between definition and use values (none: 16: = up to what fits)", metavar="MIN:MAX"
+    )
+    episode_digits: int = option(7, "digits of an episode value")
+    episode_style: str = option(
+        "restate",
+        "the line that repeats an episode's value: restate (NAME = VALUE again, copyable) or assert "
+        "(assert NAME == VALUE / print(NAME, VALUE), a harder look-up)",
+        choices=("restate", "assert"),
+    )
+    seed: int = option(0, "seed of the episodes")
+    workers: int = option(0, "0: the tokenizer's own threads; 1: one thread; K > 1: K processes")
+    force: bool = option(False, "redo even when the output is up to date")
 
     def is_stdlib(self) -> bool:
         return self.corpus in STDLIB_CORPORA or (self.corpus is None and not self.inputs)
@@ -78,49 +112,40 @@ class PrepareConfig:
         )
 
     def validate(self) -> None:
-        """Raise UsageError naming the option and its valid range."""
-
-        def bad(opt, value, rule):
-            raise UsageError(f"--{opt} {value!r} is invalid: {rule}")
-
-        if not isinstance(self.n, int) or not 2 <= self.n <= MAX_N:
-            bad("n", self.n, f"the sequence length must be an int in [2, {MAX_N}]")
-        if not 0 <= self.val_fraction < 1:
-            bad("val-fraction", self.val_fraction, "use a fraction in [0, 1), e.g. 0.05")
-        if self.min_tail is not None and not 2 <= self.min_tail <= self.n:
-            bad("min-tail", self.min_tail, f"use an int in [2, n={self.n}]")
-        if self.max_documents is not None and self.max_documents < 1:
-            bad("max-documents", self.max_documents, "use an int >= 1")
-        if self.max_tokens is not None and self.max_tokens < self.n:
-            bad("max-tokens", self.max_tokens, f"use at least n={self.n} (one sequence)")
-        if self.skip_documents < 0:
-            bad("skip-documents", self.skip_documents, "use an int >= 0")
-        if self.tokenizer is None and not MIN_VOCAB_SIZE <= self.vocab_size <= MAX_VOCAB_SIZE:
-            bad("vocab-size", self.vocab_size, f"use an int in [{MIN_VOCAB_SIZE}, {MAX_VOCAB_SIZE}]")
-        if self.tokenizer_train_chars < 1:
-            bad("tokenizer-train-chars", self.tokenizer_train_chars, "use an int >= 1")
-        if self.workers < 0:
-            bad("workers", self.workers, "use 0 (tokenizer threads), 1 (one thread) or more processes")
+        """Raise ValueError naming the option, the value and its valid range."""
+        check_required(self, "out", usage="tokenweight prepare [INPUT ...] --out DIR")
+        check_int(self, "n", 2, high=MAX_N)
+        check_float(self, "val_fraction", low=0, high=1, high_open=True)
+        check_int(self, "min_tail", 2, high=self.n, optional=True)
+        check_int(self, "max_documents", 1, optional=True)
+        check_int(self, "max_tokens", self.n, optional=True)
+        check_int(self, "skip_documents", 0)
+        if self.tokenizer is None:
+            check_int(self, "vocab_size", MIN_VOCAB_SIZE, high=MAX_VOCAB_SIZE)
+        check_int(self, "tokenizer_train_chars", 1)
+        check_int(self, "workers", 0)
+        if self.corpus is not None:
+            check_choice(self, "corpus")
+        check_choice(self, "episode_style")
         try:
             ep = self.episode_config()
         except ValueError as e:
-            raise UsageError(
-                f"bad episode option ({e}): check --episodes-per-1k (0-20), "
-                "--episode-distance MIN:MAX, --episode-digits (1-18) and --episode-style"
+            raise ValueError(
+                f"episode options: {e}: check --episodes-per-1k (0-20), --episode-distance MIN:MAX, "
+                "--episode-digits (1-18) and --episode-style"
             ) from None
         if ep is not None:
             fits = ep.max_fitting(capacity(self.n, 0))
             if ep.min_distance > fits:
-                bad(
-                    "episode-distance",
-                    self.episode_distance,
-                    f"with n={self.n} an episode fits only up to ~{fits} tokens apart: lower MIN or raise --n",
+                raise ValueError(
+                    f"episode_distance {self.episode_distance!r}: with n={self.n} an episode fits only up to "
+                    f"~{fits} tokens apart: lower MIN or raise --n"
                 )
 
     def identity(self) -> dict:
         """The options that change the output (not ``workers``, not the ``after`` path itself)."""
         d = asdict(self)
-        for k in ("workers", "after", "inputs", "corpus"):  # inputs: by content, after: as the skip
+        for k in ("workers", "after", "inputs", "corpus", "out", "force"):  # inputs: by content, after: as the skip
             d.pop(k)
         if self.tokenizer is not None:  # a given tokenizer counts by its definition, not its path
             for k in ("tokenizer", "vocab_size", "tokenizer_train_chars"):
@@ -229,7 +254,8 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
 
     from tokenweight import __version__
     from tokenweight.data import writer
-    from tokenweight.data.tokenizer import Encoder, load_tokenizer, tokenizer_fingerprint, tokenizer_info
+    from tokenweight.data.tokenizer import Encoder, encoder_digest, tokenizer_info
+    from tokenweight.identity import load_tokenizer, tokenizer_digest
 
     cfg.validate()
     out = Path(out).expanduser()
@@ -237,8 +263,9 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
         cfg.inputs, cfg.corpus, text_field=cfg.text_field, split=cfg.split, dataset_config=cfg.dataset_config
     )
     skip = _resolve_skip(cfg, corpus)
-    tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer is not None else None
-    tok_id = tokenizer_fingerprint(tok) if tok is not None else "train"
+    tok = load_tokenizer(cfg.tokenizer, require_fast=True) if cfg.tokenizer is not None else None
+    # a given tokenizer counts by its identity and by what its encoder does, never by its path
+    tok_id = {"identity": tokenizer_digest(tok), "encoder": encoder_digest(tok)} if tok is not None else "train"
     fp = fingerprint(
         {"format": FORMAT, "corpus": corpus.fingerprint, "tokenizer": tok_id, "options": cfg.identity(), "skip": skip}
     )

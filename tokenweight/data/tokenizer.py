@@ -1,4 +1,6 @@
-"""Tokenizers for prepared data: train the default byte-level BPE, or load any HF tokenizer.
+"""Tokenizers for prepared data: train the default byte-level BPE; encode text with exact offsets.
+
+Any HF tokenizer loads with :func:`tokenweight.identity.load_tokenizer` (``require_fast=True`` here).
 
 Why a byte-level BPE with single-digit tokens by default: byte level means no unknown tokens on
 any corpus (code, prose, any script), and splitting every digit into its own token makes a number
@@ -13,15 +15,14 @@ the prepared sequences; ``add_special_tokens=False`` gives the bare text tokens.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from tokenweight.errors import UsageError
+from tokenweight.identity import tokenizer_digest
+from tokenweight.io_utils import fingerprint
 
 #: default vocabulary of the trained tokenizer (see docs/DATA.md for why 4096 and not 8192)
 DEFAULT_VOCAB_SIZE = 4096
@@ -75,53 +76,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, 
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
-def load_tokenizer(name_or_path: str):
-    """Any HF tokenizer by local path or hub id, which must have a fast (Rust) backend.
+def encoder_digest(tok) -> str:
+    """Digest (16 hex) of what :class:`Encoder` computes with ``tok``: its full Rust definition
+    (normalizer, pre-tokenizer, model, added tokens) without truncation and padding.
 
-    A fast backend is required because chunking and episode spans need exact character offsets.
+    Part of the prepared data's cache key next to :func:`tokenweight.identity.tokenizer_digest`
+    (the tokenizer's identity: vocabulary and special tokens): the same vocabulary with another
+    pre-tokenizer encodes text into other ids (measured: a qwen2 model folder's ``Qwen2Tokenizer``
+    keeps the vocabulary but replaces the pre-tokenizer).
     """
-    from transformers import AutoTokenizer
-
-    p = Path(name_or_path).expanduser()
-    local = p.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if local and not p.is_dir():
-        raise UsageError(
-            f"tokenizer {name_or_path!r} is not a folder: pass a folder saved with save_pretrained "
-            "(e.g. PREPARED_DIR/tokenizer) or a Hugging Face hub id"
-        )
-    try:
-        tok = AutoTokenizer.from_pretrained(str(p) if local else name_or_path)
-    except Exception as e:  # network errors, missing files, unknown classes: all bad input here
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load tokenizer {name_or_path!r} ({msg}): pass a tokenizer folder or hub id") from None
-    if getattr(tok, "backend_tokenizer", None) is None:
-        raise UsageError(
-            f"tokenizer {name_or_path!r} has no fast (Rust) backend, needed for exact offsets: "
-            "convert it to a tokenizer.json (PreTrainedTokenizerFast) first"
-        )
-    return tok
-
-
-def tokenizer_fingerprint(tok) -> str:
-    """sha256 (16 hex) of the tokenizer's full definition and its special tokens."""
-    spec = {
-        "backend": json.loads(tok.backend_tokenizer.to_str()),
-        "bos": tok.bos_token_id,
-        "eos": tok.eos_token_id,
-        "pad": tok.pad_token_id,
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(json.loads(Encoder(tok, parallel=False).backend.to_str()))
 
 
 def tokenizer_info(tok) -> dict:
-    """What the manifest records about a tokenizer (the folder itself is DIR/tokenizer)."""
+    """What the manifest records about a tokenizer (the folder itself is DIR/tokenizer); ``fingerprint``
+    is :func:`tokenweight.identity.tokenizer_digest`."""
     return {
         "class": type(tok).__name__,
         "vocab_size": len(tok),
         "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id,
-        "fingerprint": tokenizer_fingerprint(tok),
+        "fingerprint": tokenizer_digest(tok),
     }
 
 
@@ -129,9 +105,9 @@ class Encoded:
     """One text's tokens: ``ids`` int32 ``[T]``; ``starts``/``ends`` int64 ``[T]`` character offsets.
 
     The offsets are converted from the Rust encoding on first use only (documents without
-    episodes never need them), with ``np.fromiter`` (about 5x faster than ``np.asarray`` on the
-    list of tuples). Lookups go through ``searchsorted`` on them: the Rust ``char_to_token`` scans
-    linearly (~100 us per call on a 200k-token document).
+    episodes never need them), with ``np.fromiter`` (much faster than ``np.asarray`` on the list
+    of tuples). Lookups go through ``searchsorted`` on them: the Rust ``char_to_token`` scans
+    linearly, so its cost per call grows with the document (docs/DATA.md, "Performance").
     """
 
     def __init__(self, enc, n_chars: int):

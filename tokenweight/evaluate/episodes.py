@@ -4,8 +4,8 @@ Corpora prepared with long-range *episodes* (docs/ARCHITECTURE.md data contract)
 ``[def_start, def_end, use_start, use_end]``: the tokens ``input_ids[use_start:use_end]`` repeat the
 value ``input_ids[def_start:def_end]`` defined ``distance = use_start - def_start`` tokens earlier.
 Once the cue before the use site is read, the value is predictable *only* by copying it from the
-definition, so teacher-forced prediction of the value is an in-domain long-range probe that small
-models trained for minutes can already pass, and it can be split by distance (below the native
+definition, so teacher-forced prediction of the value is an in-domain long-range probe that small,
+briefly trained models can already pass, and it can be split by distance (below the native
 window ``w`` versus beyond it).
 
 Per episode, at the use site (teacher forcing, so the value's own earlier tokens are given):

@@ -3,7 +3,7 @@
 Plain perplexity on long documents barely moves when a model gets better at long context, because
 few tokens depend on far context. LongPPL restricts the average to *key tokens*: tokens that an
 evaluator model predicts much better with the full context than with a truncated one, and predicts
-well. With the evaluator's per-token NLLs ``L_long`` and ``L_short`` (METHOD.md):
+well. With the evaluator's per-token NLLs ``L_long`` and ``L_short`` (docs/METHOD.md):
 
 - ``LSD = log p(x|long) - log p(x|short) = L_short - L_long > alpha`` (default alpha = 2), and
 - ``LCL = log p(x|long) = -L_long > beta`` (default beta = -2);

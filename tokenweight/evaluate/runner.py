@@ -33,81 +33,111 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tokenweight.config import StageConfig, check_int, option
 from tokenweight.errors import UsageError
 from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
 from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
 from tokenweight.evaluate.longppl import KeyTokens, LongPPL
 from tokenweight.evaluate.results import SCHEMA_VERSION, check_results
 from tokenweight.evaluate.task_metrics import DEFAULT_DEPTHS, task_names, task_rows, task_samples
-from tokenweight.io_utils import atomic_write_json, file_digest, fingerprint
+from tokenweight.identity import has_tokenizer, is_hub_id, load_tokenizer, model_digest, tokenizer_digest
+from tokenweight.io_utils import atomic_write_json, fingerprint
 
 IN_MEMORY = "<in-memory>"
 
 
-@dataclass
-class EvalConfig:
-    """Settings of an evaluation run (every field is recorded in the results' ``config``).
+#: fields of the evaluate stage that say where models, data and outputs are, not how they are
+#: evaluated: they are not part of the results' ``config`` nor of any cache key
+STAGE_FIELDS = ("models", "names", "data", "out", "cache")
 
-    lengths: task lengths in tokens; a length inside the native window is added when none is, so
-        that a task the model cannot do even at short context shows as such.
-    tasks: task names (None: every registered task; empty: no task).
-    num_samples: samples per task, length and needle depth (tasks without a needle get
-        ``num_samples * len(depths)``, so every task has as many); the same samples for every model.
-    window: native window ``w`` of the models (None: the prepared data's manifest ``window``, else
-        ``n // 4`` as in the paper's 8k -> 32k setting).
-    longppl_stride: stride of the evaluator's short windows (None: ``w // 4``, Fang et al.'s 4096
-        scored 1024 at a time).
-    alpha, beta: LongPPL thresholds on LSD and LCL.
-    evaluator: LongPPL evaluator: the name of one of the models, a path, a model object, or None
-        (the first model).
-    position_edges / distance_edges: bucket edges for perplexity by position and episode recall by
-        distance (None: ``0, w, 2w, ..., n``).
-    batch_size: sequences (or task samples) per forward pass.
-    max_sequences: held-out sequences used (None: all of the validation split).
-    generation: also score tasks by batched greedy generation (slower than likelihood).
-    max_new_tokens: generation budget: N > 0 tokens; 0: RULER's budget per task; None (auto):
-        the longest gold answer x 1.5 + 8, at most RULER's budget (:func:`generation_budget`).
-    depths: needle depths in [0, 1] for tasks that place a needle (None: the tasks' default).
-    seed: seed of task sample generation.
+
+@dataclass
+class EvalConfig(StageConfig):
+    """Settings of an evaluation run (every setting is recorded in the results' ``config``).
+
+    ``lengths`` gets a length inside the native window when it has none, so that a task the model
+    cannot do even at short context shows as such. Tasks without a needle get ``num_samples *
+    len(depths)`` samples, so every task has as many; the same samples for every model.
+    ``evaluator`` may also be a model object (Python only). ``window`` None: the prepared data's
+    manifest ``window``, else ``n // 4`` as in the paper's 8k -> 32k setting.
     """
 
-    lengths: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    tasks: list[str] | None = None
-    num_samples: int = 2
-    window: int | None = None
-    longppl_stride: int | None = None
-    alpha: float = 2.0
-    beta: float = -2.0
-    evaluator: Any = None
-    position_edges: list[int] | None = None
-    distance_edges: list[int] | None = None
-    batch_size: int = 4
-    max_sequences: int | None = 32
-    generation: bool = True
-    max_new_tokens: int | None = None
-    depths: list[float] | None = None
-    seed: int = 0
+    models: list[str] = option(
+        factory=list, help="model folders (HF format) or hub ids, compared side by side", positional=True, metavar="MODEL"
+    )
+    names: list[str] | None = option(None, "display names, one per MODEL (none: folder names)")
+    data: str | None = option(
+        None,
+        "prepared folder: its validation split gives perplexity by position, LongPPL and episode recall",
+        metavar="PREPARED_DIR",
+    )
+    out: str = option("runs/eval", "output folder", metavar="DIR")
+    cache: bool = option(True, "reuse OUT/.cache entries of an earlier run (an interrupted evaluation continues)")
+    lengths: list[int] = option(factory=lambda: [256, 512, 1024], help="task lengths in tokens")
+    tasks: list[str] | None = option(
+        factory=lambda: ["all"], help="task names, all, or none ('tokenweight tasks' lists them)"
+    )
+    num_samples: int = option(2, "samples per task, length and needle depth")
+    window: int | None = option(None, "native window w (none: the data manifest's window, else n/4)")
+    longppl_stride: int | None = option(None, "stride of the LongPPL evaluator's short windows (none: w/4)")
+    alpha: float = option(2.0, "LongPPL key-token threshold on LSD")
+    beta: float = option(-2.0, "LongPPL key-token threshold on LCL")
+    evaluator: Any = option(
+        None, "LongPPL evaluator: a name from --names or a model folder (none: the first model)", metavar="MODEL"
+    )
+    position_edges: list[int] | None = option(
+        None, "bucket edges in tokens for perplexity by position (none: multiples of w up to n)"
+    )
+    distance_edges: list[int] | None = option(
+        None, "bucket edges in tokens for episode recall by distance (none: the position edges)"
+    )
+    batch_size: int = option(4, "sequences or samples per forward pass")
+    max_sequences: int | None = option(32, "held-out sequences used (none: all)")
+    generation: bool = option(True, "also score tasks by batched greedy generation (slower than likelihood)")
+    max_new_tokens: int | None = option(
+        None,
+        "generation budget in tokens; 0: RULER's per task (128 for NIAH); none: the longest answer x 1.5 + 8, "
+        "at most RULER's",
+    )
+    depths: list[float] | None = option(None, "needle depths in [0, 1] (none: 0,0.25,0.5,0.75,1)")
+    seed: int = option(0, "seed of the task samples")
+
+    def selected_tasks(self) -> list[str] | None:
+        """The task names to run: None for every registered task."""
+        if self.tasks is None or list(self.tasks) == ["all"]:
+            return None
+        return [t for t in self.tasks if t != "none"]
 
     def validate(self) -> None:
-        if not self.lengths or any(int(x) < 2 for x in self.lengths):
+        if not self.lengths or any(not isinstance(x, int) or x < 2 for x in self.lengths):
             raise ValueError(f"lengths must be a non-empty list of integers >= 2, got {self.lengths}")
-        for name in ("num_samples", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.window is not None and int(self.window) < 2:
-            raise ValueError(f"window must be >= 2, got {self.window}")
-        if self.longppl_stride is not None and not 1 <= int(self.longppl_stride) < int(self.window or 1 << 62):
-            raise ValueError(f"longppl_stride must be in [1, window), got {self.longppl_stride}")
-        if self.max_sequences is not None and int(self.max_sequences) < 1:
-            raise ValueError(f"max_sequences must be >= 1 or None, got {self.max_sequences}")
+        check_int(self, "num_samples", 1)
+        check_int(self, "batch_size", 1)
+        check_int(self, "window", 2, optional=True)
+        check_int(self, "longppl_stride", 1, high=(self.window - 1) if self.window else None, optional=True)
+        check_int(self, "max_sequences", 1, optional=True)
+        check_int(self, "max_new_tokens", 0, optional=True)
+        check_int(self, "seed", 0)
         if self.depths is not None and any(not 0.0 <= d <= 1.0 for d in self.depths):
             raise ValueError(f"depths must lie in [0, 1], got {self.depths}")
         for name in ("position_edges", "distance_edges"):
             if getattr(self, name) is not None:
                 check_edges(getattr(self, name), name)
+        if self.names is not None:
+            if len(self.names) != len(self.models):
+                raise ValueError(f"names has {len(self.names)} names for {len(self.models)} models: give one per MODEL")
+            if len(set(self.names)) != len(self.names):
+                raise ValueError(f"names {self.names} has duplicates: give every model its own name")
+
+    def display_names(self) -> list[str]:
+        """``names``, or the models' folder names made unique."""
+        if self.names is not None:
+            return list(self.names)
+        names = [Path(m).name or str(m) for m in self.models]
+        return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if k not in STAGE_FIELDS}
         ev = self.evaluator
         d["evaluator"] = ev if ev is None or isinstance(ev, str) else IN_MEMORY
         return d
@@ -131,14 +161,12 @@ def load_model(source):
 def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
         return tokenizer
-    from tokenweight.models import load_tokenizer
-
     if tokenizer is not None:
         return load_tokenizer(tokenizer)
     if data_dir is not None:
         return load_tokenizer(Path(data_dir) / "tokenizer")
     for src in models.values():
-        if isinstance(src, (str, Path)) and (Path(src) / "tokenizer_config.json").is_file():
+        if isinstance(src, (str, Path)) and has_tokenizer(src):
             return load_tokenizer(src)
     raise UsageError(
         "no tokenizer: pass --data PREPARED_DIR (its tokenizer/ is used) or a model folder that holds a tokenizer"
@@ -220,13 +248,17 @@ def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_ev
 # ----------------------------------------------------------------------------- API
 
 
-def _model_digest(source) -> dict | None:
-    """Digests of a model folder's config and weights (None for an in-memory model: not cacheable)."""
+def _model_digest(source) -> str | None:
+    """:func:`tokenweight.identity.model_digest` of a model folder or cached hub id; None (not
+    cacheable) for an in-memory model and for a hub id that is not in the local HF cache yet."""
     if not isinstance(source, (str, Path)):
         return None
-    p = Path(source)
-    files = [p / "config.json", *sorted(p.glob("*.safetensors")), *sorted(p.glob("*.bin"))]
-    return {f.name: file_digest(f) for f in files if f.is_file()}
+    try:
+        return model_digest(source)
+    except UsageError:
+        if is_hub_id(source):
+            return None
+        raise
 
 
 def _evaluate_one(
@@ -292,7 +324,7 @@ def evaluate_models(
     config.validate()
     if not models:
         raise ValueError("models must hold at least one model")
-    tasks_to_run = task_names(config.tasks)
+    tasks_to_run = task_names(config.selected_tasks())
     rows, manifest, batches, n = [], None, [], None
     if data_dir is not None:
         rows, manifest = _load_validation(data_dir, config.max_sequences)
@@ -352,14 +384,14 @@ def evaluate_models(
         }
     )
     shared = None
-    ev_digest = _model_digest(ev_source) if evaluator is not None else None
+    ev_digest = _model_digest(ev_source) if evaluator is not None and cache_dir is not None else None
     if cache_dir is not None and (evaluator is None or ev_digest is not None):
         shared = {
             "version": __version__,
             "schema": SCHEMA_VERSION,
             "config": {**cfg, "evaluator": None},
             "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
-            "tokenizer": fingerprint(sorted(tokenizer.get_vocab().items())),
+            "tokenizer": tokenizer_digest(tokenizer),
             "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
         }
 

@@ -178,13 +178,6 @@ def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
     return pieces
 
 
-def default_stride(n: int, window: int) -> int:
-    """METHOD.md's recommended stride ``(1 - w/n) · w`` (at least 1, below ``w``)."""
-    if n <= window:
-        return max(1, window // 2)
-    return min(window - 1, max(1, round((1 - window / n) * window)))
-
-
 def compute_heatmap(
     model,
     scorer,
@@ -213,7 +206,7 @@ def compute_heatmap(
     """
     import torch
 
-    from tokenweight.scoring import short_context_nll, token_nll
+    from tokenweight.scoring import default_stride, self_scored_short_nll, short_context_nll, token_nll
     from tokenweight.weighting import WeightingScheme
 
     if not isinstance(max_tokens, int) or max_tokens < 2:
@@ -236,9 +229,7 @@ def compute_heatmap(
     long = token_nll(model, x)  # [1, n-1]
     self_scored = scorer is None or scorer is model
     if self_scored:
-        short = short_context_nll(model, x, window, stride, bos_token_id=bos, skip_first_window=True)
-        k = window - 1
-        short[:, :k] = long[:, :k]
+        short = self_scored_short_nll(model, x, long, window, stride, bos_token_id=bos)
     else:
         short = short_context_nll(scorer, x, window, stride, bos_token_id=bos)
     weights = {}

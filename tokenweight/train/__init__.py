@@ -1,4 +1,4 @@
-"""Training on the HF Trainer with the token-weighted loss (METHOD.md).
+"""Training on the HF Trainer with the token-weighted loss (docs/METHOD.md).
 
 - ``collate``: examples with their dataset index (whole sequences, or short windows for
   pretraining) and the padding collator;

@@ -7,7 +7,7 @@ Why a dataset wrapper instead of the prepared ``datasets.Dataset`` as is:
   batch;
 - ``tokenweight pretrain`` trains at the short context ``w`` on the same prepared data: each
   sequence is cut into consecutive windows of ``w`` tokens (every window after the first starts with
-  BOS when the sequence does, exactly as the short-context scorer's windows do, METHOD.md);
+  BOS when the sequence does, exactly as the short-context scorer's windows do, docs/METHOD.md);
 - only ``input_ids`` is decoded (the ``episodes`` column is for evaluation), in torch format.
 
 :class:`PadCollator` right-pads a list of examples into a batch; padding is masked out of the

@@ -2,21 +2,20 @@
 
 Why: copying a token sequence seen earlier in the context (what "induction heads" do) is the
 mechanism behind retrieval and the injected episodes, and every pretrained LLM has it. A small
-model trained from scratch for minutes on natural text does not get there: its loss falls by
-learning local statistics first (the demo measured digit recall at chance, ~10%, after 600 steps
-on the stdlib, even with restated definition lines making 17% of the tokens). On rows that are nothing
-but repeats of random tokens, the only way to lower the loss is to copy. How fast the induction
-head forms depends mostly on depth and row length: the 2-layer ``shallow`` preset on 64-token rows
-breaks through after ~600 steps (51 s on 2 CPU cores), the 6-layer ``small`` preset on 256-token
-rows was still at chance after 1,100 (docs/TRAINING.md has the table).
+model trained briefly from scratch on natural text does not get there: its loss falls by learning
+local statistics first, so its recall of episode values can stay at chance even when restated
+definitions make up a large share of the tokens. On rows that are nothing but repeats of random
+tokens, the only way to lower the loss is to copy. How fast the induction head forms depends
+mostly on depth and row length: few layers and short rows form it soonest (docs/TRAINING.md has
+the measurements, per preset and row length).
 
 Each example is ``[BOS]`` followed by blocks ``x f x`` until ``length`` tokens (the last block
 cut): ``x`` is 4-32 random tokens (fewer in very short rows), ``f`` 0 to ``length // 4`` random
 filler tokens, all uniform over the non-special tokens of the vocabulary; only the repeated ``x``
 is labelled (everything else is random, nothing to learn). The distance of a repeat varies from
 block to block: with a fixed offset (``[BOS] x x``, an earlier version) the model learned to copy
-from position ``t - h`` instead of matching content, which did not transfer to text at all
-(measured: 0.0 accuracy on rows whose repeat was moved by one position). Example ``i`` is drawn
+from position ``t - h`` instead of matching content, which fails as soon as the repeat moves by
+one position and did not transfer to text at all (docs/TRAINING.md). Example ``i`` is drawn
 from a generator seeded by ``(seed, i)``: the data do not depend on batching, workers or resuming.
 """
 
@@ -99,8 +98,8 @@ class WithCopyRows(Dataset):
     """``base`` with a share ``fraction`` of its examples replaced by copy-task rows.
 
     Why mix instead of (only) a copy phase first: a copy circuit learned on random tokens alone is
-    at risk of being overwritten by the first steps on natural text (measured with a positional
-    copier: recall at chance after 100 steps); with copy rows in every batch it has to survive.
+    at risk of being overwritten by the first steps on natural text (docs/TRAINING.md); with copy
+    rows in every batch it has to survive.
 
     Example ``i`` is a copy row when ``floor((i + 1) f) > floor(i f)`` (exactly ``floor(k f)`` of any
     first ``k``, evenly spread, independent of the shuffling that happens later); it keeps the

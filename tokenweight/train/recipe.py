@@ -1,6 +1,6 @@
-"""Our training options -> ``transformers.TrainingArguments`` (one place, so pretrain and train agree).
+"""A run's options -> ``transformers.TrainingArguments`` (one place, so pretrain and train agree).
 
-The defaults are the paper's extension recipe where it has one (METHOD.md: AdamW β 0.9/0.95,
+The defaults are the paper's extension recipe where it has one (docs/METHOD.md: AdamW β 0.9/0.95,
 weight decay 0.01, constant learning rate after linear warm-up) and what the HF Trainer needs for a
 token-weighted loss: ``remove_unused_columns=False`` (the batch carries ``index``),
 ``average_tokens_across_devices=True`` (exact global token normalisation, see
@@ -13,7 +13,6 @@ config shipped in ``tokenweight/configs/deepspeed/``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -22,63 +21,6 @@ from pathlib import Path
 from tokenweight.errors import UsageError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_with_min_lr")
-
-
-@dataclasses.dataclass
-class Recipe:
-    """Optimisation settings of a run (names as the CLI flags, with underscores)."""
-
-    max_steps: int = 100
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-3
-    lr_scheduler: str = "constant_with_warmup"
-    warmup_steps: int = 0
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    save_steps: int = 100
-    save_total_limit: int | None = 2
-    logging_steps: int = 1
-    dataloader_workers: int = 0
-    deepspeed: str | None = None
-
-    def validate(self) -> None:
-        """ValueError naming the field, the value and the valid range."""
-        ints = {
-            "max_steps": 1,
-            "batch_size": 1,
-            "grad_accum": 1,
-            "warmup_steps": 0,
-            "save_steps": 1,
-            "logging_steps": 1,
-            "dataloader_workers": 0,
-            "seed": 0,
-        }
-        for name, low in ints.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        if self.save_total_limit is not None and (
-            not isinstance(self.save_total_limit, int) or self.save_total_limit < 1
-        ):
-            raise ValueError(f"save_total_limit must be None or an integer >= 1, got {self.save_total_limit!r}")
-        if not (self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not (self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        for name in ("adam_beta1", "adam_beta2"):
-            if not (0 <= getattr(self, name) < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not (self.max_grad_norm >= 0):
-            raise ValueError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm!r}")
-        if self.lr_scheduler not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, got {self.lr_scheduler!r}")
 
 
 def load_deepspeed_config(spec: str | os.PathLike) -> dict:
@@ -103,8 +45,9 @@ def load_deepspeed_config(spec: str | os.PathLike) -> dict:
     return config
 
 
-def training_arguments(recipe: Recipe, out_dir: str | os.PathLike):
-    """``TrainingArguments`` for a run writing checkpoints to ``out_dir``."""
+def training_arguments(recipe, out_dir: str | os.PathLike):
+    """``TrainingArguments`` of a run (``recipe``: a :class:`~tokenweight.train.config.RunConfig`)
+    writing checkpoints to ``out_dir``."""
     from transformers import TrainingArguments
 
     recipe.validate()

@@ -1,4 +1,4 @@
-"""Short-context NLL for the weights of a training batch: the two scorers of METHOD.md.
+"""Short-context NLL for the weights of a training batch: the two scorers of docs/METHOD.md.
 
 A scorer turns a batch (and the long NLL of its forward pass) into ``L_short [b, n-1]``, aligned
 like ``token_nll`` (entry ``j`` is token ``j+1``):
@@ -39,21 +39,18 @@ class SelfScorer:
         self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
     ) -> Tensor:
         """input_ids, attention_mask: [b, n]; index: [b]; long_nll: [b, n-1] -> [b, n-1] float32."""
-        from tokenweight.scoring import short_context_nll
+        from tokenweight.scoring import self_scored_short_nll
 
-        short = short_context_nll(
+        return self_scored_short_nll(
             model,
             input_ids,
+            long_nll,
             self.window,
             self.stride,
             attention_mask=attention_mask,
             bos_token_id=self.bos_token_id,
-            skip_first_window=True,
             batch_size=self.batch_size,
         )
-        k = self.window - 1
-        short[:, :k] = long_nll[:, :k].detach().to(short.dtype)
-        return short
 
     def __repr__(self) -> str:
         return f"SelfScorer(window={self.window}, stride={self.stride})"

@@ -3,7 +3,7 @@
 Why a Trainer subclass: DDP, FSDP, DeepSpeed, mixed precision, gradient accumulation, checkpoints
 and resuming all come from ``transformers``/``accelerate`` by configuration; only the loss is ours.
 
-How a step computes its loss (METHOD.md), one forward pass:
+How a step computes its loss (docs/METHOD.md), one forward pass:
 
 1. The model's output layer is swapped, for the duration of the call, for the chunked NLL of
    ``tokenweight.loss.chunked_nll``: the model's own forward (through every DDP/FSDP/DeepSpeed
@@ -43,10 +43,8 @@ from transformers import Trainer, TrainerCallback
 
 from tokenweight.errors import UsageError
 from tokenweight.loss import chunked_nll, weighted_nll_loss
+from tokenweight.scoring import logit_postprocessing
 from tokenweight.weighting import WeightingScheme
-
-#: config attributes that post-process logits after the output layer
-_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 class NonFiniteLossError(UsageError):
@@ -118,7 +116,7 @@ class StepTimer(TrainerCallback):
 
 
 class WeightedTrainer(Trainer):
-    """HF ``Trainer`` whose loss is the token-weighted chunked cross-entropy of METHOD.md.
+    """HF ``Trainer`` whose loss is the token-weighted chunked cross-entropy of docs/METHOD.md.
 
     Args (besides the ``Trainer``'s):
         scheme: a ``WeightingScheme`` or its spec (``"uniform"`` is plain cross-entropy).
@@ -150,10 +148,10 @@ class WeightedTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
         config = getattr(self.model, "config", None)
-        bad = [a for a in _LOGIT_POSTPROCESSING if getattr(config, a, None) not in (None, 1, 1.0)]
+        bad = list(logit_postprocessing(config).items())
         if bad:
             raise ValueError(
-                f"model post-processes its logits ({bad[0]} = {getattr(config, bad[0])}): the chunked "
+                f"model post-processes its logits ({bad[0][0]} = {bad[0][1]}): the chunked "
                 "weighted loss supports models whose logits are their output layer's"
             )
         if not isinstance(self.model.get_output_embeddings(), nn.Linear):

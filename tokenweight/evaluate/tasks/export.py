@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tokenweight.evaluate.tasks.sample import LengthTooShortError, Sample
+from tokenweight.identity import tokenizer_digest
 from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint
 
 
@@ -92,7 +93,8 @@ def export_suite(
 ) -> dict:
     """Export every (length, task) to ``OUT/<length>/<task>/validation.jsonl``, resumably.
 
-    Each file's fingerprint covers ``identity`` (e.g. the tokenizer's path and digest), the
+    Each file's fingerprint covers the tokenizer (:func:`tokenweight.identity.tokenizer_digest`),
+    ``identity`` (anything else the caller's samples depend on, e.g. the haystack's source), the
     haystack's text, the task, length, seed, sample count and depths; files whose fingerprint is
     already in ``OUT/manifest.json`` and that exist are kept as they are. A length too short for a
     task is skipped (``warn`` is told, the manifest lists it under ``skipped``).
@@ -118,6 +120,7 @@ def export_suite(
         "num_samples": int(num_samples),
         "depths": None if depths is None else [float(d) for d in depths],
         "haystack_fingerprint": _haystack_fingerprint(haystack),
+        "tokenizer_digest": tokenizer_digest(tokenizer),
         **(identity or {}),
     }
     manifest: dict = {"settings": settings, "files": {}, "skipped": []}

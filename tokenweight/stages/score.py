@@ -1,0 +1,119 @@
+"""Stage ``score``: short-context NLL of every training sequence under a frozen scorer.
+
+Computed once into a sharded, fingerprinted cache (``tokenweight.scorecache``) that
+:func:`tokenweight.stages.train.train` reads with ``scorer="frozen"``. Interrupted at any moment,
+the same call continues: finished shards are kept. Under ``torchrun``/``accelerate launch`` every
+rank calls it and scores shards ``rank, rank + K, ...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenweight.config import StageConfig, check_choice, check_int, check_required, option
+
+__all__ = ["ScoreConfig", "ScoreResult", "score"]
+
+#: largest |cache - recomputation| accepted by ``verify`` in float32 (nats); batching changes rounding
+VERIFY_TOL_FP32 = 1e-3
+
+
+@dataclass
+class ScoreConfig(StageConfig):
+    """Options of ``tokenweight score``."""
+
+    data: str | None = option(None, "prepared data folder (tokenweight prepare)", metavar="DIR")
+    scorer: str | None = option(None, "frozen scorer: model folder or hub id, with the data's tokenizer", metavar="PATH|ID")
+    out: str | None = option(None, "score cache folder to create or continue", metavar="DIR")
+    window: int = option(256, "short context w in tokens")
+    stride: int | None = option(None, "window stride s, 1 <= s < w (none: (1 - w/n)·w, docs/METHOD.md)")
+    batch_size: int | None = option(None, "windows per forward pass (none: about 16k tokens per pass)")
+    dtype: str = option("float32", "scorer compute dtype (scores are stored as float32)", choices=("float32", "bfloat16", "float16"))
+    split: str = option("train", "split of the prepared data to score")
+    device: str | None = option(None, "torch device (none: cuda when available)", choices=("cpu", "cuda"))
+    max_sequences: int | None = option(None, "score only the first N sequences")
+    shard_size: int | None = option(None, "sequences per shard file, the unit of resuming (none: ~256k tokens)")
+    verify: int = option(0, "afterwards, recompute K sequences directly and report the largest difference")
+    force: bool = option(False, "recompute a cache made with other settings instead of refusing it")
+
+    def validate(self) -> None:
+        check_required(self, "data", "scorer", "out", usage="tokenweight score --data DIR --scorer MODEL --out DIR")
+        check_int(self, "window", 2)
+        check_int(self, "stride", 1, high=self.window - 1, optional=True)
+        for name in ("batch_size", "max_sequences", "shard_size"):
+            check_int(self, name, 1, optional=True)
+        check_int(self, "verify", 0)
+        check_choice(self, "dtype")
+        if self.device is not None:
+            check_choice(self, "device")
+
+
+@dataclass
+class ScoreResult:
+    """What one ``score`` call did (the same on every rank)."""
+
+    out: str
+    sequences: int
+    computed: int
+    cached: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    world_size: int
+    verified: int = 0
+    max_difference: float | None = None
+    tolerance: float | None = None  # float32 only: other dtypes are not held to a bound
+
+    @property
+    def verify_failed(self) -> bool:
+        return None not in (self.max_difference, self.tolerance) and self.max_difference > self.tolerance
+
+
+def score(config: ScoreConfig) -> ScoreResult:
+    """Create, continue or find complete the score cache ``config.out``; optionally verify it."""
+    from tokenweight.scorecache import compute_scores
+    from tokenweight.train.setup import quiet_progress_bars
+
+    config.validate()
+    quiet_progress_bars()
+    s = compute_scores(
+        config.out,
+        config.data,
+        config.scorer,
+        window=config.window,
+        stride=config.stride,
+        split=config.split,
+        batch_size=config.batch_size,
+        dtype=config.dtype,
+        device=config.device,
+        shard_size=config.shard_size,
+        max_sequences=config.max_sequences,
+        force=config.force,
+    )
+    keys = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
+    result = ScoreResult(**{k: s[k] for k in keys})
+    if config.verify and _rank() == 0:
+        result.verified, result.max_difference = _verify(config)
+        result.tolerance = VERIFY_TOL_FP32 if config.dtype == "float32" else None
+    return result
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _verify(config: ScoreConfig) -> tuple[int, float]:
+    """Recompute ``config.verify`` sequences spread over the cache directly: (count, max |difference|)."""
+    from tokenweight.data import load_prepared
+    from tokenweight.models import load_model
+    from tokenweight.scorecache import ScoreCache, verify
+
+    cache = ScoreCache.open(config.out)
+    k = min(config.verify, cache.n_sequences)
+    indices = sorted({round(j * (cache.n_sequences - 1) / max(k - 1, 1)) for j in range(k)})
+    rows = load_prepared(config.data)[0][config.split].select(indices)["input_ids"]
+    model = load_model(config.scorer, dtype=config.dtype, device=config.device)
+    worst = verify(cache, model, rows, indices, batch_size=config.batch_size)
+    return len(indices), worst

@@ -1,0 +1,141 @@
+"""Stage ``train``: context extension with a token-weighted loss.
+
+A model (``model``, extended to the long context ``n`` with RoPE θ scaled as in the paper, or
+``init`` from scratch) is trained on prepared data with a weighting scheme: ``uniform`` is the plain
+cross-entropy baseline on the same code path; every other scheme needs short-context NLL from a
+scorer: ``scorer="self"`` (the live model on windows of ``window`` tokens, every step) or
+``scorer="frozen"`` with ``scores`` (a cache made by :func:`tokenweight.stages.score.score`).
+
+Multi-GPU: the same stage under ``accelerate launch``/``torchrun``, or DeepSpeed with
+``deepspeed="zero3"`` (docs/TRAINING.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenweight.errors import UsageError
+from tokenweight.stages.runs import RunResult
+from tokenweight.train.config import TrainConfig
+
+__all__ = ["TrainConfig", "train"]
+
+
+def _open_cache(config: TrainConfig, data, window: int | None, stride: int | None):
+    """The frozen score cache, checked against the data and the short context of this run."""
+    from tokenweight.identity import tokenizer_digest
+    from tokenweight.scorecache import ScoreCache
+
+    probe = ScoreCache.open(config.scores)
+    window = window or int(probe.meta["window"])
+    stride = stride or int(probe.meta["stride"])
+    expect = {
+        "data": data.manifest.get("fingerprint"),
+        "split": "train",
+        "n": data.n,
+        "window": window,
+        "stride": stride,
+        "tokenizer": tokenizer_digest(data.tokenizer),
+    }
+    cache = ScoreCache.open(config.scores, expect=expect)
+    used = len(data.train) if config.max_train_sequences is None else min(len(data.train), config.max_train_sequences)
+    if cache.n_sequences < used:
+        raise UsageError(
+            f"score cache {config.scores!r} covers {cache.n_sequences} sequences but training uses {used}: pass "
+            f"--max-train-sequences {cache.n_sequences} or score all of them"
+        )
+    return cache, window, stride
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Run (or continue, or find finished) the training run ``config.out``."""
+    from tokenweight.io_utils import output_lock
+    from tokenweight.scoring import resolve_stride
+    from tokenweight.train.runner import plan_run, run_training
+    from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
+    from tokenweight.weighting import WeightingScheme
+
+    config.validate()
+    scheme = WeightingScheme.parse(config.scheme)
+    out = Path(config.out)
+    settings = {"command": "train", **config.settings()}
+    with output_lock(out):
+        plan = plan_run(out, settings, force=config.force)
+        if plan.state == "done":
+            return RunResult(out, plan.summary, already_done=True)
+        quiet_progress_bars()
+        data = load_train_data(config.data)
+        n = config.n or data.n
+        if n > data.n:
+            raise UsageError(
+                f"--n {n} is longer than the data's sequences (n = {data.n}): prepare the data with n >= {n}"
+            )
+        cache, window, stride = None, config.window, config.stride
+        if config.scorer == "frozen" and scheme.needs_short:
+            cache, window, stride = _open_cache(config, data, window, stride)
+
+        model = build_model(config, data.tokenizer, n, config.rope_theta)
+        base = base_context(model)
+        if window is None and scheme.needs_short:
+            if config.init or base >= n:
+                raise UsageError(
+                    f"--window is needed: the model has no shorter base context than n = {n} "
+                    f"(max_position_embeddings {base}); pass --window w < n"
+                )
+            window = base
+        if window is not None:
+            if n <= window:
+                raise UsageError(
+                    f"long context n = {n} must be longer than the short context w = {window}: "
+                    "pass a smaller --window or a larger --n/data"
+                )
+            try:
+                stride = resolve_stride(n, window, stride)
+            except ValueError as e:
+                raise UsageError(f"--window/--stride: {e}") from None
+
+        if config.model and (base < n or config.rope_theta is not None or config.rope_scaling):
+            from tokenweight.models import extend_context
+
+            try:
+                extend_context(model, n, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling)
+            except ValueError as e:
+                raise UsageError(f"cannot extend {config.model!r} to n = {n}: {e}") from None
+
+        scorer = None
+        if scheme.needs_short:
+            from tokenweight.train.scorers import FrozenScorer, SelfScorer
+
+            if config.scorer == "frozen":
+                scorer = FrozenScorer(cache)
+            else:
+                scorer = SelfScorer(
+                    window, stride, bos_token_id=data.tokenizer.bos_token_id, batch_size=config.score_batch_size
+                )
+
+        from tokenweight.train.collate import TrainSequences
+
+        dataset = TrainSequences(data.train, max_length=n, limit=config.max_train_sequences)
+        rope = model.config.get_text_config().rope_parameters
+        run_config = {
+            **config.to_dict(),
+            "command": "train",
+            "scheme": str(scheme),
+            "n": n,
+            "window": window,
+            "stride": stride,
+            "rope_parameters": dict(rope) if rope else None,
+        }
+        summary = run_training(
+            model=model,
+            tokenizer=data.tokenizer,
+            train_dataset=dataset,
+            recipe=config,
+            out_dir=out,
+            plan=plan,
+            scheme=scheme,
+            scorer=scorer,
+            chunk_size=config.chunk_size,
+            run_config=run_config,
+        )
+    return RunResult(out, summary)

@@ -1,0 +1,194 @@
+"""The typed configs of the two training stages, ``pretrain`` and ``train``.
+
+:class:`RunConfig` holds what every training run has (model, data, output folder, optimisation,
+checkpoints); :class:`PretrainConfig` and :class:`TrainConfig` add what their stage needs. Field
+defaults are the library's defaults; the embedded experiment's values live in the demo's profiles
+(``tokenweight.demo``), and the shipped YAML configs are checked against those by a test.
+Optimisation defaults follow the paper's extension recipe where it has one (AdamW β 0.9/0.95,
+weight decay 0.01, constant learning rate after a linear warm-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenweight.config import StageConfig, check_choice, check_float, check_int, check_required, option
+
+SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_with_min_lr")
+ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
+
+_M = "model and data"
+_O = "optimisation"
+_C = "checkpoints and logs"
+
+#: settings that may change between an interrupted run and the command that continues it: they
+#: do not change what is trained (where and how often it is saved or logged, how data is loaded)
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "save_steps", "save_total_limit", "logging_steps", "dataloader_workers", "out", "force"}
+)
+
+
+@dataclass
+class RunConfig(StageConfig):
+    """Options of every training run (pretrain and train)."""
+
+    model: str | None = option(None, "HF causal LM to start from (folder or hub id)", metavar="PATH|ID", group=_M)
+    init: str | None = option(None, "instead of --model: a Llama from scratch of this preset", group=_M)
+    data: str | None = option(None, "prepared data folder (tokenweight prepare)", metavar="DIR", group=_M)
+    out: str | None = option(None, "run folder: checkpoints, logs, model/, summary.json", metavar="DIR", group=_M)
+    max_train_sequences: int | None = option(None, "use only the first K training sequences", group=_M)
+    max_steps: int = option(100, "optimizer steps", group=_O)
+    batch_size: int = option(4, "sequences per device and micro-batch", group=_O)
+    grad_accum: int = option(1, "micro-batches per optimizer step", group=_O)
+    lr: float = option(1e-3, "peak learning rate", group=_O)
+    lr_scheduler: str = option("constant_with_warmup", "HF scheduler name", choices=SCHEDULERS, group=_O)
+    warmup_steps: int = option(10, "linear warm-up steps", group=_O)
+    weight_decay: float = option(0.01, "AdamW weight decay", group=_O)
+    adam_beta1: float = option(0.9, "AdamW β1", group=_O)
+    adam_beta2: float = option(0.95, "AdamW β2", group=_O)
+    max_grad_norm: float = option(1.0, "gradient clipping, 0 = off", group=_O)
+    seed: int = option(0, "seed of initialisation, data order and tie-breaking", group=_O)
+    bf16: bool = option(False, "bfloat16 mixed precision (float32 master weights)", group=_O)
+    gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)", group=_O)
+    chunk_size: int = option(1024, "positions per output-layer chunk of the loss", group=_O)
+    deepspeed: str | None = option(None, "DeepSpeed config file, or a shipped one: zero3", metavar="FILE|NAME", group=_O)
+    dataloader_workers: int = option(0, "DataLoader worker processes", group=_O)
+    save_steps: int = option(100, "checkpoint every N steps", group=_C)
+    save_total_limit: int | None = option(2, "checkpoints kept (none: all)", group=_C)
+    logging_steps: int = option(1, "log every N steps", group=_C)
+    force: bool = option(False, "replace a run made with other settings (the old one stays until the new one is done)")
+
+    def validate(self) -> None:
+        from tokenweight.models import PRESETS
+
+        check_required(self, "data", "out", usage="pass --data DIR and --out DIR (and --model PATH | --init PRESET)")
+        if bool(self.model) == bool(self.init):
+            raise ValueError(
+                "pass exactly one of --model PATH|ID (start from a trained model) and "
+                f"--init PRESET (from scratch: {', '.join(PRESETS)})"
+            )
+        if self.init is not None and self.init not in PRESETS:
+            raise ValueError(f"init must be one of {', '.join(PRESETS)}, got {self.init!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "save_steps", "logging_steps", "chunk_size"):
+            check_int(self, name, 1)
+        check_int(self, "max_train_sequences", 1, optional=True)
+        check_int(self, "save_total_limit", 1, optional=True)
+        for name in ("warmup_steps", "dataloader_workers", "seed"):
+            check_int(self, name, 0)
+        check_float(self, "lr", low=0, low_open=True)
+        check_float(self, "weight_decay", low=0)
+        check_float(self, "adam_beta1", low=0, high=1, high_open=True)
+        check_float(self, "adam_beta2", low=0, high=1, high_open=True)
+        check_float(self, "max_grad_norm", low=0)
+        check_choice(self, "lr_scheduler")
+
+    def settings(self) -> dict:
+        """What identifies the run (compared when a run folder is continued or reused)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+
+@dataclass
+class PretrainConfig(RunConfig):
+    """``tokenweight pretrain``: plain next-token training at the short context ``w``."""
+
+    max_steps: int = option(300, "optimizer steps", group=_O)
+    batch_size: int = option(16, "sequences per device and micro-batch", group=_O)
+    lr: float = option(2e-3, "peak learning rate", group=_O)
+    lr_scheduler: str = option("cosine", "HF scheduler name", choices=SCHEDULERS, group=_O)
+    warmup_steps: int = option(20, "linear warm-up steps", group=_O)
+    window: int = option(256, "short context w in tokens: every prepared sequence is cut into windows of w")
+    rope_theta: float | None = option(None, "RoPE base of --init models (none: 10000)")
+    task: str = option(
+        "lm",
+        "lm: next-token training on --data; copy: synthetic repeats of random tokens, loss on the repeat only "
+        "(an induction warm-up; --data only gives the tokenizer)",
+        choices=("lm", "copy"),
+    )
+    copy_fraction: float = option(0.0, "with --task lm: share of the training windows replaced by copy-task rows")
+    copy_length: int | None = option(None, "tokens per copy-task row (none: --window)")
+
+    def validate(self) -> None:
+        super().validate()
+        check_int(self, "window", 2)
+        check_float(self, "rope_theta", low=0, low_open=True, optional=True)
+        check_choice(self, "task")
+        check_float(self, "copy_fraction", low=0, high=1, high_open=True)
+        length = self.row_length
+        if (self.task == "copy" or self.copy_fraction) and not 4 <= length <= self.window:
+            raise ValueError(
+                f"copy_length: copy rows need 4 to --window ({self.window}) tokens (BOS and a token to copy, "
+                f"twice), got {length}: set --copy-length or --window"
+            )
+
+    @property
+    def row_length(self) -> int:
+        """Tokens per copy-task row."""
+        return self.window if self.copy_length is None else self.copy_length
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """``tokenweight train``: context extension with a token-weighted loss (uniform = plain CE)."""
+
+    scheme: str = option(
+        "uniform",
+        "weighting scheme: uniform | dense:<λ> | sparse:<κ> | longce:<γ> | ppmi:<s>:<κ> | npmi:<s>:<κ> | rho1:<κ> "
+        "| custom:... (uniform = plain cross-entropy)",
+        group="token weighting",
+    )
+    scorer: str = option(
+        "none",
+        "source of the short-context NLL: the live model (self) or a score cache (frozen)",
+        choices=("none", "self", "frozen"),
+        group="token weighting",
+    )
+    scores: str | None = option(None, "score cache of tokenweight score (--scorer frozen)", metavar="DIR", group="token weighting")
+    window: int | None = option(
+        None,
+        "short context w (none: the cache's for frozen scoring, else the model's max_position_embeddings)",
+        group="token weighting",
+    )
+    stride: int | None = option(None, "window stride s (none: round((1 - w/n)·w))", group="token weighting")
+    score_batch_size: int | None = option(None, "windows per forward pass of self-scoring (none: ~16k tokens)", group="token weighting")
+    n: int | None = option(None, "long context in tokens (none: the data's n)", group="context extension")
+    rope_theta: float | None = option(
+        None,
+        "RoPE base for the long run (none: θ·(n/w)^(log 30.6/log 4), the paper's 500k -> 15.3M at 4x)",
+        group="context extension",
+    )
+    rope_scaling: str | None = option(
+        None,
+        "use the model's RoPE scaling of this type (factor n/w) instead of raising θ",
+        choices=ROPE_SCALING_TYPES,
+        group="context extension",
+    )
+
+    def validate(self) -> None:
+        from tokenweight.weighting import WeightingScheme
+
+        super().validate()
+        try:
+            scheme = WeightingScheme.parse(self.scheme)
+        except ValueError as e:
+            raise ValueError(f"scheme: {e}") from None
+        check_choice(self, "scorer")
+        if scheme.needs_short and self.scorer == "none":
+            raise ValueError(
+                f"scorer: --scheme {scheme} needs short-context NLL: pass --scorer self, or --scorer frozen "
+                "--scores DIR (from tokenweight score)"
+            )
+        if self.scorer == "frozen" and not self.scores:
+            raise ValueError("scores: --scorer frozen needs --scores DIR: create it with tokenweight score")
+        for name in ("n", "score_batch_size", "stride"):
+            check_int(self, name, 1, optional=True)
+        check_int(self, "window", 2, optional=True)
+        if self.window is not None and self.stride is not None and not self.stride < self.window:
+            raise ValueError(f"stride must be in [1, window) = [1, {self.window}), got {self.stride}")
+        check_float(self, "rope_theta", low=0, low_open=True, optional=True)
+        if self.rope_scaling is not None:
+            check_choice(self, "rope_scaling")
+        if self.init and self.rope_scaling:
+            raise ValueError(
+                "rope_scaling extends a trained model (--model); an --init model is built for n directly "
+                "(set its base with --rope-theta)"
+            )
