@@ -1,4 +1,4 @@
-"""`tokenweight demo --quick` end to end: every report file exists and is well-formed."""
+"""`tokenweight demo --profile quick` end to end: every report file exists and is well-formed."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class _Collect(HTMLParser):
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--profile", "quick", "--out", str(out)]) == 0
     return out
 
 
@@ -120,13 +120,13 @@ def test_heatmap_in_report(demo_dir):
 @pytest.mark.slow
 def test_rerun_is_cached(demo_dir, capsys):
     t = time.perf_counter()
-    assert main(["demo", "--quick", "--out", str(demo_dir)]) == 0
+    assert main(["demo", "--profile", "quick", "--out", str(demo_dir)]) == 0
     assert time.perf_counter() - t < 60
     assert "up to date" in capsys.readouterr().out
 
 
 def test_bad_seeds(tmp_path, capsys):
-    assert main(["demo", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--profile", "quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0]
 
@@ -135,7 +135,7 @@ def test_bad_seeds(tmp_path, capsys):
     "flag,value,low", [("--copy-steps", "-1", 0), ("--pretrain-steps", "0", 1), ("--extend-steps", "0", 1)]
 )
 def test_bad_step_overrides(tmp_path, capsys, flag, value, low):
-    assert main(["demo", "--quick", flag, value, "--out", str(tmp_path / "d")]) == 2
+    assert main(["demo", "--profile", "quick", flag, value, "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{flag} must be >= {low}, got {value}" in err[0]
     assert not (tmp_path / "d").exists()  # refused before anything is written

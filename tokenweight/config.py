@@ -62,7 +62,9 @@ class StageConfig:
         clean = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(clean) - names)
         if unknown:
-            raise ValueError(f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: {', '.join(sorted(names))}"
+            )
         types = cls.field_types()
         return cls(**{k: coerce(v, types[k], k) for k, v in clean.items()})
 
@@ -89,7 +91,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     args = typing.get_args(tp)
     if type(None) in args:
         rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True  # noqa: UP007
     return tp, False
 
 

@@ -229,3 +229,18 @@ def model_digest(name_or_path: str | os.PathLike) -> str:
             "pass a folder saved with save_pretrained"
         )
     return fingerprint({"config": config, "weights": weights})
+
+
+def input_identity(kind: str, path: str | os.PathLike) -> str:
+    """The identity of a stage's input by content, for comparing runs: ``kind`` is ``data`` (a
+    prepared folder: its manifest's fingerprint), ``model`` (:func:`model_digest`) or ``scores``
+    (a score cache: its meta's fingerprint). An input that cannot be read yet (missing, or a hub id
+    not in the local cache) is identified by its path, and the stage reports the problem itself."""
+    p = Path(path).expanduser()
+    try:
+        if kind == "model":
+            return f"model:{model_digest(path)}"
+        meta = p / ("manifest.json" if kind == "data" else "meta.json")
+        return f"{kind}:{json.loads(meta.read_text(encoding='utf-8'))['fingerprint']}"
+    except (UsageError, OSError, ValueError, KeyError):
+        return f"{kind}-path:{path}"

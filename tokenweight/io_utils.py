@@ -266,12 +266,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def checksums(root: str | os.PathLike, folders: tuple[str, ...] = ("",)) -> dict[str, dict]:
-    """``{relative path: {"sha256", "bytes"}}`` of every file under ``root/folder`` (sorted)."""
+def checksums(root: str | os.PathLike, folders: tuple[str, ...] = ("",), pattern: str = "*") -> dict[str, dict]:
+    """``{relative path: {"sha256", "bytes"}}`` of the files matching ``pattern`` under each
+    ``root/folder`` (sorted)."""
     root = Path(root)
     out = {}
     for folder in folders:
-        for p in sorted((root / folder).rglob("*")):
+        for p in sorted((root / folder).rglob(pattern)):
             if p.is_file():
                 out[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     return out

@@ -10,10 +10,14 @@ Layout of a cache folder ``OUT/``::
     shards/00000.safetensors ...   shard i = sequences [i*K, min((i+1)*K, N)): "nll" [k, n-1]
                                    float32 and "lengths" [k] int32; its header repeats the cache
                                    fingerprint and its range, so a stray file is never mistaken
-    complete.json                  written last, once every shard is present
+    complete.json                  written last, once every shard is present: the sha256 and size
+                                   of every shard, checked when a process first reads the shard
 
 Every file is written atomically (``tokenweight.io_utils``), so a killed run leaves only whole
-shards; a rerun with the same options skips them (nothing recomputed, lost or duplicated). Under
+shards; a rerun with the same options skips them (nothing recomputed, lost or duplicated) and
+recomputes shards whose bytes differ from complete.json's checksums. One process writes a cache at a
+time (``tokenweight.io_utils.output_lock``); ``force`` builds the new cache in the hidden sibling
+``.OUT.force`` and moves it onto ``OUT`` when complete, so the old one stays usable until then. Under
 ``torchrun``/``accelerate launch`` shard ``i`` belongs to rank ``i % world_size``; rank 0 writes
 ``meta.json`` before and ``complete.json`` after a barrier. Batches never straddle shards, so the
 numbers do not depend on how many processes computed them (bitwise, for fp32 on CPU).
@@ -28,12 +32,15 @@ read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +55,7 @@ from tokenweight.identity import (
     resolve_local,
     tokenizer_digest,
 )
-from tokenweight.io_utils import atomic_file, atomic_write_json, fingerprint
+from tokenweight.io_utils import atomic_write_bytes, atomic_write_json, fingerprint
 from tokenweight.scoring import default_stride, windows_per_pass  # noqa: F401 (default_stride: re-exported)
 
 FORMAT = 1
@@ -160,8 +167,8 @@ class ScoreCache:
 
     _MAX_OPEN = 16
 
-    def __init__(self, path: Path, meta: dict):
-        self.path, self.meta = Path(path), meta
+    def __init__(self, path: Path, meta: dict, checksums: dict | None = None):
+        self.path, self.meta, self.checksums = Path(path), meta, checksums or {}
         self.n_sequences, self.n = int(meta["n_sequences"]), int(meta["n"])
         self.shard_size = int(meta["shard_size"])
         self._handles: OrderedDict = OrderedDict()
@@ -177,7 +184,7 @@ class ScoreCache:
             raise UsageError(
                 f"{str(path)!r} is not a score cache (no {META}): create it with `tokenweight score --out {path}`"
             )
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
+        meta = _read_json(path / META) or {}
         if meta.get("format") != FORMAT:
             raise UsageError(
                 f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
@@ -186,34 +193,54 @@ class ScoreCache:
         if expect and _first_difference(meta, expect):
             raise UsageError(_stale_message(path, meta, expect, who))
         ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
-        done = None
-        if (path / COMPLETE).is_file():
-            done = json.loads((path / COMPLETE).read_text(encoding="utf-8"))
+        done = _read_json(path / COMPLETE)  # None when missing, or cut by a kill of an older version
         ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
-        if not done or done.get("fingerprint") != meta["fingerprint"] or not all(ok):
+        sums = (done or {}).get("checksums") or {}
+        if (
+            not done
+            or done.get("fingerprint") != meta["fingerprint"]
+            or not all(ok)
+            or set(sums) != set(_shard_names(meta))
+        ):
             have = sum(ok)
             raise UsageError(
-                f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards): rerun "
-                "`tokenweight score` with the same options to finish it"
+                f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards"
+                f"{'' if sums or not all(ok) else ', no checksums'}): rerun `tokenweight score` with the same "
+                "options to finish it"
             )
-        return cls(path, meta)
+        return cls(path, meta, sums)
 
     def __len__(self) -> int:
         return self.n_sequences
 
     def __getstate__(self):
-        return {"path": self.path, "meta": self.meta}
+        return {"path": self.path, "meta": self.meta, "checksums": self.checksums}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], state["meta"])
+        self.__init__(state["path"], state["meta"], state.get("checksums"))
 
     def _handle(self, shard: int):
+        """The open shard; the first time a process opens it, its bytes are checked against the
+        sha256 in complete.json (a damaged shard is refused: one line naming it and the fix)."""
         from safetensors import safe_open
+
+        from tokenweight.io_utils import check_file
 
         if shard in self._handles:
             self._handles.move_to_end(shard)
         else:
-            self._handles[shard] = safe_open(str(_shard_path(self.path, shard)), framework="pt")
+            path = _shard_path(self.path, shard)
+            c = self.checksums.get(f"{SHARDS}/{path.name}")
+            if c is not None:
+                check_file(
+                    path,
+                    c["sha256"],
+                    size=c.get("bytes"),
+                    what="score cache shard",
+                    fix=f"rerun `tokenweight score --out {self.path}` with the same options (it recomputes "
+                    "damaged shards), or with --force",
+                )
+            self._handles[shard] = safe_open(str(path), framework="pt")
             while len(self._handles) > self._MAX_OPEN:
                 self._handles.popitem(last=False)
         return self._handles[shard]
@@ -289,29 +316,98 @@ def _from_rank0(value, world: int):
     return box[0]
 
 
-def _prepare_out(out: Path, meta: dict, force: bool) -> None:
-    """Rank 0: refuse a foreign or stale folder (unless ``force``), write meta.json, tidy temps."""
+def staging_dir(out: Path) -> Path:
+    """Where ``force`` builds the new cache: the hidden sibling ``.NAME.force``, moved onto ``out``
+    when complete (the old cache stays readable until then)."""
+    return out.parent / f".{out.name}.force"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _prepare_out(out: Path, meta: dict, force: bool) -> tuple[Path, bool]:
+    """Rank 0, holding the lock: ``(folder to write, already complete)``.
+
+    The folder is ``out``, or with ``force`` its staging sibling (a forced run killed earlier with
+    the same identity is continued there; another one is discarded). Refuses a foreign or stale
+    ``out`` unless ``force``; writes meta.json; drops temporaries of killed runs and
+    :func:`_check_complete` drops shards whose bytes differ from complete.json's checksums.
+    """
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file: pass a folder for the score cache")
-    old = json.loads((out / META).read_text(encoding="utf-8")) if (out / META).is_file() else None
-    if old is None and out.is_dir() and any(p.name != SHARDS for p in out.iterdir()):
-        raise UsageError(f"--out {str(out)!r} exists and is not a score cache: choose an empty or new folder")
-    if old is not None and (force or old.get("format") != FORMAT or old.get("fingerprint") != meta["fingerprint"]):
-        if not force:
+    work = staging_dir(out) if force else out
+    old = _read_json(work / META)
+    stale = old is not None and (old.get("format") != FORMAT or old.get("fingerprint") != meta["fingerprint"])
+    if not force:
+        if old is None and out.is_dir() and any(p.name != SHARDS for p in out.iterdir()):
+            raise UsageError(f"--out {str(out)!r} exists and is not a score cache: choose an empty or new folder")
+        if stale:
             k = (_first_difference(old, meta) or "fingerprint") if old.get("format") == FORMAT else "format"
             raise UsageError(
                 f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for "
-                f"{meta.get(k, FORMAT)!r}: pass --force to recompute it, or choose another --out"
+                f"{meta.get(k, FORMAT)!r}: pass --force to recompute it (the old cache stays until the new one "
+                "is complete), rerun with the same settings, or choose another --out"
             )
-        (out / COMPLETE).unlink(missing_ok=True)  # first, so that a crash here leaves it incomplete
-        for p in (out / SHARDS).glob("*.safetensors"):
-            p.unlink()
-        (out / META).unlink()
+    elif stale or (old is None and work.exists()):
+        shutil.rmtree(work)
         old = None
+    work.mkdir(parents=True, exist_ok=True)
     if old is None:
-        atomic_write_json(out / META, meta)
-    for p in (out / SHARDS).glob(".*.tmp"):  # temporaries of a killed run
+        atomic_write_json(work / META, meta)
+    for p in (work / SHARDS).glob(".*.tmp"):  # temporaries of a killed run
         p.unlink(missing_ok=True)
+    return work, _check_complete(work, meta)
+
+
+def _shard_names(meta: dict) -> list[str]:
+    return [f"{SHARDS}/{i:05d}.safetensors" for i in range(len(shard_ranges(meta["n_sequences"], meta["shard_size"])))]
+
+
+def _check_complete(work: Path, meta: dict) -> bool:
+    """Whether ``work`` is a complete cache whose every shard has the bytes recorded in
+    complete.json. Otherwise complete.json goes first (a kill then leaves an incomplete cache),
+    then every damaged shard (so that it is recomputed); a complete.json without checksums (older
+    versions) is rewritten with them. Reads every shard: cheap next to computing one."""
+    from tokenweight.io_utils import sha256_file
+
+    done = _read_json(work / COMPLETE)
+    if done is None:
+        return False
+    sums = done.get("checksums") or {}
+    bad = []
+    for rel in _shard_names(meta):
+        c, f = sums.get(rel), work / rel
+        if c is not None and f.is_file() and (f.stat().st_size != c["bytes"] or sha256_file(f) != c["sha256"]):
+            bad.append(f)
+    if done.get("fingerprint") == meta["fingerprint"] and set(sums) == set(_shard_names(meta)) and not bad:
+        return True
+    (work / COMPLETE).unlink()
+    for f in bad:
+        f.unlink()
+    return False
+
+
+def _claim(out: Path, meta: dict, force: bool, rank: int, world: int, stack: contextlib.ExitStack) -> tuple[Path, bool]:
+    """Every rank: ``(folder to write, already complete)``, decided by rank 0 under the output lock
+    (held until ``stack`` closes); a refusal reaches every rank, so that all fail alike."""
+    from tokenweight.io_utils import output_lock
+
+    decided = None
+    if rank == 0:
+        try:
+            stack.enter_context(output_lock(out))
+            decided = _prepare_out(out, meta, force)
+        except UsageError as e:
+            decided = str(e)
+    decided = _from_rank0(decided, world)
+    if isinstance(decided, str):
+        raise UsageError(decided)
+    return decided
 
 
 def _pad(rows: list, n: int):
@@ -380,6 +476,150 @@ def _score_rows(
     return nll, lengths
 
 
+@dataclass
+class _Inputs:
+    """The sequences to score and what identifies them."""
+
+    data: Path
+    split: str
+    rows: Any  # datasets.Dataset with the input_ids column
+    manifest: dict
+    n: int
+    count: int
+    tokenizer: Any
+
+
+def _load_inputs(data: Path, split: str, max_sequences: int | None) -> _Inputs:
+    from tokenweight.data import load_prepared
+
+    dsd, manifest = load_prepared(data)  # UsageError for a missing, incomplete or damaged folder
+    if split not in dsd:
+        raise UsageError(f"prepared data {str(data)!r} has no split {split!r} (it has {', '.join(dsd)}): pass --split")
+    rows = dsd[split].select_columns(["input_ids"])
+    count = len(rows) if max_sequences is None else min(len(rows), max_sequences)
+    if count == 0:
+        raise UsageError(f"split {split!r} of {str(data)!r} has no sequences: prepare more data")
+    n = int(manifest["n"])
+    return _Inputs(data, split, rows, manifest, n, count, load_tokenizer(data / "tokenizer"))
+
+
+def _cache_meta(
+    inputs: _Inputs, scorer, folder: Path, window: int, stride: int, dtype: str, shard_size: int | None
+) -> dict:
+    """meta.json: the identity (:data:`IDENTITY`), its fingerprint, the layout and where things came from."""
+    identity = dict(
+        data=inputs.manifest.get("fingerprint"),
+        split=inputs.split,
+        n=inputs.n,
+        n_sequences=inputs.count,
+        window=window,
+        stride=stride,
+        dtype=dtype,
+        tokenizer=tokenizer_digest(inputs.tokenizer),
+        scorer=model_digest(folder),
+        bos_token_id=inputs.tokenizer.bos_token_id,
+        shard_size=shard_size or default_shard_size(inputs.n),
+    )
+    return dict(
+        identity,
+        format=FORMAT,
+        fingerprint=fingerprint(identity),
+        scorer_path=str(scorer),
+        data_path=str(inputs.data.resolve()),
+        num_shards=len(shard_ranges(inputs.count, identity["shard_size"])),
+    )
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """A safetensors file with its header metadata in sorted order: safetensors writes it in hash
+    order, which differs between processes; sorted, equal scores give equal bytes (and checksums)."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if len(text) > size:  # not safetensors' compact JSON (never seen): keep its bytes
+        return blob
+    return blob[:8] + text + b" " * (size - len(text)) + blob[8 + size :]
+
+
+def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], model, rank: int, world: int, batch_size):
+    """Compute and write ``shards`` (this rank's missing ones): ``(sequences, tokens, seconds)``."""
+    from safetensors.torch import save
+    from tqdm.auto import tqdm
+
+    ranges = shard_ranges(inputs.count, meta["shard_size"])
+    computed = tokens = 0
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=sum(ranges[i][1] - ranges[i][0] for i in shards),
+        unit="seq",
+        disable=None,
+        desc=f"scoring{f' (rank {rank})' if world > 1 else ''}",
+        position=rank,
+    )
+    for i in shards:
+        a, b = ranges[i]
+        nll, lengths = _score_rows(
+            model,
+            inputs.rows[a:b]["input_ids"],
+            inputs.n,
+            meta["window"],
+            meta["stride"],
+            meta["bos_token_id"],
+            batch_size,
+            bar,
+            f"sequences {a}..{b - 1} of {str(inputs.data)!r}",
+        )
+        blob = save(
+            {"nll": nll, "lengths": lengths}, {"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)}
+        )
+        atomic_write_bytes(_shard_path(work, i), _canonical_header(blob))
+        computed += b - a
+        tokens += int(lengths.sum())
+    bar.close()
+    return computed, tokens, time.perf_counter() - t0
+
+
+def _complete(out: Path, work: Path, meta: dict, rank: int, world: int, stats: tuple, was_complete: bool) -> list:
+    """After every rank scored its shards: rank 0 checks that all are there, writes complete.json
+    with each shard's sha256 and, for a forced run, moves the new cache onto ``out``. Returns every
+    rank's ``stats``."""
+    from tokenweight.io_utils import replace_dir, sha256_file
+
+    every = [stats]
+    if world > 1:
+        import torch.distributed as dist
+
+        every = [None] * world
+        dist.all_gather_object(every, stats)  # also the barrier before the marker
+    err = None
+    if rank == 0:
+        ranges = shard_ranges(meta["n_sequences"], meta["shard_size"])
+        missing = [i for i, r in enumerate(ranges) if not _shard_ok(_shard_path(work, i), meta["fingerprint"], *r)]
+        if missing:
+            err = f"score cache {str(work)!r} misses shards {missing[:5]} after scoring: rerun `tokenweight score`"
+        else:
+            if not was_complete:
+                sums = {
+                    rel: {"sha256": sha256_file(work / rel), "bytes": (work / rel).stat().st_size}
+                    for rel in _shard_names(meta)
+                }
+                atomic_write_json(
+                    work / COMPLETE,
+                    {
+                        "fingerprint": meta["fingerprint"],
+                        "num_shards": len(ranges),
+                        "n_sequences": meta["n_sequences"],
+                        "checksums": sums,
+                    },
+                )
+            if work != out:
+                replace_dir(work, out)
+    if (err := _from_rank0(err, world)) is not None:
+        raise RuntimeError(err)
+    return every
+
+
 def compute_scores(
     out: str | os.PathLike,
     data: str | os.PathLike,
@@ -400,19 +640,20 @@ def compute_scores(
     ``window``/``stride``: docs/METHOD.md's short context (``stride`` default :func:`default_stride`).
     ``batch_size``: windows per forward pass (default ``short_context_nll``'s). ``dtype``:
     float32 | bfloat16 | float16 (scores are stored as float32). ``device``: default cuda when
-    available. Resumes an interrupted cache with the same identity; a different one is refused
-    unless ``force``. Under ``torchrun`` every rank must call it (each scores its own shards).
+    available. Continues an interrupted cache with the same identity (and recomputes shards whose
+    bytes no longer match complete.json); a complete one is left as it is; a different one is
+    refused unless ``force``, which builds the new cache beside ``out`` and moves it into place when
+    complete. A second process writing ``out`` is refused at once (:func:`output_lock`). Under
+    ``torchrun`` every rank must call it (each scores its own shards; rank 0 holds the lock).
 
     Returns (same on every rank) ``{"out", "sequences", "computed", "cached", "tokens",
-    "seconds", "tokens_per_s", "world_size", "own_process_group"}``: ``computed``/``tokens`` count
-    this call's work; ``own_process_group``: whether this call initialised (and destroyed) the
-    process group, i.e. the process was launched by torchrun for this call alone.
+    "seconds", "tokens_per_s", "world_size", "own_process_group", "already_complete"}``:
+    ``computed``/``tokens`` count this call's work; ``own_process_group``: whether this call
+    initialised (and destroyed) the process group, i.e. the process was launched by torchrun for
+    this call alone; ``already_complete``: the cache was complete before the call (nothing done).
     """
     import torch
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
 
-    from tokenweight.data import load_prepared
     from tokenweight.models import load_model
     from tokenweight.scoring import window_starts
 
@@ -420,126 +661,44 @@ def compute_scores(
         raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"shard_size must be >= 1 or None, got {shard_size}")
-    out, data = Path(out), Path(data)
-    dsd, manifest = load_prepared(data)  # UsageError for a missing or incomplete folder
-    if split not in dsd:
-        raise UsageError(f"prepared data {str(data)!r} has no split {split!r} (it has {', '.join(dsd)}): pass --split")
-    ds = dsd[split].select_columns(["input_ids"])
-    n = int(manifest["n"])
-    stride = default_stride(n, window) if stride is None else stride
-    window_starts(n, window, stride)  # validates window and stride (ValueError)
-    count = len(ds) if max_sequences is None else min(len(ds), max_sequences)
-    if count == 0:
-        raise UsageError(f"split {split!r} of {str(data)!r} has no sequences: prepare more data")
-    data_tok = load_tokenizer(data / "tokenizer")
+    out = Path(out).expanduser()
+    inputs = _load_inputs(Path(data), split, max_sequences)
+    stride = default_stride(inputs.n, window) if stride is None else stride
+    window_starts(inputs.n, window, stride)  # validates window and stride (ValueError)
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rank, world, own_group = _dist_setup(device)
     if device == "cuda" and world > 1:
         device = f"cuda:{torch.cuda.current_device()}"
     try:
-        folder, model = _scorer_folder(scorer, data_tok, dtype, device)
-        identity = dict(
-            data=manifest.get("fingerprint"),
-            split=split,
-            n=n,
-            n_sequences=count,
-            window=window,
-            stride=stride,
-            dtype=dtype,
-            tokenizer=tokenizer_digest(data_tok),
-            scorer=model_digest(folder),
-            bos_token_id=data_tok.bos_token_id,
-            shard_size=shard_size or default_shard_size(n),
-        )
-        meta = dict(
-            identity,
-            format=FORMAT,
-            fingerprint=fingerprint(identity),
-            scorer_path=str(scorer),
-            data_path=str(data.resolve()),
-            num_shards=len(shard_ranges(count, identity["shard_size"])),
-        )
-        err = None
-        if rank == 0:
-            try:
-                _prepare_out(out, meta, force)
-            except UsageError as e:
-                err = str(e)
-        if (err := _from_rank0(err, world)) is not None:
-            raise UsageError(err)
-
-        ranges = shard_ranges(count, meta["shard_size"])
-        mine = [
-            i
-            for i in range(rank, len(ranges), world)
-            if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *ranges[i])
-        ]
-        computed = tokens = 0
-        t0 = time.perf_counter()
-        if mine:
-            model = model or load_model(folder, dtype=dtype, device=device)
-            t0 = time.perf_counter()
-            bar = tqdm(
-                total=sum(b - a for a, b in (ranges[i] for i in mine)),
-                unit="seq",
-                disable=None,
-                desc=f"scoring{f' (rank {rank})' if world > 1 else ''}",
-                position=rank,
-            )
-            for i in mine:
-                a, b = ranges[i]
-                nll, lengths = _score_rows(
-                    model,
-                    ds[a:b]["input_ids"],
-                    n,
-                    window,
-                    stride,
-                    data_tok.bos_token_id,
-                    batch_size,
-                    bar,
-                    f"sequences {a}..{b - 1} of {str(data)!r}",
-                )
-                with atomic_file(_shard_path(out, i)) as tmp:
-                    save_file(
-                        {"nll": nll, "lengths": lengths},
-                        str(tmp),
-                        metadata={"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)},
-                    )
-                computed += b - a
-                tokens += int(lengths.sum())
-            bar.close()
-        seconds = time.perf_counter() - t0
-        stats = [(computed, tokens, seconds)]
-        if world > 1:
-            import torch.distributed as dist
-
-            stats = [None] * world
-            dist.all_gather_object(stats, (computed, tokens, seconds))  # also the barrier before the marker
-        err = None
-        if rank == 0:
-            missing = [i for i, r in enumerate(ranges) if not _shard_ok(_shard_path(out, i), meta["fingerprint"], *r)]
-            if missing:
-                err = f"score cache {str(out)!r} misses shards {missing[:5]} after scoring: rerun `tokenweight score`"
-            else:
-                atomic_write_json(
-                    out / COMPLETE,
-                    {"fingerprint": meta["fingerprint"], "num_shards": len(ranges), "n_sequences": count},
-                )
-        if (err := _from_rank0(err, world)) is not None:
-            raise RuntimeError(err)
-        computed, tokens = sum(s[0] for s in stats), sum(s[1] for s in stats)
-        seconds = max(s[2] for s in stats)
+        with contextlib.ExitStack() as lock:
+            folder, model = _scorer_folder(scorer, inputs.tokenizer, dtype, device)
+            meta = _cache_meta(inputs, scorer, folder, window, stride, dtype, shard_size)
+            work, was_complete = _claim(out, meta, force, rank, world, lock)
+            ranges = shard_ranges(inputs.count, meta["shard_size"])
+            mine = [
+                i
+                for i in range(rank, len(ranges), world)
+                if not _shard_ok(_shard_path(work, i), meta["fingerprint"], *ranges[i])
+            ]
+            stats = (0, 0, 0.0)
+            if mine:
+                model = model or load_model(folder, dtype=dtype, device=device)
+                stats = _score_shards(work, meta, inputs, mine, model, rank, world, batch_size)
+            every = _complete(out, work, meta, rank, world, stats, was_complete)
+        computed, tokens = sum(s[0] for s in every), sum(s[1] for s in every)
+        seconds = max(s[2] for s in every)
         return {
             "out": str(out),
-            "sequences": count,
+            "sequences": inputs.count,
             "computed": computed,
-            "cached": count - computed,
+            "cached": inputs.count - computed,
             "tokens": tokens,
             "seconds": seconds,
             "tokens_per_s": tokens / seconds if tokens else 0.0,
             "world_size": world,
             "own_process_group": own_group,
+            "already_complete": was_complete and work == out,
         }
     finally:
         if own_group:

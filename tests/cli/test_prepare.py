@@ -40,7 +40,7 @@ def test_yaml_config_and_flag_override(tmp_path, capsys):
     src, out = _corpus(tmp_path / "src"), tmp_path / "out"
     cfg = tmp_path / "prep.yaml"
     cfg.write_text(
-        f"inputs: [{json.dumps(str(src))}]\nn: 48\nvocab-size: 300\nkeep_tails: true\n"
+        f"inputs: [{json.dumps(str(src))}]\nn: 48\nvocab-size: 300\nmin_tail: 2\n"
         "episodes_per_1k: 4\nepisode_distance: '10:40'\n"
     )
     assert main(["prepare", "--config", str(cfg), "--out", str(out), "--n", "40"]) == 0
@@ -63,7 +63,6 @@ def test_help_lists_every_option(capsys):
         "--vocab-size",
         "--n",
         "--val-fraction",
-        "--keep-tails",
         "--min-tail",
         "--max-documents",
         "--max-tokens",
@@ -83,12 +82,12 @@ def test_help_lists_every_option(capsys):
     "extra,match",
     [
         (["MISSING"], "does not exist"),
-        (["SRC", "--n", "1"], "--n 1 is invalid"),
-        (["SRC", "--n", "100000000"], "--n 100000000 is invalid"),
+        (["SRC", "--n", "1"], "--n must be an integer in [2, 1048576], got 1"),
+        (["SRC", "--n", "100000000"], "--n must be an integer in [2, 1048576], got 100000000"),
         (["EMPTY"], "no training sequences"),
         (["SRC", "--episodes-per-1k", "2", "--episode-distance", "5-10"], "episode distance"),
         (["SRC", "--val-fraction", "1.5"], "--val-fraction"),
-        (["SRC", "--tokenizer", "NOTOK/x/y"], "not a folder"),
+        (["SRC", "--tokenizer", "NOTOK/x/y"], "does not exist"),
         (["SRC", "--corpus", "stdlib"], "both input paths and --corpus"),
     ],
 )

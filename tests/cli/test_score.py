@@ -115,7 +115,7 @@ def test_bad_input_exits_2_with_one_line(env, tmp_path, capsys):
     exits_2_with_one_line(capsys, s[:4] + [str(tmp_path / "nope")] + s[5:], "does not exist")
     exits_2_with_one_line(capsys, s[:1] + s[3:], "--data is required")
     exits_2_with_one_line(
-        capsys, s + ["--window", "16", "--stride", "16"], "--stride must be in [1, window) = [1, 16), got 16"
+        capsys, s + ["--window", "16", "--stride", "16"], "--stride must be an integer in [1, 15] or None, got 16"
     )
     exits_2_with_one_line(capsys, s + ["--window", "1"], "--window must be >= 2")
     exits_2_with_one_line(capsys, s + ["--batch-size", "0"], "--batch-size must be >= 1")

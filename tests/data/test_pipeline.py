@@ -122,10 +122,16 @@ def test_rerun_is_a_no_op_and_force_redoes(tmp_path, text_dir):
     assert ((out / "train").stat().st_mtime_ns, (out / "manifest.json").stat().st_mtime_ns) == stamp
     m3, wrote = prepare(out, PrepareConfig(**kw), force=True)
     assert wrote and m3 == m1
-    m4, wrote = _run(out, **kw, val_fraction=0.5)  # another option: recomputed
+    with pytest.raises(UsageError, match=r"was prepared with val_fraction = 0.05, this command has val_fraction = 0.5"):
+        _run(out, **kw, val_fraction=0.5)  # another option: refused, the folder untouched
+    assert ((out / "train").stat().st_mtime_ns, (out / "manifest.json").stat().st_mtime_ns) != stamp  # (m3)
+    assert load_prepared(out)[1] == m1
+    m4, wrote = prepare(out, PrepareConfig(**kw, val_fraction=0.5), force=True)  # forced: recomputed
     assert wrote and m4["fingerprint"] != m1["fingerprint"]
-    (text_dir / "a" / "doc00.txt").write_text("changed " * 50 + "\n")  # another input: recomputed
-    m5, wrote = _run(out, **kw, val_fraction=0.5)
+    (text_dir / "a" / "doc00.txt").write_text("changed " * 50 + "\n")  # another input: refused, then forced
+    with pytest.raises(UsageError, match=r"was prepared with inputs = '.*', this command has inputs = "):
+        _run(out, **kw, val_fraction=0.5)
+    m5, wrote = prepare(out, PrepareConfig(**kw, val_fraction=0.5), force=True)
     assert wrote and m5["fingerprint"] != m4["fingerprint"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
 
@@ -199,9 +205,9 @@ def _no_leftovers(parent: Path, name: str):
         ("empty", "no training sequences"),
         ("short", "no training sequences"),
         ("nothing", "no usable documents"),
-        ("n", "--n 1 is invalid"),
-        ("distance", "--episode-distance '500:' is invalid"),
-        ("spec", "bad episode option"),
+        ("n", "n must be an integer in [2, 1048576], got 1"),
+        ("distance", "episode_distance '500:': with n=64 an episode fits only up to"),
+        ("spec", "episode options: "),
     ],
 )
 def test_bad_input_raises_usage_error_and_leaves_nothing(tmp_path, tiny_tokenizer, case, match):
@@ -222,7 +228,8 @@ def test_bad_input_raises_usage_error_and_leaves_nothing(tmp_path, tiny_tokenize
         kw.update(episodes_per_1k=1, episode_distance="500:")
     elif case == "spec":
         kw.update(episodes_per_1k=1, episode_distance="far")
-    with pytest.raises(UsageError, match=match):
+    # bad data is a UsageError, a bad option value a ValueError (the CLI turns both into one line)
+    with pytest.raises(ValueError if case in ("n", "distance", "spec") else UsageError, match=re.escape(match)):
         _run(tmp_path / "out", **kw)
     assert _no_leftovers(tmp_path, "out")
 

@@ -63,7 +63,7 @@ def test_eval_two_models_no_tasks(tree, capsys):
 def test_config_file_sets_options(tree, tmp_path, capsys):
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(
-        f"models: [{tree / 'm1'}]\ndata: {tree / 'data'}\nwindow: 16\ntasks: none\nbuckets: [0, 24, 48]\n"
+        f"models: [{tree / 'm1'}]\ndata: {tree / 'data'}\nwindow: 16\ntasks: none\nposition_edges: [0, 24, 48]\n"
         f"out: {tmp_path / 'o'}\n"
     )
     assert main(["eval", "--config", str(cfg)]) == 0
@@ -80,9 +80,9 @@ def test_config_file_sets_options(tree, tmp_path, capsys):
         (["eval", "{tmp}/m1", "{tmp}/m2", "--names", "a"], "--names has 1 names for 2 models"),
         (["eval", "{tmp}/m1", "--lengths", "256,x"], "--lengths"),
         (["eval", "{tmp}/m1", "--data", "{tmp}/missing"], "--data"),
-        (["eval", "{tmp}/m1", "--num-samples", "0"], "--num-samples must be >= 1"),
+        (["eval", "{tmp}/m1", "--num-samples", "0"], "--num-samples must be an integer >= 1, got 0"),
         (["eval", "{tmp}/m1", "--evaluator", "zzz"], "--evaluator"),
-        (["eval", "{tmp}/m1", "--buckets", "0,5,5"], "--buckets"),
+        (["eval", "{tmp}/m1", "--position-edges", "0,5,5"], "--position-edges must be non-negative and strictly"),
         (["eval", "{tmp}/m1", "--max-new-tokens", "-1"], "--max-new-tokens"),
         (["eval", "{tmp}/m1", "--window", "16", "--longppl-stride", "16"], "--longppl-stride"),
         (["eval", "{tmp}/m1", "--data", "{tmp}/data", "--tasks", "niah_single_1,nope"], "unknown task(s) nope"),

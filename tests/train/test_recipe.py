@@ -1,5 +1,5 @@
-"""Recipe -> TrainingArguments, DeepSpeed configs, and the shipped YAML configs (valid CLI options,
-the paper's numbers)."""
+"""Run configs -> TrainingArguments, DeepSpeed configs, and the shipped YAML configs (valid stage
+configs, the paper's numbers, the demo's defaults)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import json
 import pytest
 import yaml
 
-from tokenweight.cli.main import apply_config, build_parser, load_config
+from tokenweight.cli.main import load_yaml as load_config
+from tokenweight.demo import render_default_configs
 from tokenweight.errors import UsageError
 from tokenweight.models import theta_for_extension
-from tokenweight.train.recipe import CONFIG_DIR, Recipe, load_deepspeed_config, training_arguments
+from tokenweight.train.config import PretrainConfig, RunConfig, TrainConfig
+from tokenweight.train.recipe import CONFIG_DIR, load_deepspeed_config, training_arguments
 
 
 def test_training_arguments_from_recipe(tmp_path):
-    r = Recipe(max_steps=7, batch_size=3, grad_accum=2, lr=2e-5, warmup_steps=20, save_steps=5, seed=4)
+    r = RunConfig(max_steps=7, batch_size=3, grad_accum=2, lr=2e-5, warmup_steps=20, save_steps=5, seed=4)
     a = training_arguments(r, tmp_path)
     assert (a.max_steps, a.per_device_train_batch_size, a.gradient_accumulation_steps) == (7, 3, 2)
     assert (a.learning_rate, a.warmup_steps, a.adam_beta1, a.adam_beta2, a.weight_decay) == (2e-5, 20, 0.9, 0.95, 0.01)
@@ -38,7 +40,7 @@ def test_training_arguments_from_recipe(tmp_path):
 )
 def test_recipe_validation(field, value):
     with pytest.raises(ValueError, match=field):
-        Recipe(**{field: value}).validate()
+        RunConfig(data="d", out="o", init="tiny", **{field: value}).validate()
 
 
 def test_deepspeed_configs(tmp_path):
@@ -52,14 +54,26 @@ def test_deepspeed_configs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, command", [("pretrain_default", "pretrain"), ("train_default", "train"), ("paper_llama3_8b_32k", "train")]
+    "name, cls",
+    [
+        ("demo_warmup", PretrainConfig),
+        ("demo_pretrain", PretrainConfig),
+        ("demo_train", TrainConfig),
+        ("paper_llama3_8b_32k", TrainConfig),
+    ],
 )
-def test_shipped_configs_are_valid_options(name, command):
-    _, subparsers = build_parser()
-    parser = subparsers[command]
-    apply_config(parser, load_config(CONFIG_DIR / f"{name}.yaml"))  # unknown keys raise UsageError
-    args = parser.parse_args(["--data", "d", "--out", "o"])
-    assert args.data == "d"
+def test_shipped_configs_are_valid_stage_configs(name, cls):
+    values = load_config(CONFIG_DIR / f"{name}.yaml")  # unknown keys raise ValueError
+    start = {} if "init" in values or "model" in values else {"init": "tiny"}
+    config = cls.from_dict({**values, **start, "data": "d", "out": "o"})
+    config.validate()
+    assert config.data == "d"
+
+
+def test_demo_configs_are_the_default_profile():
+    """The shipped demo_*.yaml are exactly what the default profile's stage configs hold."""
+    for name, text in render_default_configs().items():
+        assert (CONFIG_DIR / name).read_text(encoding="utf-8") == text, f"regenerate {name}: see docs/TRAINING.md"
 
 
 def test_paper_recipe_numbers():
@@ -75,8 +89,6 @@ def test_paper_recipe_numbers():
         True,
     )
     assert c["deepspeed"] == "zero3" and c["rope_theta"] == pytest.approx(theta_for_extension(500_000, 4), rel=1e-12)
-    default = load_config(CONFIG_DIR / "train_default.yaml")
-    assert default["window"] == 256 and load_config(CONFIG_DIR / "pretrain_default.yaml")["init"] == "small"
 
 
 def test_accelerate_configs():

@@ -37,7 +37,7 @@ SUBCOMMANDS = {
 
 #: one-line help of each subcommand, for ``tokenweight --help`` without importing every module
 SUMMARIES = {
-    "prepare": "tokenize a corpus (text folder, jsonl, parquet, saved/hub dataset, or the stdlib) into n-token sequences",
+    "prepare": "tokenize a corpus (text folder, jsonl, parquet, saved/hub dataset, the stdlib) into n-token sequences",
     "pretrain": "pretrain at short context w with plain cross-entropy (the short-context base model)",
     "score": "cache the short-context NLL of every training sequence under a frozen scorer (resumable, multi-process)",
     "train": "train with token-weighted loss at long context (self or frozen scoring; uniform = plain CE)",
@@ -132,11 +132,16 @@ def main(argv: list[str] | None = None) -> int:
             rc = mod.run(stage_config(mod.CONFIG, args))
         else:
             if getattr(args, "config", None):
-                parser_defaults = load_yaml(args.config)
-                unknown = sorted(set(parser_defaults) - set(vars(args)))
+                sub = next(a for a in parser._actions if a.dest == "command").choices[args.command]
+                values = load_yaml(args.config)
+                unknown = sorted(set(values) - {a.dest for a in sub._actions})
                 if unknown:
-                    raise UsageError(f"unknown option(s) in config: {', '.join(unknown)}")
-                args = parser.parse_args(argv, namespace=argparse.Namespace(**parser_defaults))
+                    raise UsageError(
+                        f"unknown option(s) in config: {', '.join(unknown)}; valid options are the flags of "
+                        f"'tokenweight {args.command} --help'"
+                    )
+                sub.set_defaults(**values)  # explicit flags still win
+                args = parser.parse_args(argv)
             rc = mod.run(args)
         return int(rc or 0)
     except UsageError as e:

@@ -58,9 +58,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[StageConfig]
         help_text = (help_text + f" (default {_default_text(default)})").replace("%", "%%")
         tp = types[f.name]
         inner, optional = _strip_optional(tp)
+        if meta.get("choices"):  # checked by validate(), so that a bad value is one line like any other
+            help_text = f"{help_text[: -len(')')]}; one of {', '.join(map(str, meta['choices']))})"
         kwargs: dict[str, Any] = {"help": help_text, "default": _NOT_GIVEN}
-        if meta.get("choices"):
-            kwargs["choices"] = list(meta["choices"]) + ([None] if optional else [])
         if meta.get("positional"):
             target.add_argument(f.name, nargs="*", metavar=meta.get("metavar") or f.name.upper(), **kwargs)
             continue
@@ -68,9 +68,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[StageConfig]
             target.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         kwargs["metavar"] = meta.get("metavar") or _type_name(tp)
-        if "choices" in kwargs:
-            kwargs["type"] = lambda v, _tp=tp, _n=f.name: coerce(v, _tp, _n)
-            kwargs.pop("metavar")
         target.add_argument(flag(f.name), dest=f.name, **kwargs)
 
 
@@ -84,8 +81,9 @@ def config_from_args(cls: type[StageConfig], args: argparse.Namespace, base: dic
 def flag_message(message: str, cls: type[StageConfig]) -> str:
     """A ``ValueError`` message of ``validate()`` whose first word is a field name, with that name
     written as its flag (CLI users type ``--max-steps``, Python users ``max_steps``)."""
-    head, _, rest = message.partition(" ")
+    head, sep, rest = message.partition(" ")
+    name = head.rstrip(":")
     for f in dataclasses.fields(cls):
-        if f.name == head and f.metadata.get("cli", True) and not f.metadata.get("positional"):
-            return f"{flag(head)} {rest}"
+        if f.name == name and f.metadata.get("cli", True) and not f.metadata.get("positional"):
+            return f"{flag(name)}{head[len(name) :]}{sep}{rest}"
     return message

@@ -23,9 +23,10 @@ def run(config: CONFIG) -> int:
             f"scored {r.computed} sequences ({r.tokens} tokens) in {r.seconds:.1f} s{procs}: "
             f"{r.tokens_per_s:.0f} tokens/s"
         )
+    m = r.meta
     print(
-        f"score cache {r.out}: {r.sequences} sequences of split {config.split!r}, window {config.window}; "
-        f"{r.computed} computed now, {r.cached} already cached"
+        f"score cache {r.out}: {r.sequences} sequences of split {m['split']!r}, window {m['window']}, "
+        f"stride {m['stride']}, {m['dtype']}; {r.computed} computed now, {r.cached} already cached"
     )
     if r.verified:
         print(

@@ -21,12 +21,16 @@ from pathlib import Path
 from tokenweight.errors import UsageError
 
 
-def load_prepared(path: str | Path):
+def load_prepared(path: str | Path, *, verify: bool = True):
     """Open a prepared folder: ``(datasets.DatasetDict(train=..., validation=...), manifest)``.
 
     The splits are memory-mapped (``datasets.load_from_disk``); columns ``input_ids`` (int32, BOS
     first when the tokenizer has one), ``doc_id`` and ``episodes`` (``[def_start, def_end,
     use_start, use_end]`` spans). The tokenizer is at ``path/tokenizer``.
+
+    ``verify``: check the files against the checksums ``prepare`` recorded in the manifest (each
+    file is hashed once per process); a damaged or truncated file is refused with one line naming
+    it. Folders without recorded checksums (hand-made, or older versions) are not checked.
     """
     import datasets
 
@@ -42,6 +46,11 @@ def load_prepared(path: str | Path):
         raise UsageError(
             f"{str(p / 'manifest.json')!r} is not valid JSON ({e}): prepare the folder again with --force"
         ) from None
+    if verify and isinstance(manifest.get("checksums"), dict):
+        from tokenweight.io_utils import check_files
+
+        fix = f"rebuild the folder: rerun `tokenweight prepare ... --out {p}` with the same settings (or --force)"
+        check_files(p, manifest["checksums"], what="prepared file", fix=fix)
     splits = {s: datasets.load_from_disk(str(p / s)) for s in SPLITS}
     return datasets.DatasetDict(splits), manifest
 

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,6 +118,50 @@ class _Candidate:
     value: str
     def_line: str
     use_line: str
+
+
+class _LineCost(NamedTuple):
+    """Token cost of an inserted line (:class:`_Meter`)."""
+
+    pre: int  # tokens from the boundary to the value
+    length: int  # tokens added
+    vlen: int  # value tokens
+
+
+@dataclass
+class _Placement:
+    """Where :func:`_plan` puts one episode: the boundaries of its two lines, and their place in the
+    execution order (``*_seq``), which orders lines inserted at the same boundary."""
+
+    cand: int  # index of the candidate
+    def_boundary: int
+    use_boundary: int
+    def_seq: int
+    use_seq: int
+
+
+@dataclass
+class _DocPlan:
+    """What :func:`inject_batch` plans one document from, until every episode verifies."""
+
+    targets: list[tuple[int, int]]  # (def_line_position, distance), from :func:`_sample_targets`
+    candidates: list[_Candidate]  # one per target
+    bounds: np.ndarray  # character position of every line boundary
+    tokpos: np.ndarray  # per boundary, the index of the first original token at or after it
+    excluded: set[int] = field(default_factory=set)  # targets left out after failing (or abandoned)
+
+
+@dataclass
+class _Built:
+    """A document with its planned lines inserted (:func:`_build`), before verification.
+
+    ``chars``: per episode, the character positions ``[def_name_start, def_value_start,
+    def_value_end, use_value_start, use_value_end]`` in ``text``.
+    """
+
+    placed: list[_Placement]
+    text: str
+    chars: list[list[int]]
 
 
 class _Meter:
@@ -212,8 +257,8 @@ def _plan(
 ):
     """Place episodes at line boundaries.
 
-    Returns ``(placed, abandoned)``: ``placed`` lists ``(candidate, def_boundary, use_boundary,
-    def_seq, use_seq)``; ``abandoned`` the candidates whose use found no boundary after their
+    Returns ``(placed, abandoned)``: ``placed`` lists the :class:`_Placement` of each placed
+    episode; ``abandoned`` the candidates whose use found no boundary after their
     definition was counted in (later insertions pushed the window past the lines): the caller
     must plan again without them, since every position after their definition is off.
 
@@ -230,17 +275,19 @@ def _plan(
     pending: list[dict] = []
     placed, abandoned = [], []
 
-    def cost(ci: int, use: bool, b: int) -> tuple[int, int, int]:
+    def cost(ci: int, use: bool, b: int) -> _LineCost:
         c = cands[ci]
-        return meter(c.use_line if use else c.def_line, c.value, _INDENT.match(text, int(bounds[b])).group(0))
+        return _LineCost(
+            *meter(c.use_line if use else c.def_line, c.value, _INDENT.match(text, int(bounds[b])).group(0))
+        )
 
     def use_choice(e):
-        guess = cost(e["cand"], True, min(max(cur, 0), n_b - 1))[0]
+        guess = cost(e["cand"], True, min(max(cur, 0), n_b - 1)).pre
         b_hi = max(cur, int(np.searchsorted(tokpos, e["U"] - shift - guess, "left")))
         best = None
         for b in (b_hi - 1, b_hi):
             if cur <= b < n_b:
-                u = int(tokpos[b]) + shift + cost(e["cand"], True, b)[0]
+                u = int(tokpos[b]) + shift + cost(e["cand"], True, b).pre
                 if e["lo"] <= u <= e["hi"] and (best is None or abs(u - e["U"]) < best[1]):
                     best = (b, abs(u - e["U"]))
         return None if best is None else best[0]
@@ -264,8 +311,8 @@ def _plan(
             if b < 0:
                 abandoned.append(e["cand"])
                 continue
-            placed.append((e["cand"], e["b_def"], b, e["seq"], seq))
-            shift += cost(e["cand"], True, b)[1]
+            placed.append(_Placement(e["cand"], e["b_def"], b, e["seq"], seq))
+            shift += cost(e["cand"], True, b).length
             cur, seq = b, seq + 1
             continue
         ci, d = ti, targets[ti][1]
@@ -276,7 +323,7 @@ def _plan(
             continue
         p_val = name_pos + pre
         chunk_end = (name_pos // capacity + 1) * capacity
-        use_pre = cost(ci, True, b)[0]
+        use_pre = cost(ci, True, b).pre
         lo = p_val + max(cfg.min_distance + MARGIN, length - pre + use_pre)
         hi = min(p_val + dmax - MARGIN, chunk_end - vlen - MARGIN)
         if lo > hi:
@@ -292,15 +339,15 @@ def _plan(
     return placed, abandoned
 
 
-def _build(text: str, bounds: np.ndarray, placed: list[tuple[int, ...]], cands: list[_Candidate]):
+def _build(text: str, bounds: np.ndarray, placed: list[_Placement], cands: list[_Candidate]):
     """Insert the planned lines (each with the indentation of the line it precedes).
 
     Returns the new text and per episode the character positions
     ``[def_name_start, def_value_start, def_value_end, use_value_start, use_value_end]``.
     """
     ins = sorted(
-        [(bd, sd, ei, False) for ei, (_, bd, _, sd, _) in enumerate(placed)]
-        + [(bu, su, ei, True) for ei, (_, _, bu, _, su) in enumerate(placed)]
+        [(p.def_boundary, p.def_seq, ei, False) for ei, p in enumerate(placed)]
+        + [(p.use_boundary, p.use_seq, ei, True) for ei, p in enumerate(placed)]
     )
     pieces, pos, out_len = [], 0, 0
     chars = [[0] * 5 for _ in placed]
@@ -309,7 +356,7 @@ def _build(text: str, bounds: np.ndarray, placed: list[tuple[int, ...]], cands: 
         pieces.append(text[pos:c])
         out_len += c - pos
         pos = c
-        cand = cands[placed[ei][0]]
+        cand = cands[placed[ei].cand]
         indent = _INDENT.match(text, c).group(0)
         line = indent + (cand.use_line if is_use else cand.def_line)
         v = out_len + line.index(cand.value)
@@ -401,7 +448,8 @@ def inject_batch(
     if cfg is None or cfg.per_1k == 0:
         return [DocEpisodes(e.ids, empty) for e in base]
     meter = _Meter(getattr(encode, "short", encode))
-    results, plans = [], {}  # plans: doc -> (targets, candidates, bounds, tokpos, excluded targets)
+    results: list[DocEpisodes] = []
+    plans: dict[int, _DocPlan] = {}  # documents still to (re)plan
     for i, (text, enc, seed) in enumerate(zip(texts, base, seeds)):
         rng = np.random.default_rng(list(seed) if isinstance(seed, (list, tuple)) else seed)
         targets = _sample_targets(len(enc.ids), extra_tokens, cfg, capacity, tail_min, rng)
@@ -410,29 +458,36 @@ def inject_batch(
             # line starts (the end of the text counts only when the text ends with a newline)
             bounds = np.array([0] + [m.end() for m in re.finditer("\n", text)], dtype=np.int64)
             tokpos = enc.first_from(bounds)
-            plans[i] = (targets, _candidates(rng, len(targets), text, cfg.digits, cfg.style), bounds, tokpos, set())
+            plans[i] = _DocPlan(targets, _candidates(rng, len(targets), text, cfg.digits, cfg.style), bounds, tokpos)
     # plan, build, re-tokenize, verify; a document with failing episodes is planned again without
     # their targets (removing lines instead would shift every later episode out of place)
     while plans:
-        built = {}
-        for i, (targets, cands, bounds, tokpos, excluded) in plans.items():
+        built: dict[int, _Built] = {}
+        for i, plan in plans.items():
             while True:
-                keep = [j for j in range(len(targets)) if j not in excluded]
+                keep = [j for j in range(len(plan.targets)) if j not in plan.excluded]
                 placed, abandoned = _plan(
-                    texts[i], bounds, tokpos, [targets[j] for j in keep], [cands[j] for j in keep], cfg, capacity, meter
+                    texts[i],
+                    plan.bounds,
+                    plan.tokpos,
+                    [plan.targets[j] for j in keep],
+                    [plan.candidates[j] for j in keep],
+                    cfg,
+                    capacity,
+                    meter,
                 )
                 if not abandoned:
                     break
-                excluded.update(keep[a] for a in abandoned)
-            placed = [(keep[p[0]],) + tuple(p[1:]) for p in placed]
+                plan.excluded.update(keep[a] for a in abandoned)
+            placed = [replace(p, cand=keep[p.cand]) for p in placed]  # indices into plan.candidates
             if placed:
-                built[i] = (placed, *_build(texts[i], bounds, placed, cands))
-        encs = dict(zip(built, encode([text for _, text, _ in built.values()])))
+                built[i] = _Built(placed, *_build(texts[i], plan.bounds, placed, plan.candidates))
+        encs = dict(zip(built, encode([doc.text for doc in built.values()])))
         nxt = {}
-        for i, (placed, text, chars) in built.items():
-            spans, failed = _verify(encs[i], text, chars, cfg, capacity)
+        for i, doc in built.items():
+            spans, failed = _verify(encs[i], doc.text, doc.chars, cfg, capacity)
             if failed:
-                plans[i][4].update(placed[j][0] for j in failed)
+                plans[i].excluded.update(doc.placed[j].cand for j in failed)
                 nxt[i] = plans[i]
                 continue
             results[i] = DocEpisodes(

@@ -14,20 +14,24 @@ import json
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tokenweight.config import StageConfig, check_choice, check_float, check_int, check_required, option
 from tokenweight.data.corpus import STDLIB_CORPORA, Corpus, open_corpus
-from tokenweight.data.episodes import EpisodeConfig, inject_batch, parse_distance
+from tokenweight.data.episodes import DocEpisodes, EpisodeConfig, inject_batch, parse_distance
 from tokenweight.data.sequences import capacity, chunk_document
 from tokenweight.data.tokenizer import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, MIN_VOCAB_SIZE
-from tokenweight.config import StageConfig, check_choice, check_float, check_int, check_required, option
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_dir, atomic_write_json, fingerprint
+from tokenweight.io_utils import atomic_dir, atomic_write_json, checksums, fingerprint
+
+if TYPE_CHECKING:
+    from tokenweight.data.tokenizer import Encoder
 
 FORMAT = "tokenweight.prepared/1"
 MAX_N = 1 << 20
@@ -204,12 +208,27 @@ def _batches(order: np.ndarray, corpus: Corpus) -> Iterator[tuple[np.ndarray, li
         yield np.asarray(ids, dtype=np.int64), texts
 
 
-def _work(job):
-    texts, encoder, ep, cap, tail_min, extra, seeds = job
-    return inject_batch(texts, encoder, ep, cap, tail_min, extra, seeds)
+@dataclass(frozen=True)
+class _Job:
+    """One batch of documents to tokenize (with episodes): the arguments of :func:`inject_batch`.
+
+    Picklable: it is sent to the worker processes.
+    """
+
+    texts: list[str]
+    encoder: Encoder
+    episodes: EpisodeConfig | None
+    capacity: int  # document tokens per sequence
+    tail_min: int | None  # smallest kept tail in document tokens (None: tails are dropped)
+    extra_tokens: int  # tokens appended after each text (1 for EOS)
+    seeds: list[list[int]]  # per document, the entropy of its generator
 
 
-def _run(jobs: Iterator[tuple[object, tuple]], workers: int) -> Iterator[tuple[object, list]]:
+def _work(job: _Job) -> list[DocEpisodes]:
+    return inject_batch(job.texts, job.encoder, job.episodes, job.capacity, job.tail_min, job.extra_tokens, job.seeds)
+
+
+def _run(jobs: Iterator[tuple[object, _Job]], workers: int) -> Iterator[tuple[object, list[DocEpisodes]]]:
     """``(meta, _work(job))`` for ``(meta, job)`` in order: in this process, or in ``workers``
     processes with at most ``2 * workers`` batches in flight (bounded memory; the caller may stop
     early, and unstarted batches are then cancelled)."""
@@ -249,7 +268,65 @@ def _train_tokenizer(cfg: PrepareConfig, corpus: Corpus, train_ids: np.ndarray):
 
 
 def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tuple[dict, bool]:
-    """Write a prepared folder; returns ``(manifest, wrote)`` (``wrote=False``: up to date)."""
+    """Write a prepared folder; returns ``(manifest, wrote)`` (``wrote=False``: up to date).
+
+    The resume contract: the same settings find the folder up to date (and intact: its recorded
+    checksums are verified; a damaged folder is rebuilt); other settings are refused with one line
+    naming the first difference unless ``force``; the new folder replaces the old one only when
+    complete, so a kill leaves the old one (or nothing) and the same command starts over. A second
+    process writing ``out`` is refused at once (:func:`tokenweight.io_utils.output_lock`).
+    """
+    from tokenweight.io_utils import clean_temporaries, output_lock
+
+    with output_lock(Path(out).expanduser()):
+        clean_temporaries(Path(out).expanduser())  # what a killed prepare left next to it
+        return _prepare(out, cfg, force=force)
+
+
+def _settings(corpus_fp: str, tok_id, cfg: PrepareConfig, skip: int) -> dict:
+    """What the output depends on, flat (its fingerprint is the folder's; recorded in the manifest)."""
+    settings = {**cfg.identity(), "inputs": corpus_fp, "tokenizer_identity": tok_id, "skip": skip, "format": FORMAT}
+    return json.loads(json.dumps(settings, default=str))  # as it reads back from manifest.json
+
+
+_NOT_OPTIONS = ("inputs", "tokenizer_identity", "skip", "format")
+
+
+def _fp_parts(settings: dict) -> dict:
+    """The object whose fingerprint names a prepared folder (as it was before ``settings`` existed)."""
+    return {
+        "format": settings["format"],
+        "corpus": settings["inputs"],
+        "tokenizer": settings["tokenizer_identity"],
+        "options": {k: v for k, v in settings.items() if k not in _NOT_OPTIONS},
+        "skip": settings["skip"],
+    }
+
+
+def _refuse_other_settings(out: Path, old: dict, settings: dict) -> None:
+    """UsageError naming the first setting that differs from the one ``out`` was prepared with."""
+    was = old.get("settings")
+    if not isinstance(was, dict):  # prepared by an older version: only the fingerprint is known
+        was, settings = {"fingerprint": old.get("fingerprint")}, {"fingerprint": fingerprint(_fp_parts(settings))}
+    k = next((k for k in settings if was.get(k) != settings[k]), None) or next(iter(settings))
+    raise UsageError(
+        f"--out {str(out)!r} was prepared with {k} = {was.get(k)!r}, this command has {k} = {settings[k]!r}: "
+        "rerun with the same settings, choose another --out, or pass --force to replace it"
+    )
+
+
+def _intact(out: Path, manifest: dict) -> bool:
+    """Whether every file recorded in the manifest's checksums still has its bytes."""
+    from tokenweight.io_utils import check_files
+
+    try:
+        check_files(out, manifest.get("checksums") or {}, what="prepared file", fix="")
+    except UsageError:
+        return False
+    return True
+
+
+def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tuple[dict, bool]:
     from tqdm.auto import tqdm
 
     from tokenweight import __version__
@@ -257,6 +334,7 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
     from tokenweight.data.tokenizer import Encoder, encoder_digest, tokenizer_info
     from tokenweight.identity import load_tokenizer, tokenizer_digest
 
+    cfg = replace(cfg, out=str(out))
     cfg.validate()
     out = Path(out).expanduser()
     corpus = open_corpus(
@@ -266,12 +344,13 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
     tok = load_tokenizer(cfg.tokenizer, require_fast=True) if cfg.tokenizer is not None else None
     # a given tokenizer counts by its identity and by what its encoder does, never by its path
     tok_id = {"identity": tokenizer_digest(tok), "encoder": encoder_digest(tok)} if tok is not None else "train"
-    fp = fingerprint(
-        {"format": FORMAT, "corpus": corpus.fingerprint, "tokenizer": tok_id, "options": cfg.identity(), "skip": skip}
-    )
+    settings = _settings(corpus.fingerprint, tok_id, cfg, skip)
+    fp = fingerprint(_fp_parts(settings))
     old = _read_manifest(out)
-    if old is not None and old.get("fingerprint") == fp and not force and writer.complete(out):
+    if old is not None and old.get("fingerprint") == fp and not force and writer.complete(out) and _intact(out, old):
         return old, False
+    if old is not None and old.get("fingerprint") != fp and not force:
+        _refuse_other_settings(out, old, settings)
     if out.exists() and old is None and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {str(out)!r} exists and is not a prepared folder: choose a new or empty folder")
     if corpus.skipped:
@@ -304,7 +383,7 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
         extra = 1 if eos is not None else 0
         w = writer.SplitWriters(tmp, cfg.max_tokens)
         jobs = (
-            (ids, (texts, encoder, ep, cap, tail_min, extra, [[cfg.seed, int(d)] for d in ids]))
+            (ids, _Job(texts, encoder, ep, cap, tail_min, extra, [[cfg.seed, int(d)] for d in ids]))
             for ids, texts in _batches(order, corpus)
         )
         pos = 0  # documents consumed, in selection order
@@ -348,7 +427,11 @@ def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tupl
                 "after": cfg.after,
             },
             "episodes": w.episode_summary(ep),
-            "options": asdict(cfg),
+            "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")},
+            "settings": settings,
+            # checked by load_prepared: a damaged or truncated file is refused, never read (the
+            # splits' state.json holds a random datasets fingerprint: only their Arrow files count)
+            "checksums": {**checksums(tmp, ("train", "validation"), "*.arrow"), **checksums(tmp, ("tokenizer",))},
         }
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest, True

@@ -26,7 +26,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,10 @@ class EvalConfig(StageConfig):
     """
 
     models: list[str] = option(
-        factory=list, help="model folders (HF format) or hub ids, compared side by side", positional=True, metavar="MODEL"
+        factory=list,
+        help="model folders (HF format) or hub ids, compared side by side",
+        positional=True,
+        metavar="MODEL",
     )
     names: list[str] | None = option(None, "display names, one per MODEL (none: folder names)")
     data: str | None = option(
@@ -74,9 +77,7 @@ class EvalConfig(StageConfig):
     out: str = option("runs/eval", "output folder", metavar="DIR")
     cache: bool = option(True, "reuse OUT/.cache entries of an earlier run (an interrupted evaluation continues)")
     lengths: list[int] = option(factory=lambda: [256, 512, 1024], help="task lengths in tokens")
-    tasks: list[str] | None = option(
-        factory=lambda: ["all"], help="task names, all, or none ('tokenweight tasks' lists them)"
-    )
+    tasks: list[str] = option(factory=lambda: ["all"], help="task names, all, or none ('tokenweight tasks' lists them)")
     num_samples: int = option(2, "samples per task, length and needle depth")
     window: int | None = option(None, "native window w (none: the data manifest's window, else n/4)")
     longppl_stride: int | None = option(None, "stride of the LongPPL evaluator's short windows (none: w/4)")
@@ -138,6 +139,7 @@ class EvalConfig(StageConfig):
 
     def to_json(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in STAGE_FIELDS}
+        d["tasks"] = self.selected_tasks()
         ev = self.evaluator
         d["evaluator"] = ev if ev is None or isinstance(ev, str) else IN_MEMORY
         return d
@@ -298,6 +300,222 @@ def _evaluate_one(
     return entry
 
 
+@dataclass
+class _RunInputs:
+    """What every model of a run is evaluated on, loaded and resolved once (:func:`_load_inputs`)."""
+
+    config: EvalConfig
+    tokenizer: Any
+    rows: list[dict]  # held-out sequences (input_ids, episodes); empty without data
+    manifest: dict | None  # the prepared data's manifest
+    batches: list[dict]  # the rows' padded batches (:func:`_batches`)
+    n: int | None  # the longest held-out sequence; None without data
+    window: int  # native window w
+    lengths: list[int]  # task lengths, sorted, one inside the window
+    depths: list[float]  # needle depths of the task samples
+    pos_edges: list[int] | None  # bucket edges of perplexity by position
+    dist_edges: list[int] | None  # bucket edges of episode recall by distance
+
+
+def _load_inputs(models: Mapping[str, Any], tokenizer, data_dir, config: EvalConfig) -> _RunInputs:
+    """The held-out rows and batches, the tokenizer, and the window, lengths, depths and edges they resolve."""
+    rows, manifest, batches, n = [], None, [], None
+    if data_dir is not None:
+        rows, manifest = _load_validation(data_dir, config.max_sequences)
+        batches = _batches(rows, config.batch_size)
+        n = max(len(r["input_ids"]) for r in rows)
+    tokenizer = _load_tokenizer(tokenizer, data_dir, models)
+    window = _resolve_window(config, manifest, n)
+    lengths = sorted({int(x) for x in config.lengths})
+    if not any(x <= window for x in lengths):
+        lengths = [window] + lengths
+    pos_edges = config.position_edges or (default_edges(n, window) if n else None)
+    return _RunInputs(
+        config=config,
+        tokenizer=tokenizer,
+        rows=rows,
+        manifest=manifest,
+        batches=batches,
+        n=n,
+        window=window,
+        lengths=lengths,
+        depths=list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS),
+        pos_edges=pos_edges,
+        dist_edges=config.distance_edges or pos_edges,
+    )
+
+
+def _longppl_evaluator(models: Mapping[str, Any], inputs: _RunInputs) -> tuple[KeyTokens | None, Any]:
+    """``(evaluator, source)``: the LongPPL key-token judge of every model and what it is loaded
+    from; ``(None, None)`` without held-out tokens beyond the first window."""
+    config, window = inputs.config, inputs.window
+    if not (inputs.batches and inputs.n > window):  # LongPPL needs tokens beyond the first window
+        return None, None
+    ev = config.evaluator if config.evaluator is not None else next(iter(models))
+    ev_model = ev if isinstance(ev, str) and ev in models else None
+    ev_source = models[ev_model] if ev_model else ev
+    if config.longppl_stride is not None and config.longppl_stride >= window:
+        raise UsageError(
+            f"LongPPL stride {config.longppl_stride} must be smaller than the window {window}: "
+            "pass a smaller --longppl-stride"
+        )
+    evaluator = KeyTokens(
+        lambda: load_model(ev_source),
+        ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY),
+        inputs.batches,
+        window=window,
+        stride=config.longppl_stride or max(1, window // 4),
+        alpha=config.alpha,
+        beta=config.beta,
+        bos_token_id=getattr(inputs.tokenizer, "bos_token_id", None),
+    )
+    return evaluator, ev_source
+
+
+def _task_samples(inputs: _RunInputs, tasks_to_run: list[str]) -> tuple[dict, list]:
+    """``(samples, skipped)`` of :func:`task_samples`, the same for every model (the held-out
+    rows, when there are any, are the haystack)."""
+    if not tasks_to_run:
+        return {}, []
+    config, rows, tokenizer = inputs.config, inputs.rows, inputs.tokenizer
+    haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows] if rows else None
+    return task_samples(
+        tokenizer, tasks_to_run, inputs.lengths, config.num_samples, config.seed, inputs.depths, haystack
+    )
+
+
+def _results_config(inputs: _RunInputs) -> dict:
+    """The results' ``config``: the settings with everything resolved."""
+    cfg = inputs.config.to_json()
+    cfg.update(
+        window=inputs.window,
+        lengths=inputs.lengths,
+        position_edges=inputs.pos_edges,
+        distance_edges=inputs.dist_edges,
+        depths=inputs.depths,
+    )
+    return cfg
+
+
+def _data_info(data_dir, inputs: _RunInputs) -> dict | None:
+    """The results' ``data`` record (None without data)."""
+    if data_dir is None:
+        return None
+    rows = inputs.rows
+    return {
+        "dir": str(data_dir),
+        "fingerprint": (inputs.manifest or {}).get("fingerprint"),
+        "n": inputs.n,
+        "sequences": len(rows),
+        "tokens": sum(len(r["input_ids"]) for r in rows),
+        "episodes": sum(len(r["episodes"]) for r in rows),
+    }
+
+
+def _cache_shared(cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluator, ev_source) -> dict | None:
+    """The part of every model's cache key that the models of a run share; None: nothing is cached
+    (no ``cache_dir``, or an evaluator that cannot be fingerprinted)."""
+    from tokenweight import __version__
+
+    shared = None
+    ev_digest = _model_digest(ev_source) if evaluator is not None and cache_dir is not None else None
+    if cache_dir is not None and (evaluator is None or ev_digest is not None):
+        shared = {
+            "version": __version__,
+            "schema": SCHEMA_VERSION,
+            "config": {**cfg, "evaluator": None},
+            "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
+            "tokenizer": tokenizer_digest(tokenizer),
+            "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
+        }
+    return shared
+
+
+def _cache_path(cache_dir, shared: dict | None, source) -> Path | None:
+    """The cache file of one model's entry; None when it is not cached (in-memory model, no cache)."""
+    digest = _model_digest(source) if shared is not None else None
+    return Path(cache_dir) / f"{fingerprint({'model': digest, **shared})}.json" if digest else None
+
+
+def _entry_digest(record: dict) -> str:
+    return fingerprint({"entry": record.get("entry"), "evaluator": record.get("evaluator")})
+
+
+def _read_cached(path: Path | None) -> dict | None:
+    """The cached ``{"entry", "evaluator"}`` record at ``path``; None when there is none. A
+    damaged or truncated record is refused (one line naming it and the fix), never used."""
+    if path is None or not path.is_file():
+        return None
+    fix = "delete it and rerun (that model is evaluated again)"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise UsageError(f"evaluation cache entry {str(path)!r} is truncated or damaged (not JSON): {fix}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("entry"), dict):
+        raise UsageError(f"evaluation cache entry {str(path)!r} is damaged (no entry): {fix}")
+    if "digest" in record and record["digest"] != _entry_digest(record):  # older versions wrote none
+        raise UsageError(f"evaluation cache entry {str(path)!r} is corrupted (its digest does not match): {fix}")
+    return record
+
+
+def _write_cached(path: Path, entry: dict, evaluator_info: dict | None) -> None:
+    """One model's record, with a digest of its content (checked when it is read back)."""
+    record = json.loads(json.dumps(_finite({"entry": entry, "evaluator": evaluator_info})))
+    atomic_write_json(path, {**record, "digest": _entry_digest(record)})
+
+
+def _model_entries(
+    models: Mapping[str, Any], inputs: _RunInputs, evaluator, samples: dict, cache_dir, shared: dict | None
+) -> tuple[list[dict], dict | None]:
+    """``(entries, evaluator_info)``: every model's results entry in order, from the cache when it
+    holds it, else evaluated (and then cached); and the results' ``evaluator`` record."""
+    entries, evaluator_info = [], None
+    for name, source in models.items():
+        path = _cache_path(cache_dir, shared, source)
+        cached = _read_cached(path)
+        if cached is not None:
+            entry, evaluator_info = {**cached["entry"], "name": name, "source": str(source)}, cached["evaluator"]
+        else:
+            entry = _evaluate_one(
+                name,
+                source,
+                batches=inputs.batches,
+                evaluator=evaluator,
+                window=inputs.window,
+                pos_edges=inputs.pos_edges,
+                dist_edges=inputs.dist_edges,
+                samples=samples,
+                tokenizer=inputs.tokenizer,
+                config=inputs.config,
+            )
+            if evaluator is not None:
+                evaluator_info = evaluator.info()
+            if path is not None:
+                _write_cached(path, entry, evaluator_info)
+        entries.append(entry)
+    if evaluator_info is not None:
+        evaluator_info["name"] = evaluator.name
+    return entries, evaluator_info
+
+
+def _results_document(cfg: dict, data_info, evaluator_info, skipped: list, entries: list[dict], t0: float) -> dict:
+    """The checked results document (docs/EVALUATION.md)."""
+    from tokenweight import __version__
+
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "tokenweight_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg,
+        "data": data_info,
+        "evaluator": evaluator_info,
+        "skipped_tasks": skipped,
+        "models": entries,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return check_results(_finite(results))
+
+
 def evaluate_models(
     models: Mapping[str, Any],
     tokenizer=None,
@@ -317,124 +535,33 @@ def evaluate_models(
         cache_dir: when given, each model's entry is saved there as soon as it is done, keyed by a
             fingerprint of the model's files, the resolved config, the data, the tokenizer and the
             evaluator; a rerun (after a crash, or with one more model) reuses every entry whose
-            fingerprint matches. Models given as objects are never cached.
+            fingerprint matches (a damaged entry is refused). Models given as objects are never
+            cached. One process at a time writes a ``cache_dir``: a second one is refused at once
+            (:func:`tokenweight.io_utils.output_lock`).
     """
+    if cache_dir is not None:
+        from tokenweight.io_utils import output_lock
+
+        with output_lock(cache_dir):
+            return _evaluate_models(models, tokenizer, data_dir, config, cache_dir)
+    return _evaluate_models(models, tokenizer, data_dir, config, cache_dir)
+
+
+def _evaluate_models(models, tokenizer, data_dir, config, cache_dir) -> dict:
     t0 = time.perf_counter()
     config = config or EvalConfig()
     config.validate()
     if not models:
         raise ValueError("models must hold at least one model")
     tasks_to_run = task_names(config.selected_tasks())
-    rows, manifest, batches, n = [], None, [], None
-    if data_dir is not None:
-        rows, manifest = _load_validation(data_dir, config.max_sequences)
-        batches = _batches(rows, config.batch_size)
-        n = max(len(r["input_ids"]) for r in rows)
-    tokenizer = _load_tokenizer(tokenizer, data_dir, models)
-    window = _resolve_window(config, manifest, n)
-    lengths = sorted({int(x) for x in config.lengths})
-    if not any(x <= window for x in lengths):
-        lengths = [window] + lengths
-    pos_edges = config.position_edges or (default_edges(n, window) if n else None)
-    dist_edges = config.distance_edges or pos_edges
-
-    evaluator = None
-    if batches and n > window:  # LongPPL needs tokens beyond the first window
-        ev = config.evaluator if config.evaluator is not None else next(iter(models))
-        ev_model = ev if isinstance(ev, str) and ev in models else None
-        ev_source = models[ev_model] if ev_model else ev
-        if config.longppl_stride is not None and config.longppl_stride >= window:
-            raise UsageError(
-                f"LongPPL stride {config.longppl_stride} must be smaller than the window {window}: "
-                "pass a smaller --longppl-stride"
-            )
-        evaluator = KeyTokens(
-            lambda: load_model(ev_source),
-            ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY),
-            batches,
-            window=window,
-            stride=config.longppl_stride or max(1, window // 4),
-            alpha=config.alpha,
-            beta=config.beta,
-            bos_token_id=getattr(tokenizer, "bos_token_id", None),
-        )
-
-    samples, skipped = {}, []
-    depths = list(config.depths) if config.depths is not None else list(DEFAULT_DEPTHS)
-    if tasks_to_run:
-        haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows] if rows else None
-        samples, skipped = task_samples(
-            tokenizer, tasks_to_run, lengths, config.num_samples, config.seed, depths, haystack
-        )
-
-    from tokenweight import __version__
-
-    cfg = config.to_json()
-    cfg.update(window=window, lengths=lengths, position_edges=pos_edges, distance_edges=dist_edges, depths=depths)
-    data_info = (
-        None
-        if data_dir is None
-        else {
-            "dir": str(data_dir),
-            "fingerprint": (manifest or {}).get("fingerprint"),
-            "n": n,
-            "sequences": len(rows),
-            "tokens": sum(len(r["input_ids"]) for r in rows),
-            "episodes": sum(len(r["episodes"]) for r in rows),
-        }
-    )
-    shared = None
-    ev_digest = _model_digest(ev_source) if evaluator is not None and cache_dir is not None else None
-    if cache_dir is not None and (evaluator is None or ev_digest is not None):
-        shared = {
-            "version": __version__,
-            "schema": SCHEMA_VERSION,
-            "config": {**cfg, "evaluator": None},
-            "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
-            "tokenizer": tokenizer_digest(tokenizer),
-            "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
-        }
-
-    results_models, evaluator_info = [], None
-    for name, source in models.items():
-        digest = _model_digest(source) if shared is not None else None
-        path = Path(cache_dir) / f"{fingerprint({'model': digest, **shared})}.json" if digest else None
-        if path is not None and path.is_file():
-            cached = json.loads(path.read_text(encoding="utf-8"))
-            entry, evaluator_info = {**cached["entry"], "name": name, "source": str(source)}, cached["evaluator"]
-        else:
-            entry = _evaluate_one(
-                name,
-                source,
-                batches=batches,
-                evaluator=evaluator,
-                window=window,
-                pos_edges=pos_edges,
-                dist_edges=dist_edges,
-                samples=samples,
-                tokenizer=tokenizer,
-                config=config,
-            )
-            if evaluator is not None:
-                evaluator_info = evaluator.info()
-            if path is not None:
-                atomic_write_json(path, _finite({"entry": entry, "evaluator": evaluator_info}))
-        results_models.append(entry)
-    if evaluator_info is not None:
-        evaluator_info["name"] = evaluator.name
-
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "tokenweight_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": cfg,
-        "data": data_info,
-        "evaluator": evaluator_info,
-        "skipped_tasks": skipped,
-        "models": results_models,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    return check_results(_finite(results))
+    inputs = _load_inputs(models, tokenizer, data_dir, config)
+    evaluator, ev_source = _longppl_evaluator(models, inputs)
+    samples, skipped = _task_samples(inputs, tasks_to_run)
+    cfg = _results_config(inputs)
+    data_info = _data_info(data_dir, inputs)
+    shared = _cache_shared(cache_dir, cfg, data_info, inputs.tokenizer, evaluator, ev_source)
+    entries, evaluator_info = _model_entries(models, inputs, evaluator, samples, cache_dir, shared)
+    return _results_document(cfg, data_info, evaluator_info, skipped, entries, t0)
 
 
 def _finite(obj):
@@ -451,17 +578,19 @@ def _finite(obj):
 def write_outputs(results: dict, out_dir: str | Path) -> dict[str, Any]:
     """Write ``results.json``, ``table.txt`` and the PNG plots into ``out_dir`` (atomically).
 
-    Returns ``{"json": path, "table": path, "plots": [paths], "text": table}``.
+    Returns ``{"json": path, "table": path, "plots": [paths], "text": table}``. Holds the
+    folder's :func:`tokenweight.io_utils.output_lock` (a second writer is refused at once).
     """
     from tokenweight.evaluate.plots import write_plots
     from tokenweight.evaluate.results import format_tables
-    from tokenweight.io_utils import atomic_write_text
+    from tokenweight.io_utils import atomic_write_text, output_lock
 
     check_results(results)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    text = format_tables(results)
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "table.txt", text + "\n")
-    plots = write_plots(results, out)
+    with output_lock(out):
+        out.mkdir(parents=True, exist_ok=True)
+        text = format_tables(results)
+        atomic_write_json(out / "results.json", results)
+        atomic_write_text(out / "table.txt", text + "\n")
+        plots = write_plots(results, out)
     return {"json": out / "results.json", "table": out / "table.txt", "plots": plots, "text": text}

@@ -19,8 +19,9 @@ raising ``ValueError`` that names the field, the value and the valid range. Ever
 interrupted and continued with the same call, is a no-op when its output is complete and made with
 the same settings, and refuses (or with ``force`` replaces) an output made with other settings.
 The package exports the config and result classes (``from tokenweight.stages import TrainConfig``);
-each function lives in the module of its name. The CLI (``tokenweight.cli``) derives its flags from these configs; the demo (``tokenweight.demo``)
-builds configs from its profile and calls these functions.
+each function lives in the module of its name. The CLI (``tokenweight.cli``) derives its flags
+from these configs; the demo (``tokenweight.demo``) builds configs from its profile and calls
+these functions.
 """
 
 from __future__ import annotations

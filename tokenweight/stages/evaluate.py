@@ -34,7 +34,9 @@ def evaluate(config: EvalConfig, *, tokenizer=None) -> EvalResult:
 
     config.validate()
     if not config.models:
-        raise UsageError("no MODEL given: pass one or more model folders, e.g. tokenweight eval runs/base runs/weighted")
+        raise UsageError(
+            "no MODEL given: pass one or more model folders, e.g. tokenweight eval runs/base runs/weighted"
+        )
     for m in config.models:
         if isinstance(m, (str, Path)) and not Path(m).exists() and not _is_hub_id(str(m)):
             raise UsageError(f"model path {str(m)!r} does not exist: pass a folder saved with save_pretrained")

@@ -25,51 +25,49 @@ __all__ = ["PretrainConfig", "pretrain"]
 
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or continue, or find finished) the pretraining run ``config.out``."""
-    from tokenweight.io_utils import output_lock
     from tokenweight.train.runner import plan_run, run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars, world_size
 
     config.validate()
     out = Path(config.out)
     settings = {"command": "pretrain", **config.settings()}
-    with output_lock(out):
-        plan = plan_run(out, settings, force=config.force)
-        if plan.state == "done":
-            return RunResult(out, plan.summary, already_done=True)
-        quiet_progress_bars()
-        data = load_train_data(config.data)
-        tokenizer = data.tokenizer
-        model = build_model(config, tokenizer, config.window, config.rope_theta)
-        if config.model and base_context(model) < config.window:
-            raise UsageError(
-                f"model {config.model!r} has max_position_embeddings {base_context(model)} < --window "
-                f"{config.window}: pretrain with a smaller --window"
-            )
-        if config.task == "copy":
-            rows = config.max_steps * config.batch_size * config.grad_accum * world_size()
-            dataset = _copy_task(config, tokenizer, rows)
-        else:
-            from tokenweight.train.collate import TrainSequences
-
-            dataset = TrainSequences(
-                data.train, window=config.window, bos_token_id=tokenizer.bos_token_id, limit=config.max_train_sequences
-            )
-            if config.copy_fraction:
-                from tokenweight.train.copytask import WithCopyRows
-
-                dataset = WithCopyRows(dataset, _copy_task(config, tokenizer, len(dataset)), config.copy_fraction)
-        summary = run_training(
-            model=model,
-            tokenizer=tokenizer,
-            train_dataset=dataset,
-            recipe=config,
-            out_dir=out,
-            plan=plan,
-            scheme="uniform",
-            scorer=None,
-            chunk_size=config.chunk_size,
-            run_config={**config.to_dict(), "command": "pretrain", "n": data.n},
+    plan = plan_run(out, settings, force=config.force)  # before any model is loaded; refuses other settings
+    if plan.state == "done":
+        return RunResult(out, plan.summary, already_done=True)
+    quiet_progress_bars()
+    data = load_train_data(config.data)
+    tokenizer = data.tokenizer
+    model = build_model(config, tokenizer, config.window, config.rope_theta)
+    if config.model and base_context(model) < config.window:
+        raise UsageError(
+            f"model {config.model!r} has max_position_embeddings {base_context(model)} < --window "
+            f"{config.window}: pretrain with a smaller --window"
         )
+    if config.task == "copy":
+        rows = config.max_steps * config.batch_size * config.grad_accum * world_size()
+        dataset = _copy_task(config, tokenizer, rows)
+    else:
+        from tokenweight.train.collate import TrainSequences
+
+        dataset = TrainSequences(
+            data.train, window=config.window, bos_token_id=tokenizer.bos_token_id, limit=config.max_train_sequences
+        )
+        if config.copy_fraction:
+            from tokenweight.train.copytask import WithCopyRows
+
+            dataset = WithCopyRows(dataset, _copy_task(config, tokenizer, len(dataset)), config.copy_fraction)
+    summary = run_training(
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=dataset,
+        recipe=config,
+        out_dir=out,
+        plan=plan,
+        scheme="uniform",
+        scorer=None,
+        chunk_size=config.chunk_size,
+        run_config={**config.to_dict(), "command": "pretrain", "n": data.n},
+    )
     return RunResult(out, summary)
 
 

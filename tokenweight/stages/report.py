@@ -29,13 +29,19 @@ _SEED = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 class ReportConfig(StageConfig):
     """Options of ``tokenweight report``."""
 
-    runs: list[str] = option(factory=list, help="run folders (tokenweight train) of the evaluated models", positional=True, metavar="RUN")
+    runs: list[str] = option(
+        factory=list, help="run folders (tokenweight train) of the evaluated models", positional=True, metavar="RUN"
+    )
     evaluation: str | None = option(None, "results.json of tokenweight eval, or its folder", metavar="FILE|DIR")
     base: str | None = option("base", "the reference model's name in the evaluation (none: no reference)")
     out: str = option("runs/report", "report folder", metavar="DIR")
     heatmap_model: str | None = option(None, "model whose long-context NLL the token heat map shows", metavar="PATH")
-    heatmap_scorer: str | None = option(None, "frozen short-context scorer of the heat map (none: self-scoring)", metavar="PATH")
-    heatmap_data: str | None = option(None, "prepared folder: the heat map shows one of its validation sequences", metavar="DIR")
+    heatmap_scorer: str | None = option(
+        None, "frozen short-context scorer of the heat map (none: self-scoring)", metavar="PATH"
+    )
+    heatmap_data: str | None = option(
+        None, "prepared folder: the heat map shows one of its validation sequences", metavar="DIR"
+    )
     window: int | None = option(None, "short context w of the heat map and the tables (none: the runs' window)")
     schemes: list[str] | None = option(None, "weighting schemes of the heat map (none: the runs' schemes)")
     settings: dict = option(factory=dict, help="settings recorded in the report (Python and YAML)", cli=False)
@@ -111,7 +117,11 @@ def report(config: ReportConfig) -> ReportResult:
         results = assemble_results(evaluation, config=settings, runs=records, base=config.base, machine=config.machine)
     except SchemaError as e:
         raise UsageError(f"cannot build the report: {e}") from None
-    sample = _heatmap(config, window, sorted({r["scheme"] for r in runs} | set(config.schemes or []))) if config.heatmap_model else None
+    sample = (
+        _heatmap(config, window, sorted({r["scheme"] for r in runs} | set(config.schemes or [])))
+        if config.heatmap_model
+        else None
+    )
     out = Path(config.out)
     build_report(results, out, sample=sample)
     return ReportResult(out, results)

@@ -1,8 +1,8 @@
 """What the two training stages share: the result object and the run-folder protocol.
 
 A run folder is continued, skipped or refused by :func:`tokenweight.train.runner.plan_run` before
-any model is loaded, and written under :func:`tokenweight.io_utils.output_lock`, so that the same
-command always does the right thing (docs/TRAINING.md, "Resuming").
+any model is loaded, and written by :func:`tokenweight.train.runner.run_training` under the
+folder's lock, so that the same command always does the right thing (docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class RunResult:
         """One line for the console: what was trained, how fast, the final loss."""
         s = self.summary
         if self.already_done:
-            return f"{self.out}: already {kind} ({s.get('steps')} steps) with these settings; nothing to do -> {self.model}"
+            steps = s.get("steps")
+            return f"{self.out}: already {kind} ({steps} steps) with these settings; nothing to do -> {self.model}"
         loss = f"; final loss {s['final_loss']:.4f}" if s.get("final_loss") is not None else ""
         plain = f" (plain {s['final_plain_loss']:.4f})" if s.get("final_plain_loss") is not None else ""
         resumed = f" (resumed from {Path(s['resumed_from']).name})" if s.get("resumed_from") else ""

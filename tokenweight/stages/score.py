@@ -8,7 +8,9 @@ rank calls it and scores shards ``rank, rank + K, ...``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from tokenweight.config import StageConfig, check_choice, check_int, check_required, option
 
@@ -23,12 +25,16 @@ class ScoreConfig(StageConfig):
     """Options of ``tokenweight score``."""
 
     data: str | None = option(None, "prepared data folder (tokenweight prepare)", metavar="DIR")
-    scorer: str | None = option(None, "frozen scorer: model folder or hub id, with the data's tokenizer", metavar="PATH|ID")
+    scorer: str | None = option(
+        None, "frozen scorer: model folder or hub id, with the data's tokenizer", metavar="PATH|ID"
+    )
     out: str | None = option(None, "score cache folder to create or continue", metavar="DIR")
     window: int = option(256, "short context w in tokens")
     stride: int | None = option(None, "window stride s, 1 <= s < w (none: (1 - w/n)·w, docs/METHOD.md)")
     batch_size: int | None = option(None, "windows per forward pass (none: about 16k tokens per pass)")
-    dtype: str = option("float32", "scorer compute dtype (scores are stored as float32)", choices=("float32", "bfloat16", "float16"))
+    dtype: str = option(
+        "float32", "scorer compute dtype (scores are stored as float32)", choices=("float32", "bfloat16", "float16")
+    )
     split: str = option("train", "split of the prepared data to score")
     device: str | None = option(None, "torch device (none: cuda when available)", choices=("cpu", "cuda"))
     max_sequences: int | None = option(None, "score only the first N sequences")
@@ -60,6 +66,7 @@ class ScoreResult:
     seconds: float
     tokens_per_s: float
     world_size: int
+    meta: dict = field(default_factory=dict)  # the cache's meta.json: its identity (window, stride, ...)
     verified: int = 0
     max_difference: float | None = None
     tolerance: float | None = None  # float32 only: other dtypes are not held to a bound
@@ -91,7 +98,8 @@ def score(config: ScoreConfig) -> ScoreResult:
         force=config.force,
     )
     keys = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
-    result = ScoreResult(**{k: s[k] for k in keys})
+    meta = json.loads((Path(config.out) / "meta.json").read_text(encoding="utf-8"))
+    result = ScoreResult(**{k: s[k] for k in keys}, meta=meta)
     if config.verify and _rank() == 0:
         result.verified, result.max_difference = _verify(config)
         result.tolerance = VERIFY_TOL_FP32 if config.dtype == "float32" else None

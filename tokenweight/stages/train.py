@@ -49,7 +49,6 @@ def _open_cache(config: TrainConfig, data, window: int | None, stride: int | Non
 
 def train(config: TrainConfig) -> RunResult:
     """Run (or continue, or find finished) the training run ``config.out``."""
-    from tokenweight.io_utils import output_lock
     from tokenweight.scoring import resolve_stride
     from tokenweight.train.runner import plan_run, run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
@@ -59,83 +58,80 @@ def train(config: TrainConfig) -> RunResult:
     scheme = WeightingScheme.parse(config.scheme)
     out = Path(config.out)
     settings = {"command": "train", **config.settings()}
-    with output_lock(out):
-        plan = plan_run(out, settings, force=config.force)
-        if plan.state == "done":
-            return RunResult(out, plan.summary, already_done=True)
-        quiet_progress_bars()
-        data = load_train_data(config.data)
-        n = config.n or data.n
-        if n > data.n:
+    plan = plan_run(out, settings, force=config.force)  # before any model is loaded; refuses other settings
+    if plan.state == "done":
+        return RunResult(out, plan.summary, already_done=True)
+    quiet_progress_bars()
+    data = load_train_data(config.data)
+    n = config.n or data.n
+    if n > data.n:
+        raise UsageError(f"--n {n} is longer than the data's sequences (n = {data.n}): prepare the data with n >= {n}")
+    cache, window, stride = None, config.window, config.stride
+    if config.scorer == "frozen" and scheme.needs_short:
+        cache, window, stride = _open_cache(config, data, window, stride)
+
+    model = build_model(config, data.tokenizer, n, config.rope_theta)
+    base = base_context(model)
+    if window is None and scheme.needs_short:
+        if config.init or base >= n:
             raise UsageError(
-                f"--n {n} is longer than the data's sequences (n = {data.n}): prepare the data with n >= {n}"
+                f"--window is needed: the model has no shorter base context than n = {n} "
+                f"(max_position_embeddings {base}); pass --window w < n"
             )
-        cache, window, stride = None, config.window, config.stride
-        if config.scorer == "frozen" and scheme.needs_short:
-            cache, window, stride = _open_cache(config, data, window, stride)
+        window = base
+    if window is not None:
+        if n <= window:
+            raise UsageError(
+                f"long context n = {n} must be longer than the short context w = {window}: "
+                "pass a smaller --window or a larger --n/data"
+            )
+        try:
+            stride = resolve_stride(n, window, stride)
+        except ValueError as e:
+            raise UsageError(f"--window/--stride: {e}") from None
 
-        model = build_model(config, data.tokenizer, n, config.rope_theta)
-        base = base_context(model)
-        if window is None and scheme.needs_short:
-            if config.init or base >= n:
-                raise UsageError(
-                    f"--window is needed: the model has no shorter base context than n = {n} "
-                    f"(max_position_embeddings {base}); pass --window w < n"
-                )
-            window = base
-        if window is not None:
-            if n <= window:
-                raise UsageError(
-                    f"long context n = {n} must be longer than the short context w = {window}: "
-                    "pass a smaller --window or a larger --n/data"
-                )
-            try:
-                stride = resolve_stride(n, window, stride)
-            except ValueError as e:
-                raise UsageError(f"--window/--stride: {e}") from None
+    if config.model and (base < n or config.rope_theta is not None or config.rope_scaling):
+        from tokenweight.models import extend_context
 
-        if config.model and (base < n or config.rope_theta is not None or config.rope_scaling):
-            from tokenweight.models import extend_context
+        try:
+            extend_context(model, n, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling)
+        except ValueError as e:
+            raise UsageError(f"cannot extend {config.model!r} to n = {n}: {e}") from None
 
-            try:
-                extend_context(model, n, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling)
-            except ValueError as e:
-                raise UsageError(f"cannot extend {config.model!r} to n = {n}: {e}") from None
+    scorer = None
+    if scheme.needs_short:
+        from tokenweight.train.scorers import FrozenScorer, SelfScorer
 
-        scorer = None
-        if scheme.needs_short:
-            from tokenweight.train.scorers import FrozenScorer, SelfScorer
+        if config.scorer == "frozen":
+            scorer = FrozenScorer(cache)
+        else:
+            scorer = SelfScorer(
+                window, stride, bos_token_id=data.tokenizer.bos_token_id, batch_size=config.score_batch_size
+            )
 
-            if config.scorer == "frozen":
-                scorer = FrozenScorer(cache)
-            else:
-                scorer = SelfScorer(
-                    window, stride, bos_token_id=data.tokenizer.bos_token_id, batch_size=config.score_batch_size
-                )
+    from tokenweight.train.collate import TrainSequences
 
-        from tokenweight.train.collate import TrainSequences
-
-        dataset = TrainSequences(data.train, max_length=n, limit=config.max_train_sequences)
-        rope = model.config.get_text_config().rope_parameters
-        run_config = {
-            **config.to_dict(),
-            "command": "train",
-            "scheme": str(scheme),
-            "n": n,
-            "window": window,
-            "stride": stride,
-            "rope_parameters": dict(rope) if rope else None,
-        }
-        summary = run_training(
-            model=model,
-            tokenizer=data.tokenizer,
-            train_dataset=dataset,
-            recipe=config,
-            out_dir=out,
-            plan=plan,
-            scheme=scheme,
-            scorer=scorer,
-            chunk_size=config.chunk_size,
-            run_config=run_config,
-        )
+    dataset = TrainSequences(data.train, max_length=n, limit=config.max_train_sequences)
+    rope = model.config.get_text_config().rope_parameters
+    run_config = {
+        **config.to_dict(),
+        "command": "train",
+        "scheme": str(scheme),
+        "n": n,
+        "window": window,
+        "stride": stride,
+        "rope_parameters": dict(rope) if rope else None,
+    }
+    summary = run_training(
+        model=model,
+        tokenizer=data.tokenizer,
+        train_dataset=dataset,
+        recipe=config,
+        out_dir=out,
+        plan=plan,
+        scheme=scheme,
+        scorer=scorer,
+        chunk_size=config.chunk_size,
+        run_config=run_config,
+    )
     return RunResult(out, summary)

@@ -51,7 +51,9 @@ class RunConfig(StageConfig):
     bf16: bool = option(False, "bfloat16 mixed precision (float32 master weights)", group=_O)
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)", group=_O)
     chunk_size: int = option(1024, "positions per output-layer chunk of the loss", group=_O)
-    deepspeed: str | None = option(None, "DeepSpeed config file, or a shipped one: zero3", metavar="FILE|NAME", group=_O)
+    deepspeed: str | None = option(
+        None, "DeepSpeed config file, or a shipped one: zero3", metavar="FILE|NAME", group=_O
+    )
     dataloader_workers: int = option(0, "DataLoader worker processes", group=_O)
     save_steps: int = option(100, "checkpoint every N steps", group=_C)
     save_total_limit: int | None = option(2, "checkpoints kept (none: all)", group=_C)
@@ -83,8 +85,17 @@ class RunConfig(StageConfig):
         check_choice(self, "lr_scheduler")
 
     def settings(self) -> dict:
-        """What identifies the run (compared when a run folder is continued or reused)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+        """What identifies the run (compared when a run folder is continued or reused): every
+        setting except :data:`RESUMABLE_CHANGES`, with the inputs by content rather than by path
+        (the prepared data's fingerprint, the starting model's digest, the score cache's
+        fingerprint), so that a moved or copied folder is still the same run."""
+        from tokenweight.identity import input_identity
+
+        d = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+        for name in ("data", "model", "scores"):
+            if d.get(name) is not None:
+                d[name] = input_identity(name, d[name])
+        return d
 
 
 @dataclass
@@ -142,14 +153,18 @@ class TrainConfig(RunConfig):
         choices=("none", "self", "frozen"),
         group="token weighting",
     )
-    scores: str | None = option(None, "score cache of tokenweight score (--scorer frozen)", metavar="DIR", group="token weighting")
+    scores: str | None = option(
+        None, "score cache of tokenweight score (--scorer frozen)", metavar="DIR", group="token weighting"
+    )
     window: int | None = option(
         None,
         "short context w (none: the cache's for frozen scoring, else the model's max_position_embeddings)",
         group="token weighting",
     )
     stride: int | None = option(None, "window stride s (none: round((1 - w/n)·w))", group="token weighting")
-    score_batch_size: int | None = option(None, "windows per forward pass of self-scoring (none: ~16k tokens)", group="token weighting")
+    score_batch_size: int | None = option(
+        None, "windows per forward pass of self-scoring (none: ~16k tokens)", group="token weighting"
+    )
     n: int | None = option(None, "long context in tokens (none: the data's n)", group="context extension")
     rope_theta: float | None = option(
         None,

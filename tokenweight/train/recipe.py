@@ -50,7 +50,7 @@ def training_arguments(recipe, out_dir: str | os.PathLike):
     writing checkpoints to ``out_dir``."""
     from transformers import TrainingArguments
 
-    recipe.validate()
+    # recipe: already validated by its stage (RunConfig.validate)
     deepspeed = None
     if recipe.deepspeed:
         try:

@@ -2,71 +2,233 @@
 
 Layout of a run folder ``OUT/``::
 
-    run_config.json        the options of the run (checked on --resume: a resumed run must be the same run)
+    settings.json          what identifies the run (compared when the folder is reused)
+    run_config.json        every option of the run, derived values included (for people and reports)
     checkpoint-<step>/     HF checkpoints (safetensors weights, optimizer, scheduler, RNG, trainer state)
+                           and ``tokenweight_checkpoint.json``, written once the checkpoint is whole
     log.jsonl              one line per logged step (tokenweight.train.callbacks.JsonlLogger)
     tensorboard/           the same numbers for TensorBoard
     model/                 the final model with its tokenizer (AutoModelForCausalLM.from_pretrained)
     summary.json           steps, tokens, wall time, tokens/s, final losses
 
-Resuming uses HF's ``resume_from_checkpoint`` on the last checkpoint: model, optimizer, scheduler,
-RNG states and the position in the data order are restored, so a resumed run ends where an
-uninterrupted one would (tested). ``model/`` and ``summary.json`` are written atomically at the end.
+The resume contract (docs/TRAINING.md): the same command continues a killed run from its last
+*complete* checkpoint (model, optimizer, scheduler, RNG states and the position in the data order
+are restored, so it ends bitwise where an uninterrupted run ends); a run killed before its first
+checkpoint starts over; a finished run is left as it is (:func:`plan_run` says ``done``); other
+settings are refused unless ``force``, which trains in the hidden sibling ``.OUT.force`` and moves
+it onto ``OUT`` only when it is complete. The writer holds :func:`tokenweight.io_utils.output_lock`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_write_json, replace_dir, tmp_dir_for
+from tokenweight.io_utils import atomic_write_json, output_lock, replace_dir, tmp_dir_for
+from tokenweight.train.config import RESUMABLE_CHANGES
 
-#: run_config keys that may differ on --resume (they do not change what is trained)
-RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "save_steps", "save_total_limit", "logging_steps", "dataloader_workers", "resume", "out", "config"}
-)
+__all__ = ["RESUMABLE_CHANGES", "RunPlan", "last_complete_checkpoint", "plan_run", "run_training", "staging_dir"]
 
-
-def _last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+SETTINGS, RUN_CONFIG, SUMMARY, MODEL = "settings.json", "run_config.json", "summary.json", "model"
+#: written into ``checkpoint-<step>/`` after every process has saved its part of it
+CHECKPOINT_MARK = "tokenweight_checkpoint.json"
+_PREFIX = "checkpoint-"
 
 
-def check_out_dir(out: Path, run_config: dict | None, resume: bool) -> str | None:
-    """Refuse to clobber a finished or started run; on resume return the checkpoint to resume from.
+@dataclass(frozen=True)
+class RunPlan:
+    """What a training command will do with its run folder (:func:`plan_run`).
 
-    ``run_config`` None skips the comparison with the interrupted run's options (a cheap early check,
-    before a model is loaded).
+    ``state``: ``"fresh"`` (train from step 0), ``"resume"`` (continue from ``checkpoint``) or
+    ``"done"`` (finished with these settings: nothing to do; ``summary`` is its ``summary.json``).
+    ``work``: the folder training writes to: ``out``, or with ``force`` the staging sibling that
+    replaces ``out`` once complete.
     """
-    import json
 
-    last = _last_checkpoint(out)
-    if not resume:
-        if last is not None or (out / "model").exists() or (out / "summary.json").exists():
-            raise UsageError(
-                f"--out {str(out)!r} already holds a run: pass --resume to continue it, or choose another --out"
-            )
+    out: Path
+    state: str
+    settings: dict = field(default_factory=dict)
+    work: Path | None = None
+    checkpoint: Path | None = None
+    summary: dict | None = None
+    force: bool = False
+
+    def __post_init__(self):
+        if self.work is None:
+            object.__setattr__(self, "work", self.out)
+
+    @property
+    def staged(self) -> bool:
+        return self.work != self.out
+
+    def describe(self) -> str:
+        """One line for the console."""
+        if self.state == "done":
+            steps = (self.summary or {}).get("steps")
+            return f"{self.out}: finished ({steps} steps) with these settings: nothing to do (--force retrains)"
+        where = f" in {self.work} (replaces {self.out} when complete)" if self.staged else ""
+        if self.state == "resume":
+            return f"{self.out}: continuing from {self.checkpoint.name}{where}"
+        return f"{self.out}: training from step 0{where}"
+
+
+def staging_dir(out: str | os.PathLike) -> Path:
+    """Where a forced run is built: the hidden sibling ``.NAME.force`` (same filesystem)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.force"
+
+
+def comparable_settings(settings: dict | None) -> dict:
+    """``settings`` without the keys that may change on resume (:data:`RESUMABLE_CHANGES`), as JSON."""
+    return json.loads(
+        json.dumps({k: v for k, v in (settings or {}).items() if k not in RESUMABLE_CHANGES}, default=str)
+    )
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    if last is None:
-        raise UsageError(
-            f"--resume: {str(out)!r} holds no checkpoint to resume from: run without --resume "
-            "(or with --save-steps small enough to have saved one)"
-        )
-    saved = out / "run_config.json"
-    if run_config is not None and saved.is_file():
-        old = json.loads(saved.read_text(encoding="utf-8"))
-        diff = sorted(
-            k for k in set(old) | set(run_config) if k not in RESUMABLE_CHANGES and old.get(k) != run_config.get(k)
-        )
-        if diff:
-            k = diff[0]
+    return value if isinstance(value, dict) else None
+
+
+def _checkpoints(work: Path) -> list[tuple[int, Path]]:
+    """``[(step, folder)]`` of every ``checkpoint-<step>`` folder, complete or not, by step."""
+    if not work.is_dir():
+        return []
+    found = []
+    for p in work.iterdir():
+        if p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit() and p.is_dir():
+            found.append((int(p.name[len(_PREFIX) :]), p))
+    return sorted(found)
+
+
+def _checkpoint_complete(step: int, folder: Path, legacy: bool) -> bool:
+    """A checkpoint is whole when our marker says so; folders written before the marker existed
+    (``legacy``: no settings.json in the run) count when HF's last file, trainer_state.json, is."""
+    mark = _read_json(folder / CHECKPOINT_MARK)
+    if mark is not None:
+        return mark.get("step") == step
+    if legacy:
+        state = _read_json(folder / "trainer_state.json")
+        return state is not None and state.get("global_step") == step
+    return False
+
+
+def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
+    """The newest whole checkpoint of a run folder (a kill during a save leaves a partial one:
+    it is ignored), or None."""
+    work = Path(work)
+    legacy = not (work / SETTINGS).is_file()
+    done = [p for step, p in _checkpoints(work) if _checkpoint_complete(step, p, legacy)]
+    return done[-1] if done else None
+
+
+def _recorded(folder: Path) -> dict | None:
+    """The settings a run folder was started with (settings.json; run_config.json of older runs)."""
+    rec = _read_json(folder / SETTINGS)
+    if rec is None and (rec := _read_json(folder / RUN_CONFIG)) is not None:
+        rec = comparable_settings(rec)
+    return rec
+
+
+def _first_difference(old: dict, new: dict) -> str | None:
+    return next((k for k in new if old.get(k, None) != new[k]), None)
+
+
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+
+
+def _inspect(work: Path, settings: dict) -> tuple[str, Path | None, dict | None]:
+    """(state, checkpoint, summary) of a run folder started with ``settings``."""
+    summary = _read_json(work / SUMMARY)
+    if summary is not None and (work / MODEL).is_dir():
+        return "done", None, summary
+    ckpt = last_complete_checkpoint(work)
+    return ("resume", ckpt, None) if ckpt is not None else ("fresh", None, None)
+
+
+def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False) -> RunPlan:
+    """Decide what the training command for run folder ``out`` does; reads, never writes.
+
+    ``settings``: what identifies the run (keys in :data:`RESUMABLE_CHANGES` are ignored); it is
+    compared, key by key, with the settings the folder was started with. Cheap (a few small JSON
+    files), so call it before loading a model; :func:`run_training` plans again under the lock.
+
+    - ``out`` missing or empty: ``fresh``.
+    - started or finished with the same settings: ``resume`` from the last complete checkpoint,
+      ``fresh`` when it has none (killed before its first checkpoint), ``done`` when finished.
+    - other settings, or a folder that is not a run: ``UsageError`` (one line: the first differing
+      setting, its old and new value, and the fixes), unless ``force``.
+    - ``force``: a new run in :func:`staging_dir` (a forced run killed earlier with the same settings
+      is continued there); ``out`` stays as it is until the new run is complete.
+    """
+    out = Path(out).expanduser()
+    new = comparable_settings(settings)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"run folder {str(out)!r} is a file: pass a folder as --out")
+    if force:
+        work = staging_dir(out)
+        old = _recorded(work)
+        if old is None or _first_difference(old, new) is not None:
+            return RunPlan(out, "fresh", new, work=work, force=True)
+        state, ckpt, _ = _inspect(work, new)
+        if state == "done":  # complete but not yet moved into place: a zero-step resume finishes it
+            state, ckpt = "resume", last_complete_checkpoint(work)
+        return RunPlan(out, state if ckpt is not None else "fresh", new, work=work, checkpoint=ckpt, force=True)
+    old = _recorded(out)
+    if old is None:
+        if _visible(out):
             raise UsageError(
-                f"--resume: option {k} was {old.get(k)!r} in the interrupted run but is "
-                f"{run_config.get(k)!r} now: resume with the same options, or start a new --out"
+                f"--out {str(out)!r} exists and is not a run folder (no {SETTINGS}): choose an empty or new folder"
             )
-    return last
+        return RunPlan(out, "fresh", new)
+    state, ckpt, summary = _inspect(out, new)
+    if (k := _first_difference(old, new)) is not None:
+        what = "holds a finished run" if state == "done" else "holds a started run"
+        raise UsageError(
+            f"--out {str(out)!r} {what} with {k} = {old.get(k)!r}, this command has {k} = {new[k]!r}: "
+            "rerun with the same settings, choose another --out, or pass --force to replace it"
+        )
+    return RunPlan(out, state, new, checkpoint=ckpt, summary=summary)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _tidy(plan: RunPlan, run_config: dict) -> None:
+    """Main process, under the lock: make ``plan.work`` what the plan expects, record the settings.
+
+    Leftovers of killed writers go (temporaries, partial checkpoints, checkpoints newer than the
+    one resumed from); a fresh start empties the folder (except ``settings.json``, rewritten last,
+    so that a process planning at the same moment never sees a folder without settings).
+    """
+    work = plan.work
+    if plan.staged and plan.state == "fresh" and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    keep_until = int(plan.checkpoint.name[len(_PREFIX) :]) if plan.checkpoint is not None else -1
+    for p in work.iterdir():
+        if p.name == SETTINGS:
+            continue
+        if plan.state == "fresh" or p.name.startswith(".") and p.name.endswith((".tmp", ".old")):
+            _remove(p)
+    for step, p in _checkpoints(work):
+        if step > keep_until or not _checkpoint_complete(step, p, legacy=not (work / SETTINGS).is_file()):
+            (p / CHECKPOINT_MARK).unlink(missing_ok=True)
+            _remove(p)
+    atomic_write_json(work / SETTINGS, plan.settings)
+    atomic_write_json(work / RUN_CONFIG, run_config)
 
 
 def _broadcast(value, trainer):
@@ -96,6 +258,66 @@ def save_final(trainer, path: Path) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
+def checkpoint_marker(trainer, keep: int | None):
+    """Trainer callback: once every process has saved checkpoint-N, the main process writes
+    ``checkpoint-N/tokenweight_checkpoint.json`` and only then deletes the oldest complete
+    checkpoints beyond ``keep`` (HF's own rotation is off: it deletes before the new one is whole)."""
+    from transformers import TrainerCallback
+
+    class CheckpointMarker(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            trainer.accelerator.wait_for_everyone()
+            if state.is_world_process_zero:
+                work = Path(args.output_dir)
+                step = state.global_step
+                atomic_write_json(work / f"{_PREFIX}{step}" / CHECKPOINT_MARK, {"step": step})
+                done = [p for s, p in _checkpoints(work) if _checkpoint_complete(s, p, legacy=False)]
+                for p in done[:-keep] if keep else []:
+                    (p / CHECKPOINT_MARK).unlink(missing_ok=True)  # first: a kill mid-delete leaves it incomplete
+                    shutil.rmtree(p, ignore_errors=True)
+            trainer.accelerator.wait_for_everyone()
+            return control
+
+    return CheckpointMarker()
+
+
+def _is_main_launch_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _share(value, world: int):
+    """Rank 0's ``value`` on every rank (the process group exists once TrainingArguments is built)."""
+    if world <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _summary(trainer, result, plan: RunPlan, world: int) -> dict:
+    state = trainer.state
+    last = next((h for h in reversed(state.log_history) if "weighted_loss" in h), {})
+    runtime = float(result.metrics.get("train_runtime", 0.0))
+    initial = getattr(trainer, "_initial_num_input_tokens_seen", 0) or 0
+    session_tokens = int(state.num_input_tokens_seen) - int(initial)
+    return {
+        "steps": state.global_step,
+        "tokens": int(state.num_input_tokens_seen),
+        "session_tokens": session_tokens,
+        "wall_time_s": runtime,
+        "tokens_per_s": session_tokens / runtime if runtime > 0 else 0.0,
+        "final_loss": last.get("weighted_loss"),
+        "final_plain_loss": last.get("plain_loss"),
+        "scheme": str(trainer.scheme),
+        "scorer": repr(trainer.scorer) if trainer.scorer is not None else None,
+        "resumed_from": str(plan.out / plan.checkpoint.name) if plan.checkpoint is not None else None,
+        "world_size": world,
+        "model": str(plan.out / MODEL),
+    }
+
+
 def run_training(
     *,
     model,
@@ -106,13 +328,19 @@ def run_training(
     scheme="uniform",
     scorer=None,
     chunk_size: int = 1024,
-    resume: bool = False,
     run_config: dict | None = None,
+    plan: RunPlan | None = None,
+    force: bool = False,
     trainer_class=None,
 ) -> dict:
-    """Train ``model`` on ``train_dataset`` (``TrainSequences``) and save everything under ``out_dir``.
+    """Train ``model`` on ``train_dataset`` (``TrainSequences``) into the run folder ``out_dir``.
 
-    Returns the summary (also written to ``OUT/summary.json``).
+    ``run_config``: every option of the run (written to ``run_config.json``). ``plan``: the
+    caller's :func:`plan_run` (its settings and ``force`` are used; the plan is made again under
+    the lock, by the main process, and shared with the others); without one, the settings are
+    ``run_config`` minus :data:`RESUMABLE_CHANGES` and ``force`` applies. A ``done`` run is not
+    touched. Under torchrun every rank calls it. Returns the summary (also ``OUT/summary.json``);
+    for a run that was already done, that summary plus ``"already_done": True``.
     """
     import transformers
 
@@ -122,47 +350,51 @@ def run_training(
     from tokenweight.train.trainer import WeightedTrainer
 
     transformers.logging.set_verbosity_warning()
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     run_config = dict(run_config or {})
-    checkpoint = check_out_dir(out, run_config, resume)
-    args = training_arguments(recipe, out)
-    if args.process_index == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "run_config.json", run_config)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    trainer = (trainer_class or WeightedTrainer)(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        data_collator=PadCollator(pad),
-        processing_class=tokenizer,
-        scheme=scheme,
-        scorer=scorer,
-        chunk_size=chunk_size,
-        callbacks=[JsonlLogger(out / "log.jsonl"), tensorboard_callback(out / "tensorboard")],
-    )
-    install_progress(trainer)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    save_final(trainer, out / "model")
-    state = trainer.state
-    last = next((h for h in reversed(state.log_history) if "weighted_loss" in h), {})
-    runtime = float(result.metrics.get("train_runtime", 0.0))
-    initial = getattr(trainer, "_initial_num_input_tokens_seen", 0) or 0
-    session_tokens = int(state.num_input_tokens_seen) - int(initial)
-    summary = {
-        "steps": state.global_step,
-        "tokens": int(state.num_input_tokens_seen),
-        "session_tokens": session_tokens,
-        "wall_time_s": runtime,
-        "tokens_per_s": session_tokens / runtime if runtime > 0 else 0.0,
-        "final_loss": last.get("weighted_loss"),
-        "final_plain_loss": last.get("plain_loss"),
-        "scheme": str(trainer.scheme),
-        "scorer": repr(trainer.scorer) if trainer.scorer is not None else None,
-        "resumed_from": checkpoint,
-        "world_size": args.world_size,
-        "model": str(out / "model"),
-    }
-    if trainer.is_world_process_zero():
-        atomic_write_json(out / "summary.json", summary)
+    settings = plan.settings if plan is not None else comparable_settings(run_config)
+    force = plan.force if plan is not None else force
+    with output_lock(out):  # rank 0 only (the launcher stops a refused job's other ranks)
+        mine, err = None, None
+        if _is_main_launch_process():  # before the process group: the other ranks wait at its set-up
+            try:
+                mine = plan_run(out, settings, force=force)
+                if mine.state != "done":
+                    _tidy(mine, run_config)
+            except UsageError as e:
+                err = str(e)
+        work = staging_dir(out) if force else out
+        args = training_arguments(recipe, work)
+        world = args.world_size
+        mine, err = _share((mine, err), world)
+        if err is not None:
+            raise UsageError(err)
+        plan = mine
+        if plan.state == "done":
+            return {**(plan.summary or {}), "already_done": True}
+        keep = args.save_total_limit
+        args.save_total_limit = None  # rotation: CheckpointMarker, after the new checkpoint is marked
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        trainer = (trainer_class or WeightedTrainer)(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            data_collator=PadCollator(pad),
+            processing_class=tokenizer,
+            scheme=scheme,
+            scorer=scorer,
+            chunk_size=chunk_size,
+            callbacks=[JsonlLogger(work / "log.jsonl"), tensorboard_callback(work / "tensorboard")],
+        )
+        trainer.add_callback(checkpoint_marker(trainer, keep))
+        install_progress(trainer)
+        checkpoint = str(plan.checkpoint) if plan.checkpoint is not None else None
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        save_final(trainer, work / MODEL)
+        summary = _summary(trainer, result, plan, world)
+        if trainer.is_world_process_zero():
+            atomic_write_json(work / SUMMARY, summary)
+            if plan.staged:
+                replace_dir(work, out)  # the old run stays whole until here
+        trainer.accelerator.wait_for_everyone()
     return summary

@@ -36,6 +36,8 @@ import contextlib
 import hashlib
 import math
 import time
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -115,6 +117,97 @@ class StepTimer(TrainerCallback):
         return out
 
 
+@dataclass
+class WeightStats:
+    """Loss and weight statistics of the scored tokens since the last log (float64 scalar tensors).
+
+    Built per micro-batch (:meth:`of_batch`), accumulated (:meth:`merge`), reduced over processes
+    (:meth:`reduce`: one all-reduce of the sums, one gather of the maximum) and turned into the
+    logged values (:meth:`to_logs`). Padding and ignored labels count nowhere but in ``tokens``.
+    """
+
+    count: Tensor  # scored tokens
+    nll_sum: Tensor  # Σ nll
+    weighted_nll_sum: Tensor  # Σ w·nll
+    weight_sum: Tensor  # Σ w
+    weight_sq_sum: Tensor  # Σ w²
+    weight_max: Tensor  # max w, -inf when nothing is scored
+    zero_weights: Tensor  # scored tokens with w == 0
+    tokens: Tensor  # input tokens (non-padding)
+
+    #: the fields that add up over micro-batches and processes (all but ``weight_max``)
+    SUMS: ClassVar[tuple[str, ...]] = (
+        "count",
+        "nll_sum",
+        "weighted_nll_sum",
+        "weight_sum",
+        "weight_sq_sum",
+        "zero_weights",
+        "tokens",
+    )
+
+    @classmethod
+    def of_batch(
+        cls, nll: Tensor, mask: Tensor, weights: Tensor | None, attention_mask: Tensor | None, input_ids: Tensor
+    ) -> WeightStats:
+        """Statistics of one micro-batch: ``nll``, ``mask`` and ``weights`` ``[b, n-1]`` (``weights``
+        None: every scored token weighs 1), ``attention_mask`` (None: no padding) and ``input_ids`` ``[b, n]``."""
+        m = mask.to(torch.float64)
+        nll64 = torch.where(mask, nll, 0.0).to(torch.float64)
+        w = m if weights is None else torch.where(mask, weights, 0.0).to(torch.float64)
+        tokens = attention_mask.sum() if attention_mask is not None else torch.tensor(input_ids.numel())
+        return cls(
+            count=m.sum(),
+            nll_sum=nll64.sum(),
+            weighted_nll_sum=(w * nll64).sum(),
+            weight_sum=w.sum(),
+            weight_sq_sum=(w * w).sum(),
+            weight_max=torch.where(mask, w, -math.inf).max(),
+            zero_weights=((w == 0) & mask).sum().to(torch.float64),
+            tokens=tokens.to(torch.float64),
+        )
+
+    @classmethod
+    def empty(cls) -> WeightStats:
+        """No tokens yet (what a log without any recorded micro-batch reports)."""
+        return cls(
+            **{name: torch.tensor(0.0, dtype=torch.float64) for name in cls.SUMS},
+            weight_max=torch.tensor(-math.inf, dtype=torch.float64),
+        )
+
+    def merge(self, other: WeightStats) -> WeightStats:
+        """The statistics of both: sums added, maxima combined."""
+        sums = {name: getattr(self, name) + getattr(other, name) for name in self.SUMS}
+        return WeightStats(**sums, weight_max=torch.maximum(self.weight_max, other.weight_max))
+
+    def to(self, device) -> WeightStats:
+        return WeightStats(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def reduce(self, accelerator) -> WeightStats:
+        """Over all processes: one all-reduce of the sums, one gather of the maxima (every process
+        must call it, with its statistics on the device of the collectives)."""
+        sums = accelerator.reduce(torch.stack([getattr(self, name) for name in self.SUMS]), reduction="sum")
+        wmax = accelerator.gather(self.weight_max.reshape(1)).max()
+        return WeightStats(**dict(zip(self.SUMS, sums.unbind())), weight_max=wmax)
+
+    def to_logs(self) -> dict[str, float]:
+        """The logged values (every field on one device): means per scored token, counts."""
+        names = [f.name for f in fields(self)]
+        s = dict(zip(names, torch.stack([getattr(self, name) for name in names]).tolist()))
+        count = max(s["count"], 1.0)
+        mean = s["weight_sum"] / count
+        return {
+            "weighted_loss": s["weighted_nll_sum"] / count,
+            "plain_loss": s["nll_sum"] / count,
+            "weight_mean": mean,
+            "weight_std": math.sqrt(max(s["weight_sq_sum"] / count - mean * mean, 0.0)),
+            "weight_max": s["weight_max"] if math.isfinite(s["weight_max"]) else 0.0,
+            "weight_zero_share": s["zero_weights"] / count,
+            "scored_tokens": s["count"],
+            "tokens": s["tokens"],
+        }
+
+
 class WeightedTrainer(Trainer):
     """HF ``Trainer`` whose loss is the token-weighted chunked cross-entropy of docs/METHOD.md.
 
@@ -158,8 +251,7 @@ class WeightedTrainer(Trainer):
             raise ValueError("the model's output layer (get_output_embeddings) must be an nn.Linear")
         self.timer = StepTimer()
         self.add_callback(self.timer)
-        self._stats: Tensor | None = None  # [7] float64: count, Σnll, Σw·nll, Σw, Σw², max w, #zero w
-        self._tokens: Tensor | None = None  # input tokens (non-padding) since the last log
+        self._stats: WeightStats | None = None  # since the last log
 
     # ---------------------------------------------------------------------------------- loss
     def _scoring_model(self, model: nn.Module) -> nn.Module:
@@ -237,63 +329,16 @@ class WeightedTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------- logging
     def _record(self, nll: Tensor, mask: Tensor, weights: Tensor | None, attention_mask, input_ids) -> None:
-        m = mask.to(torch.float64)
-        nll64 = torch.where(mask, nll, 0.0).to(torch.float64)
-        count = m.sum()
-        if weights is None:
-            w = m
-        else:
-            w = torch.where(mask, weights, 0.0).to(torch.float64)
-        wmax = torch.where(mask, w, -math.inf).max()  # -inf when nothing is scored
-        stats = torch.stack(
-            [
-                count,
-                nll64.sum(),
-                (w * nll64).sum(),
-                w.sum(),
-                (w * w).sum(),
-                wmax.to(torch.float64),
-                ((w == 0) & mask).sum().to(torch.float64),
-            ]
-        )
-        if self._stats is None:
-            self._stats = stats
-        else:
-            self._stats = torch.cat(
-                [self._stats[:5] + stats[:5], torch.maximum(self._stats[5:6], stats[5:6]), self._stats[6:] + stats[6:]]
-            )
-        tokens = (attention_mask.sum() if attention_mask is not None else torch.tensor(input_ids.numel())).to(
-            torch.float64
-        )
-        self._tokens = tokens if self._tokens is None else self._tokens + tokens
+        stats = WeightStats.of_batch(nll, mask, weights, attention_mask, input_ids)
+        self._stats = stats if self._stats is None else self._stats.merge(stats)
 
     def _flush_stats(self) -> dict[str, float]:
-        device = self.args.device
-        stats = (
-            self._stats if self._stats is not None else torch.tensor([0, 0, 0, 0, 0, -math.inf, 0], dtype=torch.float64)
-        )
-        tokens = self._tokens if self._tokens is not None else torch.tensor(0.0, dtype=torch.float64)
-        stats, tokens = stats.to(device), tokens.to(device)
-        self._stats = self._tokens = None
+        stats = (self._stats if self._stats is not None else WeightStats.empty()).to(self.args.device)
+        self._stats = None
         if self.args.world_size > 1:
-            sums = self.accelerator.reduce(torch.cat([stats[:5], stats[6:], tokens.reshape(1)]), reduction="sum")
-            wmax = self.accelerator.gather(stats[5:6]).max()
-            stats = torch.cat([sums[:5], wmax.reshape(1), sums[5:6]])
-            tokens = sums[6]
-        s = stats.tolist()
-        count = max(s[0], 1.0)
-        mean = s[3] / count
+            stats = stats.reduce(self.accelerator)
+        out = stats.to_logs()
         seconds, steps = self.timer.take()
-        out = {
-            "weighted_loss": s[2] / count,
-            "plain_loss": s[1] / count,
-            "weight_mean": mean,
-            "weight_std": math.sqrt(max(s[4] / count - mean * mean, 0.0)),
-            "weight_max": s[5] if math.isfinite(s[5]) else 0.0,
-            "weight_zero_share": s[6] / count,
-            "scored_tokens": s[0],
-            "tokens": float(tokens.item()),
-        }
         if steps:
             out["step_time"] = seconds / steps
             out["tokens_per_s"] = out["tokens"] / seconds if seconds > 0 else 0.0

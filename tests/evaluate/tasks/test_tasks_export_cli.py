@@ -75,10 +75,29 @@ def test_cli_export_resume_and_config(capsys, tokenizer_dir, tmp_path):
     before, stamp = fwe_path.read_text(), fwe_path.stat().st_mtime_ns
     assert _run(capsys, *args)[0] == 0
     assert fwe_path.stat().st_mtime_ns == stamp
-    # another seed changes the fingerprint: regenerated, different samples
-    assert _run(capsys, *[a if a != "3" else "4" for a in args])[0] == 0
+    # another seed: refused with one line, the folder untouched; forced: regenerated, different samples
+    rc, _, err = _run(capsys, *[a if a != "3" else "4" for a in args])
+    assert rc == 2 and err.count("\n") == 1 and "was exported with seed = 3, this command has seed = 4" in err
+    assert fwe_path.stat().st_mtime_ns == stamp
+    from tokenweight.evaluate.tasks.export import export_suite
+    from tokenweight.identity import load_tokenizer
+
+    man = json.loads((out / "manifest.json").read_text())
+    tok = load_tokenizer(tokenizer_dir)
+    export_suite(
+        out,
+        tok,
+        ["niah_single_1", "fwe"],
+        [40, 300],
+        2,
+        4,
+        depths=[0.25, 0.75],
+        identity={"haystack": man["settings"]["haystack"]},
+        force=True,
+    )
     assert fwe_path.read_text() != before
     assert json.loads((out / "manifest.json").read_text())["settings"]["seed"] == 4
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # staging moved, lock gone
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"action: export\ntasks: [vt]\nlengths: [280]\nnum_samples: 1\ntokenizer: {tokenizer_dir}\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tokenweight.evaluate.tasks.sample import LengthTooShortError, Sample
 from tokenweight.identity import tokenizer_digest
-from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint
+from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint, output_lock, replace_dir
 
 
 def sample_record(index: int, s: Sample) -> dict:
@@ -90,6 +90,7 @@ def export_suite(
     depths: Sequence[float] | None = None,
     identity: dict | None = None,
     warn: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> dict:
     """Export every (length, task) to ``OUT/<length>/<task>/validation.jsonl``, resumably.
 
@@ -99,21 +100,19 @@ def export_suite(
     already in ``OUT/manifest.json`` and that exist are kept as they are. A length too short for a
     task is skipped (``warn`` is told, the manifest lists it under ``skipped``).
 
+    The resume contract: a killed export rerun the same way continues (finished files whose bytes
+    still match their recorded sha256 are kept); a folder exported with other settings (seed,
+    samples, depths, haystack, tokenizer, tasks, lengths) is refused with one line naming the first
+    difference unless ``force``, which exports into the hidden sibling ``.OUT.force`` and moves it
+    onto ``OUT`` when complete. A second process writing ``OUT`` is refused at once.
+
     Returns:
         The manifest: ``{"settings", "files": {relpath: {"task", "length", "samples",
         "mean_length", "fingerprint"}}, "skipped": [{"task", "length", "minimum", "reason"}]}``.
     """
-    from tqdm import tqdm
-
     from tokenweight import __version__
-    from tokenweight.evaluate.tasks.registry import generate_samples
 
     out = Path(out)
-    man_path = out / "manifest.json"
-    try:
-        old = json.loads(man_path.read_text(encoding="utf-8")) if man_path.is_file() else {}
-    except json.JSONDecodeError:
-        old = {}
     settings = {
         "tokenweight_version": __version__,
         "seed": int(seed),
@@ -123,15 +122,69 @@ def export_suite(
         "tokenizer_digest": tokenizer_digest(tokenizer),
         **(identity or {}),
     }
-    manifest: dict = {"settings": settings, "files": {}, "skipped": []}
-    jobs = [(length, task) for length in lengths for task in tasks]
+    jobs = [(int(length), task) for length in lengths for task in tasks]
+    with output_lock(out):
+        work, old = _claim(out, {**settings, "jobs": [list(j) for j in jobs]}, force)
+        manifest = _export(work, old, settings, jobs, tokenizer, num_samples, seed, haystack, depths, warn)
+        if work != out:
+            replace_dir(work, out)
+    return manifest
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        old = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def _claim(out: Path, settings: dict, force: bool) -> tuple[Path, dict]:
+    """``(folder to write, its old manifest)``: ``out``, or with ``force`` its staging sibling;
+    refuses an ``out`` exported with other settings unless ``force``."""
+    import shutil
+
+    from tokenweight.errors import UsageError
+
+    settings = json.loads(json.dumps(settings))
+    work = out.parent / f".{out.name}.force" if force else out
+    old = _read_manifest(work)
+    was = {**(old.get("settings") or {}), "jobs": old.get("jobs")} if old else None
+    if was is not None and was.get("jobs") is None:  # written before jobs were recorded: not compared
+        was["jobs"] = settings["jobs"]
+    # another version is not refused: its files are regenerated (their fingerprints differ)
+    differs = was is not None and next(
+        (k for k in settings if k != "tokenweight_version" and was.get(k) != settings[k]), None
+    )
+    if differs and not force:
+        raise UsageError(
+            f"--out {str(out)!r} was exported with {differs} = {was.get(differs)!r}, this command has "
+            f"{differs} = {settings[differs]!r}: rerun with the same settings, choose another --out, or pass "
+            "--force to replace it"
+        )
+    if force and was != settings and work.exists():
+        shutil.rmtree(work)
+        old = {}
+    return work, old
+
+
+def _export(work: Path, old: dict, settings: dict, jobs, tokenizer, num_samples, seed, haystack, depths, warn) -> dict:
+    """Write the files that are missing, stale or damaged; keep the others. Returns the manifest."""
+    from tqdm import tqdm
+
+    from tokenweight.evaluate.tasks.registry import generate_samples
+    from tokenweight.io_utils import sha256_file
+
+    man_path = work / "manifest.json"
+    manifest: dict = {"settings": settings, "jobs": [list(j) for j in jobs], "files": {}, "skipped": []}
     for length, task in tqdm(jobs, desc="tasks export", disable=None):
         rel = f"{length}/{task}/validation.jsonl"
         fp = fingerprint({**settings, "task": task, "length": int(length)})
         prev = (old.get("files") or {}).get(rel)
-        if prev and prev.get("fingerprint") == fp and (out / rel).is_file():
-            manifest["files"][rel] = prev
-            continue
+        if prev and prev.get("fingerprint") == fp and (work / rel).is_file():
+            if prev.get("sha256") in (None, sha256_file(work / rel)):  # older manifests have no sha256
+                manifest["files"][rel] = prev
+                continue
         try:
             samples = generate_samples(
                 task, tokenizer, int(length), num_samples, seed, haystack=haystack, depths=depths
@@ -141,13 +194,14 @@ def export_suite(
                 warn(f"skipped {task} at {length} tokens: {e}")
             manifest["skipped"].append({"task": task, "length": int(length), "minimum": e.minimum, "reason": str(e)})
             continue
-        export_jsonl(samples, out / rel)
+        export_jsonl(samples, work / rel)
         manifest["files"][rel] = {
             "task": task,
             "length": int(length),
             "samples": len(samples),
             "mean_length": sum(s.length for s in samples) / max(len(samples), 1),
             "fingerprint": fp,
+            "sha256": sha256_file(work / rel),
         }
         atomic_write_json(man_path, manifest)  # progress survives an interruption
     atomic_write_json(man_path, manifest)
