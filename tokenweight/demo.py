@@ -611,7 +611,7 @@ class Demo:
         manifest = json.loads((self.pre_data / "manifest.json").read_text())
         with atomic_dir(dest) as tmp:
             for f in sorted((self.base / "model").iterdir()):
-                if f.is_file():
+                if f.is_file() and f.name != "training_args.bin":  # a pickle of the trainer's arguments: not shipped
                     shutil.copy2(f, tmp / f.name)
             tok = load_tokenizer(tmp, require_fast=True)
             ids = {"tokenizer_digest": tokenizer_digest(tok), "encoder_digest": encoder_digest(tok)}

@@ -196,18 +196,25 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+def output_lock(path: str | os.PathLike, *, every_rank: bool = False) -> Iterator[Path]:
     """Hold the write lock of output ``path`` (a file or folder) for the ``with`` block.
 
     A second process asking for the same output is refused at once with a one-line
     :class:`~tokenweight.errors.UsageError` (it never waits and never touches the output); the
     kernel drops the lock of a killed process (``flock``), so a rerun after ``kill -9`` proceeds.
-    Re-entrant within one process. Under torchrun, take it on one rank only (rank 0) and share
-    the outcome, or a job would refuse itself.
+    Re-entrant within one process.
+
+    Under torchrun/accelerate (``RANK`` set) only rank 0 takes it, unless ``every_rank``: the ranks
+    of one job write one output together, and a refused job's rank 0 fails, after which the
+    launcher stops its other ranks (code where every rank writes should share rank 0's outcome
+    before writing, as :func:`tokenweight.scorecache.compute_scores` does).
     """
     from tokenweight.errors import UsageError
 
     lock = lock_path(path)
+    if not every_rank and os.environ.get("RANK", "0") != "0":
+        yield lock
+        return
     key = str(lock)
     with _held_mutex:
         if _held.get(key):

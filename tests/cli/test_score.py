@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_scorecache import make_prepared, make_scorer, make_tokenizer  # noqa: E402
-
+from tests.test_scorecache import make_prepared, make_scorer, make_tokenizer  # noqa: E402
 from tokenweight.cli.main import main  # noqa: E402
 from tokenweight.scorecache import COMPLETE, ScoreCache, compute_scores  # noqa: E402
 

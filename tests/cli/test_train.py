@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import BOS, make_prepared, tiny_model  # noqa: E402
-
+from tests.train.train_helpers import BOS, make_prepared, tiny_model  # noqa: E402
 from tokenweight.cli.main import main  # noqa: E402
 from tokenweight.models import THETA_EXPONENT  # noqa: E402
 

@@ -1,14 +1,10 @@
 """`tokenweight eval` end to end: two tiny models side by side on a tiny prepared folder; bad input."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_eval_runner import make_model, make_prepared, make_tokenizer  # noqa: E402
-
+from tests.evaluate.test_eval_runner import make_model, make_prepared, make_tokenizer  # noqa: E402
 from tokenweight.cli.main import main  # noqa: E402
 
 

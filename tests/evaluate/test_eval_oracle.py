@@ -12,16 +12,11 @@ NIAH prompts (token accuracy 0.0 after 800 steps in every setting tried), while 
 training reaches ~0.45 token accuracy in 200-250 steps (~15 s of CPU).
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_eval_runner import make_tokenizer  # noqa: E402
-
+from tests.evaluate.test_eval_runner import make_tokenizer  # noqa: E402
 from tokenweight.evaluate import tasks as T  # noqa: E402
 from tokenweight.evaluate.runner import EvalConfig, evaluate_models  # noqa: E402
 

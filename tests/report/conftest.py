@@ -1,7 +1,8 @@
 """Fixtures of tests/report: the synthetic documents of report_fixtures.py."""
 
 import pytest
-from report_fixtures import make_evaluation, make_llama, make_results, make_tokenizer
+
+from tests.report.report_fixtures import make_evaluation, make_llama, make_results, make_tokenizer
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from report_fixtures import make_results
 
+from tests.report.report_fixtures import make_results
 from tokenweight.report import build_report, complete_results, validate_results
 from tokenweight.report.heatmap import heatmap_html
 from tokenweight.report.tables import all_tables, tables_markdown

@@ -6,8 +6,8 @@ import json
 import datasets
 import pytest
 import torch
-from report_fixtures import make_llama, write_log
 
+from tests.report.report_fixtures import make_llama, write_log
 from tokenweight.report import assemble_results, build_report, compute_heatmap
 
 

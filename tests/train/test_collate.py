@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import BOS, dataset
 
+from tests.train.train_helpers import BOS, dataset
 from tokenweight.train.collate import PadCollator, TrainSequences
 
 ROWS = [[BOS] + list(range(10, 10 + k)) for k in (9, 4, 1, 12)]  # lengths 10, 5, 2, 13

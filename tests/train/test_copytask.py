@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_scorecache import make_tokenizer  # noqa: E402
-
+from tests.test_scorecache import make_tokenizer  # noqa: E402
 from tokenweight.train.collate import IGNORE_INDEX, PadCollator  # noqa: E402
 from tokenweight.train.copytask import CopyTask, WithCopyRows  # noqa: E402
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from train_helpers import BOS, dataset, sequences, tiny_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from tests.train.train_helpers import BOS, dataset, sequences, tiny_model
 from tokenweight.scoring import short_context_nll, token_nll
 from tokenweight.train.callbacks import JsonlLogger
 from tokenweight.train.collate import PadCollator, TrainSequences

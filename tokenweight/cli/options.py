@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from tokenweight.config import StageConfig, _strip_optional, coerce
+from tokenweight.config import StageConfig, _strip_optional
 
 _NOT_GIVEN = argparse.SUPPRESS
 

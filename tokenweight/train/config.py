@@ -22,10 +22,10 @@ _O = "optimisation"
 _C = "checkpoints and logs"
 
 #: settings that may change between an interrupted run and the command that continues it: they
-#: do not change what is trained (where and how often it is saved or logged, how data is loaded)
-RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "save_steps", "save_total_limit", "logging_steps", "dataloader_workers", "out", "force"}
-)
+#: do not change what is trained (where and how often it is saved or logged, how data is loaded).
+#: Not ``max_steps``: it shapes the learning-rate schedule and the copy task's rows, and a finished
+#: run rerun with more steps must not be taken for done.
+RESUMABLE_CHANGES = frozenset({"save_steps", "save_total_limit", "logging_steps", "dataloader_workers", "out", "force"})
 
 
 @dataclass

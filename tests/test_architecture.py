@@ -1,0 +1,60 @@
+"""The tree is the architecture: nothing below the CLI imports it, and the core does not import the edges."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import tokenweight
+
+PACKAGE = Path(tokenweight.__file__).parent
+CORE = ("scoring.py", "weighting.py", "loss.py")
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_nothing_outside_the_cli_imports_it():
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in _modules()
+        if "cli" not in p.relative_to(PACKAGE).parts and any(n.startswith("tokenweight.cli") for n in _imports(p))
+    ]
+    assert offenders == []
+
+
+def test_the_core_imports_nothing_of_the_edges():
+    for name in CORE:
+        ours = {n for n in _imports(PACKAGE / name) if n.startswith("tokenweight")}
+        assert ours <= {"tokenweight.errors", "tokenweight.scoring"}, (name, ours)
+
+
+def test_importing_the_demo_does_not_load_the_cli():
+    code = "import sys, tokenweight.demo; print(sorted(m for m in sys.modules if m.startswith('tokenweight.cli')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_module_points_outside_the_repository():
+    for p in [*_modules(), *Path(PACKAGE.parent, "docs").glob("*.md"), PACKAGE.parent / "README.md"]:
+        text = p.read_text(encoding="utf-8")
+        assert "../shared" not in text and "STACK_NOTES" not in text, p
+
+
+def test_modules_stay_small():
+    """One job per module, small enough to read in one sitting."""
+    big = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 600}
+    assert big == {}
