@@ -145,7 +145,7 @@ def test_bad_seeds(tmp_path, capsys):
 def test_bad_step_overrides(tmp_path, capsys, flag, value, low):
     assert main(["demo", "--profile", "quick", flag, value, "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{flag} must be >= {low}, got {value}" in err[0]
+    assert len(err) == 1 and f"{flag} must be an integer >= {low} or None, got {value}" in err[0]
     assert not (tmp_path / "d").exists()  # refused before anything is written
 
 

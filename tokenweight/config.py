@@ -68,6 +68,10 @@ class StageConfig:
         types = cls.field_types()
         return cls(**{k: coerce(v, types[k], k) for k, v in clean.items()})
 
+    def given(self, values: dict) -> dict:
+        """This config's values of the fields named in ``values`` (after coercion)."""
+        return {k: getattr(self, k) for k in values}
+
     def to_dict(self) -> dict:
         """The fields as JSON-ready values (tuples become lists)."""
         return json_ready(dataclasses.asdict(self))

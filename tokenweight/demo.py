@@ -586,7 +586,7 @@ class Demo:
         with atomic_dir(target) as tmp:
             for f in sorted(self.shipped_base.iterdir()):
                 if f.is_file():
-                    shutil.copy2(f, tmp / f.name)
+                    shutil.copyfile(f, tmp / f.name)
         self._say(f"base model: the shipped one, {self.shipped_base} (model {record['model_digest']}; BASE.json)")
 
     def export_base(self, dest: Path, command: str) -> Path:
@@ -612,7 +612,7 @@ class Demo:
         with atomic_dir(dest) as tmp:
             for f in sorted((self.base / "model").iterdir()):
                 if f.is_file() and f.name != "training_args.bin":  # a pickle of the trainer's arguments: not shipped
-                    shutil.copy2(f, tmp / f.name)
+                    shutil.copyfile(f, tmp / f.name)  # the usual permissions (the trainer writes 0600 files)
             tok = load_tokenizer(tmp, require_fast=True)
             ids = {"tokenizer_digest": tokenizer_digest(tok), "encoder_digest": encoder_digest(tok)}
             if ids != trained_ids:

@@ -115,8 +115,8 @@ def test_bad_input_exits_2_with_one_line(env, tmp_path, capsys):
     exits_2_with_one_line(
         capsys, s + ["--window", "16", "--stride", "16"], "--stride must be an integer in [1, 15] or None, got 16"
     )
-    exits_2_with_one_line(capsys, s + ["--window", "1"], "--window must be >= 2")
-    exits_2_with_one_line(capsys, s + ["--batch-size", "0"], "--batch-size must be >= 1")
+    exits_2_with_one_line(capsys, s + ["--window", "1"], "--window must be an integer >= 2, got 1")
+    exits_2_with_one_line(capsys, s + ["--batch-size", "0"], "--batch-size must be an integer >= 1 or None, got 0")
     exits_2_with_one_line(capsys, s[:2] + [str(tmp_path / "nodata")] + s[3:], str(tmp_path / "nodata"))
     make_tokenizer(tmp_path / "tok", 64, prefix="v")
     foreign = make_scorer(tmp_path / "foreign", tokenizer=tmp_path / "tok")

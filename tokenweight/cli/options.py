@@ -75,7 +75,8 @@ def config_from_args(cls: type[StageConfig], args: argparse.Namespace, base: dic
     """The config from YAML values ``base`` overridden by the flags given on the command line."""
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names}
-    return cls.from_dict({**(base or {}), **given}, source="the command line")
+    config = cls.from_dict(base or {}, source="config")  # unknown YAML keys are named as such
+    return dataclasses.replace(config, **cls.from_dict(given, source="the command line").given(given))
 
 
 def flag_message(message: str, cls: type[StageConfig]) -> str:

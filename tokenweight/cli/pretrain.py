@@ -6,7 +6,8 @@ max_position_embeddings = w, which `tokenweight train` reads as the base length 
 --copy-fraction mixes such rows into the language-modelling windows.
 
 The same command continues an interrupted run from its last checkpoint (or starts over when it was
-killed before the first one), and is a no-op on a finished run with the same settings.
+killed before the first one), and is a no-op on a finished run with the same settings; other
+settings on an existing run are refused (--force replaces it).
 """
 
 from __future__ import annotations

@@ -44,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--depths", default=None, help="comma-separated needle depths in [0, 1] (default: RULER's random depths)"
     )
     p.add_argument("--out", default=None, help="output folder")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        default=False,
+        help="replace an export made with other settings (the old one stays until the new one is complete)",
+    )
 
 
 def _list(value, name: str, cast):
@@ -158,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         depths=depths,
         identity={"haystack": hay_desc},  # the tokenizer counts by its digest (export_suite), not its path
         warn=lambda msg: print(f"tokenweight: warning: {msg}", file=sys.stderr),
+        force=args.force,
     )
     for rel, entry in sorted(manifest["files"].items()):
         print(f"{rel}: {entry['samples']} samples, mean length {entry['mean_length']:.1f} tokens")

@@ -98,7 +98,7 @@ class PrepareConfig(StageConfig):
     )
     seed: int = option(0, "seed of the episodes")
     workers: int = option(0, "0: the tokenizer's own threads; 1: one thread; K > 1: K processes")
-    force: bool = option(False, "redo even when the output is up to date")
+    force: bool = option(False, "redo even when the output is up to date, and replace one made with other settings")
 
     def is_stdlib(self) -> bool:
         return self.corpus in STDLIB_CORPORA or (self.corpus is None and not self.inputs)

@@ -46,15 +46,18 @@ def evaluate(config: EvalConfig, *, tokenizer=None) -> EvalResult:
     ev = config.evaluator
     if isinstance(ev, str) and ev not in names and not Path(ev).exists():
         raise UsageError(f"--evaluator {ev!r} is neither a model name ({', '.join(names)}) nor an existing folder")
+    from tokenweight.io_utils import output_lock
+
     out = Path(config.out)
-    results = evaluate_models(
-        dict(zip(names, config.models)),
-        tokenizer=tokenizer,
-        data_dir=config.data,
-        config=config,
-        cache_dir=out / ".cache" if config.cache else None,
-    )
-    return EvalResult(results, write_outputs(results, out))
+    with output_lock(out):  # a second evaluation into the same folder is refused at once
+        results = evaluate_models(
+            dict(zip(names, config.models)),
+            tokenizer=tokenizer,
+            data_dir=config.data,
+            config=config,
+            cache_dir=out / ".cache" if config.cache else None,
+        )
+        return EvalResult(results, write_outputs(results, out))
 
 
 def _is_hub_id(name: str) -> bool:

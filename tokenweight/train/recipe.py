@@ -4,8 +4,9 @@ The defaults are the paper's extension recipe where it has one (docs/METHOD.md: 
 weight decay 0.01, constant learning rate after linear warm-up) and what the HF Trainer needs for a
 token-weighted loss: ``remove_unused_columns=False`` (the batch carries ``index``),
 ``average_tokens_across_devices=True`` (exact global token normalisation, see
-``tokenweight.train.trainer``), per-step logging, safetensors checkpoints with optimizer state (for
-``--resume``), and non-padding input-token counting (kept in the checkpoint, so token totals
+``tokenweight.train.trainer``), per-step logging, safetensors checkpoints with optimizer state (so
+that the same command continues an interrupted run: ``tokenweight.train.runner``), and non-padding
+input-token counting (kept in the checkpoint, so token totals
 survive a resume). Multi-GPU strategies come from the launcher (``accelerate launch --config_file
 ...``/``torchrun``) or from ``deepspeed`` (a DeepSpeed config: a JSON/YAML file or the name of a
 config shipped in ``tokenweight/configs/deepspeed/``).

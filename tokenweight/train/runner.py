@@ -155,11 +155,12 @@ def _inspect(work: Path, settings: dict) -> tuple[str, Path | None, dict | None]
 
 
 def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False) -> RunPlan:
-    """Decide what the training command for run folder ``out`` does; reads, never writes.
+    """Decide what the training command for run folder ``out`` does; never writes the folder.
 
     ``settings``: what identifies the run (keys in :data:`RESUMABLE_CHANGES` are ignored); it is
     compared, key by key, with the settings the folder was started with. Cheap (a few small JSON
     files), so call it before loading a model; :func:`run_training` plans again under the lock.
+    A folder that another process is writing is refused (:func:`tokenweight.io_utils.output_lock`).
 
     - ``out`` missing or empty: ``fresh``.
     - started or finished with the same settings: ``resume`` from the last complete checkpoint,
@@ -173,6 +174,9 @@ def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False)
     new = comparable_settings(settings)
     if out.exists() and not out.is_dir():
         raise UsageError(f"run folder {str(out)!r} is a file: pass a folder as --out")
+    if out.parent.is_dir():  # another process writing ``out`` is refused now, before a model is loaded
+        with output_lock(out):
+            pass
     if force:
         work = staging_dir(out)
         old = _recorded(work)
