@@ -1,34 +1,4 @@
-"""Frozen short-context scores: computed once, cached on disk, resumable, multi-process.
-
-With a *frozen* scorer (docs/METHOD.md), ``L_short`` does not change during training, so it is computed
-once for the whole training split and read back by dataset index at every step. At the paper's
-scale this is hours of GPU time, so the cache is built to survive kills and to split across GPUs:
-
-Layout of a cache folder ``OUT/``::
-
-    meta.json                      written first: identity of the scores (below) and the layout
-    shards/00000.safetensors ...   shard i = sequences [i*K, min((i+1)*K, N)): "nll" [k, n-1]
-                                   float32 and "lengths" [k] int32; its header repeats the cache
-                                   fingerprint and its range, so a stray file is never mistaken
-    complete.json                  written last, once every shard is present: the sha256 and size
-                                   of every shard, checked when a process first reads the shard
-
-Every file is written atomically (``tokenweight.io_utils``), so a killed run leaves only whole
-shards; a rerun with the same options skips them (nothing recomputed, lost or duplicated) and
-recomputes shards whose bytes differ from complete.json's checksums. One process writes a cache at a
-time (``tokenweight.io_utils.output_lock``); ``force`` builds the new cache in the hidden sibling
-``.OUT.force`` and moves it onto ``OUT`` when complete, so the old one stays usable until then. Under
-``torchrun``/``accelerate launch`` shard ``i`` belongs to rank ``i % world_size``; rank 0 writes
-``meta.json`` before and ``complete.json`` after a barrier. Batches never straddle shards, so the
-numbers do not depend on how many processes computed them (bitwise, for fp32 on CPU).
-
-Identity (``meta.json``; a cache whose identity differs from what a caller asks for is refused):
-``data`` (fingerprint of the prepared folder's manifest), ``split``, ``n_sequences``, ``n``,
-``tokenizer`` (digest of the vocabulary and special tokens), ``scorer`` (digest of the scorer's
-``config.json`` and weight files: whole files up to 32 MiB, above that the size and 32 blocks of
-1 MiB spread evenly over the file -- fine-tuning changes every block, yet at most 32 MiB per file is
-read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
-"""
+"""Computing a score cache: shards scored by every rank, checked, completed (resumable, lockable)."""
 
 from __future__ import annotations
 
@@ -38,8 +8,6 @@ import math
 import os
 import shutil
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -47,7 +15,6 @@ from typing import Any
 
 from tokenweight.errors import UsageError
 from tokenweight.identity import (
-    check_same_tokenizer,
     has_tokenizer,
     is_hub_id,
     load_tokenizer,
@@ -56,234 +23,21 @@ from tokenweight.identity import (
     tokenizer_digest,
 )
 from tokenweight.io_utils import atomic_write_bytes, atomic_write_json, fingerprint
-from tokenweight.scoring import default_stride, windows_per_pass  # noqa: F401 (default_stride: re-exported)
-
-FORMAT = 1
-META, COMPLETE, SHARDS = "meta.json", "complete.json", "shards"
-#: identity fields, in the order a mismatch is reported (the first one that differs is named)
-IDENTITY = (
-    "data",
-    "split",
-    "n",
-    "n_sequences",
-    "window",
-    "stride",
-    "dtype",
-    "tokenizer",
-    "scorer",
-    "bos_token_id",
-    "shard_size",
+from tokenweight.scorecache.layout import (
+    COMPLETE,
+    FORMAT,
+    META,
+    SHARDS,
+    _first_difference,
+    _read_json,
+    _shard_names,
+    _shard_ok,
+    _shard_path,
+    check_scorer_tokenizer,
+    default_shard_size,
+    shard_ranges,
 )
-_HINT = {
-    "window": "--window",
-    "stride": "--stride",
-    "dtype": "--dtype",
-    "split": "--split",
-    "shard_size": "--shard-size",
-}
-
-
-# ----------------------------------------------------------------------------- defaults, layout
-
-
-def default_shard_size(n: int) -> int:
-    """Sequences per shard: about 256k tokens (1 MiB of float32 scores) per shard file."""
-    return max(1, (1 << 18) // max(n, 1))
-
-
-def shard_ranges(n_sequences: int, shard_size: int) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]``: shard i holds sequences ``start … stop-1``."""
-    return [(a, min(a + shard_size, n_sequences)) for a in range(0, n_sequences, shard_size)]
-
-
-def _shard_path(root: Path, i: int) -> Path:
-    return root / SHARDS / f"{i:05d}.safetensors"
-
-
-def _shard_ok(path: Path, fp: str, start: int, stop: int) -> bool:
-    """True when ``path`` is a finished shard of this cache covering exactly ``[start, stop)``."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return False
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            m = f.metadata() or {}
-    except Exception:  # unreadable: recompute it (atomic writes make this a foreign file)
-        return False
-    return m.get("fingerprint") == fp and m.get("start") == str(start) and m.get("stop") == str(stop)
-
-
-# ----------------------------------------------------------------------------- fingerprints
-
-
-def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_name: str) -> None:
-    """Refuse a scorer that cannot score the data's token ids with the data's meaning.
-
-    Its embedding matrix must cover the data's vocabulary (a larger one is fine: padded
-    matrices are common), and a tokenizer saved with it must be the same tokenizer
-    (:func:`tokenweight.identity.check_same_tokenizer`: same vocabulary mapping and BOS/EOS/UNK).
-    """
-    need = len(data_tok)
-    if scorer_vocab_size < need:
-        raise UsageError(
-            f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
-            f"tokenizer has {need}: score with a model trained with the data's tokenizer"
-        )
-    if scorer_tok is not None:
-        check_same_tokenizer(
-            scorer_tok,
-            data_tok,
-            name=f"scorer {scorer_name!r}",
-            ref_name="the data",
-            fix="score with a model that shares the data's tokenizer",
-        )
-
-
-def _first_difference(have: dict, want: dict) -> str | None:
-    """The first identity field (in ``IDENTITY`` order) present in ``want`` where ``have`` differs."""
-    return next((k for k in IDENTITY if k in want and have.get(k) != want[k]), None)
-
-
-def _stale_message(path: Path, have: dict, want: dict, who: str) -> str:
-    k = _first_difference(have, want)
-    fix = f"with {_HINT[k]} {want[k]}" if k in _HINT else "with the same --data and --scorer"
-    return (
-        f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
-        f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache"
-    )
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-class ScoreCache:
-    """A complete, validated score cache: ``read(indices) -> Tensor[len(indices), n-1]`` float32.
-
-    Entry ``[r, j]`` is the short-context NLL of token ``j+1`` of sequence ``indices[r]`` of the
-    cached split (0 past the sequence's end), aligned like ``token_nll``. Shards are memory-mapped
-    and only the requested rows are read; the object pickles (for DataLoader workers).
-    """
-
-    _MAX_OPEN = 16
-
-    def __init__(self, path: Path, meta: dict, checksums: dict | None = None):
-        self.path, self.meta, self.checksums = Path(path), meta, checksums or {}
-        self.n_sequences, self.n = int(meta["n_sequences"]), int(meta["n"])
-        self.shard_size = int(meta["shard_size"])
-        self._handles: OrderedDict = OrderedDict()
-
-    @classmethod
-    def open(cls, path: str | os.PathLike, expect: dict | None = None, who: str = "training") -> ScoreCache:
-        """Open the cache at ``path``; ``expect``: identity fields the caller requires (any of
-        ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line)."""
-        path = Path(path)
-        if expect and (unknown := sorted(set(expect) - set(IDENTITY))):
-            raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
-        if not (path / META).is_file():
-            raise UsageError(
-                f"{str(path)!r} is not a score cache (no {META}): create it with `tokenweight score --out {path}`"
-            )
-        meta = _read_json(path / META) or {}
-        if meta.get("format") != FORMAT:
-            raise UsageError(
-                f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
-                f"{FORMAT}: recompute it with `tokenweight score --force`"
-            )
-        if expect and _first_difference(meta, expect):
-            raise UsageError(_stale_message(path, meta, expect, who))
-        ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
-        done = _read_json(path / COMPLETE)  # None when missing, or cut by a kill of an older version
-        ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
-        sums = (done or {}).get("checksums") or {}
-        if (
-            not done
-            or done.get("fingerprint") != meta["fingerprint"]
-            or not all(ok)
-            or set(sums) != set(_shard_names(meta))
-        ):
-            have = sum(ok)
-            raise UsageError(
-                f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards"
-                f"{'' if sums or not all(ok) else ', no checksums'}): rerun `tokenweight score` with the same "
-                "options to finish it"
-            )
-        return cls(path, meta, sums)
-
-    def __len__(self) -> int:
-        return self.n_sequences
-
-    def __getstate__(self):
-        return {"path": self.path, "meta": self.meta, "checksums": self.checksums}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"], state["meta"], state.get("checksums"))
-
-    def _handle(self, shard: int):
-        """The open shard; the first time a process opens it, its bytes are checked against the
-        sha256 in complete.json (a damaged shard is refused: one line naming it and the fix)."""
-        from safetensors import safe_open
-
-        from tokenweight.io_utils import check_file
-
-        if shard in self._handles:
-            self._handles.move_to_end(shard)
-        else:
-            path = _shard_path(self.path, shard)
-            c = self.checksums.get(f"{SHARDS}/{path.name}")
-            if c is not None:
-                check_file(
-                    path,
-                    c["sha256"],
-                    size=c.get("bytes"),
-                    what="score cache shard",
-                    fix=f"rerun `tokenweight score --out {self.path}` with the same options (it recomputes "
-                    "damaged shards), or with --force",
-                )
-            self._handles[shard] = safe_open(str(path), framework="pt")
-            while len(self._handles) > self._MAX_OPEN:
-                self._handles.popitem(last=False)
-        return self._handles[shard]
-
-    def read(self, indices: Sequence[int] | Any):
-        """Short-context NLL of the given sequences: ``[len(indices), n-1]`` float32 (CPU)."""
-        import torch
-
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).tolist()
-        out = torch.empty(len(idx), max(self.n - 1, 0), dtype=torch.float32)
-        for r, i in enumerate(idx):
-            if not 0 <= i < self.n_sequences:
-                raise UsageError(
-                    f"score cache {str(self.path)!r} covers sequences 0..{self.n_sequences - 1} of split "
-                    f"{self.meta['split']!r} but sequence {i} was asked for: rerun `tokenweight score "
-                    "--force` without --max-sequences (or with a larger one)"
-                )
-            s, row = divmod(i, self.shard_size)
-            out[r] = self._handle(s).get_slice("nll")[row : row + 1][0]
-        return out
-
-
-def verify(
-    cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices: Sequence[int], batch_size: int | None = None
-) -> float:
-    """Recompute ``short_context_nll`` for ``sequences`` (dataset rows ``indices``) one at a time
-    and return the largest absolute difference to the cache (nats). Batching differs from the
-    cache's, so expect float rounding (~1e-6 in fp32), not 0."""
-    import torch
-
-    from tokenweight.scoring import short_context_nll
-
-    got = cache.read(indices)
-    worst = 0.0
-    m = cache.meta
-    for r, seq in enumerate(sequences):
-        ids = torch.tensor([list(seq)], dtype=torch.long)
-        ref = short_context_nll(
-            model, ids, m["window"], m["stride"], bos_token_id=m["bos_token_id"], batch_size=batch_size
-        )[0].cpu()
-        worst = max(worst, float((got[r, : ref.shape[0]] - ref).abs().max()) if ref.numel() else 0.0)
-    return worst
-
+from tokenweight.scoring import default_stride, windows_per_pass
 
 # ----------------------------------------------------------------------------- computing
 
@@ -322,14 +76,6 @@ def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.force"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _prepare_out(out: Path, meta: dict, force: bool) -> tuple[Path, bool]:
     """Rank 0, holding the lock: ``(folder to write, already complete)``.
 
@@ -362,10 +108,6 @@ def _prepare_out(out: Path, meta: dict, force: bool) -> tuple[Path, bool]:
     for p in (work / SHARDS).glob(".*.tmp"):  # temporaries of a killed run
         p.unlink(missing_ok=True)
     return work, _check_complete(work, meta)
-
-
-def _shard_names(meta: dict) -> list[str]:
-    return [f"{SHARDS}/{i:05d}.safetensors" for i in range(len(shard_ranges(meta["n_sequences"], meta["shard_size"])))]
 
 
 def _check_complete(work: Path, meta: dict) -> bool:

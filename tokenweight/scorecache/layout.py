@@ -1,0 +1,118 @@
+"""The score cache's on-disk layout and identity: constants, shard ranges, stale-cache messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenweight.errors import UsageError
+from tokenweight.identity import (
+    check_same_tokenizer,
+)
+
+FORMAT = 1
+META, COMPLETE, SHARDS = "meta.json", "complete.json", "shards"
+#: identity fields, in the order a mismatch is reported (the first one that differs is named)
+IDENTITY = (
+    "data",
+    "split",
+    "n",
+    "n_sequences",
+    "window",
+    "stride",
+    "dtype",
+    "tokenizer",
+    "scorer",
+    "bos_token_id",
+    "shard_size",
+)
+_HINT = {
+    "window": "--window",
+    "stride": "--stride",
+    "dtype": "--dtype",
+    "split": "--split",
+    "shard_size": "--shard-size",
+}
+
+
+# ----------------------------------------------------------------------------- defaults, layout
+
+
+def default_shard_size(n: int) -> int:
+    """Sequences per shard: about 256k tokens (1 MiB of float32 scores) per shard file."""
+    return max(1, (1 << 18) // max(n, 1))
+
+
+def shard_ranges(n_sequences: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: shard i holds sequences ``start … stop-1``."""
+    return [(a, min(a + shard_size, n_sequences)) for a in range(0, n_sequences, shard_size)]
+
+
+def _shard_path(root: Path, i: int) -> Path:
+    return root / SHARDS / f"{i:05d}.safetensors"
+
+
+def _shard_ok(path: Path, fp: str, start: int, stop: int) -> bool:
+    """True when ``path`` is a finished shard of this cache covering exactly ``[start, stop)``."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            m = f.metadata() or {}
+    except Exception:  # unreadable: recompute it (atomic writes make this a foreign file)
+        return False
+    return m.get("fingerprint") == fp and m.get("start") == str(start) and m.get("stop") == str(stop)
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_name: str) -> None:
+    """Refuse a scorer that cannot score the data's token ids with the data's meaning.
+
+    Its embedding matrix must cover the data's vocabulary (a larger one is fine: padded
+    matrices are common), and a tokenizer saved with it must be the same tokenizer
+    (:func:`tokenweight.identity.check_same_tokenizer`: same vocabulary mapping and BOS/EOS/UNK).
+    """
+    need = len(data_tok)
+    if scorer_vocab_size < need:
+        raise UsageError(
+            f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
+            f"tokenizer has {need}: score with a model trained with the data's tokenizer"
+        )
+    if scorer_tok is not None:
+        check_same_tokenizer(
+            scorer_tok,
+            data_tok,
+            name=f"scorer {scorer_name!r}",
+            ref_name="the data",
+            fix="score with a model that shares the data's tokenizer",
+        )
+
+
+def _first_difference(have: dict, want: dict) -> str | None:
+    """The first identity field (in ``IDENTITY`` order) present in ``want`` where ``have`` differs."""
+    return next((k for k in IDENTITY if k in want and have.get(k) != want[k]), None)
+
+
+def _stale_message(path: Path, have: dict, want: dict, who: str) -> str:
+    k = _first_difference(have, want)
+    fix = f"with {_HINT[k]} {want[k]}" if k in _HINT else "with the same --data and --scorer"
+    return (
+        f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
+        f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache"
+    )
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _shard_names(meta: dict) -> list[str]:
+    return [f"{SHARDS}/{i:05d}.safetensors" for i in range(len(shard_ranges(meta["n_sequences"], meta["shard_size"])))]

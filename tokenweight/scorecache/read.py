@@ -1,0 +1,155 @@
+"""Reading a complete score cache: :class:`ScoreCache` (validated, memory-mapped) and :func:`verify`."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenweight.errors import UsageError
+from tokenweight.scorecache.layout import (
+    COMPLETE,
+    FORMAT,
+    IDENTITY,
+    META,
+    SHARDS,
+    _first_difference,
+    _read_json,
+    _shard_names,
+    _shard_ok,
+    _shard_path,
+    _stale_message,
+    shard_ranges,
+)
+
+# ----------------------------------------------------------------------------- reading
+
+
+class ScoreCache:
+    """A complete, validated score cache: ``read(indices) -> Tensor[len(indices), n-1]`` float32.
+
+    Entry ``[r, j]`` is the short-context NLL of token ``j+1`` of sequence ``indices[r]`` of the
+    cached split (0 past the sequence's end), aligned like ``token_nll``. Shards are memory-mapped
+    and only the requested rows are read; the object pickles (for DataLoader workers).
+    """
+
+    _MAX_OPEN = 16
+
+    def __init__(self, path: Path, meta: dict, checksums: dict | None = None):
+        self.path, self.meta, self.checksums = Path(path), meta, checksums or {}
+        self.n_sequences, self.n = int(meta["n_sequences"]), int(meta["n"])
+        self.shard_size = int(meta["shard_size"])
+        self._handles: OrderedDict = OrderedDict()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, expect: dict | None = None, who: str = "training") -> ScoreCache:
+        """Open the cache at ``path``; ``expect``: identity fields the caller requires (any of
+        ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line)."""
+        path = Path(path)
+        if expect and (unknown := sorted(set(expect) - set(IDENTITY))):
+            raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
+        if not (path / META).is_file():
+            raise UsageError(
+                f"{str(path)!r} is not a score cache (no {META}): create it with `tokenweight score --out {path}`"
+            )
+        meta = _read_json(path / META) or {}
+        if meta.get("format") != FORMAT:
+            raise UsageError(
+                f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
+                f"{FORMAT}: recompute it with `tokenweight score --force`"
+            )
+        if expect and _first_difference(meta, expect):
+            raise UsageError(_stale_message(path, meta, expect, who))
+        ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
+        done = _read_json(path / COMPLETE)  # None when missing, or cut by a kill of an older version
+        ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
+        sums = (done or {}).get("checksums") or {}
+        if (
+            not done
+            or done.get("fingerprint") != meta["fingerprint"]
+            or not all(ok)
+            or set(sums) != set(_shard_names(meta))
+        ):
+            have = sum(ok)
+            raise UsageError(
+                f"score cache {str(path)!r} is incomplete ({have} of {len(ranges)} shards"
+                f"{'' if sums or not all(ok) else ', no checksums'}): rerun `tokenweight score` with the same "
+                "options to finish it"
+            )
+        return cls(path, meta, sums)
+
+    def __len__(self) -> int:
+        return self.n_sequences
+
+    def __getstate__(self):
+        return {"path": self.path, "meta": self.meta, "checksums": self.checksums}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["meta"], state.get("checksums"))
+
+    def _handle(self, shard: int):
+        """The open shard; the first time a process opens it, its bytes are checked against the
+        sha256 in complete.json (a damaged shard is refused: one line naming it and the fix)."""
+        from safetensors import safe_open
+
+        from tokenweight.io_utils import check_file
+
+        if shard in self._handles:
+            self._handles.move_to_end(shard)
+        else:
+            path = _shard_path(self.path, shard)
+            c = self.checksums.get(f"{SHARDS}/{path.name}")
+            if c is not None:
+                check_file(
+                    path,
+                    c["sha256"],
+                    size=c.get("bytes"),
+                    what="score cache shard",
+                    fix=f"rerun `tokenweight score --out {self.path}` with the same options (it recomputes "
+                    "damaged shards), or with --force",
+                )
+            self._handles[shard] = safe_open(str(path), framework="pt")
+            while len(self._handles) > self._MAX_OPEN:
+                self._handles.popitem(last=False)
+        return self._handles[shard]
+
+    def read(self, indices: Sequence[int] | Any):
+        """Short-context NLL of the given sequences: ``[len(indices), n-1]`` float32 (CPU)."""
+        import torch
+
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).tolist()
+        out = torch.empty(len(idx), max(self.n - 1, 0), dtype=torch.float32)
+        for r, i in enumerate(idx):
+            if not 0 <= i < self.n_sequences:
+                raise UsageError(
+                    f"score cache {str(self.path)!r} covers sequences 0..{self.n_sequences - 1} of split "
+                    f"{self.meta['split']!r} but sequence {i} was asked for: rerun `tokenweight score "
+                    "--force` without --max-sequences (or with a larger one)"
+                )
+            s, row = divmod(i, self.shard_size)
+            out[r] = self._handle(s).get_slice("nll")[row : row + 1][0]
+        return out
+
+
+def verify(
+    cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices: Sequence[int], batch_size: int | None = None
+) -> float:
+    """Recompute ``short_context_nll`` for ``sequences`` (dataset rows ``indices``) one at a time
+    and return the largest absolute difference to the cache (nats). Batching differs from the
+    cache's, so expect float rounding (~1e-6 in fp32), not 0."""
+    import torch
+
+    from tokenweight.scoring import short_context_nll
+
+    got = cache.read(indices)
+    worst = 0.0
+    m = cache.meta
+    for r, seq in enumerate(sequences):
+        ids = torch.tensor([list(seq)], dtype=torch.long)
+        ref = short_context_nll(
+            model, ids, m["window"], m["stride"], bos_token_id=m["bos_token_id"], batch_size=batch_size
+        )[0].cpu()
+        worst = max(worst, float((got[r, : ref.shape[0]] - ref).abs().max()) if ref.numel() else 0.0)
+    return worst
