@@ -1,0 +1,376 @@
+"""The experiment: :class:`Demo` builds each stage's config from its profile and runs the stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tokenweight.demo.base import BaseModelSteps
+from tokenweight.demo.profiles import SCHEMES, SPARSE_KAPPA_WHY, Profile, torch_threads
+from tokenweight.errors import UsageError
+from tokenweight.io_utils import atomic_write_json
+
+
+@dataclass
+class Demo(BaseModelSteps):
+    out: Path
+    profile: Profile
+    schemes: tuple = SCHEMES
+    skip_gate: bool = False
+    #: a shipped base model folder (:data:`SHIPPED_BASES`, with its BASE.json) to use instead of
+    #: pretraining: the pretraining data is still prepared, with its tokenizer, and ``base/model``
+    #: becomes a copy of it; None: pretrain the base model here
+    shipped_base: Path | None = None
+    stage_times: dict = field(default_factory=dict)
+    _record: dict | None = field(default=None, init=False, repr=False)  # the shipped base's checked BASE.json
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def pre_data(self) -> Path:
+        return self.out / "data" / "pretrain"
+
+    @property
+    def ext_data(self) -> Path:
+        return self.out / "data" / "extend"
+
+    @property
+    def base(self) -> Path:
+        return self.out / "base"
+
+    @property
+    def warmup(self) -> Path:
+        return self.out / "warmup"
+
+    @property
+    def scores(self) -> Path:
+        return self.out / "scores"
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.out / "runs" / f"{name}-seed{seed}"
+
+    # ---------------------------------------------------------------- the stage configs
+    def prepare_configs(self) -> list:
+        from tokenweight.data.pipeline import PrepareConfig
+
+        p = self.profile
+        low = max(8, p.window // 16)
+        pre = PrepareConfig(
+            out=str(self.pre_data),
+            corpus="stdlib",
+            n=p.window,
+            # the shipped base's own tokenizer (the one prepare trains here: BASE.json), so that ids match
+            tokenizer=None if self.shipped_base is None else str(self.shipped_base),
+            vocab_size=p.vocab_size,
+            max_tokens=p.pretrain_tokens,
+            episodes_per_1k=p.episodes_per_1k,
+            episode_distance=f"{low}:{p.window - 16}",
+        )
+        ext = PrepareConfig(
+            out=str(self.ext_data),
+            corpus="stdlib",
+            n=p.n,
+            tokenizer=str(self.pre_data / "tokenizer"),
+            after=str(self.pre_data),
+            max_tokens=p.extend_tokens,
+            episodes_per_1k=p.episodes_per_1k,
+            episode_distance=f"{low}:{p.n - 16}",
+        )
+        return [pre, ext]
+
+    def warmup_config(self):
+        """The induction warm-up (None when the profile has none)."""
+        from tokenweight.train.config import PretrainConfig
+
+        p = self.profile
+        if not p.copy_steps:
+            return None
+        return PretrainConfig(
+            init=p.preset,
+            data=str(self.pre_data),
+            out=str(self.warmup),
+            task="copy",
+            window=p.window,
+            copy_length=p.copy_length,
+            max_steps=p.copy_steps,
+            batch_size=p.copy_batch,
+            lr=p.copy_lr,
+            lr_scheduler="constant_with_warmup",
+            warmup_steps=max(1, p.copy_steps // 25),
+            save_steps=max(1, p.copy_steps // 2),
+        )
+
+    def pretrain_config(self):
+        from tokenweight.train.config import PretrainConfig
+
+        p = self.profile
+        start = {"model": str(self.warmup / "model")} if p.copy_steps else {"init": p.preset}
+        return PretrainConfig(
+            **start,
+            data=str(self.pre_data),
+            out=str(self.base),
+            window=p.window,
+            max_steps=p.pretrain_steps,
+            batch_size=p.pretrain_batch,
+            lr=p.pretrain_lr,
+            warmup_steps=max(1, p.pretrain_steps // 20),
+            save_steps=max(1, p.pretrain_steps // 3),
+            copy_fraction=p.copy_fraction,
+            copy_length=p.copy_length if p.copy_fraction else None,
+        )
+
+    def score_config(self):
+        from tokenweight.stages.score import ScoreConfig
+
+        return ScoreConfig(
+            data=str(self.ext_data),
+            scorer=str(self.base / "model"),
+            out=str(self.scores),
+            window=self.profile.window,
+            device="cpu",
+        )
+
+    def train_config(self, name: str, scheme: str, scorer: str, seed: int):
+        from tokenweight.train.config import TrainConfig
+
+        p = self.profile
+        return TrainConfig(
+            model=str(self.base / "model"),
+            data=str(self.ext_data),
+            out=str(self.run_dir(name, seed)),
+            scheme=scheme,
+            scorer=scorer,
+            scores=str(self.scores) if scorer == "frozen" else None,
+            window=p.window,
+            max_steps=p.extend_steps,
+            batch_size=p.extend_batch,
+            lr=p.extend_lr,
+            seed=seed,
+            warmup_steps=max(1, p.extend_steps // 10),
+            save_steps=max(1, p.extend_steps // 2),
+        )
+
+    def eval_config(self):
+        from tokenweight.evaluate.runner import EvalConfig
+
+        p = self.profile
+        models = self.models()
+        return EvalConfig(
+            models=list(models.values()),
+            names=list(models),
+            data=str(self.ext_data),
+            out=str(self.out / "eval"),
+            lengths=list(p.eval_lengths),
+            tasks=list(p.eval_tasks),
+            num_samples=p.eval_samples,
+            window=p.window,
+            evaluator="base",
+            max_sequences=p.eval_sequences,
+            generation=p.eval_generation,
+            depths=list(p.eval_depths),
+            seed=0,
+        )
+
+    def report_config(self, gate: dict):
+        from tokenweight.stages.report import ReportConfig
+
+        p = self.profile
+        settings = {
+            "profile": p.name,
+            **{k: v for k, v in asdict(p).items() if k != "name"},
+            "schemes": [list(s) for s in self.schemes],
+            "sparse_kappa_why": SPARSE_KAPPA_WHY,
+            "base_model": self.base_settings(),
+            "gate": gate,
+            "stage_seconds": self.stage_times,
+        }
+        machine = {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch_threads(),
+        }
+        return ReportConfig(
+            runs=[str(self.run_dir(name, seed)) for seed in range(p.seeds) for name, _, _ in self.schemes],
+            evaluation=str(self.out / "eval"),
+            base="base",
+            out=str(self.out / "report"),
+            heatmap_model=str(self.run_dir(self.schemes[0][0], 0) / "model"),
+            heatmap_scorer=str(self.base / "model"),
+            heatmap_data=str(self.ext_data),
+            window=p.window,
+            schemes=sorted({s for _, s, _ in self.schemes}),
+            settings=settings,
+            machine=machine,
+        )
+
+    def models(self) -> dict[str, str]:
+        models = {"base": str(self.base / "model")}
+        for seed in range(self.profile.seeds):
+            for name, _, _ in self.schemes:
+                models[f"{name}-seed{seed}"] = str(self.run_dir(name, seed) / "model")
+        return models
+
+    # ---------------------------------------------------------------- helpers
+    def __post_init__(self):
+        # wall time per stage, summed over every invocation of this demo folder (a demo resumed
+        # after an interruption or after the gate still reports what all of it took)
+        path = self.out / "stage_seconds.json"
+        if path.is_file():
+            self.stage_times = {**json.loads(path.read_text()), **self.stage_times}
+
+    def _timed(self, stage: str, fn, config):
+        t = time.perf_counter()
+        try:
+            return fn(config)
+        finally:
+            self.stage_times[stage] = round(self.stage_times.get(stage, 0.0) + time.perf_counter() - t, 3)
+            atomic_write_json(self.out / "stage_seconds.json", self.stage_times)
+
+    def _say(self, msg: str) -> None:
+        print(f"[demo] {msg}", flush=True)
+
+    # ---------------------------------------------------------------- stages
+    def prepare(self) -> None:
+        from tokenweight.stages.prepare import prepare
+
+        results = [self._timed("prepare", prepare, config) for config in self.prepare_configs()]
+        state = "prepared" if any(r.wrote for r in results) else "up to date:"
+        self._say(f"{state} {self.pre_data} (n={self.profile.window}) and {self.ext_data} (n={self.profile.n})")
+
+    def pretrain(self) -> None:
+        from tokenweight.stages.pretrain import pretrain
+
+        if self.shipped_base is not None:
+            self._timed("base", lambda _: self.install_shipped_base(), None)
+            return
+        warmup = self.warmup_config()
+        if warmup is not None:
+            self._timed("pretrain", pretrain, warmup)
+        self._timed("pretrain", pretrain, self.pretrain_config())
+
+    def score(self) -> None:
+        from tokenweight.stages.score import score
+
+        self._timed("score", score, self.score_config())
+
+    def extend(self) -> None:
+        from tokenweight.stages.train import train
+
+        for seed in range(self.profile.seeds):
+            for name, scheme, scorer in self.schemes:
+                result = self._timed("train", train, self.train_config(name, scheme, scorer, seed))
+                self._say(f"{name} seed {seed}: {'already trained' if result.already_done else 'trained'}")
+
+    def evaluate(self) -> dict:
+        from tokenweight.stages.evaluate import evaluate
+
+        # per-model entries are cached under eval/.cache: unchanged models are not evaluated again
+        return self._timed("eval", evaluate, self.eval_config()).results
+
+    def gate(self) -> dict:
+        """Can the base model copy? Episode recall on held-out pretraining sequences (all closer than w).
+
+        Context extension can only teach a model to copy from further away if it can copy at all;
+        a base model that fails here makes every long-context comparison meaningless, so the demo
+        checks this right after pretraining, before spending time on the extension runs.
+        """
+        import torch
+
+        from tokenweight.data import load_prepared
+        from tokenweight.evaluate.episodes import score_episodes
+        from tokenweight.models import load_model
+
+        cached = self.out / "gate.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        ds, _ = load_prepared(self.pre_data)
+        val = ds["validation"].select(range(min(self.profile.gate_sequences, len(ds["validation"]))))
+        model = load_model(str(self.base / "model"))
+        scores = []
+        with torch.no_grad():
+            for i in range(0, len(val), 16):
+                rows = val[i : i + 16]
+                scores += score_episodes(model.eval(), torch.tensor(rows["input_ids"]), rows["episodes"])
+        tokens = sum(s["tokens"] for s in scores)
+        result = {
+            "episodes": len(scores),
+            "token_accuracy": sum(s["correct"] for s in scores) / tokens if tokens else None,
+            "exact_match": sum(s["exact"] for s in scores) / len(scores) if scores else None,
+            "threshold": self.profile.gate,
+        }
+        atomic_write_json(cached, result)
+        return result
+
+    def report(self, gate: dict) -> Path:
+        from tokenweight.stages.report import report
+
+        return report(self.report_config(gate)).out
+
+    # ---------------------------------------------------------------- all
+    def _check_settings(self) -> None:
+        """A demo folder belongs to one profile: refuse to mix stages made with other settings."""
+        settings = {
+            "profile": asdict(self.profile),
+            "schemes": [list(s) for s in self.schemes],
+            "base_model": self.base_settings(),
+        }
+        path = self.out / "demo_settings.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            new = json.loads(json.dumps(settings))
+            if old != new:
+                diff = sorted(k for k in new["profile"] if old.get("profile", {}).get(k) != new["profile"][k])
+                diff += [k for k in ("schemes", "base_model") if old.get(k) != new[k]]
+                raise UsageError(
+                    f"--out {str(self.out)!r} holds a demo made with other settings "
+                    f"({', '.join(diff) or 'schemes'} differ): use another --out, or delete it to start over"
+                )
+        else:
+            atomic_write_json(path, settings)
+
+    def base_ready(self) -> dict:
+        """Prepare, pretrain (or install the shipped base) and pass the gate: the gate's result."""
+        if self.shipped_base is not None:
+            self.shipped_record()  # refuse a missing or altered asset before anything is written
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_settings()
+        self.prepare()
+        self.pretrain()
+        gate = self.gate()
+        p = self.profile
+        acc = gate["token_accuracy"]
+        self._say(
+            f"base model ready: {self.base / 'model'}; gate: recalls {acc if acc is None else round(acc, 3)} "
+            f"of episode-value digits closer than w={p.window} ({gate['episodes']} episodes, "
+            f"exact match {gate['exact_match']}; threshold {p.gate})"
+        )
+        gate["passed"] = p.gate is None or (acc is not None and acc >= p.gate)
+        if not gate["passed"] and self.skip_gate:
+            self._say(
+                "gate FAILED; continuing because of --skip-gate: the comparison below is not evidence "
+                "about long-range learning, since the base model cannot copy even at short range"
+            )
+        elif not gate["passed"]:
+            recalled = "no" if acc is None else f"{acc:.3f}"
+            raise UsageError(
+                f"the base model is too weak: it recalls {recalled} of the injected value digits closer than "
+                f"w={p.window} tokens (gate: {p.gate}), so context extension cannot be judged on it: train the "
+                "induction warm-up or the base model longer (--copy-steps, --pretrain-steps; README 'What the demo "
+                "measured'), or pass --skip-gate to run the comparison anyway"
+                + ("" if self.shipped_base is None else " (the shipped base model: add --from-scratch to pretrain one)")
+            )
+        return gate
+
+    def run(self) -> Path:
+        t0 = time.perf_counter()
+        gate = self.base_ready()
+        self.score()
+        self.extend()
+        self.evaluate()
+        out = self.report(gate)
+        self._say(f"done in {time.perf_counter() - t0:.0f} s: report at {out / 'index.html'}")
+        return out
