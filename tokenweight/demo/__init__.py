@@ -72,7 +72,10 @@ __all__ = [
 
 def run_demo(config: DemoConfig) -> Path:
     """The whole experiment of ``config`` (the library entry of ``tokenweight demo``)."""
+    from tokenweight.train.setup import quiet_progress_bars
+
     config.validate()
+    quiet_progress_bars()  # no library loading bars in logs (stderr not a terminal); ours stay
     if config.threads:
         import torch
 
