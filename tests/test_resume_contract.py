@@ -24,10 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent / "train")]
-from test_scorecache import make_scorer  # noqa: E402
-from train_helpers import make_prepared  # noqa: E402
-
+from tests.test_scorecache import make_scorer
+from tests.train.train_helpers import make_prepared
 from tokenweight.cli.main import main  # noqa: E402
 from tokenweight.errors import UsageError  # noqa: E402
 from tokenweight.io_utils import lock_path, output_lock  # noqa: E402

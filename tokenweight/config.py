@@ -23,6 +23,8 @@ import math
 import typing
 from typing import Any
 
+from tokenweight.models import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
+
 _MISSING = dataclasses.MISSING
 
 
@@ -78,6 +80,51 @@ class StageConfig:
 
     def replace(self, **changes) -> StageConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: the argument group of the runtime options in ``--help``
+RUNTIME_GROUP = "runtime (where and how models run)"
+
+
+@dataclasses.dataclass
+class RuntimeOptions:
+    """The runtime options, the same on every stage that runs a model (score, pretrain, train,
+    eval, demo; ``tokenweight show`` has the same flags): a mixin of the stage configs
+    (``class ScoreConfig(RuntimeOptions, StageConfig)``). The rules (what runs where, what ``auto``
+    means) live once, in :func:`tokenweight.models.resolve_runtime`; :meth:`runtime` applies them.
+    ``RUNTIME_TRAINING``: the stage trains, so ``dtype`` is mixed precision (float32 master weights).
+    """
+
+    RUNTIME_TRAINING: typing.ClassVar[bool] = False
+
+    device: str = option(
+        "auto", "torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:N", group=RUNTIME_GROUP
+    )
+    dtype: str = option(
+        "float32",
+        "compute dtype of the model (on CPU: float32 and bfloat16; float16 for inference only)",
+        choices=RUNTIME_DTYPES,
+        group=RUNTIME_GROUP,
+    )
+    attn_implementation: str = option(
+        "auto",
+        "attention: auto = the best the model supports (flash_attention_2 with the flash_attn package on CUDA "
+        "in 16-bit, else sdpa, else eager)",
+        choices=ATTN_IMPLEMENTATIONS,
+        group=RUNTIME_GROUP,
+    )
+
+    def runtime(self):
+        """The checked :class:`tokenweight.models.Runtime` (ValueError naming the option)."""
+        from tokenweight.models import resolve_runtime
+
+        check_choice(self, "dtype")
+        check_choice(self, "attn_implementation")
+        return resolve_runtime(self.device, self.dtype, self.attn_implementation, training=self.RUNTIME_TRAINING)
+
+    def validate_runtime(self) -> None:
+        """Refuse a combination that cannot run here (``validate()`` of every config with these options)."""
+        self.runtime()
 
 
 def json_ready(value: Any) -> Any:

@@ -7,6 +7,12 @@ with the same error messages and the same defaults:
   not a plausible hub id is a user error (``UsageError``), never a traceback from deep inside
   ``huggingface_hub`` (the rule is :func:`tokenweight.identity.is_hub_id`; tokenizers load with
   :func:`tokenweight.identity.load_tokenizer`).
+- :func:`resolve_runtime` / :class:`Runtime`: the runtime options every stage that runs a model
+  shares (``device``, ``dtype``, ``attn_implementation``; the fields of
+  :class:`tokenweight.config.RuntimeOptions`), checked here once, so that a combination that cannot
+  run (flash-attention on CPU, float16 training on CPU, a device that is not there) is one line
+  before any work starts; :func:`choose_attn_implementation` picks the best attention a model
+  supports (flash_attention_2, else sdpa, else eager: Gemma-2 refuses sdpa) instead of crashing.
 - :data:`PRESETS` / :func:`init_model`: Llama-architecture models from scratch, ~1M to ~60M
   parameters, the CPU-sized stand-ins for "a model pretrained at short context" (the paper's 8k
   Llama-3). Small presets tie input and output embeddings (at these sizes the embedding matrix is
@@ -87,6 +93,169 @@ def theta_for_extension(rope_theta: float, factor: float) -> float:
     return float(rope_theta * factor**THETA_EXPONENT)
 
 
+# ----------------------------------------------------------------------------- runtime
+
+#: compute dtypes of the runtime option ``dtype`` (training: mixed precision with float32 master weights)
+RUNTIME_DTYPES = ("float32", "bfloat16", "float16")
+#: attention implementations of the runtime option ``attn_implementation`` (auto: the best supported)
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a stage runs its models, checked and resolved by :func:`resolve_runtime`.
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (never ``auto``); ``dtype``: one of
+    :data:`RUNTIME_DTYPES`; ``attn_implementation``: one of :data:`ATTN_IMPLEMENTATIONS`, where
+    ``auto`` is decided per model when it is loaded (:func:`choose_attn_implementation`).
+    """
+
+    device: str
+    dtype: str
+    attn_implementation: str
+
+    def load(self, name_or_path):
+        """The model of ``name_or_path`` in this runtime's dtype, on its device, with its attention."""
+        return load_model(
+            name_or_path, dtype=self.dtype, device=self.device, attn_implementation=self.attn_implementation
+        )
+
+    def attention_for(self, model_class, name: str = "") -> str:
+        """The attention implementation a model of ``model_class`` gets here."""
+        return choose_attn_implementation(model_class, self.attn_implementation, self.device, self.dtype, name=name)
+
+
+def flash_attn_installed() -> bool:
+    """Whether the ``flash_attn`` package (what transformers' ``flash_attention_2`` runs) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; any other device is checked
+    (ValueError naming ``device``: not a device, or not present here)."""
+    import torch
+
+    text = str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cpu" and dev.index is None:
+        return "cpu"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA device is available here: use --device cpu (or auto)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s): use cuda:0 to cuda:{count - 1}")
+        return text
+    if dev.type == "mps" and dev.index is None:
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r}: MPS is not available here: use --device cpu (or auto)")
+        return "mps"
+    raise ValueError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
+
+
+def resolve_runtime(
+    device: str = "auto", dtype: str = "float32", attn_implementation: str = "auto", *, training: bool = False
+) -> Runtime:
+    """The checked :class:`Runtime` of a stage's options (the one place of these rules).
+
+    ValueError, its message starting with the option's name, for: an unknown or absent device; a
+    dtype outside :data:`RUNTIME_DTYPES`; bfloat16 on a GPU without it (before Ampere); float16
+    *training* on CPU (accelerate runs fp16 mixed precision on CPU without autocast, i.e. silently
+    in float32); ``cuda:N`` for training (each process trains on its own GPU: choose them with
+    ``CUDA_VISIBLE_DEVICES``); ``flash_attention_2`` without a CUDA device, without the
+    ``flash_attn`` package, or in float32 (it runs in 16-bit only). On CPU every stage runs in
+    float32 and bfloat16, and the inference stages (score, eval, show) also in float16.
+    """
+    import torch
+
+    if dtype not in RUNTIME_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(RUNTIME_DTYPES)}, got {dtype!r}")
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {attn_implementation!r}"
+        )
+    dev = resolve_device(device)
+    kind = dev.split(":")[0]
+    if training and ":" in dev:
+        raise ValueError(
+            f"device {device!r}: training puts each process on its own GPU: pass --device cuda and choose the "
+            "GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    if kind == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"dtype bfloat16: {torch.cuda.get_device_name(dev)} lacks it (it needs an Ampere or newer GPU): "
+            "use --dtype float16 or float32"
+        )
+    if training and kind == "cpu" and dtype == "float16":
+        raise ValueError(
+            "dtype float16 training needs a GPU (on CPU accelerate runs float16 mixed precision without "
+            "autocast, i.e. in float32): use --dtype bfloat16 or float32"
+        )
+    if attn_implementation == "flash_attention_2":
+        if kind != "cuda":
+            raise ValueError(
+                f"attn_implementation flash_attention_2 needs a CUDA device, got device {dev}: use "
+                "--attn-implementation sdpa (or auto), or --device cuda"
+            )
+        if not flash_attn_installed():
+            raise ValueError(
+                "attn_implementation flash_attention_2 needs the flash_attn package, which is not installed: "
+                "pip install flash-attn, or use --attn-implementation sdpa (or auto)"
+            )
+        if dtype == "float32":
+            raise ValueError(
+                "attn_implementation flash_attention_2 runs in bfloat16 or float16, got dtype float32: pass "
+                "--dtype bfloat16, or use --attn-implementation sdpa (or auto)"
+            )
+    return Runtime(dev, dtype, attn_implementation)
+
+
+def causal_lm_class(config):
+    """The ``AutoModelForCausalLM`` class of a model config; None when transformers has none for it."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM._model_mapping[type(config)]
+    except (KeyError, ValueError):
+        return None
+
+
+def choose_attn_implementation(model_class, requested: str, device: str, dtype: str, *, name: str = "") -> str:
+    """The attention implementation a model of ``model_class`` gets (how transformers 5 decides
+    what a class supports: its ``_supports_flash_attn`` and ``_supports_sdpa`` flags).
+
+    ``auto``: ``flash_attention_2`` when the class supports it, the ``flash_attn`` package is
+    installed, the device is CUDA and the dtype is 16-bit; else ``sdpa`` when the class supports it
+    (Llama, Qwen, Mistral, Gemma-3, ...); else ``eager`` (Gemma-2: transformers refuses sdpa for it
+    because sdpa cannot soft-cap attention scores). An explicit implementation the class does not
+    support is a ``UsageError`` naming the fix. ``model_class`` None (a config transformers maps
+    to no causal-LM class): transformers' own default (sdpa, else eager) or the request as given.
+    """
+    if model_class is None:
+        return None if requested == "auto" else requested
+    flash = bool(getattr(model_class, "_supports_flash_attn", False))
+    sdpa = bool(getattr(model_class, "_supports_sdpa", False))
+    best = "sdpa" if sdpa else "eager"
+    if flash and str(device).startswith("cuda") and dtype in ("bfloat16", "float16") and flash_attn_installed():
+        best = "flash_attention_2"
+    if requested == "auto":
+        return best
+    if (requested == "flash_attention_2" and not flash) or (requested == "sdpa" and not sdpa):
+        what = f"model {name!r} ({model_class.__name__})" if name else model_class.__name__
+        raise UsageError(
+            f"{what} does not support attn_implementation {requested}: use --attn-implementation auto "
+            f"(here: {best}) or eager"
+        )
+    return requested
+
+
 def _dtype(dtype: str):
     import torch
 
@@ -100,24 +269,35 @@ def load_model(
     *,
     dtype: str = "float32",
     device: Any = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = "auto",
+    runtime: Runtime | None = None,
 ):
     """Load any HF causal LM (``AutoModelForCausalLM``) from a local folder or a hub id.
 
-    ``dtype``: float32 | bfloat16 | float16 | auto. ``device``: where to move it (None: stays on
-    CPU). sdpa is the default attention: it takes boolean and float masks correctly (eager adds a
-    boolean 4D mask to the scores as 0/1 numbers, which silently masks nothing), and runs forward and
-    backward on CPU.
+    ``dtype``: float32 | bfloat16 | float16 | auto (the weights). ``device``: where to move it (None:
+    stays on CPU; ``"auto"``: cuda when present). ``attn_implementation``: ``auto``/None (the best
+    the model supports for where it runs: :func:`choose_attn_implementation`), ``flash_attention_2``,
+    ``sdpa`` or ``eager``; one the model does not support is a ``UsageError`` naming the fix, before
+    any weight is read. ``runtime``: where the model will run when that is not ``device``/``dtype``
+    (training loads float32 weights on CPU; the Trainer moves them and autocasts to the runtime's
+    dtype): what ``auto`` chooses for. Inference stages call ``Runtime.load`` instead.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch_dtype = _dtype(dtype)
+    if device is not None:
+        device = resolve_device(str(device))
     src = resolve_source(name_or_path, "model")
     local = Path(src).exists()
     if local and not (Path(src) / "config.json").is_file():
         raise UsageError(f"model path {src!r} has no config.json: pass a folder saved with save_pretrained")
     try:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, attn_implementation=attn_implementation)
+        config = AutoConfig.from_pretrained(src)
+        runs_on = runtime or Runtime(device or "cpu", dtype, "auto")
+        attn = choose_attn_implementation(
+            causal_lm_class(config), attn_implementation or "auto", runs_on.device, runs_on.dtype, name=str(src)
+        )
+        model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch_dtype, attn_implementation=attn)
     except (OSError, ValueError) as e:
         if local:
             raise

@@ -13,6 +13,10 @@ the NLL of token ``j+1`` given what precedes it.
   scored (its last ``stride`` positions, fewer for the end-aligned last window), so every scored
   token sees at least ``window - stride`` tokens of context. When ``(n - window) % stride == 0``
   these are exactly the windows of the paper's reference implementation.
+- :func:`truncated_context_nll`: the short context of Fang et al. (LongPPL, LongCE): raw slices of
+  ``trunc_len + sliding_window`` tokens every ``sliding_window`` tokens, each scoring its last
+  ``sliding_window`` targets, the last one cut at the end (:func:`truncated_windows`). The same
+  batched runner as :func:`short_context_nll`.
 
 Why it is fast: all windows of a batch are stacked and run together (windows of equal length need
 no attention mask at all), hidden states are taken from the decoder, and the vocabulary projection
@@ -290,7 +294,23 @@ def short_context_nll(
         return out
     starts_with_bos = (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
     groups = _plan(lengths.tolist(), window, stride, skip_first_window)
-    per_pass = batch_size or windows_per_pass(window)
+    _run_windows(model, input_ids, groups, batch_size or windows_per_pass(window), out, bos_token_id, starts_with_bos)
+    return out
+
+
+def _run_windows(
+    model: nn.Module,
+    input_ids: Tensor,
+    groups: dict[int, list[tuple]],
+    per_pass: int,
+    out: Tensor,
+    bos_token_id: int | None = None,
+    starts_with_bos: list[bool] | None = None,
+) -> None:
+    """Run the windows of ``groups`` (:func:`_plan`'s layout), ``per_pass`` at a time, writing the
+    NLL of every scored target ``t`` into ``out[row, t - 1]``. A window starting after 0 in a row
+    with ``starts_with_bos[row]`` gets ``bos_token_id`` as its first token (docs/METHOD.md, step 1)."""
+    device = input_ids.device
     with _eval_mode(model):
         for length, windows in sorted(groups.items()):
             for batch in _batches(windows, per_pass):
@@ -298,7 +318,7 @@ def short_context_nll(
                 starts = torch.tensor([w[1] for w in batch], device=device)
                 ids = input_ids[rows[:, None], starts[:, None] + torch.arange(length, device=device)]
                 for i, (row, start, _, _) in enumerate(batch):
-                    if start > 0 and starts_with_bos[row]:
+                    if start > 0 and starts_with_bos is not None and starts_with_bos[row]:
                         ids[i, 0] = bos_token_id
                 # Kept positions: target t (absolute) is predicted at window column t - start - 1.
                 win_idx, cols, tgt_abs = [], [], []
@@ -310,7 +330,6 @@ def short_context_nll(
                 win_idx, cols, tgt_abs = torch.cat(win_idx), torch.cat(cols), torch.cat(tgt_abs)
                 nll = _nll_at(model, ids, None, win_idx, cols, ids[win_idx, cols + 1])
                 out[rows[win_idx], tgt_abs - 1] = nll
-    return out
 
 
 def self_scored_short_nll(
@@ -343,3 +362,69 @@ def self_scored_short_nll(
     k = window - 1
     short[:, :k] = long_nll[:, :k].detach().to(device=short.device, dtype=short.dtype)
     return short
+
+
+def truncated_windows(n: int, trunc_len: int, sliding_window: int) -> list[tuple[int, int, int]]:
+    """Fang et al.'s short-context windows (LongPPL and LongCE) for a sequence of ``n`` tokens.
+
+    ``(start, first, end)`` per window: the window is the raw slice ``[start, end)`` and scores the
+    targets ``first … end-1``, where ``start = 0, S, 2S, …`` while ``start < n - T``, ``first =
+    start + T`` and ``end = min(start + T + S, n)`` (``T = trunc_len``, ``S = sliding_window``;
+    ``PKU-ML/LongPPL``'s ``find_key_token`` and ``finetune.py``'s ``loss_weight``). So target ``p >=
+    T`` sees the ``T + (p - T) % S`` tokens from ``((p - T) // S)·S`` on; targets before ``T`` are in
+    no window. Unlike :func:`window_starts`, the last window is cut at the end of the sequence
+    (it is not aligned to it) and windows are never given a BOS.
+    """
+    for name, v in (("trunc_len", trunc_len), ("sliding_window", sliding_window)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    return [(s, s + trunc_len, min(s + trunc_len + sliding_window, n)) for s in range(0, n - trunc_len, sliding_window)]
+
+
+def truncated_context_nll(
+    model: nn.Module,
+    input_ids: Tensor,
+    trunc_len: int,
+    sliding_window: int,
+    attention_mask: Tensor | None = None,
+    long_nll: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Per-token NLL under Fang et al.'s short context (:func:`truncated_windows`), ``[b, n-1]`` float32.
+
+    Entry ``j`` is the NLL of token ``p = j + 1`` given the ``T + (p - T) % S`` tokens before it when
+    ``p >= T``; a token before ``T`` has no shorter context than its full one, so its entry is its
+    full-context NLL (which makes LongCE's weight 1 and rules it out as a LongPPL key token, as in
+    the original). The window starting at 0 *is* the full context too: with ``long_nll`` (``[b,
+    n-1]``, ``token_nll`` of the same model) its entries and those before ``T`` are copied from it
+    and it is not run; without it that window is run and supplies them. Windows are raw slices
+    (no BOS put back); rows are windowed at their own length (right padding, ``attention_mask``);
+    0 where the target is padding. ``batch_size``: windows per forward pass (default ~16k tokens).
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
+    truncated_windows(0, trunc_len, sliding_window)  # validates trunc_len and sliding_window
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    device = _model_device(model)
+    input_ids = input_ids.to(device)
+    b, n = input_ids.shape
+    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+    if long_nll is not None:
+        if long_nll.shape != out.shape:
+            raise ValueError(f"long_nll must have shape {tuple(out.shape)}, got {tuple(long_nll.shape)}")
+        out.copy_(long_nll.detach().to(device=device, dtype=torch.float32))
+    if n < 2:
+        return out
+    groups: dict[int, list[tuple]] = defaultdict(list)
+    for row, length in enumerate(lengths.tolist()):
+        if length < 2:
+            continue
+        if long_nll is None:  # the window at 0 also scores the targets before T, with their full context
+            end = min(trunc_len + sliding_window, length)
+            groups[end].append((row, 0, 1, end))
+        for start, first, end in truncated_windows(length, trunc_len, sliding_window)[1:]:
+            groups[end - start].append((row, start, first, end))
+    _run_windows(model, input_ids, groups, batch_size or windows_per_pass(trunc_len + sliding_window), out)
+    return out

@@ -24,7 +24,7 @@ def test_training_arguments_from_recipe(tmp_path):
     assert a.lr_scheduler_type == "constant_with_warmup" and a.seed == a.data_seed == 4
     assert not a.remove_unused_columns and a.average_tokens_across_devices
     assert a.include_num_input_tokens_seen == "non_padding" and a.save_steps == 5 and a.logging_steps == 1
-    assert a.output_dir == str(tmp_path) and a.report_to == []
+    assert a.output_dir == str(tmp_path) and a.report_to == ["tensorboard"]
 
 
 @pytest.mark.parametrize(

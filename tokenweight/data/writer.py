@@ -16,6 +16,7 @@ import numpy as np
 from tokenweight.data.episodes import DEF_TEMPLATE, USE_TEMPLATES, EpisodeConfig
 from tokenweight.data.sequences import Chunked
 from tokenweight.errors import UsageError
+from tokenweight.io_utils import file_digest
 
 SPLITS = ("train", "validation")
 
@@ -104,7 +105,11 @@ class SplitWriters:
         datasets.disable_progress_bars()  # our own bar covers the run
         try:
             for s in SPLITS:
-                ds = datasets.Dataset.from_file(str(self.work / f"{s}.arrow"))
+                arrow = self.work / f"{s}.arrow"
+                ds = datasets.Dataset.from_file(str(arrow))
+                # datasets derives the fingerprint from the (temporary) path: use the content, so that
+                # the same data always gives byte-identical folders (state.json included)
+                ds._fingerprint = file_digest(arrow)
                 # an empty split needs one explicit (empty) shard to be loadable again
                 ds.save_to_disk(str(self.folder / s), num_shards=1 if len(ds) == 0 else None)
                 del ds

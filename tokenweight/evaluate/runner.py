@@ -22,8 +22,6 @@ it is done, keyed by a fingerprint of everything it depends on; a rerun reuses i
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -35,13 +33,18 @@ from tqdm.auto import tqdm
 
 from tokenweight.config import StageConfig, check_int, option
 from tokenweight.errors import UsageError
+from tokenweight.evaluate.cache import entry_path as _cache_path
+from tokenweight.evaluate.cache import finite as _finite
+from tokenweight.evaluate.cache import read_record as _read_cached
+from tokenweight.evaluate.cache import shared_key as _cache_shared
+from tokenweight.evaluate.cache import write_record as _write_cached
 from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
 from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
 from tokenweight.evaluate.longppl import KeyTokens, LongPPL
 from tokenweight.evaluate.results import SCHEMA_VERSION, check_results
 from tokenweight.evaluate.task_metrics import DEFAULT_DEPTHS, task_names, task_rows, task_samples
-from tokenweight.identity import has_tokenizer, is_hub_id, load_tokenizer, model_digest, tokenizer_digest
-from tokenweight.io_utils import atomic_write_json, fingerprint
+from tokenweight.identity import has_tokenizer, load_tokenizer
+from tokenweight.io_utils import atomic_write_json
 
 IN_MEMORY = "<in-memory>"
 
@@ -250,19 +253,6 @@ def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_ev
 # ----------------------------------------------------------------------------- API
 
 
-def _model_digest(source) -> str | None:
-    """:func:`tokenweight.identity.model_digest` of a model folder or cached hub id; None (not
-    cacheable) for an in-memory model and for a hub id that is not in the local HF cache yet."""
-    if not isinstance(source, (str, Path)):
-        return None
-    try:
-        return model_digest(source)
-    except UsageError:
-        if is_hub_id(source):
-            return None
-        raise
-
-
 def _evaluate_one(
     name, source, *, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config
 ) -> dict:
@@ -412,58 +402,6 @@ def _data_info(data_dir, inputs: _RunInputs) -> dict | None:
     }
 
 
-def _cache_shared(cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluator, ev_source) -> dict | None:
-    """The part of every model's cache key that the models of a run share; None: nothing is cached
-    (no ``cache_dir``, or an evaluator that cannot be fingerprinted)."""
-    from tokenweight import __version__
-
-    shared = None
-    ev_digest = _model_digest(ev_source) if evaluator is not None and cache_dir is not None else None
-    if cache_dir is not None and (evaluator is None or ev_digest is not None):
-        shared = {
-            "version": __version__,
-            "schema": SCHEMA_VERSION,
-            "config": {**cfg, "evaluator": None},
-            "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
-            "tokenizer": tokenizer_digest(tokenizer),
-            "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
-        }
-    return shared
-
-
-def _cache_path(cache_dir, shared: dict | None, source) -> Path | None:
-    """The cache file of one model's entry; None when it is not cached (in-memory model, no cache)."""
-    digest = _model_digest(source) if shared is not None else None
-    return Path(cache_dir) / f"{fingerprint({'model': digest, **shared})}.json" if digest else None
-
-
-def _entry_digest(record: dict) -> str:
-    return fingerprint({"entry": record.get("entry"), "evaluator": record.get("evaluator")})
-
-
-def _read_cached(path: Path | None) -> dict | None:
-    """The cached ``{"entry", "evaluator"}`` record at ``path``; None when there is none. A
-    damaged or truncated record is refused (one line naming it and the fix), never used."""
-    if path is None or not path.is_file():
-        return None
-    fix = "delete it and rerun (that model is evaluated again)"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise UsageError(f"evaluation cache entry {str(path)!r} is truncated or damaged (not JSON): {fix}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("entry"), dict):
-        raise UsageError(f"evaluation cache entry {str(path)!r} is damaged (no entry): {fix}")
-    if "digest" in record and record["digest"] != _entry_digest(record):  # older versions wrote none
-        raise UsageError(f"evaluation cache entry {str(path)!r} is corrupted (its digest does not match): {fix}")
-    return record
-
-
-def _write_cached(path: Path, entry: dict, evaluator_info: dict | None) -> None:
-    """One model's record, with a digest of its content (checked when it is read back)."""
-    record = json.loads(json.dumps(_finite({"entry": entry, "evaluator": evaluator_info})))
-    atomic_write_json(path, {**record, "digest": _entry_digest(record)})
-
-
 def _model_entries(
     models: Mapping[str, Any], inputs: _RunInputs, evaluator, samples: dict, cache_dir, shared: dict | None
 ) -> tuple[list[dict], dict | None]:
@@ -562,17 +500,6 @@ def _evaluate_models(models, tokenizer, data_dir, config, cache_dir) -> dict:
     shared = _cache_shared(cache_dir, cfg, data_info, inputs.tokenizer, evaluator, ev_source)
     entries, evaluator_info = _model_entries(models, inputs, evaluator, samples, cache_dir, shared)
     return _results_document(cfg, data_info, evaluator_info, skipped, entries, t0)
-
-
-def _finite(obj):
-    """Plain JSON: non-finite floats (a perplexity that overflows) become None; ``nll`` stays."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def write_outputs(results: dict, out_dir: str | Path) -> dict[str, Any]:

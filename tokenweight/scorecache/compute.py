@@ -164,7 +164,7 @@ def _pad(rows: list, n: int):
     return ids, mask, lengths
 
 
-def _scorer_folder(scorer, data_tok, dtype: str, device: str):
+def _scorer_folder(scorer, data_tok, dtype: str, device: str, attn_implementation: str = "auto"):
     """(local folder of the scorer, the model if it had to be loaded to find the folder, else None).
 
     Refuses (UsageError) a scorer whose vocabulary or saved tokenizer differs from the data's
@@ -177,7 +177,7 @@ def _scorer_folder(scorer, data_tok, dtype: str, device: str):
 
     model = None
     if is_hub_id(scorer):  # loading fetches it into the HF cache (UsageError when unreachable)
-        model = load_model(scorer, dtype=dtype, device=device)
+        model = load_model(scorer, dtype=dtype, device=device, attn_implementation=attn_implementation)
     folder = resolve_local(scorer, "scorer")  # UsageError for a missing path or a file
     if not (folder / "config.json").is_file():
         raise UsageError(f"scorer folder {str(scorer)!r} has no config.json: pass a folder saved with save_pretrained")
@@ -376,13 +376,15 @@ def compute_scores(
     shard_size: int | None = None,
     max_sequences: int | None = None,
     force: bool = False,
+    attn_implementation: str = "auto",
 ) -> dict:
     """Score every sequence of ``data``'s ``split`` under the frozen ``scorer`` into ``out``.
 
     ``window``/``stride``: docs/METHOD.md's short context (``stride`` default :func:`default_stride`).
     ``batch_size``: windows per forward pass (default ``short_context_nll``'s). ``dtype``:
     float32 | bfloat16 | float16 (scores are stored as float32). ``device``: default cuda when
-    available. Continues an interrupted cache with the same identity (and recomputes shards whose
+    available. ``attn_implementation``: :func:`tokenweight.models.load_model`'s (default: the best
+    the scorer supports). Continues an interrupted cache with the same identity (and recomputes shards whose
     bytes no longer match complete.json); a complete one is left as it is; a different one is
     refused unless ``force``, which builds the new cache beside ``out`` and moves it into place when
     complete. A second process writing ``out`` is refused at once (:func:`output_lock`). Under
@@ -414,7 +416,7 @@ def compute_scores(
         device = f"cuda:{torch.cuda.current_device()}"
     try:
         with contextlib.ExitStack() as lock:
-            folder, model = _scorer_folder(scorer, inputs.tokenizer, dtype, device)
+            folder, model = _scorer_folder(scorer, inputs.tokenizer, dtype, device, attn_implementation)
             meta = _cache_meta(inputs, scorer, folder, window, stride, dtype, shard_size)
             work, was_complete = _claim(out, meta, force, rank, world, lock)
             ranges = shard_ranges(inputs.count, meta["shard_size"])
@@ -425,7 +427,9 @@ def compute_scores(
             ]
             stats = (0, 0, 0.0)
             if mine:
-                model = model or load_model(folder, dtype=dtype, device=device)
+                model = model or load_model(
+                    folder, dtype=dtype, device=device, attn_implementation=attn_implementation
+                )
                 stats = _score_shards(work, meta, inputs, mine, model, rank, world, batch_size)
             every = _complete(out, work, meta, rank, world, stats, was_complete)
         computed, tokens = sum(s[0] for s in every), sum(s[1] for s in every)

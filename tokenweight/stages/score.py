@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokenweight.config import StageConfig, check_choice, check_int, check_required, option
+from tokenweight.config import RuntimeOptions, StageConfig, check_int, check_required, option
 
 __all__ = ["ScoreConfig", "ScoreResult", "score"]
 
@@ -21,8 +21,9 @@ VERIFY_TOL_FP32 = 1e-3
 
 
 @dataclass
-class ScoreConfig(StageConfig):
-    """Options of ``tokenweight score``."""
+class ScoreConfig(RuntimeOptions, StageConfig):
+    """Options of ``tokenweight score`` (``dtype`` is the scorer's compute dtype: scores are stored as
+    float32; the runtime options are :class:`tokenweight.config.RuntimeOptions`)."""
 
     data: str | None = option(None, "prepared data folder (tokenweight prepare)", metavar="DIR")
     scorer: str | None = option(
@@ -32,11 +33,7 @@ class ScoreConfig(StageConfig):
     window: int = option(256, "short context w in tokens")
     stride: int | None = option(None, "window stride s, 1 <= s < w (none: (1 - w/n)·w, docs/METHOD.md)")
     batch_size: int | None = option(None, "windows per forward pass (none: about 16k tokens per pass)")
-    dtype: str = option(
-        "float32", "scorer compute dtype (scores are stored as float32)", choices=("float32", "bfloat16", "float16")
-    )
     split: str = option("train", "split of the prepared data to score")
-    device: str | None = option(None, "torch device (none: cuda when available)", choices=("cpu", "cuda"))
     max_sequences: int | None = option(None, "score only the first N sequences")
     shard_size: int | None = option(None, "sequences per shard file, the unit of resuming (none: ~256k tokens)")
     verify: int = option(0, "afterwards, recompute K sequences directly and report the largest difference")
@@ -49,9 +46,7 @@ class ScoreConfig(StageConfig):
         for name in ("batch_size", "max_sequences", "shard_size"):
             check_int(self, name, 1, optional=True)
         check_int(self, "verify", 0)
-        check_choice(self, "dtype")
-        if self.device is not None:
-            check_choice(self, "device")
+        self.validate_runtime()
 
 
 @dataclass
@@ -82,6 +77,7 @@ def score(config: ScoreConfig) -> ScoreResult:
     from tokenweight.train.setup import quiet_progress_bars
 
     config.validate()
+    runtime = config.runtime()
     quiet_progress_bars()
     s = compute_scores(
         config.out,
@@ -91,8 +87,9 @@ def score(config: ScoreConfig) -> ScoreResult:
         stride=config.stride,
         split=config.split,
         batch_size=config.batch_size,
-        dtype=config.dtype,
-        device=config.device,
+        dtype=runtime.dtype,
+        device=runtime.device,
+        attn_implementation=runtime.attn_implementation,
         shard_size=config.shard_size,
         max_sequences=config.max_sequences,
         force=config.force,
@@ -115,13 +112,12 @@ def _rank() -> int:
 def _verify(config: ScoreConfig) -> tuple[int, float]:
     """Recompute ``config.verify`` sequences spread over the cache directly: (count, max |difference|)."""
     from tokenweight.data import load_prepared
-    from tokenweight.models import load_model
     from tokenweight.scorecache import ScoreCache, verify
 
     cache = ScoreCache.open(config.out)
     k = min(config.verify, cache.n_sequences)
     indices = sorted({round(j * (cache.n_sequences - 1) / max(k - 1, 1)) for j in range(k)})
     rows = load_prepared(config.data)[0][config.split].select(indices)["input_ids"]
-    model = load_model(config.scorer, dtype=config.dtype, device=config.device)
+    model = config.runtime().load(config.scorer)
     worst = verify(cache, model, rows, indices, batch_size=config.batch_size)
     return len(indices), worst

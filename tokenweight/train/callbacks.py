@@ -7,7 +7,10 @@ statistics, learning rate, step time, tokens/s); these callbacks only write them
   line, so a killed run keeps every finished step). On resume the lines of steps after the
   checkpoint (from the interrupted run) are dropped first, so the file always describes one
   consistent run.
-- :func:`tensorboard_callback`: HF's own TensorBoard callback, writing to ``OUT/tensorboard``.
+- :func:`place_tensorboard`: the trackers of ``--report-to`` are HF's own integrations
+  (``TrainingArguments.report_to``, one callback each, added by the Trainer); this only points
+  HF's TensorBoard callback at ``OUT/tensorboard`` instead of its time-stamped default, unless
+  ``TENSORBOARD_LOGGING_DIR`` says otherwise. No second TensorBoard writer is ever added.
 - :class:`QuietProgress`: HF's tqdm progress bar without its per-step ``print(logs)`` (the logs go
   to the files above); like every bar of the package it is silent when stderr is not a terminal.
 """
@@ -61,13 +64,16 @@ class JsonlLogger(TrainerCallback):
             f.flush()
 
 
-def tensorboard_callback(log_dir: str | os.PathLike):
-    """HF's ``TensorBoardCallback`` writing to ``log_dir`` (every logged number is a scalar)."""
+def place_tensorboard(trainer, log_dir: str | os.PathLike) -> None:
+    """Make HF's ``TensorBoardCallback`` of ``trainer`` (present when ``report_to`` has
+    tensorboard) write to ``log_dir``; ``TENSORBOARD_LOGGING_DIR``, when set, wins as in HF."""
     from transformers.integrations import TensorBoardCallback
 
-    cb = TensorBoardCallback()
-    cb.logging_dir = str(log_dir)
-    return cb
+    if os.getenv("TENSORBOARD_LOGGING_DIR"):
+        return
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback):
+            cb.logging_dir = str(log_dir)
 
 
 class QuietProgress(ProgressCallback):

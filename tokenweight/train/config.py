@@ -12,10 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokenweight.config import StageConfig, check_choice, check_float, check_int, check_required, option
+from tokenweight.config import (
+    RUNTIME_GROUP,
+    RuntimeOptions,
+    StageConfig,
+    check_choice,
+    check_float,
+    check_int,
+    check_required,
+    option,
+)
+from tokenweight.models import RUNTIME_DTYPES
 
 SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_with_min_lr")
 ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
+#: experiment trackers the HF Trainer reports to (``TrainingArguments.report_to``); ``none``: only
+#: ``OUT/log.jsonl``, which is always written
+REPORT_TO = ("tensorboard", "wandb", "mlflow", "trackio", "none")
 
 _M = "model and data"
 _O = "optimisation"
@@ -24,13 +37,30 @@ _C = "checkpoints and logs"
 #: settings that may change between an interrupted run and the command that continues it: they
 #: do not change what is trained (where and how often it is saved or logged, how data is loaded).
 #: Not ``max_steps``: it shapes the learning-rate schedule and the copy task's rows, and a finished
-#: run rerun with more steps must not be taken for done.
-RESUMABLE_CHANGES = frozenset({"save_steps", "save_total_limit", "logging_steps", "dataloader_workers", "out", "force"})
+#: run rerun with more steps must not be taken for done. ``device`` and ``attn_implementation``: where
+#: a run continues and with which attention kernel (the same function, other rounding); ``dtype``
+#: (mixed precision) is part of what is trained.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "report_to",
+        "dataloader_workers",
+        "out",
+        "force",
+        "device",
+        "attn_implementation",
+    }
+)
 
 
 @dataclass
-class RunConfig(StageConfig):
-    """Options of every training run (pretrain and train)."""
+class RunConfig(RuntimeOptions, StageConfig):
+    """Options of every training run (pretrain and train); the runtime options are
+    :class:`tokenweight.config.RuntimeOptions`, with ``dtype`` as mixed precision."""
+
+    RUNTIME_TRAINING = True
 
     model: str | None = option(None, "HF causal LM to start from (folder or hub id)", metavar="PATH|ID", group=_M)
     init: str | None = option(None, "instead of --model: a Llama from scratch of this preset", group=_M)
@@ -48,7 +78,6 @@ class RunConfig(StageConfig):
     adam_beta2: float = option(0.95, "AdamW β2", group=_O)
     max_grad_norm: float = option(1.0, "gradient clipping, 0 = off", group=_O)
     seed: int = option(0, "seed of initialisation, data order and tie-breaking", group=_O)
-    bf16: bool = option(False, "bfloat16 mixed precision (float32 master weights)", group=_O)
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)", group=_O)
     chunk_size: int = option(1024, "positions per output-layer chunk of the loss", group=_O)
     deepspeed: str | None = option(
@@ -58,7 +87,19 @@ class RunConfig(StageConfig):
     save_steps: int = option(100, "checkpoint every N steps", group=_C)
     save_total_limit: int | None = option(2, "checkpoints kept (none: all)", group=_C)
     logging_steps: int = option(1, "log every N steps", group=_C)
+    report_to: list[str] = option(
+        factory=lambda: ["tensorboard"],
+        help="trackers that also get every log (OUT/log.jsonl is always written); tensorboard writes OUT/tensorboard",
+        choices=REPORT_TO,
+        group=_C,
+    )
     force: bool = option(False, "replace a run made with other settings (the old one stays until the new one is done)")
+    dtype: str = option(
+        "float32",
+        "mixed precision: bfloat16 or float16 autocast with float32 master weights (float16 needs a GPU)",
+        choices=RUNTIME_DTYPES,
+        group=RUNTIME_GROUP,
+    )
 
     def validate(self) -> None:
         from tokenweight.models import PRESETS
@@ -83,6 +124,11 @@ class RunConfig(StageConfig):
         check_float(self, "adam_beta2", low=0, high=1, high_open=True)
         check_float(self, "max_grad_norm", low=0)
         check_choice(self, "lr_scheduler")
+        self.validate_runtime()
+        if not self.report_to or any(r not in REPORT_TO for r in self.report_to):
+            raise ValueError(f"report_to must be a list of {', '.join(REPORT_TO)}, got {self.report_to!r}")
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ValueError(f"report_to: none excludes every other tracker, got {','.join(self.report_to)}")
 
     def settings(self) -> dict:
         """What identifies the run (compared when a run folder is continued or reused): every

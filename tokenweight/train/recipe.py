@@ -6,14 +6,16 @@ token-weighted loss: ``remove_unused_columns=False`` (the batch carries ``index`
 ``average_tokens_across_devices=True`` (exact global token normalisation, see
 ``tokenweight.train.trainer``), per-step logging, safetensors checkpoints with optimizer state (so
 that the same command continues an interrupted run: ``tokenweight.train.runner``), and non-padding
-input-token counting (kept in the checkpoint, so token totals
-survive a resume). Multi-GPU strategies come from the launcher (``accelerate launch --config_file
-...``/``torchrun``) or from ``deepspeed`` (a DeepSpeed config: a JSON/YAML file or the name of a
-config shipped in ``tokenweight/configs/deepspeed/``).
+input-token counting (kept in the checkpoint, so token totals survive a resume). ``report_to``
+goes to HF's own tracker integrations as it is (TensorBoard's folder is set to ``OUT/tensorboard``
+by :func:`tokenweight.train.callbacks.place_tensorboard`). Multi-GPU strategies come from the
+launcher (``accelerate launch --config_file ...``/``torchrun``) or from ``deepspeed`` (a DeepSpeed
+config: a JSON/YAML file or the name of a config shipped in ``tokenweight/configs/deepspeed/``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -61,6 +63,11 @@ def training_arguments(recipe, out_dir: str | os.PathLike):
                 "--deepspeed needs the deepspeed package: pip install deepspeed (on a GPU machine)"
             ) from None
         deepspeed = load_deepspeed_config(recipe.deepspeed)
+    runtime = recipe.runtime()  # dtype: mixed precision over float32 master weights; device cpu: use_cpu
+    report_to = [r for r in recipe.report_to if r != "none"]
+    for tracker in report_to:
+        if importlib.util.find_spec(tracker) is None:
+            raise UsageError(f"--report-to {tracker} needs the {tracker} package: pip install {tracker} (or drop it)")
     return TrainingArguments(
         output_dir=str(out_dir),
         max_steps=recipe.max_steps,
@@ -75,7 +82,8 @@ def training_arguments(recipe, out_dir: str | os.PathLike):
         max_grad_norm=recipe.max_grad_norm,
         seed=recipe.seed,
         data_seed=recipe.seed,
-        bf16=recipe.bf16,
+        bf16=runtime.dtype == "bfloat16",
+        fp16=runtime.dtype == "float16",
         activation_checkpointing=recipe.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         save_strategy="steps",
@@ -83,20 +91,14 @@ def training_arguments(recipe, out_dir: str | os.PathLike):
         save_total_limit=recipe.save_total_limit,
         logging_strategy="steps",
         logging_steps=recipe.logging_steps,
-        report_to="none",
+        report_to=report_to or "none",
         disable_tqdm=not sys.stderr.isatty(),
         remove_unused_columns=False,
         average_tokens_across_devices=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=recipe.dataloader_workers,
-        dataloader_pin_memory=_cuda(),
-        use_cpu=not _cuda(),
+        dataloader_pin_memory=runtime.device.startswith("cuda"),
+        use_cpu=runtime.device == "cpu",
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed,
     )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -7,7 +7,7 @@ Layout of a run folder ``OUT/``::
     checkpoint-<step>/     HF checkpoints (safetensors weights, optimizer, scheduler, RNG, trainer state)
                            and ``tokenweight_checkpoint.json``, written once the checkpoint is whole
     log.jsonl              one line per logged step (tokenweight.train.callbacks.JsonlLogger)
-    tensorboard/           the same numbers for TensorBoard
+    tensorboard/           the same numbers for TensorBoard (with --report-to tensorboard, the default)
     model/                 the final model with its tokenizer (AutoModelForCausalLM.from_pretrained)
     summary.json           steps, tokens, wall time, tokens/s, final losses
 
@@ -348,7 +348,7 @@ def run_training(
     """
     import transformers
 
-    from tokenweight.train.callbacks import JsonlLogger, install_progress, tensorboard_callback
+    from tokenweight.train.callbacks import JsonlLogger, install_progress, place_tensorboard
     from tokenweight.train.collate import PadCollator
     from tokenweight.train.recipe import training_arguments
     from tokenweight.train.trainer import WeightedTrainer
@@ -388,10 +388,11 @@ def run_training(
             scheme=scheme,
             scorer=scorer,
             chunk_size=chunk_size,
-            callbacks=[JsonlLogger(work / "log.jsonl"), tensorboard_callback(work / "tensorboard")],
+            callbacks=[JsonlLogger(work / "log.jsonl")],  # trackers: args.report_to (HF's own callbacks)
         )
         trainer.add_callback(checkpoint_marker(trainer, keep))
         install_progress(trainer)
+        place_tensorboard(trainer, work / "tensorboard")
         checkpoint = str(plan.checkpoint) if plan.checkpoint is not None else None
         result = trainer.train(resume_from_checkpoint=checkpoint)
         save_final(trainer, work / MODEL)

@@ -55,11 +55,13 @@ def quiet_progress_bars() -> None:
 def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: float | None):
     """``config.init``: a fresh Llama with the tokenizer's special ids (seeded by ``config.seed``);
     ``config.model``: loaded in float32 (the trainer handles mixed precision), refused when its
-    embeddings do not cover the tokenizer."""
-    from transformers import set_seed
+    embeddings do not cover the tokenizer. Both get the attention implementation of the run's
+    runtime options (``auto``: the best the model supports on the device and dtype it trains in)."""
+    from transformers import LlamaForCausalLM, set_seed
 
     from tokenweight.models import init_model, load_model
 
+    runtime = config.runtime()
     if config.init:
         set_seed(config.seed)
         return init_model(
@@ -70,8 +72,9 @@ def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: flo
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            attn_implementation=runtime.attention_for(LlamaForCausalLM),
         )
-    model = load_model(config.model)
+    model = load_model(config.model, attn_implementation=runtime.attn_implementation, runtime=runtime)
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab < len(tokenizer):
         raise UsageError(
