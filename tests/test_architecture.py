@@ -58,3 +58,10 @@ def test_modules_stay_small():
     """One job per module, small enough to read in one sitting."""
     big = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 600}
     assert big == {}
+
+
+def test_test_helpers_are_imported_by_name():
+    """Tests import their helpers as ``tests.<dir>.<module>``: no ``sys.path`` edits."""
+    tests = Path(__file__).parent
+    edits = [str(p.relative_to(tests)) for p in tests.rglob("*.py") if "sys.path" in p.read_text(encoding="utf-8")]
+    assert edits == [str(Path(__file__).relative_to(tests))]  # this file names it, nothing else

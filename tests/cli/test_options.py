@@ -90,7 +90,9 @@ def test_help_lists_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    assert "--max-steps INT" in out and "(default 100)" in out and "--bf16, --no-bf16" in out
+    assert "--max-steps INT" in out and "(default 100)" in out
+    assert "--gradient-checkpointing, --no-gradient-checkpointing" in out
+    assert "--dtype TEXT" in out and "--attn-implementation TEXT" in out and "--device TEXT" in out
 
 
 def test_top_level_help_loads_no_stage_module():

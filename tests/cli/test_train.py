@@ -308,6 +308,7 @@ def test_pretrain_copy_rows_of_copy_length(env):
 
 
 def test_bf16_and_gradient_checkpointing_flags(env, capsys):
+    """--dtype bfloat16 is bf16 mixed precision (float32 master weights)."""
     out = env["root"] / "bf16"
     assert (
         train(
@@ -318,14 +319,16 @@ def test_bf16_and_gradient_checkpointing_flags(env, capsys):
             str(W),
             "--max-steps",
             "2",
-            "--bf16",
+            "--dtype",
+            "bfloat16",
             "--gradient-checkpointing",
             command="pretrain",
         )
         == 0
     )
     targs = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
-    assert targs.bf16 and targs.activation_checkpointing
+    assert targs.bf16 and not targs.fp16 and targs.activation_checkpointing and targs.use_cpu
+    assert all(t.dtype == torch.float32 for t in weights(out / "model").values())  # float32 master weights
     assert all(math.isfinite(x["loss"]) for x in log_lines(out))
 
 

@@ -81,11 +81,11 @@ def test_paper_recipe_numbers():
     assert (c["n"], c["window"], c["stride"]) == (32768, 8192, 6144)
     assert (c["lr"], c["warmup_steps"], c["lr_scheduler"]) == (2e-5, 20, "constant_with_warmup")
     assert (c["adam_beta1"], c["adam_beta2"], c["weight_decay"]) == (0.9, 0.95, 0.01)
-    assert (c["batch_size"], c["grad_accum"], c["max_steps"], c["bf16"], c["gradient_checkpointing"]) == (
+    assert (c["batch_size"], c["grad_accum"], c["max_steps"], c["dtype"], c["gradient_checkpointing"]) == (
         1,
         16,
         240,
-        True,
+        "bfloat16",
         True,
     )
     assert c["deepspeed"] == "zero3" and c["rope_theta"] == pytest.approx(theta_for_extension(500_000, 4), rel=1e-12)

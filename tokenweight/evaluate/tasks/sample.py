@@ -1,10 +1,10 @@
 """The records every task produces, and the checks that keep them valid.
 
-A :class:`Sample` is one prompt with its gold answers, in the shape RULER writes to JSONL
-(``input``, ``outputs``, ``length``) plus what our likelihood scoring needs (``candidates``) and
-what plots need (``depth``). Generators check their own output with :func:`require`: a sample
-whose answer is not in its input exactly as designed is a bug in the generator, never something
-to score quietly.
+A :class:`Sample` is one prompt with its gold answers in RULER's shape (``input`` without the
+answer prefix, ``answer_prefix``, ``outputs``, ``length`` counted as RULER counts it) plus what our
+likelihood scoring needs (``candidates``) and what plots need (``depth``). Generators check their
+own output with :func:`require`: a sample whose answer is not in its input exactly as designed is a
+bug in the generator, never something to score quietly.
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ class Sample:
 
     Attributes:
         task: task name (a key of ``TASKS``).
-        input: the full prompt, question included, ending where the answer starts (RULER's answer
-            prefix, e.g. ``"... mentioned in the provided text is"``); never ends with whitespace,
-            so every answer continuation starts with a space.
-        outputs: the gold answers; a prediction must contain each of them (``string_match_all``).
-        length: number of tokens of ``input`` in the model tokenizer, special tokens included
-            (``len(tokenizer(input)["input_ids"])``: what the model reads).
+        input: RULER's ``input``: the prompt, question included, *without* the answer prefix
+            (RULER's ``call_api.py`` sends ``input + answer_prefix``).
+        outputs: the gold answers (``string_match_all``: every one is wanted; ``string_match_part``:
+            alternatives, one is enough).
+        length: RULER's ``length``: tokens of ``input + answer_prefix`` as RULER counts them
+            (``len(tokenizer.tokenize(text))``: no special tokens) plus ``tokens_to_generate``;
+            the sample was fitted so that ``length <= `` the requested length.
         depth: needle depth in [0, 1] (share of the haystack's tokens before the needle), or None
             for tasks without a needle.
         candidates: the gold outputs followed by distractor values of the same kind (for the rank
             metric), or None.
         meta: generator details (haystack kind, seed, keys, depths of every needle, ...), JSON-able.
+        answer_prefix: RULER's ``answer_prefix`` (``" The special magic number for ... is"``), the
+            start of the answer the model is given; ``""`` when the export asked for none (then the
+            prefix's text ends ``input``, as RULER's own reasoning-model pipeline does).
+        tokens_to_generate: the generation budget counted in ``length`` (RULER's per task unless
+            asked otherwise).
     """
 
     task: str
@@ -39,6 +45,13 @@ class Sample:
     depth: float | None = None
     candidates: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    answer_prefix: str = ""
+    tokens_to_generate: int = 0
+
+    @property
+    def prompt(self) -> str:
+        """What the model reads: ``input + answer_prefix`` (RULER's ``call_api.py``)."""
+        return self.input + self.answer_prefix
 
 
 @dataclass(frozen=True)
@@ -46,15 +59,20 @@ class TaskSpec:
     """A registered task: its RULER definition and how to score it.
 
     Attributes:
-        name: RULER's task name (``niah_single_1``, ``vt``, ``cwe``, ...).
-        family: ``niah``, ``vt``, ``cwe`` or ``fwe`` (which generator builds it).
+        name: RULER's task name (``niah_single_1``, ``vt``, ``cwe``, ``qa_1``, ...).
+        family: ``niah``, ``vt``, ``cwe``, ``fwe`` or ``qa`` (which generator builds it).
         description: one line for ``tokenweight tasks list``.
         metric: RULER's metric for generations: ``string_match_all`` or ``string_match_part``.
-        tokens_to_generate: RULER's generation budget for the task family.
+        tokens_to_generate: RULER's generation budget for the task family (``constants.py``).
         has_depth: samples carry a needle depth and honour ``depths``.
-        haystack: ``"corpus"`` (the ``Haystack`` passed in, noise when none), ``"noise"`` (RULER's
-            repeated sentences, always), ``"needles"`` (distractor needles) or ``None`` (no filler).
+        haystack: RULER's ``type_haystack``: ``"essay"`` (the ``Haystack`` passed in, by default
+            the prose of :mod:`tokenweight.evaluate.tasks.essay`), ``"noise"`` (RULER's repeated
+            sentences, always), ``"needle"`` (distractor needles), ``"documents"`` (QA: the
+            dataset's paragraphs) or ``None`` (no filler).
         params: family-specific settings from RULER's ``synthetic.yaml``.
+        answer_prefix: RULER's answer prefix template (``constants.py``); the prompt ends with it
+            and :func:`~tokenweight.evaluate.tasks.registry.generate_samples` splits it off the way
+            RULER does (the last occurrence of its first 10 characters).
     """
 
     name: str
@@ -65,6 +83,7 @@ class TaskSpec:
     has_depth: bool
     haystack: str | None
     params: dict[str, Any]
+    answer_prefix: str = ""
 
 
 class LengthTooShortError(ValueError):
@@ -89,8 +108,9 @@ def require(condition: bool, message: str) -> None:
 
 
 def count_tokens(tokenizer, text: str) -> int:
-    """Tokens of ``text`` as the model reads it (special tokens included, no truncation)."""
-    return len(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+    """Tokens of ``text`` as RULER counts them: ``len(tokenizer.tokenize(text))`` (RULER's
+    ``HFTokenizer.text_to_tokens``), so no special tokens; the model also reads its BOS."""
+    return len(tokenizer.tokenize(text))
 
 
 def piece_token_counts(tokenizer, pieces: list[str]) -> list[int]:
