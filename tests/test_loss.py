@@ -438,3 +438,84 @@ def test_bad_shapes_and_values():
     bad[1, 2] = V
     with pytest.raises(ValueError, match=rf"\[0, {V}\).*got {V}"):
         weighted_lm_loss(hidden, head, bad)
+
+
+# ---------------------------------------------------------------------------- logit post-processing
+POSTS = {
+    "softcap": ((("softcap", 2.0),), False),  # Gemma-2: c·tanh(z/c)
+    "div": ((("div", 4.0),), False),  # Granite: z / s
+    "mul": ((("mul", 0.0625),), False),  # Cohere: z · s
+    "mul_softcap_f32": ((("mul", 3.0), ("softcap", 5.0)), True),  # a scale, then a cap after upcasting
+}
+
+
+def post_reference(z, ops, float32):
+    """The model's way: the ops on the full logits, out of place, then ``.float()`` (autograd)."""
+    z = z.float() if float32 else z
+    for op, c in ops:
+        z = z * c if op == "mul" else z / c if op == "div" else torch.tanh(z / c) * c
+    return z.float()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("post", list(POSTS))
+@pytest.mark.parametrize("chunk_size", [3, 1000])
+@pytest.mark.parametrize("api", ["one_call", "two_phase"])
+def test_postprocessing_matches_naive_loss_nll_and_grads(device, post, chunk_size, api):
+    """NLL, loss and every gradient equal autograd through the post-processed full logits."""
+    from tokenweight.logits import LogitPostprocessing
+
+    ops, float32 = POSTS[post]
+    hidden, head, labels, weights = make(ignore=IGNORE, device=device)
+    with torch.no_grad():
+        head.weight.mul_(4)  # logits of several units: the soft-cap is far from linear there
+    pp = LogitPostprocessing(ops, float32)
+    loss, nll = loss_fn(api)(hidden, head, labels, weights, chunk_size=chunk_size, postprocessing=pp)
+    loss.backward()
+    got = grads(hidden, head.weight, head.bias)
+    logits = post_reference(F.linear(hidden, head.weight, head.bias), ops, float32)
+    ref_nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
+    mask = labels != -100
+    ref_loss = (ref_nll * weights * mask).sum() / mask.sum()
+    ref_loss.backward()
+    ref = grads(hidden, head.weight, head.bias)
+    plain = F.cross_entropy(F.linear(hidden, head.weight, head.bias).transpose(1, 2), labels, reduction="none")
+    assert (plain - ref_nll).abs().max() > 0.1  # the post-processing matters here
+    assert rel_err(loss, ref_loss) <= 1e-5 and rel_err(nll, ref_nll) <= 1e-5
+    for a, r in zip(got, ref):
+        assert rel_err(a, r) <= 1e-5
+
+
+@pytest.mark.parametrize("float32", [False, True])
+def test_postprocessing_in_bf16_runs_where_the_model_runs_it(float32):
+    """bf16: the ops run in bf16 on the bf16 product (the model's own bf16 logits), unless the family
+    upcasts first; either way the NLL equals the model's ``logits.float()`` cross-entropy."""
+    from tokenweight.logits import LogitPostprocessing
+
+    ops = (("softcap", 2.0),)
+    hidden, head, labels, _ = make(dtype=torch.bfloat16)
+    pp = LogitPostprocessing(ops, float32)
+    nll = chunked_nll(hidden, head, labels, chunk_size=4, postprocessing=pp)
+    with torch.no_grad():
+        logits = post_reference(F.linear(hidden, head.weight, head.bias), ops, float32)
+    ref = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+    assert rel_err(nll, ref) <= 1e-5
+
+
+def test_postprocessing_arguments():
+    from tokenweight.logits import LogitPostprocessing
+
+    hidden, head, labels, _ = make()
+    with pytest.raises(ValueError, match="postprocessing must be"):
+        chunked_nll(hidden, head, labels, postprocessing=(("mul", 2.0),))
+    with pytest.raises(ValueError, match="last"):
+        LogitPostprocessing((("softcap", 2.0), ("mul", 2.0)))
+    with pytest.raises(ValueError, match="one of"):
+        LogitPostprocessing((("pow", 2.0),))
+    with pytest.raises(ValueError, match="non-zero"):
+        LogitPostprocessing((("div", 0.0),))
+    # an empty post-processing is no post-processing: the plain loss, bitwise
+    a = chunked_nll(hidden, head, labels, postprocessing=LogitPostprocessing())
+    b = chunked_nll(hidden, head, labels)
+    assert torch.equal(a, b) and LogitPostprocessing().describe() == "z"
+    assert LogitPostprocessing((("mul", 3.0), ("softcap", 30.0))).describe() == "30·tanh(z·3/30)"

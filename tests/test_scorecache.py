@@ -245,7 +245,7 @@ def test_foreign_scorer_tokenizer_refused(env, tmp_path):
     make_tokenizer(tmp_path / "tok", 64, prefix="v")  # same size, other words
     foreign = make_scorer(tmp_path / "foreign", tokenizer=tmp_path / "tok")
     with pytest.raises(UsageError, match="uses a different tokenizer than the data"):
-        compute_scores(tmp_path / "c", env["data"], foreign, window=16)
+        compute_scores(tmp_path / "c", env["data"], foreign, window=16, align="never")  # auto aligns (test_alignment)
     small = make_scorer(tmp_path / "small", vocab=32)
     with pytest.raises(UsageError, match="vocabulary of 32 tokens but the data's tokenizer has 64"):
         compute_scores(tmp_path / "c", env["data"], small, window=16)

@@ -27,6 +27,12 @@ the accumulation of the weight gradient over chunks) is float32. ``matmul_dtype=
 upcasts the product itself, for exact NLLs from a bf16 model at the cost of a float32 copy of the
 weight during each pass. Gradients come back in the inputs' dtypes.
 
+Models that change their logits after the output layer (Gemma-2's soft-capping, Granite's and
+Cohere's logit scales) pass ``postprocessing=tokenweight.scoring.logit_postprocessing(config)``:
+each chunk's logits are post-processed exactly as the model does it before the log-softmax, and
+the gradient goes through the same operations (for a soft-cap ``c·tanh(z/c)``: times
+``1 - (out/c)^2``, kept in a second chunk buffer), so NLL and gradients are the model's own.
+
 Two-phase use (what the trainer does; ``num_items`` = scored tokens of the whole accumulated,
 multi-device batch)::
 
@@ -43,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from tokenweight.logits import LogitPostprocessing
 
 __all__ = ["chunked_nll", "weighted_nll_loss", "weighted_lm_loss"]
 
@@ -73,17 +81,26 @@ def _rows(x: Tensor, rows: Tensor | None, start: int, end: int) -> Tensor:
     return x[start:end] if rows is None else x.index_select(0, rows[start:end])
 
 
-def _chunk_logits(h: Tensor, w: Tensor, b: Tensor | None, out32: Tensor) -> Tensor:
-    """float32 logits ``[c, V]`` of hidden rows ``h [c, d]`` written into the reused buffer ``out32``.
+def _chunk_logits(h: Tensor, w: Tensor, b: Tensor | None, out32: Tensor, post: LogitPostprocessing | None) -> Tensor:
+    """float32 logits ``[c, V]`` of hidden rows ``h [c, d]`` written into the reused buffer ``out32``,
+    post-processed by ``post`` as the model does it (in the product's dtype unless the family
+    upcasts first), so they equal the model's own ``logits.float()``.
 
     Reusing one buffer keeps the peak at one chunk and, on CPU, avoids mapping fresh pages for
     every chunk (large allocations go straight to mmap/munmap there).
     """
     if h.dtype == torch.float32:
         if b is None:
-            return torch.mm(h, w.t(), out=out32)
-        return torch.addmm(b, h, w.t(), out=out32)
-    return out32.copy_(F.linear(h, w, b))
+            out = torch.mm(h, w.t(), out=out32)
+        else:
+            out = torch.addmm(b, h, w.t(), out=out32)
+    else:
+        z = F.linear(h, w, b)
+        if post is not None and not post.float32:
+            post.apply_(z)
+            post = None
+        out = out32.copy_(z)
+    return out if post is None else post.apply_(out)
 
 
 class _Plan:
@@ -91,24 +108,39 @@ class _Plan:
 
     ``rows [M]`` are the positions whose label is not ``ignore_index`` (``None`` when all are kept,
     so that chunks are plain slices); ``targets [M]``; ``w``/``b`` the head in the compute dtype
-    (the same tensors when no cast is needed).
+    (the same tensors when no cast is needed); ``post`` the logit post-processing (None: none).
     """
 
-    def __init__(self, hidden, weight, bias, rows, targets, chunk_size, compute_dtype):
+    def __init__(self, hidden, weight, bias, rows, targets, chunk_size, compute_dtype, post=None):
         self.hidden, self.rows, self.targets = hidden, rows, targets
         self.chunk_size, self.cd = chunk_size, compute_dtype
+        self.post = post if post else None
         self.n_kept = targets.numel()
         self.w = weight.to(compute_dtype)
         self.b = None if bias is None else bias.to(compute_dtype)
         rows_per_chunk = min(chunk_size, self.n_kept)
         self.buf = torch.empty(rows_per_chunk, weight.shape[0], dtype=torch.float32, device=hidden.device)
+        self.dbuf = None  # d softcap / dz of a chunk: a second buffer, for soft-capped models only
 
     def chunks(self):
         """Yield ``(start, end, h [c, d] in compute dtype, logits [c, V] float32)`` chunk by chunk."""
         for start in range(0, self.n_kept, self.chunk_size):
             end = min(start + self.chunk_size, self.n_kept)
             h = _rows(self.hidden, self.rows, start, end).to(self.cd)
-            yield start, end, h, _chunk_logits(h, self.w, self.b, self.buf[: end - start])
+            yield start, end, h, _chunk_logits(h, self.w, self.b, self.buf[: end - start], self.post)
+
+    def softcap_grad(self, logits: Tensor) -> Tensor | None:
+        """``d softcap / dz [c, V]`` of a chunk's post-processed ``logits`` (before they are
+        overwritten), None when the model does not soft-cap."""
+        if self.post is None or self.post.softcap is None:
+            return None
+        if self.dbuf is None:
+            self.dbuf = torch.empty_like(self.buf)
+        return self.post.softcap_grad(logits, self.dbuf[: logits.shape[0]])
+
+    def chain(self, g: Tensor, dsoftcap: Tensor | None) -> Tensor:
+        """d loss / d post-processed logits -> d loss / d the head's output, in place."""
+        return g if self.post is None else self.post.backward_(g, dsoftcap)
 
 
 _FLOAT32_OUT_ADDMM: dict[str, bool] = {}  # device type -> whether addmm(out_dtype=float32) runs there
@@ -202,13 +234,15 @@ def _nll_pass(plan: _Plan, n_rows: int, grads: _GradAccumulator | None = None, c
     nll_kept = torch.empty(plan.n_kept, dtype=torch.float32, device=plan.hidden.device)
     for start, end, h, logits in plan.chunks():
         targets = plan.targets[start:end, None]
+        dsoftcap = plan.softcap_grad(logits) if grads is not None else None
         # In place (the kernels finish a row's max and sum before writing it): never a second
-        # [c, V] buffer, and one fused kernel instead of separate max/exp/sum/log passes.
+        # [c, V] buffer (but for a soft-cap's derivative), and one fused kernel instead of separate
+        # max/exp/sum/log passes.
         logp = torch.log_softmax(logits, dim=1, out=logits)
         nll_kept[start:end] = logp.gather(1, targets).squeeze(1).neg_()
         if grads is not None:
             g = _softmax_to_grad(logp.exp_(), targets, coef[start:end])
-            grads.add(plan, start, end, h, g)
+            grads.add(plan, start, end, h, plan.chain(g, dsoftcap))
     if plan.rows is None:
         return nll_kept
     nll = torch.zeros(n_rows, dtype=torch.float32, device=plan.hidden.device)
@@ -225,19 +259,19 @@ class _ChunkedNLL(torch.autograd.Function):
     """Per-token NLL of ``softmax(hidden @ weight.T + bias)`` without materialising all logits.
 
     forward(hidden [N, d], weight [V, d], bias [V] | None, labels [N] long, chunk_size, ignore_index,
-    compute_dtype) -> nll [N] float32 (0 where ``labels == ignore_index``).
+    compute_dtype, post) -> nll [N] float32 (0 where ``labels == ignore_index``).
     Saves only the inputs; backward recomputes the logits chunk by chunk, because ``grad_nll``
     (e.g. the token weights) is not known in the forward.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_size, ignore_index, compute_dtype):
+    def forward(ctx, hidden, weight, bias, labels, chunk_size, ignore_index, compute_dtype, post):
         with torch.autocast(hidden.device.type, enabled=False):
             rows, targets = _prepare(hidden, weight, labels, ignore_index)
-            plan = _Plan(hidden, weight, bias, rows, targets, chunk_size, compute_dtype)
+            plan = _Plan(hidden, weight, bias, rows, targets, chunk_size, compute_dtype, post)
             nll = _nll_pass(plan, hidden.shape[0])
         ctx.save_for_backward(hidden, weight, bias, rows, targets)
-        ctx.chunk_size, ctx.compute_dtype = chunk_size, compute_dtype
+        ctx.chunk_size, ctx.compute_dtype, ctx.post = chunk_size, compute_dtype, post
         return nll
 
     @staticmethod
@@ -246,22 +280,24 @@ class _ChunkedNLL(torch.autograd.Function):
         hidden, weight, bias, rows, targets = ctx.saved_tensors
         need = ctx.needs_input_grad[:3]
         if not any(need):
-            return (None,) * 7
+            return (None,) * 8
         with torch.autocast(hidden.device.type, enabled=False):
             grads = _GradAccumulator(hidden, weight, bias, need, rows is None)
             coef = (grad_nll if rows is None else grad_nll.index_select(0, rows)).to(torch.float32)
-            plan = _Plan(hidden, weight, bias, rows, targets, ctx.chunk_size, ctx.compute_dtype)
+            plan = _Plan(hidden, weight, bias, rows, targets, ctx.chunk_size, ctx.compute_dtype, ctx.post)
             for start, end, h, logits in plan.chunks():
+                dsoftcap = plan.softcap_grad(logits)
                 p = torch.softmax(logits, dim=1, out=logits)  # in place, as in _nll_pass
-                grads.add(plan, start, end, h, _softmax_to_grad(p, targets[start:end, None], coef[start:end]))
-            return (*grads.finish(), None, None, None, None)
+                g = _softmax_to_grad(p, targets[start:end, None], coef[start:end])
+                grads.add(plan, start, end, h, plan.chain(g, dsoftcap))
+            return (*grads.finish(), None, None, None, None, None)
 
 
 class _FusedWeightedCE(torch.autograd.Function):
     """``sum(coef * nll)`` with its gradients computed in the forward, from the same logits.
 
     forward(hidden [N, d], weight [V, d], bias [V] | None, labels [N] long, coef [N] float32 (constant),
-    chunk_size, ignore_index, compute_dtype, want_grad) -> (total scalar float32, nll [N] float32).
+    chunk_size, ignore_index, compute_dtype, want_grad, post) -> (total scalar float32, nll [N] float32).
     When the weights are known before the forward (one-call :func:`weighted_lm_loss`), d loss / d nll
     is known too, so the gradient needs no recomputation of the logits: 3 matrix products instead of
     4, as many as the naive loss. The gradients (held until backward) are scaled by the incoming
@@ -269,10 +305,10 @@ class _FusedWeightedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, coef, chunk_size, ignore_index, compute_dtype, want_grad):
+    def forward(ctx, hidden, weight, bias, labels, coef, chunk_size, ignore_index, compute_dtype, want_grad, post):
         with torch.autocast(hidden.device.type, enabled=False):
             rows, targets = _prepare(hidden, weight, labels, ignore_index)
-            plan = _Plan(hidden, weight, bias, rows, targets, chunk_size, compute_dtype)
+            plan = _Plan(hidden, weight, bias, rows, targets, chunk_size, compute_dtype, post)
             need = tuple(want_grad and n for n in ctx.needs_input_grad[:3])
             grads = _GradAccumulator(hidden, weight, bias, need, rows is None) if any(need) else None
             coef_kept = coef if rows is None else coef.index_select(0, rows)
@@ -292,8 +328,8 @@ class _FusedWeightedCE(torch.autograd.Function):
             )
         grads, ctx.grads, ctx.grads_used = ctx.grads, None, True  # the buffers are scaled in place
         if grads is None:
-            return (None,) * 9
-        return (*grads.finish(grad_total), None, None, None, None, None, None)
+            return (None,) * 10
+        return (*grads.finish(grad_total), None, None, None, None, None, None, None)
 
 
 def _check_int(name: str, value, low: int) -> None:
@@ -332,6 +368,16 @@ def _check_inputs(hidden, lm_head, labels, chunk_size, matmul_dtype):
         raise ValueError(f"matmul_dtype must be None or a floating-point torch.dtype, got {matmul_dtype!r}")
     cd = _compute_dtype(hidden, weight, matmul_dtype)
     return hidden.reshape(-1, hidden.shape[-1]), weight, bias, labels.reshape(-1).long(), cd
+
+
+def _check_post(postprocessing) -> LogitPostprocessing | None:
+    """``postprocessing`` (None or a :class:`~tokenweight.logits.LogitPostprocessing`; empty -> None)."""
+    if postprocessing is not None and not isinstance(postprocessing, LogitPostprocessing):
+        raise ValueError(
+            "postprocessing must be None or a tokenweight.logits.LogitPostprocessing "
+            f"(tokenweight.scoring.logit_postprocessing(model.config)), got {_describe(postprocessing)}"
+        )
+    return postprocessing or None
 
 
 def _check_reduction(reduction: str, num_items) -> None:
@@ -382,8 +428,9 @@ def chunked_nll(
     chunk_size: int = 1024,
     ignore_index: int = -100,
     matmul_dtype: torch.dtype | None = None,
+    postprocessing: LogitPostprocessing | None = None,
 ) -> Tensor:
-    """Per-token NLL ``[...]`` (float32, differentiable) of ``labels`` under ``lm_head(hidden)``.
+    """Per-token NLL ``[...]`` (float32, differentiable) of ``labels`` under ``post(lm_head(hidden))``.
 
     The first phase of a weighted loss whose weights depend on this NLL (see the module docstring);
     the backward recomputes each chunk's logits (4 products of the head's size in all, against 3
@@ -391,9 +438,8 @@ def chunked_nll(
 
     Args:
         hidden: ``[..., d]`` (usually ``[b, n, d]``), already aligned: ``hidden[..., t, :]``
-            predicts ``labels[..., t]`` (shift before calling). The logits must be exactly
-            ``lm_head(hidden)``: models that post-process logits (soft-capping, scaling) are not
-            covered.
+            predicts ``labels[..., t]`` (shift before calling). The logits are
+            ``lm_head(hidden)`` post-processed by ``postprocessing``.
         lm_head: ``nn.Linear(d, V)`` (with or without bias) or its weight ``[V, d]``. A weight
             tied to the input embedding simply receives this gradient on top of the embedding's.
             Its ``forward`` is not called, so hooks do not run: under parameter sharding (ZeRO-3,
@@ -404,13 +450,20 @@ def chunked_nll(
         matmul_dtype: dtype of the output-layer product; default: as the model computes it (the
             inputs' promoted dtype, or autocast's). ``torch.float32`` gives exact NLLs for bf16
             inputs at the cost of a float32 copy of the weight during each pass.
+        postprocessing: what the model does to its logits after the output layer
+            (``tokenweight.scoring.logit_postprocessing(model.config)``: Gemma-2's soft-capping
+            ``c·tanh(z/c)``, Granite's ``z / s``, Cohere's ``z · s``, ...), applied to each chunk
+            with the model's operations, in the product's dtype (float32 when the family upcasts
+            first), so the NLL is the model's own; its derivative enters the gradient. A soft-cap
+            needs a second ``[chunk_size, V]`` float32 buffer while gradients are computed.
 
     Returns:
         ``nll`` of ``labels.shape``, float32, 0 at ignored positions. Gradients flow to ``hidden``,
         the weight and the bias (in their dtypes).
     """
     flat_h, weight, bias, flat_y, cd = _check_inputs(hidden, lm_head, labels, chunk_size, matmul_dtype)
-    nll = _ChunkedNLL.apply(flat_h, weight, bias, flat_y, chunk_size, int(ignore_index), cd)
+    post = _check_post(postprocessing)
+    nll = _ChunkedNLL.apply(flat_h, weight, bias, flat_y, chunk_size, int(ignore_index), cd, post)
     return nll.view(labels.shape)
 
 
@@ -457,6 +510,7 @@ def weighted_lm_loss(
     reduction: str = "mean",
     num_items: int | float | Tensor | None = None,
     matmul_dtype: torch.dtype | None = None,
+    postprocessing: LogitPostprocessing | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Token-weighted cross-entropy without the full ``[b, n, V]`` logits, in one pass.
 
@@ -473,6 +527,7 @@ def weighted_lm_loss(
         (0 at ignored positions) of the same forward pass.
     """
     flat_h, weight, bias, flat_y, cd = _check_inputs(hidden, lm_head, labels, chunk_size, matmul_dtype)
+    post = _check_post(postprocessing)
     _check_reduction(reduction, num_items)
     mask = labels != ignore_index
     if weights is not None and isinstance(weights, Tensor) and weights.shape != labels.shape:
@@ -480,6 +535,6 @@ def weighted_lm_loss(
     coef = _loss_weights(mask, weights)
     want_grad = torch.is_grad_enabled()
     total, nll = _FusedWeightedCE.apply(
-        flat_h, weight, bias, flat_y, coef.reshape(-1), chunk_size, int(ignore_index), cd, want_grad
+        flat_h, weight, bias, flat_y, coef.reshape(-1), chunk_size, int(ignore_index), cd, want_grad, post
     )
     return _normalize(total, mask, reduction, num_items), nll.view(labels.shape)

@@ -19,24 +19,56 @@ the NLL of token ``j+1`` given what precedes it.
   batched runner as :func:`short_context_nll`.
 
 Why it is fast: all windows of a batch are stacked and run together (windows of equal length need
-no attention mask at all), hidden states are taken from the decoder, and the vocabulary projection
+no attention mask at all), the model's output layer is replaced for the pass
+(:mod:`tokenweight.logits`: the model's own logit post-processing, e.g. Gemma-2's soft-capping, is
+applied by the replacement, :func:`logit_postprocessing`), and the vocabulary projection
 is applied only to the positions that are kept -- on a small-vocabulary model the LM head is a
 large share of the work, and a quarter of every strided window is context that is never scored.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: config attributes that change logits after the LM head (the one list of them: scoring and the
-#: training loss both read it); models that set any of them are scored through their own forward
-#: (full logits) so that the NLL is always the model's own.
-LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+from tokenweight.logits import LogitPostprocessing, probe_output_layer, replaced_output_layer
+
+
+class _Rule(NamedTuple):
+    """A family's logit post-processing: ``steps`` ``(op, where, attribute)`` in the forward's
+    order (op ``mul``/``div``/``softcap``; the value is the text config's ``attribute``, the
+    forward reads it at ``where``: ``"config"``, ``""`` the model, ``"model"`` its decoder)."""
+
+    steps: tuple[tuple[str, str, str], ...]
+    float32: bool = False
+
+
+_SOFTCAP = _Rule((("softcap", "config", "final_logit_softcapping"),))
+_GRANITE = _Rule((("div", "config", "logits_scaling"),))
+_COHERE = _Rule((("mul", "", "logit_scale"),))
+
+#: what each family of transformers 5.23 does to its logits after the output layer, by model_type,
+#: read from its ``*ForCausalLM.forward`` (the one place of these rules: the chunked loss, the
+#: trainer and the scorer all apply :func:`logit_postprocessing`): soft-capping ``c·tanh(z/c)``
+#: when ``final_logit_softcapping`` is not None (Gemma-2, Gemma-3 text, VaultGemma, NanoChat;
+#: Beam after upcasting to float32), Granite's ``z / logits_scaling``, HyperCLOVA X's
+#: ``z · logits_scaling``, Cohere's ``z · logit_scale``, Falcon-H1's ``z · lm_head_multiplier``.
+#: A family not listed is served only if it leaves the output layer's result unchanged
+#: (:func:`tokenweight.logits.probe_output_layer` checks that once per model).
+LOGIT_POSTPROCESSING: dict[str, _Rule] = {
+    **dict.fromkeys(("gemma2", "gemma3_text", "gemma4_text", "vaultgemma", "nanochat"), _SOFTCAP),
+    "beam": _Rule(_SOFTCAP.steps, float32=True),
+    **dict.fromkeys(("granite", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoeshared"), _GRANITE),
+    "hyperclovax": _Rule((("mul", "config", "logits_scaling"),)),
+    **dict.fromkeys(("cohere", "cohere2", "cohere2_moe"), _COHERE),
+    "falcon_h1": _Rule((("mul", "model", "lm_head_multiplier"),)),
+}
 
 #: tokens per forward pass of stacked short windows when no batch size is given: large enough to
 #: keep a GPU busy, small enough for the activations of a small CPU model
@@ -65,9 +97,53 @@ def resolve_stride(n: int, window: int, stride: int | None = None) -> int:
     return stride
 
 
-def logit_postprocessing(config) -> dict[str, float]:
-    """The logit post-processing a model's config asks for: ``{attribute: value}``, empty when none."""
-    return {a: v for a in LOGIT_POSTPROCESSING if (v := getattr(config, a, None)) not in (None, 1, 1.0)}
+def logit_postprocessing(config) -> LogitPostprocessing:
+    """What a model of ``config`` does to its logits after the output layer (empty: nothing).
+
+    The rule of its family (:data:`LOGIT_POSTPROCESSING`, by ``config.model_type``) with the
+    config's values: a soft-cap of None and a scale of 1 are left out (the model skips the first,
+    the second is the identity). The switches say how the model's own forward skips them.
+    """
+    rule = LOGIT_POSTPROCESSING.get(getattr(config, "model_type", None))
+    if rule is None:
+        return LogitPostprocessing()
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    ops, switches = [], []
+    for op, where, attribute in rule.steps:
+        value = getattr(text, attribute, None)
+        if value is None or (op != "softcap" and value == 1):
+            continue
+        ops.append((op, float(value)))
+        switches.append((where, attribute, None if op == "softcap" else 1.0))
+    return LogitPostprocessing(tuple(ops), rule.float32 and bool(ops), tuple(switches))
+
+
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> output_layer_problem
+
+
+def output_layer_problem(model: nn.Module) -> str | None:
+    """Why the chunked paths (scoring here, the training loss) cannot replace ``model``'s output
+    layer exactly, as a clause for a message; None when they can (:func:`tokenweight.logits.probe_output_layer`
+    with the family's :func:`logit_postprocessing`, run once per model object)."""
+    if model in _PROBED:
+        return _PROBED[model]
+    config = getattr(model, "config", None)
+    problem = probe_output_layer(model, logit_postprocessing(config) if config is not None else LogitPostprocessing())
+    _PROBED[model] = problem
+    return problem
+
+
+def head_logits(head: nn.Linear, hidden: Tensor, post: LogitPostprocessing) -> Tensor:
+    """float32 logits ``[..., V]`` of ``hidden [..., d]``, post-processed as the model does it (in
+    the head's dtype, or in float32 for a family that upcasts first), so they equal the model's own
+    ``logits.float()``. Calls ``F.linear``, not the module (whose forward may be replaced)."""
+    z = F.linear(hidden, head.weight, head.bias)
+    if post and not post.float32:
+        post.apply_(z)
+    z = z.float()
+    if post and post.float32:
+        post.apply_(z)
+    return z
 
 
 def _head_chunk(vocab_size: int, device: torch.device) -> int:
@@ -100,22 +176,12 @@ class _eval_mode:
         self.model.train(self.was_training)
 
 
-def _split_model(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
-    """Return ``(decoder, lm_head)`` when logits are exactly ``lm_head(decoder(x).last_hidden_state)``."""
-    config = getattr(model, "config", None)
-    if config is None or logit_postprocessing(config):
+def _split_model(model: nn.Module) -> tuple[nn.Linear, LogitPostprocessing] | None:
+    """``(output layer, its post-processing)`` when the output layer can be replaced exactly
+    (:func:`output_layer_problem`); None: run the model's own forward (full logits)."""
+    if output_layer_problem(model) is not None:
         return None
-    get_decoder = getattr(model, "get_decoder", None)
-    get_head = getattr(model, "get_output_embeddings", None)
-    if get_decoder is None or get_head is None:
-        return None
-    try:
-        decoder, head = get_decoder(), get_head()
-    except (AttributeError, NotImplementedError):
-        return None
-    if not isinstance(decoder, nn.Module) or not isinstance(head, nn.Linear) or decoder is model:
-        return None
-    return decoder, head
+    return model.get_output_embeddings(), logit_postprocessing(model.config)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -136,21 +202,27 @@ def _nll_at(
     """NLL of ``targets[k]`` predicted at position ``(rows[k], cols[k])`` of a forward pass.
 
     input_ids: [B, L]; rows, cols, targets: [K] -> [K] float32. Logits are computed for the K
-    requested positions only (when the model is a plain decoder + linear head).
+    requested positions only, post-processed as the model does (:func:`logit_postprocessing`):
+    the model's own forward runs with its output layer replaced; a model whose output layer cannot
+    be replaced exactly (:func:`output_layer_problem`) runs unchanged, with full logits.
     """
     split = _split_model(model)
     if split is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         return F.cross_entropy(logits[rows, cols].float(), targets, reduction="none")
-    decoder, head = split
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    picked = hidden[rows, cols]  # [K, d]
-    out = torch.empty(picked.shape[0], dtype=torch.float32, device=picked.device)
-    chunk = _head_chunk(head.out_features, picked.device)
-    for i in range(0, picked.shape[0], chunk):
-        logits = head(picked[i : i + chunk]).float()
-        out[i : i + chunk] = F.cross_entropy(logits, targets[i : i + chunk], reduction="none")
-    return out
+    head, post = split
+
+    def nll_at_positions(hidden: Tensor) -> Tensor:  # [B, L, d] -> [K]
+        picked = hidden[rows, cols]  # [K, d]
+        out = torch.empty(picked.shape[0], dtype=torch.float32, device=picked.device)
+        chunk = _head_chunk(head.out_features, picked.device)
+        for i in range(0, picked.shape[0], chunk):
+            logits = head_logits(head, picked[i : i + chunk], post)
+            out[i : i + chunk] = F.cross_entropy(logits, targets[i : i + chunk], reduction="none")
+        return out
+
+    with replaced_output_layer(model, nll_at_positions, post):
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
 def _lengths(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:

@@ -120,7 +120,9 @@ def test_bad_input_exits_2_with_one_line(env, tmp_path, capsys):
     exits_2_with_one_line(capsys, s[:2] + [str(tmp_path / "nodata")] + s[3:], str(tmp_path / "nodata"))
     make_tokenizer(tmp_path / "tok", 64, prefix="v")
     foreign = make_scorer(tmp_path / "foreign", tokenizer=tmp_path / "tok")
-    exits_2_with_one_line(capsys, s[:4] + [str(foreign)] + s[5:], "uses a different tokenizer than the data")
+    exits_2_with_one_line(
+        capsys, s[:4] + [str(foreign)] + s[5:] + ["--align", "never"], "uses a different tokenizer than the data"
+    )
     assert not d.exists()
 
 

@@ -38,6 +38,10 @@ def test_eval_two_models_no_tasks(tree, capsys):
             str(tree / "data"),
             "--window",
             "16",
+            "--longppl-trunc-len",
+            "16",
+            "--longppl-sliding-window",
+            "8",
             "--tasks",
             "none",
             "--out",
@@ -51,7 +55,8 @@ def test_eval_two_models_no_tasks(tree, capsys):
     res = json.loads((out / "results.json").read_text())
     assert [m["name"] for m in res["models"]] == ["base", "weighted"]
     assert res["config"]["window"] == 16 and res["config"]["tasks"] == []
-    assert res["evaluator"]["name"] == "base"
+    assert res["evaluator"]["name"] == "base" and res["evaluator"]["trunc_len"] == 16
+    assert res["config"]["longppl_sliding_window"] == 8
     assert "base" in printed and "weighted" in printed and "LongPPL" in printed
     assert (out / "table.txt").is_file() and (out / "ppl_by_position.png").stat().st_size > 0
 
@@ -80,7 +85,7 @@ def test_config_file_sets_options(tree, tmp_path, capsys):
         (["eval", "{tmp}/m1", "--evaluator", "zzz"], "--evaluator"),
         (["eval", "{tmp}/m1", "--position-edges", "0,5,5"], "--position-edges must be non-negative and strictly"),
         (["eval", "{tmp}/m1", "--max-new-tokens", "-1"], "--max-new-tokens"),
-        (["eval", "{tmp}/m1", "--window", "16", "--longppl-stride", "16"], "--longppl-stride"),
+        (["eval", "{tmp}/m1", "--longppl-trunc-len", "0"], "--longppl-trunc-len must be an integer >= 1, got 0"),
         (["eval", "{tmp}/m1", "--data", "{tmp}/data", "--tasks", "niah_single_1,nope"], "unknown task(s) nope"),
         (["eval", "{tmp}/m1", "--data", "{tmp}/m2"], "is not a complete prepared folder"),
     ],

@@ -40,8 +40,8 @@ def tiny_llama(vocab: int, seed: int) -> LlamaForCausalLM:
 
 def train_retriever(tok, steps: int = 250, batch: int = 8) -> LlamaForCausalLM:
     """Answer-only LM loss on 256 NIAH prompts of seed 123 (the test uses seed 0)."""
-    pool = T.generate_samples("niah_single_1", tok, 128, 256, seed=123)
-    seqs = [(tok(s.input + " " + s.outputs[0])["input_ids"], len(tok(s.input)["input_ids"])) for s in pool]
+    pool = T.generate_samples("niah_single_1", tok, 128, 256, seed=123, tokens_to_generate=0)
+    seqs = [(tok(s.prompt + " " + s.outputs[0])["input_ids"], len(tok(s.prompt)["input_ids"])) for s in pool]
     L = max(len(a) for a, _ in seqs)
     ids = torch.full((len(seqs), L), tok.pad_token_id)
     labels = torch.full((len(seqs), L), -100)
@@ -72,8 +72,8 @@ def test_retrieving_model_beats_random_on_niah(tmp_path):
     rand = tiny_llama(len(tok), seed=1).eval()
     cfg = EvalConfig(
         tasks=["niah_single_1"],
-        lengths=[128],
-        window=128,
+        lengths=[148],  # RULER's length: the ~128-token prompts of training plus the answer-sized budget
+        window=148,
         num_samples=4,
         depths=[0.25, 0.75],
         generation=False,

@@ -105,7 +105,9 @@ def setup(tmp_path_factory):
 
 def test_lm_metrics_side_by_side_equal_direct_computation(setup):
     tmp, tok, a, b, rows = setup
-    cfg = EvalConfig(tasks=[], window=16, batch_size=2, max_sequences=None)
+    cfg = EvalConfig(
+        tasks=[], window=16, batch_size=2, max_sequences=None, longppl_trunc_len=16, longppl_sliding_window=8
+    )
     res = evaluate_models({"A": str(tmp / "a"), "B": b}, data_dir=tmp / "data", config=cfg)
     check_results(res)
     assert res["schema_version"] == SCHEMA_VERSION
@@ -129,27 +131,32 @@ def test_lm_metrics_side_by_side_equal_direct_computation(setup):
             0,
         ]  # 3 at distance 6; 3 at 25 and 2 at 18
         assert m["tasks"] == []
-    # LongPPL: the first model judges key tokens for both
+    # LongPPL: the first model judges key tokens for both (values: tests/evaluate/test_longppl_suite.py)
     ev = res["evaluator"]
-    assert ev["name"] == "A" and ev["window"] == 16 and ev["stride"] == 4
-    assert ev["eligible_tokens"] == 4 * (48 - 16) + (41 - 16)
-    for m in res["models"]:
-        assert m["longppl"]["key_tokens"] == ev["key_tokens"]
-        assert m["longppl"]["eligible_tokens"] == ev["eligible_tokens"]
+    assert ev["name"] == "A" and ev["trunc_len"] == 16 and ev["sliding_window"] == 8
+    a_lp, b_lp = (m["longppl"] for m in res["models"])
+    assert a_lp["key_tokens"] == b_lp["key_tokens"] and a_lp["eligible_tokens"] == b_lp["eligible_tokens"]
 
 
-def test_longppl_against_hand_computation(setup):
-    """With alpha = -inf-ish and beta = -inf-ish every eligible token is a key token:
-    LongPPL then equals the perplexity of positions >= w."""
+def test_longppl_every_candidate_is_key_at_extreme_thresholds(setup):
+    """With alpha = beta = -1e9 every candidate is a key token, for the evaluator and the models."""
     tmp, tok, a, b, rows = setup
-    cfg = EvalConfig(tasks=[], window=16, batch_size=3, alpha=-1e9, beta=-1e9, evaluator="B", position_edges=[16, 48])
+    cfg = EvalConfig(
+        tasks=[],
+        window=16,
+        batch_size=3,
+        longppl_trunc_len=16,
+        longppl_sliding_window=8,
+        longppl_alpha=-1e9,
+        longppl_beta=-1e9,
+        evaluator="B",
+    )
     res = evaluate_models({"A": a, "B": b}, tokenizer=tok, data_dir=tmp / "data", config=cfg)
+    ev = res["evaluator"]
+    assert ev["name"] == "B" and ev["key_tokens"] == ev["eligible_tokens"] > 0 and ev["key_share"] == 1.0
     for m in res["models"]:
-        lp, late = m["longppl"], m["perplexity"]["by_position"][0]
-        assert lp["key_tokens"] == lp["eligible_tokens"] == late["tokens"]
-        assert lp["longppl"] == pytest.approx(late["ppl"], rel=1e-6)
-        assert lp["key_share"] == 1.0
-    assert res["evaluator"]["name"] == "B"
+        lp = m["longppl"]
+        assert lp["key_tokens"] == lp["eligible_tokens"] > 0 and lp["key_share"] == 1.0
 
 
 def test_write_outputs(setup, tmp_path):
@@ -200,7 +207,7 @@ def test_tasks_rows_by_depth_and_outputs(setup, tmp_path):
         assert [(r["length"], r["depth"], r["samples"]) for r in niah] == [(128, None, 4), (128, 0.0, 2), (128, 1.0, 2)]
         fwe = [r for r in m["tasks"] if r["task"] == "fwe"]
         assert [(r["length"], r["depth"], r["samples"]) for r in fwe] == [(128, None, 4)]  # 2 x 2 depths
-        samples = T.generate_samples("niah_single_1", tok, 128, 2, 0, haystack=T.Haystack.noise(), depths=[0.0, 1.0])
+        samples = T.generate_samples("niah_single_1", tok, 128, 2, 0, depths=[0.0, 1.0], tokens_to_generate=3)
         lik = T.score_likelihood(model, tok, samples, batch_size=1)
         for r, idx in zip(niah, ([0, 1, 2, 3], [0, 1], [2, 3])):
             assert r["likelihood"]["token_accuracy"] == pytest.approx(
@@ -233,7 +240,16 @@ def test_cache_resumes_without_running_models(setup, tmp_path, monkeypatch):
 
     tmp, tok, a, b, rows = setup
     models = {"A": str(tmp / "a"), "B": str(tmp / "b")}
-    cfg = EvalConfig(tasks=["fwe"], lengths=[128], window=16, num_samples=1, depths=[0.5], generation=False)
+    cfg = EvalConfig(
+        tasks=["fwe"],
+        lengths=[128],
+        window=16,
+        num_samples=1,
+        depths=[0.5],
+        generation=False,
+        longppl_trunc_len=16,
+        longppl_sliding_window=8,
+    )
     first = evaluate_models(models, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.json"))) == 2
 
@@ -250,5 +266,8 @@ def test_cache_resumes_without_running_models(setup, tmp_path, monkeypatch):
     assert again["evaluator"] == {**first["evaluator"], "name": "a2"}  # the first model judges by default
     with pytest.raises(AssertionError, match="loaded although cached"):
         evaluate_models(
-            models, data_dir=tmp / "data", config=EvalConfig(**{**cfg.__dict__, "alpha": 1.0}), cache_dir=tmp_path
+            models,
+            data_dir=tmp / "data",
+            config=EvalConfig(**{**cfg.__dict__, "longppl_alpha": 1.0}),
+            cache_dir=tmp_path,
         )

@@ -48,12 +48,18 @@ def report(tmp_path_factory):
 
 
 def _row(md: str, title: str, label: str) -> list[str]:
-    section = md.split(f"### {title}")[1].split("###")[0]
+    section = md.split(f"### {title}\n")[1].split("###")[0]
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0] == label:
             return cells
     raise AssertionError(f"no row {label!r} in table {title!r}")
+
+
+def _cell(md: str, title: str, row: str, column: str) -> str:
+    """A cell of a table whose rows are metrics and whose columns are models."""
+    head = _row(md, title, "metric")
+    return dict(zip(head, _row(md, title, row)))[column]
 
 
 def test_files(report):
@@ -76,26 +82,25 @@ def test_files(report):
 
 def test_markdown_numbers(report):
     md = (report / "report.md").read_text()
-    head = _row(md, "Comparison", "model")
-    assert head[:6] == ["model", "seeds", "recall d≥256", "recall d<256", "tasks@1024", "tasks@1024 gen %"]
-    dense = dict(zip(head, _row(md, "Comparison", "dense:0.75 (frozen)")))
-    uni = dict(zip(head, _row(md, "Comparison", "uniform")))
-    base = dict(zip(head, _row(md, "Comparison", "base")))
-    assert uni["recall d≥256"] == "0.475 ± 0.177"  # (.35, .60)
-    assert dense["recall d≥256"] == "0.650 ± 0.071"  # (.70, .60)
-    assert dense["tasks@1024"] == "0.650 ± 0.071" and uni["tasks@1024"] == "0.450 ± 0.071"
-    assert dense["ppl<256"] == "12.00 ± 1.41" and dense["seeds"] == "2"
-    assert dense["train s"] == "120 ± 14" and uni["tok/s"] == "4500 ± 707"
-    assert base["recall d≥256"] == "0.000" and base["ppl<256"] == "9.00" and base["train s"] == "–"
-    vs_head = _row(md, "Difference vs uniform", "model")
-    vs = dict(zip(vs_head, _row(md, "Difference vs uniform", "dense:0.75 (frozen)")))
-    assert vs["recall d≥256"] == "+0.175 ± 0.247 (n=2)"
-    assert vs["tasks@1024"] == "+0.200 ± 0.141 (n=2)"
-    assert vs["ppl<256"] == "+1.00 ± 0.00 (n=2)"
-    t_head = _row(md, "Tasks at length 1024", "model")
-    t = dict(zip(t_head, _row(md, "Tasks at length 1024", "dense:0.75 (frozen)")))
-    assert t["niah@1024"] == "0.850 ± 0.071" and t["kv@1024"] == "0.450 ± 0.071"
-    runs = dict(zip(_row(md, "Runs", "run"), _row(md, "Runs", "uniform_s0")))
+    assert _row(md, "Comparison", "metric") == ["metric", "base", "uniform", "dense:0.75 (frozen)"]
+    rows = [line.split("|")[1].strip() for line in md.split("### Comparison\n")[1].split("*")[0].splitlines()[4:-1]]
+    assert rows[:4] == ["recall d≥256", "recall d<256", "tasks@1024", "tasks@1024 gen %"]  # metrics as rows
+    dense = lambda metric, title="Comparison": _cell(md, title, metric, "dense:0.75 (frozen)")  # noqa: E731
+    uni = lambda metric: _cell(md, "Comparison", metric, "uniform")  # noqa: E731
+    base = lambda metric: _cell(md, "Comparison", metric, "base")  # noqa: E731
+    assert uni("recall d≥256") == "0.475 ± 0.177"  # (.35, .60)
+    assert dense("recall d≥256") == "0.650 ± 0.071"  # (.70, .60)
+    assert dense("tasks@1024") == "0.650 ± 0.071" and uni("tasks@1024") == "0.450 ± 0.071"
+    assert dense("ppl<256") == "12.00 ± 1.41" and dense("seeds") == "2"
+    assert dense("train s") == "120 ± 14" and uni("tok/s") == "4500 ± 707"
+    assert base("recall d≥256") == "0.000" and base("ppl<256") == "9.00" and base("train s") == "–"
+    assert _row(md, "Difference vs uniform", "metric") == ["metric", "dense:0.75 (frozen)"]
+    assert dense("recall d≥256", "Difference vs uniform") == "+0.175 ± 0.247 (n=2)"
+    assert dense("tasks@1024", "Difference vs uniform") == "+0.200 ± 0.141 (n=2)"
+    assert dense("ppl<256", "Difference vs uniform") == "+1.00 ± 0.00 (n=2)"
+    assert dense("niah@1024", "Tasks at length 1024") == "0.850 ± 0.071"
+    assert dense("kv@1024", "Tasks at length 1024") == "0.450 ± 0.071"
+    runs = dict(zip(_row(md, "Runs", "run"), _row(md, "Runs", "uniform_s0")))  # runs as rows
     assert runs["recall d≥256"] == "0.350" and runs["seed"] == "0"
     assert "## Verdict" in md and "dense:0.75 (frozen): recall d≥256 +0.175 ± 0.247 (within noise)" in md
     assert "ppl<256 +1.00 ± 0.00 (clearly worse)" in md

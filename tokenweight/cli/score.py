@@ -28,6 +28,10 @@ def run(config: CONFIG) -> int:
         f"score cache {r.out}: {r.sequences} sequences of split {m['split']!r}, window {m['window']}, "
         f"stride {m['stride']}, {m['dtype']}; {r.computed} computed now, {r.cached} already cached"
     )
+    if m.get("scorer_tokenizer"):
+        k = r.decoded_per_token
+        per_token = f" ({k} of {r.computed} by decoding token by token)" if k else ""
+        print(f"the scorer's tokenizer differs: its NLL was moved onto the data's tokens by characters{per_token}")
     if r.verified:
         print(
             f"verified {r.verified} sequences against a direct recomputation: "

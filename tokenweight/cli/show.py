@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scorer",
         default=None,
-        help="short-context model with the same tokenizer (default: the model itself, self-scoring)",
+        help="short-context model (default: the model itself, self-scoring); with another tokenizer than the "
+        "model's, its NLL is moved onto the model's tokens by characters",
     )
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer folder (default: the model's folder, else the scorer's)"
@@ -63,7 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stride", type=int, default=None, help="window stride s (default: (1 - w/n)·w)")
     parser.add_argument("--max-tokens", type=int, default=1024, help="use the first N tokens of the text")
-    parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+    from tokenweight.config import RUNTIME_GROUP
+    from tokenweight.models import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
+
+    runtime = parser.add_argument_group(RUNTIME_GROUP)  # the same options as the stages' RuntimeOptions
+    runtime.add_argument(
+        "--device", default="auto", help="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:N"
+    )
+    runtime.add_argument(
+        "--dtype", default="float32", help=f"compute dtype of the models (default float32; {', '.join(RUNTIME_DTYPES)})"
+    )
+    runtime.add_argument(
+        "--attn-implementation",
+        default="auto",
+        help="attention (default auto: the best the model supports; one of " + ", ".join(ATTN_IMPLEMENTATIONS) + ")",
+    )
     parser.add_argument("--out", default="heatmap.html", help="output HTML file")
 
 
@@ -118,6 +133,19 @@ def _tokenizer(args):
     raise UsageError(f"model folder {args.model!r} holds no tokenizer: pass --tokenizer FOLDER")
 
 
+def _scorer_tokenizer(scorer):
+    """The scorer's own tokenizer, if it saved one: another than the model's is aligned by characters
+    (docs/SCORING.md, as ``tokenweight score`` does)."""
+    from tokenweight.identity import has_tokenizer, is_hub_id, load_tokenizer
+
+    if not scorer or not (is_hub_id(scorer) or has_tokenizer(scorer)):
+        return None
+    try:
+        return load_tokenizer(scorer)
+    except UsageError:  # a hub model without a tokenizer: the model's is used, as before
+        return None
+
+
 def _check_stride(stride: int | None, window: int) -> None:
     if stride is not None and stride >= window:
         raise UsageError(f"--stride {stride} is not below the window {window}: pass a stride in [1, {window - 1}]")
@@ -134,7 +162,19 @@ def page(body: str, title: str) -> str:
     )
 
 
+def _runtime(args):
+    """The checked runtime options (tokenweight.models.resolve_runtime), bad ones as one line."""
+    from tokenweight.models import resolve_runtime
+
+    try:
+        return resolve_runtime(args.device, args.dtype, args.attn_implementation)
+    except ValueError as e:
+        head, sep, rest = str(e).partition(" ")
+        raise UsageError(f"--{head.replace('_', '-')}{sep}{rest}") from None
+
+
 def run(args) -> int:
+    runtime = _runtime(args)
     text = _read_text(args.text)
     schemes = _schemes(args.scheme)
     if not args.model:
@@ -146,18 +186,25 @@ def run(args) -> int:
     if args.window is not None:
         _check_stride(args.stride, args.window)
     from tokenweight.io_utils import atomic_write_text
-    from tokenweight.models import load_model
     from tokenweight.report.heatmap import compute_heatmap, sample_html
 
-    model = load_model(args.model, device=args.device)
-    scorer = load_model(args.scorer, device=args.device) if args.scorer else model
+    model = runtime.load(args.model)
+    scorer = runtime.load(args.scorer) if args.scorer else model
     tokenizer = _tokenizer(args)
     window = args.window
     if window is None:
         window = _max_positions(scorer) if args.scorer else max(2, (_max_positions(model) or 8) // 4)
         _check_stride(args.stride, window)
     sample = compute_heatmap(
-        model, scorer, tokenizer, text, schemes, window=window, stride=args.stride, max_tokens=args.max_tokens
+        model,
+        scorer,
+        tokenizer,
+        text,
+        schemes,
+        window=window,
+        stride=args.stride,
+        max_tokens=args.max_tokens,
+        scorer_tokenizer=_scorer_tokenizer(args.scorer),
     )
     n = len(sample["tokens"])
     note = "the model itself (self-scoring)" if sample["self_scored"] else html.escape(str(args.scorer))

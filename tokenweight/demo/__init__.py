@@ -80,7 +80,13 @@ def run_demo(config: DemoConfig) -> Path:
         import torch
 
         torch.set_num_threads(config.threads)
-    demo = Demo(Path(config.out), config.make_profile(), skip_gate=config.skip_gate, shipped_base=config.shipped_base())
+    demo = Demo(
+        Path(config.out),
+        config.make_profile(),
+        skip_gate=config.skip_gate,
+        shipped_base=config.shipped_base(),
+        runtime=config.runtime_options(),
+    )
     if config.export_base is not None:
         return demo.export_base(Path(config.export_base), command=config.command())
     return demo.run()

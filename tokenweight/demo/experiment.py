@@ -25,6 +25,9 @@ class Demo(BaseModelSteps):
     #: pretraining: the pretraining data is still prepared, with its tokenizer, and ``base/model``
     #: becomes a copy of it; None: pretrain the base model here
     shipped_base: Path | None = None
+    #: the runtime options of every stage config below (``device``, ``dtype``,
+    #: ``attn_implementation``; :class:`tokenweight.config.RuntimeOptions`); empty: their defaults
+    runtime: dict = field(default_factory=dict)
     stage_times: dict = field(default_factory=dict)
     _record: dict | None = field(default=None, init=False, repr=False)  # the shipped base's checked BASE.json
 
@@ -89,6 +92,7 @@ class Demo(BaseModelSteps):
         if not p.copy_steps:
             return None
         return PretrainConfig(
+            **self.runtime,
             init=p.preset,
             data=str(self.pre_data),
             out=str(self.warmup),
@@ -110,6 +114,7 @@ class Demo(BaseModelSteps):
         start = {"model": str(self.warmup / "model")} if p.copy_steps else {"init": p.preset}
         return PretrainConfig(
             **start,
+            **self.runtime,
             data=str(self.pre_data),
             out=str(self.base),
             window=p.window,
@@ -130,7 +135,7 @@ class Demo(BaseModelSteps):
             scorer=str(self.base / "model"),
             out=str(self.scores),
             window=self.profile.window,
-            device="cpu",
+            **self.runtime,
         )
 
     def train_config(self, name: str, scheme: str, scorer: str, seed: int):
@@ -138,6 +143,7 @@ class Demo(BaseModelSteps):
 
         p = self.profile
         return TrainConfig(
+            **self.runtime,
             model=str(self.base / "model"),
             data=str(self.ext_data),
             out=str(self.run_dir(name, seed)),
@@ -159,6 +165,7 @@ class Demo(BaseModelSteps):
         p = self.profile
         models = self.models()
         return EvalConfig(
+            **self.runtime,
             models=list(models.values()),
             names=list(models),
             data=str(self.ext_data),
@@ -168,6 +175,9 @@ class Demo(BaseModelSteps):
             num_samples=p.eval_samples,
             window=p.window,
             evaluator="base",
+            # Fang et al.'s 4096 + 1024 scaled to the base model's window: candidates see 3w/4 to w - 1 tokens
+            longppl_trunc_len=p.window * 3 // 4,
+            longppl_sliding_window=max(1, p.window // 4),
             max_sequences=p.eval_sequences,
             generation=p.eval_generation,
             depths=list(p.eval_depths),
@@ -280,16 +290,16 @@ class Demo(BaseModelSteps):
         """
         import torch
 
+        from tokenweight.config import RuntimeOptions
         from tokenweight.data import load_prepared
         from tokenweight.evaluate.episodes import score_episodes
-        from tokenweight.models import load_model
 
         cached = self.out / "gate.json"
         if cached.is_file():
             return json.loads(cached.read_text())
         ds, _ = load_prepared(self.pre_data)
         val = ds["validation"].select(range(min(self.profile.gate_sequences, len(ds["validation"]))))
-        model = load_model(str(self.base / "model"))
+        model = RuntimeOptions(**self.runtime).runtime().load(str(self.base / "model"))
         scores = []
         with torch.no_grad():
             for i in range(0, len(val), 16):

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenweight.config import StageConfig, check_choice, check_int, option
+from tokenweight.config import RuntimeOptions, StageConfig, check_choice, check_int, option
 from tokenweight.demo.profiles import PROFILES, SHIPPED_BASES, Profile, make_profile
 
 
 @dataclass
-class DemoConfig(StageConfig):
-    """Options of ``tokenweight demo``."""
+class DemoConfig(RuntimeOptions, StageConfig):
+    """Options of ``tokenweight demo``. The runtime options (:class:`tokenweight.config.RuntimeOptions`)
+    go to every stage the demo runs; ``dtype`` is checked as for training (the demo trains)."""
+
+    RUNTIME_TRAINING = True
 
     out: str = option("runs/demo", "demo folder; rerun with the same --out to continue", metavar="DIR")
     profile: str = option(
@@ -70,6 +73,11 @@ class DemoConfig(StageConfig):
         check_int(self, "threads", 1, optional=True)
         if self.export_base is not None and not str(self.export_base).strip():
             raise ValueError("export_base must be a folder to write the base model to, got ''")
+        self.validate_runtime()
+
+    def runtime_options(self) -> dict:
+        """The runtime options as given (``auto`` unresolved), for the stage configs the demo builds."""
+        return {"device": self.device, "dtype": self.dtype, "attn_implementation": self.attn_implementation}
 
     def make_profile(self) -> Profile:
         return make_profile(

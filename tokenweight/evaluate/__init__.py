@@ -9,7 +9,11 @@ does not pull in the whole suite)::
                               data_dir="runs/data", config=EvalConfig(lengths=[256, 1024]))
     write_outputs(results, "runs/eval")   # results.json, table.txt, *.png
 
-Modules: ``lm_metrics`` (perplexity by position bucket), ``longppl`` (key tokens, LongPPL),
+``compute_longppl`` is a drop-in for ``PKU-ML/LongPPL``'s (``from longppl import compute_longppl``):
+the same arguments, defaults and numbers.
+
+Modules: ``lm_metrics`` (perplexity by position bucket), ``longppl`` (key tokens, LongPPL;
+``longppl_fang``: the drop-in, ``longppl_suite``: LongPPL in the suite),
 ``episodes`` (episode recall), ``tasks`` (RULER-style tasks), ``task_metrics`` (task samples
 and per-model task scores for the suite), ``runner`` (the suite over several models), ``results``
 (JSON schema, console table), ``plots`` (PNG figures). The results schema is
@@ -29,6 +33,7 @@ _EXPORTS = {
     "format_tables": "tokenweight.evaluate.results",
     "SCHEMA_VERSION": "tokenweight.evaluate.results",
     "write_plots": "tokenweight.evaluate.plots",
+    "compute_longppl": "tokenweight.evaluate.longppl_fang",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -37,6 +37,7 @@ def shared_key(cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluato
     """The part of every model's cache key that the models of a run share; None: nothing is cached
     (no ``cache_dir``, or an evaluator that cannot be fingerprinted)."""
     from tokenweight import __version__
+    from tokenweight.evaluate.harness import FIELDS as HARNESS_FIELDS
     from tokenweight.evaluate.results import SCHEMA_VERSION
 
     shared = None
@@ -45,10 +46,11 @@ def shared_key(cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluato
         shared = {
             "version": __version__,
             "schema": SCHEMA_VERSION,
-            "config": {**cfg, "evaluator": None},
+            # the lm-eval settings key the harness records of their own (tokenweight.evaluate.harness)
+            "config": {**{k: v for k, v in cfg.items() if k not in HARNESS_FIELDS}, "evaluator": None},
             "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
             "tokenizer": tokenizer_digest(tokenizer),
-            "evaluator": evaluator and {"model": ev_digest, "stride": evaluator.stride},
+            "evaluator": evaluator and {"model": ev_digest, **evaluator.identity()},
         }
     return shared
 

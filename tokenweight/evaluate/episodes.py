@@ -14,9 +14,9 @@ Per episode, at the use site (teacher forcing, so the value's own earlier tokens
 - exact match: 1 when every value token is the argmax;
 - log-prob: sum (and mean per token) of ``log p(value token | prefix)``.
 
-One forward pass per batch of sequences; the vocabulary projection is computed only at the
-positions that predict value tokens (``logits_to_keep`` with a boolean mask, transformers >= 5),
-with a fallback to full logits for models whose forward does not take it.
+One forward pass per batch of sequences, on the model's device; the vocabulary projection is
+computed only at the positions that predict value tokens, in chunks
+(:func:`tokenweight.evaluate.logprobs.logprobs_at`: never the full ``[b, n, V]`` logits).
 """
 
 from __future__ import annotations
@@ -71,24 +71,25 @@ def score_episodes(
     spans = [[_check_episode(ep, r, input_ids[r], lengths[r]) for ep in eps] for r, eps in enumerate(episodes)]
     if not any(spans):
         return []
+    from tokenweight.evaluate.logprobs import logprobs_at
+
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    attention_mask = None if attention_mask is None else attention_mask.to(device)
     # Position p predicts token p+1: the value tokens us..ue-1 are predicted at us-1..ue-2.
-    keep = torch.zeros(b, n, dtype=torch.bool, device=input_ids.device)
+    keep = torch.zeros(b, n, dtype=torch.bool, device=device)
     for r, eps in enumerate(spans):
         for _, _, us, ue in eps:
             keep[r, us - 1 : ue - 1] = True
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
-    if logits.ndim == 3 and logits.shape[:2] == (b, n):  # model ignored logits_to_keep: full logits
-        logits = logits[keep]
-    if logits.shape[0] != int(keep.sum()):
-        raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)} for {int(keep.sum())} kept positions")
-    logp = torch.log_softmax(logits.float(), dim=-1)  # [K, V], K kept positions in row-major order
-    rows, pos = keep.nonzero(as_tuple=True)
+    rows, pos = keep.nonzero(as_tuple=True)  # K kept positions in row-major order
     targets = input_ids[rows, pos + 1]
-    tok_logp = logp.gather(1, targets[:, None])[:, 0]
-    hit = logp.argmax(-1) == targets
+    tok_logp, hit = logprobs_at(
+        model, keep, targets, input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+    )
+    tok_logp, hit = tok_logp.cpu(), hit.cpu()
     # index of (row, position) in the kept order, to cut each episode's slice
-    index = torch.full((b, n), -1, dtype=torch.long, device=input_ids.device)
-    index[rows, pos] = torch.arange(rows.numel(), device=input_ids.device)
+    index = torch.full((b, n), -1, dtype=torch.long)
+    index[rows.cpu(), pos.cpu()] = torch.arange(rows.numel())
     out = []
     for r, eps in enumerate(spans):
         for ds, _, us, ue in eps:

@@ -30,6 +30,11 @@ TOP_KEYS = (
 )
 MODEL_KEYS = ("name", "source", "parameters", "perplexity", "longppl", "episodes", "tasks", "seconds")
 TASK_ROW_KEYS = ("task", "length", "depth", "samples", "likelihood", "generation")
+#: ``models[i].harness`` (optional: null or absent without ``--harness``) and its rows
+HARNESS_KEYS = ("lm_eval_version", "requested", "tasks")
+HARNESS_ROW_KEYS = ("task", "alias", "group", "metrics", "samples", "num_fewshot", "higher_is_better")
+#: ``models[i].ruler`` (optional: null without generation scores)
+RULER_KEYS = ("threshold", "tasks", "by_length", "effective_length")
 
 
 def check_results(results: dict) -> dict:
@@ -63,6 +68,13 @@ def check_results(results: dict) -> dict:
             raise ValueError(f"{where}.tasks must be a list")
         for i, row in enumerate(m["tasks"]):
             need(row, TASK_ROW_KEYS, f"{where}.tasks[{i}]")
+        if m.get("harness") is not None:
+            need(m["harness"], HARNESS_KEYS, f"{where}.harness")
+            for i, row in enumerate(m["harness"]["tasks"]):
+                need(row, HARNESS_ROW_KEYS, f"{where}.harness.tasks[{i}]")
+                need(row["metrics"], (), f"{where}.harness.tasks[{i}].metrics")
+        if m.get("ruler") is not None:  # optional: RULER's effective length (tokenweight.evaluate.effective_length)
+            need(m["ruler"], RULER_KEYS, f"{where}.ruler")
     return results
 
 
@@ -176,14 +188,71 @@ def task_table(results: dict) -> str | None:
     return title + "\n" + _table(headers, rows)
 
 
+def ruler_table(results: dict) -> str | None:
+    """RULER's summary per model: mean string-match score over the tasks at each length (``+``:
+    above the threshold; ``(k/n)``: only k of the n tasks scored, not eligible) and the effective
+    length (:mod:`tokenweight.evaluate.effective_length`)."""
+    from tokenweight.evaluate.effective_length import effective_label
+
+    models = [m for m in results["models"] if m.get("ruler")]
+    if not models:
+        return None
+    lengths = sorted({b["length"] for m in models for b in m["ruler"]["by_length"]})
+    w = (results.get("config") or {}).get("window")
+    rows = []
+    for length in lengths:
+        row = [f"{length}{'*' if w and length <= w else ''}"]
+        for m in models:
+            b = next((b for b in m["ruler"]["by_length"] if b["length"] == length), None)
+            n = len(m["ruler"]["tasks"])
+            text = "-" if b is None else f"{b['score']:.1f}{'+' if b['passes'] else ''}"
+            row.append(text if b is None or b["complete"] else f"{text} ({b['tasks']}/{n})")
+        rows.append(row)
+    rows.append(["effective"] + [effective_label(m["ruler"]) for m in models])
+    r = models[0]["ruler"]
+    title = (
+        f"RULER: mean generation score over {len(r['tasks'])} tasks (string match, 0-100) by length; "
+        f"+ = above the threshold {r['threshold']:g} (RULER's: Llama-2-7B at 4K); effective = longest such length"
+    )
+    return title + "\n" + _table(["length"] + [m["name"] for m in models], rows)
+
+
+def harness_table(results: dict) -> str | None:
+    """lm-evaluation-harness: every shown metric (± its stderr) of every requested task, per model."""
+    from tokenweight.evaluate.harness import metrics_of, shown_rows
+
+    models = [m for m in results["models"] if m.get("harness")]
+    if not models:
+        return None
+    keys, cells = [], {}  # (task, metric key) in first-seen order -> {model: text}
+    for m in models:
+        for row in shown_rows(m["harness"]):
+            for key, label, stderr in metrics_of(row):
+                k = (row["task"], key)
+                if k not in cells:
+                    keys.append((row["alias"].strip(" -") or row["task"], label, k))
+                    cells[k] = {}
+                x, se = row["metrics"][key], row["metrics"].get(stderr) if stderr else None
+                cells[k][m["name"]] = _fmt(x) + (f" ± {_fmt(se)}" if se is not None and x is not None else "")
+    rows = [[task, label] + [cells[k].get(m["name"], "-") for m in models] for task, label, k in keys]
+    h = models[0]["harness"]
+    shots = "each task's default few-shot" if h.get("num_fewshot") is None else f"{h['num_fewshot']}-shot"
+    limit = "" if h.get("limit") is None else f", at most {h['limit']} documents per task"
+    title = f"lm-evaluation-harness {h['lm_eval_version']} ({shots}{limit}): metric ± stderr"
+    return title + "\n" + _table(["task", "metric"] + [m["name"] for m in models], rows)
+
+
 def format_tables(results: dict) -> str:
     """Every table of a results document, separated by blank lines."""
-    parts = [t for t in (lm_table(results), episode_table(results), task_table(results)) if t]
+    tables = (lm_table(results), episode_table(results), task_table(results), ruler_table(results))
+    tables += (harness_table(results),)
+    parts = [t for t in tables if t]
     ev = results.get("evaluator")
     if ev:
         parts.append(
-            f"LongPPL key tokens judged by {ev['name']!r} (window {ev['window']}, stride {ev['stride']}, "
-            f"alpha {ev['alpha']}, beta {ev['beta']}): {ev['key_tokens']} of {ev['eligible_tokens']} eligible tokens"
+            f"LongPPL key tokens judged by {ev['name']!r} (Fang et al.: trunc_len {ev.get('trunc_len')}, "
+            f"sliding_window {ev.get('sliding_window')}, alpha {ev['alpha']}, beta {ev['beta']}; tokenizer "
+            f"{ev.get('tokenizer')}): {ev['key_tokens']} of {ev['eligible_tokens']} candidate evaluator tokens"
         )
     skipped = results.get("skipped_tasks") or []
     if skipped:

@@ -6,15 +6,17 @@ table, plots). What is shared between models is computed once:
 
 - the held-out sequences (the ``validation`` split of a prepared folder, at most
   ``max_sequences`` of them) and their batches;
-- the LongPPL key tokens: judged by *one* evaluator for every model (``evaluator``: a model of the
-  run by name, another path, or by default the first model), so that every model's LongPPL is an
-  average over the same tokens;
+- the LongPPL key tokens (Fang et al.'s, :mod:`tokenweight.evaluate.longppl_suite`): judged as
+  character spans of the held-out texts by *one* evaluator for every model (``evaluator``: a model
+  of the run by name, another path, or by default the first model; its own tokenizer), so that
+  every model's LongPPL is an average over the same text;
 - the task samples: generated once per (task, length) with a fixed seed.
 
-Per model, one ``token_nll`` pass per batch gives perplexity by position, short-context perplexity
-and LongPPL; one more pass with logits only at the value positions gives episode recall (batches
-without episodes skip it); the tasks module scores the task samples by likelihood and, optionally,
-by batched greedy generation. Models are loaded one at a time (only one in memory at once).
+Per model, one ``token_nll`` pass per batch gives perplexity by position and short-context
+perplexity; one pass over the texts without BOS (as Fang et al.'s) gives LongPPL; one more pass
+with logits only at the value positions gives episode recall (batches without episodes skip it);
+the tasks module scores the task samples by likelihood and, optionally, by batched greedy
+generation. Models are loaded one at a time (only one in memory at once).
 
 Resumable: with ``cache_dir`` (the CLI uses ``OUT/.cache``) each model's entry is written as soon as
 it is done, keyed by a fingerprint of everything it depends on; a rerun reuses it.
@@ -22,6 +24,7 @@ it is done, keyed by a fingerprint of everything it depends on; a rerun reuses i
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -31,18 +34,30 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tokenweight.config import StageConfig, check_int, option
+from tokenweight.config import RuntimeOptions, StageConfig, check_int, option
 from tokenweight.errors import UsageError
 from tokenweight.evaluate.cache import entry_path as _cache_path
 from tokenweight.evaluate.cache import finite as _finite
 from tokenweight.evaluate.cache import read_record as _read_cached
 from tokenweight.evaluate.cache import shared_key as _cache_shared
 from tokenweight.evaluate.cache import write_record as _write_cached
+from tokenweight.evaluate.effective_length import DEFAULT_THRESHOLD, add_summaries
 from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
+from tokenweight.evaluate.harness import GROUP as HARNESS
+from tokenweight.evaluate.harness import check_options as check_harness_options
+from tokenweight.evaluate.harness import model_harness, plan_harness
 from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
-from tokenweight.evaluate.longppl import KeyTokens, LongPPL
+from tokenweight.evaluate.longppl_suite import KeySpans, longppl_judge
 from tokenweight.evaluate.results import SCHEMA_VERSION, check_results
-from tokenweight.evaluate.task_metrics import DEFAULT_DEPTHS, task_names, task_rows, task_samples
+from tokenweight.evaluate.task_metrics import (
+    DEFAULT_DEPTHS,
+    check_task_options,
+    config_task_names,
+    suite_samples,
+    task_rows,
+)
+from tokenweight.evaluate.task_metrics import GROUP as TASKS_GROUP
+from tokenweight.evaluate.tasks.sources import HAYSTACK_HELP
 from tokenweight.identity import has_tokenizer, load_tokenizer
 from tokenweight.io_utils import atomic_write_json
 
@@ -55,8 +70,9 @@ STAGE_FIELDS = ("models", "names", "data", "out", "cache")
 
 
 @dataclass
-class EvalConfig(StageConfig):
-    """Settings of an evaluation run (every setting is recorded in the results' ``config``).
+class EvalConfig(RuntimeOptions, StageConfig):
+    """Settings of an evaluation run (every setting is recorded in the results' ``config``; the
+    runtime options are :class:`tokenweight.config.RuntimeOptions`: every model is loaded with them).
 
     ``lengths`` gets a length inside the native window when it has none, so that a task the model
     cannot do even at short context shows as such. Tasks without a needle get ``num_samples *
@@ -83,11 +99,22 @@ class EvalConfig(StageConfig):
     tasks: list[str] = option(factory=lambda: ["all"], help="task names, all, or none ('tokenweight tasks' lists them)")
     num_samples: int = option(2, "samples per task, length and needle depth")
     window: int | None = option(None, "native window w (none: the data manifest's window, else n/4)")
-    longppl_stride: int | None = option(None, "stride of the LongPPL evaluator's short windows (none: w/4)")
-    alpha: float = option(2.0, "LongPPL key-token threshold on LSD")
-    beta: float = option(-2.0, "LongPPL key-token threshold on LCL")
+    longppl_trunc_len: int = option(
+        4096, "LongPPL: short context of the first key-token candidate; earlier tokens are never key tokens (Fang's)"
+    )
+    longppl_sliding_window: int = option(
+        1024, "LongPPL: candidates per short window: each sees trunc_len to trunc_len + this - 1 tokens (Fang's)"
+    )
+    longppl_alpha: float = option(2.0, "LongPPL key-token threshold on LSD")
+    longppl_beta: float = option(-2.0, "LongPPL key-token threshold on LCL")
     evaluator: Any = option(
         None, "LongPPL evaluator: a name from --names or a model folder (none: the first model)", metavar="MODEL"
+    )
+    evaluator_tokenizer: Any = option(
+        None,
+        "tokenizer of the LongPPL evaluator, which may differ from the models' (none: the evaluator folder's, "
+        "else the data's)",
+        metavar="DIR|ID",
     )
     position_edges: list[int] | None = option(
         None, "bucket edges in tokens for perplexity by position (none: multiples of w up to n)"
@@ -96,6 +123,11 @@ class EvalConfig(StageConfig):
         None, "bucket edges in tokens for episode recall by distance (none: the position edges)"
     )
     batch_size: int = option(4, "sequences or samples per forward pass")
+    batch_tokens: int | None = option(
+        32768,
+        "at most this many tokens per forward pass (rows x padded length; a longer row runs alone), and at "
+        "most --batch-size rows (none: --batch-size rows)",
+    )
     max_sequences: int | None = option(32, "held-out sequences used (none: all)")
     generation: bool = option(True, "also score tasks by batched greedy generation (slower than likelihood)")
     max_new_tokens: int | None = option(
@@ -105,6 +137,20 @@ class EvalConfig(StageConfig):
     )
     depths: list[float] | None = option(None, "needle depths in [0, 1] (none: 0,0.25,0.5,0.75,1)")
     seed: int = option(0, "seed of the task samples")
+    haystack: str = option("essay", HAYSTACK_HELP, metavar="essay|noise|data|FILE|DIR", group=TASKS_GROUP)
+    squad: str | None = option(None, "SQuAD JSON of qa_1 (RULER: dev-v2.0.json)", metavar="FILE", group=TASKS_GROUP)
+    hotpotqa: str | None = option(None, "HotpotQA JSON of qa_2 (RULER: dev set)", metavar="FILE", group=TASKS_GROUP)
+    ruler_threshold: float = option(DEFAULT_THRESHOLD, "RULER effective length: mean score to beat", group=TASKS_GROUP)
+    harness: list[str] | None = option(
+        None, "lm-evaluation-harness tasks run on every model, e.g. mmlu,longbench (lm-eval ls tasks)", group=HARNESS
+    )
+    harness_include: str | None = option(
+        None, "folder of your own lm-eval task YAMLs (lm-eval's --include_path)", metavar="DIR", group=HARNESS
+    )
+    harness_limit: int | None = option(None, "at most N documents per harness task (none: all)", group=HARNESS)
+    harness_num_fewshot: int | None = option(
+        None, "few-shot examples of the harness tasks (none: each task's default)", group=HARNESS
+    )
 
     def selected_tasks(self) -> list[str] | None:
         """The task names to run: None for every registered task."""
@@ -117,8 +163,11 @@ class EvalConfig(StageConfig):
             raise ValueError(f"lengths must be a non-empty list of integers >= 2, got {self.lengths}")
         check_int(self, "num_samples", 1)
         check_int(self, "batch_size", 1)
+        check_int(self, "batch_tokens", 1, optional=True)
+        self.validate_runtime()
         check_int(self, "window", 2, optional=True)
-        check_int(self, "longppl_stride", 1, high=(self.window - 1) if self.window else None, optional=True)
+        check_int(self, "longppl_trunc_len", 1)
+        check_int(self, "longppl_sliding_window", 1)
         check_int(self, "max_sequences", 1, optional=True)
         check_int(self, "max_new_tokens", 0, optional=True)
         check_int(self, "seed", 0)
@@ -132,6 +181,8 @@ class EvalConfig(StageConfig):
                 raise ValueError(f"names has {len(self.names)} names for {len(self.models)} models: give one per MODEL")
             if len(set(self.names)) != len(self.names):
                 raise ValueError(f"names {self.names} has duplicates: give every model its own name")
+        check_harness_options(self)
+        check_task_options(self)
 
     def display_names(self) -> list[str]:
         """``names``, or the models' folder names made unique."""
@@ -145,22 +196,27 @@ class EvalConfig(StageConfig):
         d["tasks"] = self.selected_tasks()
         ev = self.evaluator
         d["evaluator"] = ev if ev is None or isinstance(ev, str) else IN_MEMORY
+        tok = self.evaluator_tokenizer
+        d["evaluator_tokenizer"] = (
+            tok if tok is None or isinstance(tok, str) else IN_MEMORY if not isinstance(tok, Path) else str(tok)
+        )
         return d
 
 
 # ----------------------------------------------------------------------------- loading
 
 
-def load_model(source):
-    """A model from a path (via :func:`tokenweight.models.load_model`) or an already built model.
+def load_model(source, runtime=None):
+    """A model from a path (``runtime.load``: :func:`tokenweight.models.load_model` with the run's
+    device, dtype and attention; None: the defaults) or an already built model (used where it is).
 
     The one place where the evaluation loads models; the model is put in eval mode.
     """
     if isinstance(source, torch.nn.Module):
         return source.eval()
-    from tokenweight.models import load_model as _load
+    from tokenweight.models import resolve_runtime
 
-    return _load(source).eval()
+    return (runtime or resolve_runtime()).load(source).eval()
 
 
 def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
@@ -195,11 +251,15 @@ def _load_validation(data_dir, max_sequences: int | None):
     return rows, manifest
 
 
-def _batches(rows: list[dict], batch_size: int) -> list[dict]:
-    """Right-padded batches: ``input_ids`` [b, n] long, ``attention_mask`` [b, n], ``episodes``."""
+def _batches(rows: list[dict], batch_size: int, batch_tokens: int | None = None) -> list[dict]:
+    """Right-padded batches of consecutive rows, at most ``batch_size`` rows and ``batch_tokens``
+    tokens each (:func:`tokenweight.evaluate.batching.token_groups`): ``input_ids`` [b, n] long,
+    ``attention_mask`` [b, n], ``episodes``. They stay on the CPU; each pass moves them to its model."""
+    from tokenweight.evaluate.batching import token_groups
+
     out = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
+    for group in token_groups([len(r["input_ids"]) for r in rows], batch_size, batch_tokens):
+        chunk = [rows[i] for i in group]
         n = max(len(r["input_ids"]) for r in chunk)
         ids = torch.zeros(len(chunk), n, dtype=torch.long)
         mask = torch.zeros(len(chunk), n, dtype=torch.long)
@@ -223,44 +283,35 @@ def _resolve_window(config: EvalConfig, manifest: dict | None, n: int | None) ->
 # ----------------------------------------------------------------------------- LM metrics
 
 
-def _lm_metrics(model, batches, keys, window, pos_edges, dist_edges, name, is_evaluator) -> tuple:
-    """``(perplexity, longppl, episodes)`` results of one model over the held-out batches.
-
-    ``is_evaluator``: the model is the LongPPL evaluator, whose full-context NLL is already in
-    ``keys`` (no second pass).
-    """
+def _lm_metrics(model, batches, window, pos_edges, dist_edges, name) -> tuple:
+    """``(perplexity, episodes)`` results of one model over the held-out batches (LongPPL, on the
+    texts of these sequences, is :meth:`KeySpans.score`)."""
     from tokenweight.scoring import token_nll
 
     ppl = PositionPerplexity(pos_edges, window)
-    lppl = LongPPL() if keys is not None else None
     rec = EpisodeRecall(dist_edges)
     any_episodes = False
-    for i, b in enumerate(tqdm(batches, desc=f"{name}: perplexity", disable=None)):
-        if is_evaluator:
-            nll = keys[i]["long_nll"]
-        else:
-            nll = token_nll(model, b["input_ids"], b["attention_mask"])
+    for b in tqdm(batches, desc=f"{name}: perplexity", disable=None):
+        nll = token_nll(model, b["input_ids"], b["attention_mask"]).cpu()  # from the model's device
         target = b["attention_mask"][:, 1:].bool()
         ppl.update(nll, target)
-        if lppl is not None:
-            lppl.update(nll, keys[i]["key"], keys[i]["eligible"])
         if any(b["episodes"]):
             any_episodes = True
             rec.update(score_episodes(model, b["input_ids"], b["episodes"], b["attention_mask"]))
-    return ppl.result(), (lppl.result() if lppl else None), (rec.result() if any_episodes else None)
+    return ppl.result(), (rec.result() if any_episodes else None)
 
 
 # ----------------------------------------------------------------------------- API
 
 
 def _evaluate_one(
-    name, source, *, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config
+    name, source, *, load, batches, evaluator, window, pos_edges, dist_edges, samples, tokenizer, config
 ) -> dict:
-    """The results entry of one model (docs/EVALUATION.md, ``models[i]``)."""
+    """The results entry of one model (docs/EVALUATION.md, ``models[i]``); ``load()`` gives the model."""
     from tokenweight.models import count_parameters
 
     tm = time.perf_counter()
-    model = load_model(source)
+    model = load()
     entry = {
         "name": name,
         "source": str(source) if isinstance(source, (str, Path)) else IN_MEMORY,
@@ -269,25 +320,35 @@ def _evaluate_one(
         "longppl": None,
         "episodes": None,
         "tasks": [],
+        "runtime": _model_runtime(model),
     }
     if batches:
-        keys = evaluator.batches() if evaluator is not None else None
-        is_ev = evaluator is not None and evaluator.name == name
-        entry["perplexity"], entry["longppl"], entry["episodes"] = _lm_metrics(
-            model, batches, keys, window, pos_edges, dist_edges, name, is_ev
-        )
+        entry["perplexity"], entry["episodes"] = _lm_metrics(model, batches, window, pos_edges, dist_edges, name)
+        if evaluator is not None:
+            entry["longppl"] = evaluator.score(model, name)
     if samples:
         entry["tasks"] = task_rows(
             model,
             tokenizer,
             samples,
             batch_size=config.batch_size,
+            batch_tokens=config.batch_tokens,
             generation=config.generation,
             max_new_tokens=config.max_new_tokens,
             name=name,
         )
     entry["seconds"] = round(time.perf_counter() - tm, 3)
     return entry
+
+
+def _model_runtime(model) -> dict:
+    """Where and how a model ran: its device, parameter dtype and attention implementation."""
+    param = next(model.parameters(), None)
+    return {
+        "device": str(param.device) if param is not None else "cpu",
+        "dtype": str(param.dtype).removeprefix("torch.") if param is not None else None,
+        "attn_implementation": getattr(getattr(model, "config", None), "_attn_implementation", None),
+    }
 
 
 @dataclass
@@ -312,7 +373,7 @@ def _load_inputs(models: Mapping[str, Any], tokenizer, data_dir, config: EvalCon
     rows, manifest, batches, n = [], None, [], None
     if data_dir is not None:
         rows, manifest = _load_validation(data_dir, config.max_sequences)
-        batches = _batches(rows, config.batch_size)
+        batches = _batches(rows, config.batch_size, config.batch_tokens)
         n = max(len(r["input_ids"]) for r in rows)
     tokenizer = _load_tokenizer(tokenizer, data_dir, models)
     window = _resolve_window(config, manifest, n)
@@ -335,49 +396,26 @@ def _load_inputs(models: Mapping[str, Any], tokenizer, data_dir, config: EvalCon
     )
 
 
-def _longppl_evaluator(models: Mapping[str, Any], inputs: _RunInputs) -> tuple[KeyTokens | None, Any]:
+def _longppl_evaluator(models: Mapping[str, Any], inputs: _RunInputs) -> tuple[KeySpans | None, Any]:
     """``(evaluator, source)``: the LongPPL key-token judge of every model and what it is loaded
-    from; ``(None, None)`` without held-out tokens beyond the first window."""
-    config, window = inputs.config, inputs.window
-    if not (inputs.batches and inputs.n > window):  # LongPPL needs tokens beyond the first window
-        return None, None
-    ev = config.evaluator if config.evaluator is not None else next(iter(models))
-    ev_model = ev if isinstance(ev, str) and ev in models else None
-    ev_source = models[ev_model] if ev_model else ev
-    if config.longppl_stride is not None and config.longppl_stride >= window:
-        raise UsageError(
-            f"LongPPL stride {config.longppl_stride} must be smaller than the window {window}: "
-            "pass a smaller --longppl-stride"
-        )
-    evaluator = KeyTokens(
-        lambda: load_model(ev_source),
-        ev_model or (str(ev) if isinstance(ev, (str, Path)) else IN_MEMORY),
-        inputs.batches,
-        window=window,
-        stride=config.longppl_stride or max(1, window // 4),
-        alpha=config.alpha,
-        beta=config.beta,
-        bos_token_id=getattr(inputs.tokenizer, "bos_token_id", None),
-    )
-    return evaluator, ev_source
+    from (:func:`tokenweight.evaluate.longppl_suite.longppl_judge`); ``(None, None)`` without
+    held-out text beyond ``longppl_trunc_len`` evaluator tokens."""
+    config = inputs.config
+    return longppl_judge(models, inputs.rows, inputs.tokenizer, config, lambda src: load_model(src, config.runtime()))
 
 
-def _task_samples(inputs: _RunInputs, tasks_to_run: list[str]) -> tuple[dict, list]:
-    """``(samples, skipped)`` of :func:`task_samples`, the same for every model (the held-out
-    rows, when there are any, are the haystack)."""
-    if not tasks_to_run:
-        return {}, []
-    config, rows, tokenizer = inputs.config, inputs.rows, inputs.tokenizer
-    haystack = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows] if rows else None
-    return task_samples(
-        tokenizer, tasks_to_run, inputs.lengths, config.num_samples, config.seed, inputs.depths, haystack
-    )
+def _task_samples(inputs: _RunInputs, tasks_to_run: list[str]) -> tuple[dict, list, dict]:
+    """``(samples, skipped, task_inputs)`` of :func:`~tokenweight.evaluate.task_metrics.suite_samples`,
+    the same for every model."""
+    config = inputs.config
+    return suite_samples(config, inputs.tokenizer, tasks_to_run, inputs.lengths, inputs.depths, inputs.rows)
 
 
 def _results_config(inputs: _RunInputs) -> dict:
     """The results' ``config``: the settings with everything resolved."""
     cfg = inputs.config.to_json()
     cfg.update(
+        device=inputs.config.runtime().device,  # auto resolved: results (and cache keys) name the device
         window=inputs.window,
         lengths=inputs.lengths,
         position_edges=inputs.pos_edges,
@@ -403,12 +441,15 @@ def _data_info(data_dir, inputs: _RunInputs) -> dict | None:
 
 
 def _model_entries(
-    models: Mapping[str, Any], inputs: _RunInputs, evaluator, samples: dict, cache_dir, shared: dict | None
+    models: Mapping[str, Any], inputs: _RunInputs, evaluator, samples: dict, cache_dir, shared: dict | None, harness
 ) -> tuple[list[dict], dict | None]:
     """``(entries, evaluator_info)``: every model's results entry in order, from the cache when it
-    holds it, else evaluated (and then cached); and the results' ``evaluator`` record."""
+    holds it, else evaluated (and then cached); and the results' ``evaluator`` record. The
+    lm-eval results (``harness``: a :class:`~tokenweight.evaluate.harness.HarnessPlan`) are cached
+    on their own, so that other harness tasks leave the rest of an entry cached, and vice versa."""
     entries, evaluator_info = [], None
     for name, source in models.items():
+        load = functools.cache(lambda s=source: load_model(s, inputs.config.runtime()))  # once, when needed
         path = _cache_path(cache_dir, shared, source)
         cached = _read_cached(path)
         if cached is not None:
@@ -417,6 +458,7 @@ def _model_entries(
             entry = _evaluate_one(
                 name,
                 source,
+                load=load,
                 batches=inputs.batches,
                 evaluator=evaluator,
                 window=inputs.window,
@@ -430,6 +472,7 @@ def _model_entries(
                 evaluator_info = evaluator.info()
             if path is not None:
                 _write_cached(path, entry, evaluator_info)
+        entry["harness"] = model_harness(name, source, load, inputs, harness, cache_dir)
         entries.append(entry)
     if evaluator_info is not None:
         evaluator_info["name"] = evaluator.name
@@ -451,7 +494,7 @@ def _results_document(cfg: dict, data_info, evaluator_info, skipped: list, entri
         "models": entries,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return check_results(_finite(results))
+    return check_results(_finite(add_summaries(results)))
 
 
 def evaluate_models(
@@ -491,14 +534,17 @@ def _evaluate_models(models, tokenizer, data_dir, config, cache_dir) -> dict:
     config.validate()
     if not models:
         raise ValueError("models must hold at least one model")
-    tasks_to_run = task_names(config.selected_tasks())
+    tasks_to_run = config_task_names(config)
+    harness = plan_harness(config, list(models.values()), data_dir, tokenizer)  # before any model is loaded
     inputs = _load_inputs(models, tokenizer, data_dir, config)
     evaluator, ev_source = _longppl_evaluator(models, inputs)
-    samples, skipped = _task_samples(inputs, tasks_to_run)
-    cfg = _results_config(inputs)
+    samples, skipped, task_inputs = _task_samples(inputs, tasks_to_run)
+    cfg = {**_results_config(inputs), "task_inputs": task_inputs}
     data_info = _data_info(data_dir, inputs)
-    shared = _cache_shared(cache_dir, cfg, data_info, inputs.tokenizer, evaluator, ev_source)
-    entries, evaluator_info = _model_entries(models, inputs, evaluator, samples, cache_dir, shared)
+    shared = _cache_shared(
+        cache_dir, {**cfg, "ruler_threshold": None}, data_info, inputs.tokenizer, evaluator, ev_source
+    )
+    entries, evaluator_info = _model_entries(models, inputs, evaluator, samples, cache_dir, shared, harness)
     return _results_document(cfg, data_info, evaluator_info, skipped, entries, t0)
 
 

@@ -9,7 +9,8 @@ The tasks themselves (RULER-style generation, likelihood and generation scoring)
 - :func:`task_rows`: one model's scores, one row per (task, length) with all depths pooled
   (``depth: None``) and one row per needle depth (the NIAH heat map's cells);
 - :func:`generation_budget`: answer-sized generation budgets (RULER's are sized for chatty
-  instruction-tuned models and dominate the CPU cost for small base models).
+  instruction-tuned models and dominate the CPU cost for small base models); every sample
+  reserves its budget inside its length, as RULER counts lengths.
 
 Sample counts: needle tasks get ``num_samples`` per depth; tasks without a needle get
 ``num_samples * len(depths)``, so every task has as many samples per length.
@@ -25,18 +26,75 @@ from tokenweight.errors import UsageError
 
 #: needle depths of the default sweep (the NIAH heat map's rows)
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: the ``--help`` group of the task options of ``tokenweight eval``
+GROUP = "RULER tasks"
 
 
-def task_names(tasks: Sequence[str] | None) -> list[str]:
-    """The tasks to run (None: every registered task); UsageError for an unknown name."""
+def check_task_options(config) -> None:
+    """``EvalConfig``'s task options are valid (ValueError naming the field otherwise)."""
+    from tokenweight.config import check_float
+
+    check_float(config, "ruler_threshold", low=0.0, high=100.0)
+    if not isinstance(config.haystack, str) or not config.haystack.strip():
+        raise ValueError(f"haystack must be essay, noise, data, a file or a folder, got {config.haystack!r}")
+
+
+def suite_samples(config, tokenizer, names, lengths, depths, rows) -> tuple[dict, list, dict]:
+    """``(samples, skipped, task_inputs)`` of a ``tokenweight eval`` run: :func:`task_samples`
+    with the haystack of ``config.haystack`` (``data``: the held-out ``rows`` decoded) and the QA
+    files of ``config.squad``/``config.hotpotqa``; ``task_inputs`` names their content
+    (``{"haystack", "haystack_source", "qa"}``: the results' ``config.task_inputs``, part of the
+    cache key)."""
+    from tokenweight.evaluate.tasks.registry import TASKS
+    from tokenweight.evaluate.tasks.sources import load_haystack, load_qa
+
+    if not names:
+        return {}, [], {}
+    qa = load_qa(config.squad, config.hotpotqa)
+    haystack = None
+    if any(TASKS[t].haystack == "essay" for t in names):
+
+        def decode() -> list[str]:
+            return [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
+
+        haystack = load_haystack(config.haystack, tokenizer, held_out=decode if rows else None)
+    samples, skipped = task_samples(
+        tokenizer, names, lengths, config.num_samples, config.seed, depths, haystack,
+        qa=qa, max_new_tokens=config.max_new_tokens,
+    )  # fmt: skip
+    inputs = {
+        "haystack": None if haystack is None else haystack.fingerprint(),
+        "haystack_source": None if haystack is None else haystack.source,
+        "qa": {k: v.digest for k, v in sorted(qa.items())},
+    }
+    return samples, skipped, inputs
+
+
+def config_task_names(config) -> list[str]:
+    """:func:`task_names` of an ``EvalConfig``: its tasks, the QA ones given their file."""
+    return task_names(config.selected_tasks(), {k for k in ("squad", "hotpotqa") if getattr(config, k, None)})
+
+
+def task_names(tasks: Sequence[str] | None, qa=None) -> list[str]:
+    """The tasks to run (None: every registered task, the QA tasks only when ``qa``, the dataset
+    names given (``"squad"``, ``"hotpotqa"``), holds theirs); UsageError for an unknown name, or a
+    QA task named without its file."""
     if tasks is not None and not tasks:
         return []
     from tokenweight.evaluate import tasks as T
+    from tokenweight.evaluate.tasks.sources import qa_flag
 
-    names = list(T.TASKS) if tasks is None else list(tasks)
+    qa = qa or {}
+    ready = [t for t in T.TASKS if T.TASKS[t].family != "qa" or T.TASKS[t].params["dataset"] in qa]
+    names = ready if tasks is None else list(tasks)
     unknown = [t for t in names if t not in T.TASKS]
     if unknown:
         raise UsageError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(T.TASKS)}")
+    missing = [t for t in names if t not in ready]
+    if missing:
+        raise UsageError(
+            f"task {missing[0]} needs its QA file: pass {qa_flag(missing[0])} FILE (the JSON RULER downloads)"
+        )
     return names
 
 
@@ -47,25 +105,42 @@ def task_samples(
     num_samples: int,
     seed: int,
     depths: Sequence[float],
-    haystack_texts: list[str] | None = None,
+    haystack=None,
+    *,
+    qa: dict | None = None,
+    max_new_tokens: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """``({(task, length): [Sample, ...]}, skipped)``, generated once and shared by every model.
 
-    ``haystack_texts``: held-out documents (decoded) for the tasks whose RULER haystack is a
-    corpus; None: RULER's noise. ``skipped``: ``[{"task", "length", "reason"}]`` for lengths that
-    cannot hold a task's shortest prompt.
+    ``haystack``: the essay tasks' :class:`~tokenweight.evaluate.tasks.Haystack` (None: the shipped
+    essay). ``qa``: ``{"squad": QADataset, "hotpotqa": QADataset}`` for ``qa_1``/``qa_2``.
+    ``skipped``: ``[{"task", "length", "reason"}]`` for lengths that cannot hold a task's shortest
+    prompt.
+
+    Lengths are RULER's: each sample reserves its generation budget inside the length
+    (``Sample.tokens_to_generate``), the budget generation then uses: ``max_new_tokens`` > 0 that
+    many, 0 RULER's per task, None the answer-sized budget of :func:`generation_budget`, found from
+    the samples' own answers (a first pass without a reserve gives them, a second pass is the
+    sample set). The reserve does not depend on whether generation runs, so likelihood scores are
+    the same with and without it.
     """
     from tokenweight.evaluate import tasks as T
 
-    haystack = T.Haystack.from_texts(haystack_texts) if haystack_texts else T.Haystack.noise()
     out, skipped = {}, []
     for task in tqdm(names, desc="task samples", disable=None):
-        count = num_samples if T.TASKS[task].has_depth else num_samples * len(depths)
+        spec = T.TASKS[task]
+        count = num_samples if spec.has_depth else num_samples * len(depths)
+        data = (qa or {}).get(spec.params.get("dataset"))
         for length in lengths:
+            args = (task, tokenizer, length, count, seed, haystack, list(depths))
             try:
-                out[(task, length)] = T.generate_samples(
-                    task, tokenizer, length, count, seed, haystack=haystack, depths=list(depths)
-                )
+                if max_new_tokens is None:  # the answer-sized budget, from the answers themselves
+                    reserve = generation_budget(
+                        tokenizer, T.generate_samples(*args, tokens_to_generate=0, qa=data), None
+                    )
+                else:
+                    reserve = generation_budget(tokenizer, [], max_new_tokens)
+                out[(task, length)] = T.generate_samples(*args, tokens_to_generate=reserve, qa=data)
             except T.LengthTooShortError as e:
                 skipped.append({"task": task, "length": length, "reason": str(e)})
     return out, skipped
@@ -132,19 +207,25 @@ def task_rows(
     generation: bool,
     max_new_tokens: int | None,
     name: str = "",
+    batch_tokens: int | None = None,
 ) -> list[dict]:
     """One model's rows: per (task, length) one row with all depths pooled (``depth: None``), then
     one per needle depth; each ``{"task", "length", "depth", "samples", "likelihood",
-    "generation"}`` (``generation`` None when off)."""
+    "generation"}`` (``generation`` None when off). ``batch_size``/``batch_tokens``: rows and
+    tokens per forward pass (:func:`tokenweight.evaluate.batching.token_groups`). Generation
+    gives each sample the budget it reserved (``max_new_tokens`` already chose it in
+    :func:`task_samples`)."""
     from tokenweight.evaluate import tasks as T
 
     rows = []
     for (task, length), ss in tqdm(samples.items(), desc=f"{name}: tasks", disable=None):
-        lik = T.score_likelihood(model, tokenizer, ss, batch_size=batch_size)
+        lik = T.score_likelihood(model, tokenizer, ss, batch_size=batch_size, batch_tokens=batch_tokens)
         gen = None
         if generation:
-            budget = generation_budget(tokenizer, ss, max_new_tokens)
-            preds = T.generate_predictions(model, tokenizer, ss, max_new_tokens=budget, batch_size=batch_size)
+            budget = None  # each sample's own: the budget it reserved in its length (task_samples)
+            preds = T.generate_predictions(
+                model, tokenizer, ss, max_new_tokens=budget, batch_size=batch_size, batch_tokens=batch_tokens
+            )
             gen = T.score_generation(preds, ss)["per_sample"]
         groups: dict[float | None, list[int]] = {None: list(range(len(ss)))}
         for i, s in enumerate(ss):

@@ -46,8 +46,9 @@ def complete_results(results: Mapping, sample: Mapping | None = None) -> dict:
     return validate_results(res)
 
 
-def build_report(results: dict, out_dir, *, sample: dict | None = None) -> None:
-    """Write report.md, index.html, results.json and the figures into ``out_dir``.
+def build_report(results: dict, out_dir, *, sample: dict | None = None) -> dict:
+    """Write report.md, index.html, results.json and the figures into ``out_dir``; return what
+    results.json holds (the completed results).
 
     Args:
         results: the results document (tokenweight.report.schema, docs/REPORT.md).
@@ -64,3 +65,4 @@ def build_report(results: dict, out_dir, *, sample: dict | None = None) -> None:
     atomic_write_json(out / "results.json", res)
     atomic_write_text(out / "report.md", render_markdown(res, tables, figures, heat is not None))
     atomic_write_text(out / "index.html", render_index(res, tables, figures, heat))
+    return res

@@ -149,33 +149,12 @@ def heatmap_html(
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
-    """The text of every token, such that ``"".join(pieces) == tokenizer.decode(ids)``.
+    """The text of every token, ``"".join(pieces) == tokenizer.decode(ids)``: the one rule is
+    :func:`tokenweight.alignment.token_pieces` (incremental detokenisation; imported here on use, so
+    that importing this module does not import torch)."""
+    from tokenweight.alignment import token_pieces as pieces
 
-    Decoding tokens one by one loses the spaces that SentencePiece decoders attach to a token, and
-    cuts multi-byte characters that byte-level tokenizers spread over several tokens. So each piece
-    is what decoding a short window ending at that token adds to decoding the same window without
-    it (incremental detokenisation, as in vLLM and HF's TextStreamer): the window starts at the
-    previous piece's first token, so both decodes see the same start. A token that ends inside a
-    character gets an empty piece; the character goes to the token that completes it. Linear in the
-    number of tokens (two short decodes per token). Exact for decoders whose output for a prefix
-    of ``ids`` is a prefix of their output for ``ids`` (byte-level BPE, SentencePiece, WordPiece with
-    clean-up off).
-    """
-    ids = [int(x) for x in ids]
-
-    def decode(a: int, b: int) -> str:
-        return tokenizer.decode(ids[a:b], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    pieces, prefix, read = [], 0, 0
-    for i in range(len(ids)):
-        before = decode(prefix, read)
-        after = decode(prefix, i + 1)
-        if len(after) > len(before) and (not after.endswith("\ufffd") or i == len(ids) - 1):
-            pieces.append(after[len(before) :])
-            prefix, read = read, i + 1
-        else:
-            pieces.append("")
-    return pieces
+    return pieces(tokenizer, ids)
 
 
 def compute_heatmap(
@@ -187,6 +166,7 @@ def compute_heatmap(
     window: int,
     stride: int | None = None,
     max_tokens: int = 1024,
+    scorer_tokenizer=None,
 ) -> dict:
     """Long/short NLL and every scheme's weights for the first ``max_tokens`` tokens of ``text``.
 
@@ -199,6 +179,10 @@ def compute_heatmap(
         schemes: weighting specs or ``WeightingScheme`` objects.
         window, stride: ``w`` and ``s`` of the short-context windows (stride None: ``(1 - w/n)·w``).
         max_tokens: the sequence is cut to this many tokens (the long context).
+        scorer_tokenizer: the scorer's own tokenizer, when it may differ from ``tokenizer``: a
+            different one (``tokenizer_digest``) scores the text in its own tokens, moved onto the
+            model's tokens by characters, as ``tokenweight score`` does
+            (``tokenweight.alignment.aligned_short_nll``; docs/SCORING.md).
 
     Returns the ``sample`` dict of ``build_report``: ``tokens``, ``token_ids``, ``long_nll``,
     ``short_nll``, ``weights`` (str(scheme) -> list), one entry per token (entry 0 None), plus
@@ -206,6 +190,7 @@ def compute_heatmap(
     """
     import torch
 
+    from tokenweight.identity import tokenizer_digest
     from tokenweight.scoring import default_stride, self_scored_short_nll, short_context_nll, token_nll
     from tokenweight.weighting import WeightingScheme
 
@@ -230,6 +215,10 @@ def compute_heatmap(
     self_scored = scorer is None or scorer is model
     if self_scored:
         short = self_scored_short_nll(model, x, long, window, stride, bos_token_id=bos)
+    elif scorer_tokenizer is not None and tokenizer_digest(scorer_tokenizer) != tokenizer_digest(tokenizer):
+        from tokenweight.alignment import aligned_short_nll
+
+        short = aligned_short_nll(scorer, [ids], tokenizer, scorer_tokenizer, window, stride).nll
     else:
         short = short_context_nll(scorer, x, window, stride, bos_token_id=bos)
     weights = {}

@@ -26,9 +26,10 @@ h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:
 .verdict{background:#f6f8fa;border-left:4px solid #4a7;padding:.6em 1em;white-space:normal}
 table.tw-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
 table.tw-table caption{text-align:left;font-weight:600;padding:.3em 0}
+.tw-wrap{max-width:100%;overflow-x:auto}
 table.tw-table th,table.tw-table td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
 table.tw-table th:first-child{text-align:left}
-table.tw-table thead th{background:#f3f3f3}
+table.tw-table thead th{background:#f3f3f3;white-space:normal;vertical-align:bottom}
 td.better{background:#dff3e3} td.worse{background:#fbe3e3}
 p.note{color:#666;font-size:.85em;margin-top:-.4em}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
@@ -71,6 +72,14 @@ def verdict_html(text: str) -> str:
     return '<div class="verdict">' + "".join(out) + "</div>"
 
 
+def model_counts(results: Mapping) -> str:
+    """``15 run(s)``, ``2 run(s), 1 other evaluated model(s)`` or, without runs, ``3 evaluated model(s)``."""
+    models = len(results.get("models") or [])
+    if not results["runs"]:
+        return f"{models + (1 if results.get('base') else 0)} evaluated model(s)"
+    return f"{len(results['runs'])} run(s)" + (f", {models} other evaluated model(s)" if models else "")
+
+
 def render_index(results: Mapping, tables: Sequence[Table], figures: Sequence[Path], heatmap: str | None) -> str:
     """The complete ``index.html`` text."""
     esc = html.escape
@@ -84,13 +93,13 @@ def render_index(results: Mapping, tables: Sequence[Table], figures: Sequence[Pa
         "<h1>Token weighting for long context: report</h1>",
         f"<p class='meta'>tokenweight {esc(str(results.get('tokenweight_version', '?')))}, "
         f"created {esc(str(results.get('created', '?')))}; long context n = {cfg['n']}, native window "
-        f"w = {cfg['window']}; {len(results['runs'])} run(s). Every number is in results.json.</p>",
+        f"w = {cfg['window']}; {model_counts(results)}. Every number is in results.json.</p>",
     ]
     verdict = results.get("verdict") or {}
     if verdict.get("text"):
         parts += ["<h2>Verdict</h2>", verdict_html(verdict["text"])]
     parts.append("<h2>Results</h2>")
-    parts += [to_html(t) for t in tables]
+    parts += [f'<div class="tw-wrap">{to_html(t)}</div>' for t in tables]  # a table wider than the page scrolls alone
     if figures:
         parts.append("<h2>Figures</h2>")
         for fig in figures:
@@ -113,6 +122,10 @@ def render_index(results: Mapping, tables: Sequence[Table], figures: Sequence[Pa
             + _kv({k: ev[k] for k in ("data", "evaluator", "config", "skipped_tasks", "seconds") if k in ev})
         )
     parts.append("<h3>Machine</h3>" + _kv(results.get("machine")))
+    others = [m for m in [results.get("base")] + list(results.get("models") or []) if m]
+    if others:
+        parts.append("<h3>Models</h3>")
+        parts.append(_kv({m["name"]: m.get("path") or m["eval"].get("source") for m in others}))
     if results["runs"]:
         parts.append("<h3>Runs</h3>")
         for run in results["runs"]:

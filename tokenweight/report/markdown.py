@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tokenweight.report.html import model_counts
 from tokenweight.report.plots import caption
 from tokenweight.report.tables import Table, tables_markdown
 
@@ -21,7 +22,7 @@ def render_markdown(results: Mapping, tables: Sequence[Table], figures: Sequence
         "# Token weighting for long context: report",
         "",
         f"tokenweight {results.get('tokenweight_version', '?')}, created {results.get('created', '?')}; "
-        f"long context n = {cfg['n']}, native window w = {cfg['window']}; {len(results['runs'])} run(s). "
+        f"long context n = {cfg['n']}, native window w = {cfg['window']}; {model_counts(results)}. "
         "Every number is in `results.json`; `index.html` is this report with embedded figures"
         + (" and the token heat map." if has_heatmap else "."),
     ]

@@ -21,7 +21,14 @@ Which metrics exist depends on the evaluation (w = native window, n = long conte
   position bucket; the bucket ``[0, w)`` is left out: it holds exactly the tokens of ``ppl_short``),
   ``longppl``;
 - ``wall_time_s``, ``tokens_per_s``: training wall time and throughput, from the run's train
-  summary (of the last session when a run was resumed).
+  summary (of the last session when a run was resumed);
+- ``harness:<task>:<metric>``: an lm-evaluation-harness metric (``eval --harness``) under lm-eval's
+  key, e.g. ``harness:mmlu:acc,none``, for the rows the evaluation's tables show (a group's
+  aggregate, not its subtasks); higher/lower is better as lm-eval declares it.
+
+Besides the base model and the groups of runs, a report may hold evaluated *models* without a
+training run (``results["models"]``, e.g. a plain ``tokenweight eval`` of a few checkpoints): each
+is its own row, and its difference to the base model is a single value (nothing to pair).
 """
 
 from __future__ import annotations
@@ -55,7 +62,31 @@ class Metric:
 
 def _records(results: Mapping) -> list[Mapping]:
     base = [results["base"]] if results.get("base") else []
-    return base + list(results["runs"])
+    return base + list(results.get("models") or []) + list(results["runs"])
+
+
+def _harness_metrics(records: Sequence[Mapping]) -> list[Metric]:
+    """One metric per shown (task, metric) of the models' lm-eval results, in first-seen order."""
+    from tokenweight.evaluate.harness import higher_is_better, metrics_of, shown_rows
+
+    out: dict[str, Metric] = {}
+    for rec in records:
+        for row in shown_rows(rec["eval"].get("harness") or {"tasks": []}):
+            for key, label, _ in metrics_of(row):
+                mkey = f"harness:{row['task']}:{key}"
+                if mkey not in out:
+                    hib = higher_is_better(row, key)
+                    better = None if hib is None else "higher" if hib else "lower"
+                    get = lambda r, t=row["task"], k=key: _harness_value(r["eval"], t, k)  # noqa: E731
+                    out[mkey] = Metric(mkey, f"{row['task']} {label}", get, better, 3, "harness")
+    return list(out.values())
+
+
+def _harness_value(entry: Mapping, task: str, key: str) -> float | None:
+    for row in (entry.get("harness") or {}).get("tasks") or []:
+        if row["task"] == task:
+            return row["metrics"].get(key)
+    return None
 
 
 def _pooled_recall(entry: Mapping, long: bool, window: int) -> float | None:
@@ -159,6 +190,7 @@ def define_metrics(results: Mapping) -> list[Metric]:
     cands += [
         Metric(f"task:{t}", f"{t}@{L}", lambda r, t=t: _one_task(r["eval"], L, t), "higher", 3, "tasks") for t in tasks
     ]
+    cands += _harness_metrics(records)
     return [m for m in cands if any(m.get(rec) is not None for rec in records)]
 
 
@@ -196,7 +228,8 @@ def aggregate(results: Mapping, metrics: Sequence[Metric] | None = None) -> dict
 
     Returns ``{"metrics": [...], "task_length", "reference", "base": {key: value},
     "groups": [{"label", "scheme", "scorer", "runs", "seeds", "values": {key: [per run]},
-    "stats": {key: {mean, std, n}}, "vs_reference": {key: {mean, std, n, seeds, diffs}} | None}]}``.
+    "stats": {key: {mean, std, n}}, "vs_reference": {key: {mean, std, n, seeds, diffs}} | None}],
+    "models": [{"name", "values": {key: value}, "vs_base": {key: value - base value} | None}]}``.
     """
     metrics = define_metrics(results) if metrics is None else list(metrics)
     grouped = groups(results)
@@ -228,11 +261,21 @@ def aggregate(results: Mapping, metrics: Sequence[Metric] | None = None) -> dict
             g["vs_reference"] = diffs
         out_groups.append(g)
     base = results.get("base")
+    base_values = {m.key: m.get(base) for m in metrics} if base else None
+    out_models = []
+    for rec in results.get("models") or []:
+        values = {m.key: m.get(rec) for m in metrics}
+        vs_base = None
+        if base_values is not None:
+            b = base_values
+            vs_base = {k: None if v is None or b[k] is None else v - b[k] for k, v in values.items()}
+        out_models.append({"name": rec["name"], "values": values, "vs_base": vs_base})
     return {
         "metrics": [m.to_json() for m in metrics],
         "task_length": task_length(results),
         "reference": ref,
-        "base": {m.key: m.get(base) for m in metrics} if base else None,
+        "base": base_values,
+        "models": out_models,
         "groups": out_groups,
     }
 

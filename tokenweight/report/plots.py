@@ -8,10 +8,11 @@
   sequence of the heat map (one panel per scheme).
 - the evaluation's figures (tokenweight.evaluate.plots.write_plots): perplexity by position,
   episode recall by distance, task accuracy by length, and NIAH depth x length heat maps, drawn for
-  the base model and one *mean over seeds* per group (tokenweight.report.metrics.mean_entry).
+  the base model, each evaluated model without runs, and one *mean over seeds* per group
+  (tokenweight.report.metrics.mean_entry).
 
 Colours: group ``i`` uses the same colour in every figure (the evaluation plots colour models in
-order and the base model comes first).
+order: the base model first, then the models without runs, then the groups).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _colour(i: int) -> str:
 def plot_training_curves(results: Mapping, path: Path) -> Path | None:
     """Loss (and weight statistics) against step for every run that has a curve."""
     grouped = groups(results)
-    offset = 1 if results.get("base") else 0
+    offset = (1 if results.get("base") else 0) + len(results.get("models") or [])
     panels = [
         (k, t)
         for k, t in CURVE_PANELS
@@ -112,8 +113,10 @@ def plot_weight_histograms(sample: Mapping, path: Path) -> Path | None:
 
 
 def evaluation_document(results: Mapping) -> dict:
-    """An evaluation-shaped document (docs/EVALUATION.md) of the base model and each group's mean."""
+    """An evaluation-shaped document (docs/EVALUATION.md) of the base model, the models without
+    runs and each group's mean."""
     models = [dict(results["base"]["eval"], name=results["base"]["name"])] if results.get("base") else []
+    models += [dict(m["eval"], name=m["name"]) for m in results.get("models") or []]
     for label, runs in groups(results).items():
         models.append(mean_entry([r["eval"] for r in runs], label))
     ev = dict(results.get("evaluation") or {})

@@ -63,6 +63,7 @@ class Results(TypedDict, total=False):
     evaluation: dict  # the evaluation document without "models"
     base: ModelRef | None
     runs: list[Run]
+    models: list[ModelRef]  # evaluated models that are neither the base nor a run (no training record)
     aggregate: dict  # filled by build_report (tokenweight.report.metrics.aggregate)
     verdict: dict  # {"text": str, ...}; build_report writes an automatic one when absent
 
@@ -141,12 +142,20 @@ def validate_results(results: Any) -> dict:
     runs = results["runs"]
     _type(runs, (list,), ".runs", "a list")
     names, labels = set(), {}
+    _type(results.get("models"), (list,), ".models", "a list or null", optional=True)
+    for i, m in enumerate(results.get("models") or []):
+        _need(m, ("name", "eval"), f".models[{i}]")
+        _type(m["name"], (str,), f".models[{i}].name", "a non-empty string")
+        if not m["name"] or m["name"] in names or (base is not None and m["name"] == base["name"]):
+            _fail(f".models[{i}].name", f"{m['name']!r} is empty or not unique among base and models")
+        names.add(m["name"])
+        _check_eval_entry(m["eval"], m["name"], f".models[{i}].eval")
     for i, run in enumerate(runs):
         p = f".runs[{i}]"
         _need(run, ("name", "scheme", "scorer", "seed", "eval"), p)
         _type(run["name"], (str,), f"{p}.name", "a non-empty string")
         if not run["name"] or run["name"] in names or (base is not None and run["name"] == base["name"]):
-            _fail(f"{p}.name", f"{run['name']!r} is empty or not unique among base and runs")
+            _fail(f"{p}.name", f"{run['name']!r} is empty or not unique among base, models and runs")
         names.add(run["name"])
         _type(run["scheme"], (str,), f"{p}.scheme", "a weighting spec string")
         if run["scorer"] not in SCORERS:
@@ -186,6 +195,7 @@ def assemble_results(
     config: Mapping,
     runs: Sequence[Mapping],
     base: str | Mapping | None = "base",
+    models: Sequence[str | Mapping] = (),
     machine: Mapping | None = None,
     verdict: Mapping | None = None,
 ) -> dict:
@@ -198,21 +208,27 @@ def assemble_results(
         runs: per run ``{name, scheme, scorer, seed, [label, path, log_path, train_summary]}``;
             its ``eval`` is taken from ``evaluation["models"]`` by name.
         base: the base model's name in the evaluation, or ``{name, path}``; None when not evaluated.
+        models: other evaluated models to report (names or ``{name, path}``): models without a
+            training run, e.g. every model of a plain ``tokenweight eval`` when there are no run folders.
         machine, verdict: optional mappings (see :class:`Results`).
 
     Returns a validated :class:`Results` dict (``aggregate`` is filled later by ``build_report``).
     """
-    models = {m["name"]: m for m in evaluation.get("models", [])}
+    evaluated = {m["name"]: m for m in evaluation.get("models", [])}
 
     def entry(name: str, where: str) -> dict:
-        if name not in models:
-            raise SchemaError(f"{where} {name!r} is not a model of the evaluation (models: {', '.join(models)})")
-        return models[name]
+        if name not in evaluated:
+            raise SchemaError(f"{where} {name!r} is not a model of the evaluation (models: {', '.join(evaluated)})")
+        return evaluated[name]
 
     base_ref = None
     if base is not None:
         b = {"name": base} if isinstance(base, str) else dict(base)
         base_ref = {"name": b["name"], "path": b.get("path"), "eval": entry(b["name"], "base")}
+    out_models = []
+    for m in models:
+        ref = {"name": m} if isinstance(m, str) else dict(m)
+        out_models.append({"name": ref["name"], "path": ref.get("path"), "eval": entry(ref["name"], "model")})
     out_runs = []
     for r in runs:
         run = {k: r.get(k) for k in ("name", "label", "scheme", "scorer", "seed", "path", "log_path", "train_summary")}
@@ -228,6 +244,7 @@ def assemble_results(
         "machine": dict(machine) if machine is not None else None,
         "evaluation": {k: v for k, v in evaluation.items() if k != "models"},
         "base": base_ref,
+        "models": out_models,
         "runs": out_runs,
     }
     if verdict is not None:

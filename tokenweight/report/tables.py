@@ -1,11 +1,18 @@
 """The report's tables, built once as data and rendered as markdown and as HTML.
 
-Tables (columns are the metrics of tokenweight.report.metrics that the evaluation provides):
+Tables (their rows are the metrics of tokenweight.report.metrics that the evaluation provides,
+their columns the models: a report has far more metrics than settings, so the tables grow
+downwards and fit the page width):
 
-- *comparison*: the base model and every group (scheme + scorer), ``mean ± std`` over seeds;
+- *comparison*: the base model, the evaluated models without runs, and every group (scheme +
+  scorer), ``mean ± std`` over seeds;
 - *vs uniform*: every group's seed-paired difference to the uniform group, ``mean ± std (n)``;
-- *tasks*: one column per task at length ``L``, same layout as the comparison;
-- *runs*: every single run (one row per seed), the numbers behind the means.
+- *vs base*: every evaluated model without runs minus the base model (single values);
+- *tasks*: one row per task at length ``L``, same layout as the comparison;
+- *lm-evaluation-harness*: the requested lm-eval tasks' metrics, same layout, and their
+  seed-paired differences to uniform;
+- *runs*: every single run (one row per seed, metrics as columns), the numbers behind the means
+  (the perplexities in a second table when there are many metrics).
 
 A :class:`Table` holds already formatted cells, so the markdown and the HTML show identical text.
 """
@@ -40,7 +47,7 @@ def fmt_stats(s: Mapping, digits: int, signed: bool = False, show_n: bool = Fals
     """``mean ± std`` (std shown only when there are >= 2 values), optionally ``(n=k)``."""
     if s.get("mean") is None:
         return DASH
-    text = f"{s['mean']:+.{digits}f}" if signed else f"{s['mean']:.{digits}f}"
+    text = _signed(s["mean"], digits) if signed else f"{s['mean']:.{digits}f}"
     if s.get("std") is not None:
         text += f" ± {s['std']:.{digits}f}"
     if show_n:
@@ -48,96 +55,146 @@ def fmt_stats(s: Mapping, digits: int, signed: bool = False, show_n: bool = Fals
     return text
 
 
-def _metrics(agg: Mapping, table: str) -> list[Mapping]:
-    return [m for m in agg["metrics"] if m["table"] == table]
+def _metrics(agg: Mapping, *tables: str) -> list[Mapping]:
+    return [m for m in agg["metrics"] if m["table"] in tables]
+
+
+def _columns(agg: Mapping, base_name: str | None) -> list[tuple[str, str, Mapping, bool]]:
+    """``(name, seeds, values, is_group)`` of every model column: base, models, groups."""
+    cols = []
+    if agg.get("base") is not None and base_name:
+        cols.append((base_name, DASH, agg["base"], False))
+    cols += [(m["name"], DASH, m["values"], False) for m in agg.get("models") or []]
+    cols += [(g["label"], str(len(g["seeds"])), g["stats"], True) for g in agg["groups"]]
+    return cols
 
 
 def _stat_table(agg: Mapping, base_name: str | None, table: str, title: str, note: str) -> Table | None:
+    """Metrics as rows, models as columns (a report has many more metrics than settings, so the
+    table grows downwards and fits the page; the seeds row only when runs were grouped)."""
     metrics = _metrics(agg, table)
-    if not metrics:
+    cols = _columns(agg, base_name)
+    if not metrics or not cols:
         return None
-    headers = ["model", "seeds"] + [m["label"] for m in metrics]
-    rows = []
-    if agg.get("base") is not None and base_name:
-        rows.append([base_name, DASH] + [fmt(agg["base"][m["key"]], m["digits"]) for m in metrics])
-    for g in agg["groups"]:
-        rows.append(
-            [g["label"], str(len(g["seeds"]))] + [fmt_stats(g["stats"][m["key"]], m["digits"]) for m in metrics]
-        )
-    return Table(title, headers, rows, note)
+    rows = [["seeds"] + [c[1] for c in cols]] if any(c[3] for c in cols) else []
+    for m in metrics:
+        cells = [
+            fmt_stats(v[m["key"]], m["digits"]) if grouped else fmt(v[m["key"]], m["digits"]) for *_, v, grouped in cols
+        ]
+        rows.append([m["label"]] + cells)
+    return Table(title, ["metric"] + [c[0] for c in cols], rows, note)
+
+
+def _arrows(metrics: Sequence[Mapping]) -> str:
+    return ", ".join(f"{m['label']} {'↑' if m['better'] == 'higher' else '↓'}" for m in metrics if m["better"])
+
+
+def _note(agg: Mapping, what: str, metrics: Sequence[Mapping]) -> str:
+    """``what`` (how a cell is made), the averaging over seeds when runs were grouped, the arrows."""
+    arrows = _arrows(metrics)
+    parts = [what] if what else []
+    if agg["groups"]:
+        parts.append("mean ± sample std over seeds (a single seed shows no std)")
+    if arrows:
+        parts.append(f"higher/lower is better: {arrows}")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def comparison_table(agg: Mapping, base_name: str | None) -> Table | None:
-    arrows = ", ".join(
-        f"{m['label']} {'↑' if m['better'] == 'higher' else '↓'}" for m in _metrics(agg, "main") if m["better"]
-    )
-    note = (
-        f"mean ± sample std over seeds (a single seed shows no std); higher/lower is better: {arrows}."
-        if arrows
-        else "mean ± sample std over seeds."
-    )
-    return _stat_table(agg, base_name, "main", "Comparison", note)
+    return _stat_table(agg, base_name, "main", "Comparison", _note(agg, "", _metrics(agg, "main")))
 
 
 def tasks_table(agg: Mapping, base_name: str | None) -> Table | None:
-    L = agg.get("task_length")
-    return _stat_table(
-        agg,
-        base_name,
-        "tasks",
-        f"Tasks at length {L}",
-        "likelihood token accuracy of the answer, all needle depths pooled; mean ± std over seeds.",
-    )
+    what = "likelihood token accuracy of the answer, all needle depths pooled"
+    return _stat_table(agg, base_name, "tasks", f"Tasks at length {agg.get('task_length')}", _note(agg, what, []))
 
 
-def reference_table(agg: Mapping) -> Table | None:
-    """Paired differences to the uniform group, with better/worse marks from the verdict's rule."""
+def harness_table(agg: Mapping, base_name: str | None) -> Table | None:
+    what = "lm-eval's metrics (tokenweight eval --harness) of the requested tasks"
+    return _stat_table(agg, base_name, "harness", "lm-evaluation-harness", _note(agg, what, _metrics(agg, "harness")))
+
+
+def reference_table(agg: Mapping, tables: Sequence[str] = ("main", "tasks"), title: str | None = None) -> Table | None:
+    """Paired differences to the uniform group (metrics as rows, settings as columns), with
+    better/worse marks from the verdict's rule."""
     from tokenweight.report.verdict import judge
 
     ref = agg.get("reference")
     groups = [g for g in agg["groups"] if g["vs_reference"]]
-    metrics = _metrics(agg, "main") + _metrics(agg, "tasks")
-    if ref is None or not groups:
+    metrics = _metrics(agg, *tables)
+    if ref is None or not groups or not metrics:
         return None
-    headers = ["model"] + [m["label"] for m in metrics]
     rows, marks = [], []
-    for g in groups:
-        d = g["vs_reference"]
-        rows.append([g["label"]] + [fmt_stats(d[m["key"]], m["digits"], signed=True, show_n=True) for m in metrics])
-        marks.append(
-            [""] + [j if (j := judge(d[m["key"]], m["better"])) in ("better", "worse") else "" for m in metrics]
-        )
+    for m in metrics:
+        ds = [g["vs_reference"][m["key"]] for g in groups]
+        rows.append([m["label"]] + [fmt_stats(d, m["digits"], signed=True, show_n=True) for d in ds])
+        marks.append([""] + [j if (j := judge(d, m["better"])) in ("better", "worse") else "" for d in ds])
     note = (
         f"difference to {ref} per seed (same seed = same data order), mean ± sample std over the n "
         "paired seeds; marked better/worse when |mean| > 2 standard errors."
     )
-    return Table(f"Difference vs {ref}", headers, rows, note, marks)
+    return Table(title or f"Difference vs {ref}", ["metric"] + [g["label"] for g in groups], rows, note, marks)
 
 
-def runs_table(results: Mapping, agg: Mapping) -> Table | None:
-    """One row per run: every seed's own numbers."""
-    if not results["runs"]:
+def base_table(agg: Mapping, base_name: str | None) -> Table | None:
+    """Each evaluated model (without a run) minus the base model: single values, nothing to pair."""
+    models = [m for m in agg.get("models") or [] if m["vs_base"] is not None]
+    metrics = _metrics(agg, "main", "tasks", "harness")
+    if not models or not base_name or not metrics:
         return None
+    rows = [[m["label"]] + [_signed(x["vs_base"][m["key"]], m["digits"]) for x in models] for m in metrics]
+    note = f"value minus {base_name}'s, one evaluation each (no runs to pair, so no noise estimate)."
+    return Table(f"Difference vs {base_name}", ["metric"] + [m["name"] for m in models], rows, note)
+
+
+def _signed(x: float | None, digits: int) -> str:
+    """``+0.012``; a value that rounds to zero is ``+0.000``, never ``-0.000``."""
+    if x is None:
+        return DASH
+    text = f"{x:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0 else text
+
+
+#: at most this many metric columns in one runs table (more: the perplexities get their own table)
+RUNS_COLUMNS = 8
+
+
+def runs_tables(results: Mapping, agg: Mapping) -> list[Table]:
+    """One row per run: every seed's own numbers (metrics as columns, as many as fit a page: with
+    more than :data:`RUNS_COLUMNS` metrics, the perplexities are a second table)."""
+    if not results["runs"]:
+        return []
     metrics = _metrics(agg, "main")
     by_name = {}
     for g in agg["groups"]:
         for i, name in enumerate(g["runs"]):
             by_name[name] = {m["key"]: g["values"][m["key"]][i] for m in metrics}
-    headers = ["run", "group", "seed"] + [m["label"] for m in metrics]
-    rows = [
-        [r["name"], run_label(r), str(r["seed"])] + [fmt(by_name[r["name"]][m["key"]], m["digits"]) for m in metrics]
-        for r in results["runs"]
-    ]
-    return Table("Runs", headers, rows, "every run on its own (the values behind the means).")
+    parts = [("Runs", metrics)]
+    if len(metrics) > RUNS_COLUMNS:
+        ppl = [m for m in metrics if m["key"].startswith("ppl")]
+        parts = [("Runs", [m for m in metrics if m not in ppl]), ("Runs: perplexity", ppl)]
+    tables = []
+    for title, ms in parts:
+        headers = ["run", "group", "seed"] + [m["label"] for m in ms]
+        rows = [
+            [r["name"], run_label(r), str(r["seed"])] + [fmt(by_name[r["name"]][m["key"]], m["digits"]) for m in ms]
+            for r in results["runs"]
+        ]
+        tables.append(Table(title, headers, rows, "every run on its own (the values behind the means)."))
+    return tables
 
 
 def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
     base_name = (results.get("base") or {}).get("name")
+    harness_vs = "lm-evaluation-harness: difference vs " + str(agg.get("reference"))
     tables = [
         comparison_table(agg, base_name),
         reference_table(agg),
+        base_table(agg, base_name),
         tasks_table(agg, base_name),
-        runs_table(results, agg),
+        harness_table(agg, base_name),
+        reference_table(agg, ("harness",), harness_vs),
+        *runs_tables(results, agg),
     ]
     return [t for t in tables if t is not None]
 

@@ -41,11 +41,7 @@ def auto_verdict(agg: Mapping) -> dict:
     metrics = {m["key"]: m for m in agg["metrics"] if m["key"] in HEADLINE}
     ref = agg.get("reference")
     if ref is None:
-        return {
-            "text": "No uniform (plain cross-entropy) run to compare against: see the tables.",
-            "auto": True,
-            "judgements": {},
-        }
+        return {"text": _without_reference(agg, metrics), "auto": True, "judgements": {}}
     lines, judgements = [], {}
     n_ref = len(next(g for g in agg["groups"] if g["label"] == ref)["seeds"])
     lines.append(
@@ -75,6 +71,23 @@ def auto_verdict(agg: Mapping) -> dict:
     if best:
         lines.append(best)
     return {"text": "\n".join(lines), "auto": True, "judgements": judgements}
+
+
+def _without_reference(agg: Mapping, metrics: Mapping) -> str:
+    """No uniform runs: the evaluated models' differences to the base model, when there are any."""
+    lines = ["No uniform (plain cross-entropy) run to compare against: see the tables."]
+    models = [m for m in agg.get("models") or [] if m["vs_base"] is not None]
+    if models:
+        lines = ["Differences against the base model (one evaluation each, so no noise estimate):"]
+        for m in models:
+            parts = [
+                f"{metrics[k]['label']} {_fmt(m['vs_base'][k], metrics[k]['digits'])}"
+                for k in HEADLINE
+                if k in metrics and m["vs_base"].get(k) is not None
+            ]
+            if parts:
+                lines.append(f"- {m['name']}: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
 
 
 def _best(agg: Mapping, metrics: Mapping) -> str | None:

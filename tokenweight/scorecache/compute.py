@@ -164,12 +164,14 @@ def _pad(rows: list, n: int):
     return ids, mask, lengths
 
 
-def _scorer_folder(scorer, data_tok, dtype: str, device: str, attn_implementation: str = "auto"):
-    """(local folder of the scorer, the model if it had to be loaded to find the folder, else None).
+def _scorer_folder(scorer, data_tok, dtype: str, device: str, attn_implementation: str = "auto", align: str = "auto"):
+    """(local folder of the scorer, the model if it had to be loaded to find the folder, else None,
+    the scorer's tokenizer when its scores are aligned to the data's tokens by characters, else None).
 
-    Refuses (UsageError) a scorer whose vocabulary or saved tokenizer differs from the data's
-    before anything is computed or written. A hub id is loaded first (that fetches it into the HF
-    cache) and then digested from its cached snapshot, like a local folder.
+    Refuses (UsageError) a scorer whose vocabulary or saved tokenizer differs from the data's (unless
+    aligned: :func:`_aligned_tokenizer`) before anything is computed or written. A hub id is loaded
+    first (that fetches it into the HF cache) and then digested from its cached snapshot, like a
+    local folder.
     """
     from transformers import AutoConfig
 
@@ -182,27 +184,84 @@ def _scorer_folder(scorer, data_tok, dtype: str, device: str, attn_implementatio
     if not (folder / "config.json").is_file():
         raise UsageError(f"scorer folder {str(scorer)!r} has no config.json: pass a folder saved with save_pretrained")
     vocab = getattr(AutoConfig.from_pretrained(folder).get_text_config(), "vocab_size", None) or 0
-    check_scorer_tokenizer(load_tokenizer(folder) if has_tokenizer(folder) else None, vocab, data_tok, str(scorer))
-    return folder, model
+    scorer_tok = load_tokenizer(folder) if has_tokenizer(folder) else None
+    aligned = _aligned_tokenizer(scorer_tok, vocab, data_tok, str(scorer), align)
+    if aligned is None:
+        check_scorer_tokenizer(scorer_tok, vocab, data_tok, str(scorer))
+    return folder, model, aligned
+
+
+#: values of ``align``: auto = align exactly when the scorer's tokenizer differs from the data's
+ALIGN_CHOICES = ("auto", "always", "never")
+#: ``alignment`` of an aligned cache's identity: the rule of docs/SCORING.md (character overlap), version 1
+ALIGNMENT = "characters-1"
+
+
+def _aligned_tokenizer(scorer_tok, vocab: int, data_tok, name: str, align: str):
+    """The scorer's tokenizer when its scores are to be aligned to the data's tokens by characters
+    (docs/SCORING.md), else None (the scorer must then share the data's tokenizer).
+
+    ``align``: ``auto`` aligns when the scorer saved a tokenizer that differs from the data's
+    (:func:`tokenweight.identity.tokenizer_digest`); ``always`` also with the same tokenizer (it
+    gives the same scores, bitwise: a check of the aligned path); ``never`` refuses another
+    tokenizer. Refused in one line: ``always`` without a saved tokenizer, a tokenizer without an
+    offset mapping (not a fast tokenizer), a vocabulary larger than the scorer's embeddings.
+    """
+    if align not in ALIGN_CHOICES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
+    if align == "never" or (
+        align == "auto" and (scorer_tok is None or tokenizer_digest(scorer_tok) == tokenizer_digest(data_tok))
+    ):
+        return None
+    if scorer_tok is None:
+        raise UsageError(
+            f"scorer {name!r} has no saved tokenizer, so its tokens cannot be aligned to the data's: save its "
+            "tokenizer into the folder (tokenizer.save_pretrained), or pass --align auto"
+        )
+    if not getattr(scorer_tok, "is_fast", False):
+        raise UsageError(
+            f"scorer {name!r} has a tokenizer without character offsets ({type(scorer_tok).__name__}, not a fast "
+            "tokenizer), needed to align its tokens to the data's: save it as a fast tokenizer (tokenizer.json)"
+        )
+    if vocab < len(scorer_tok):
+        raise UsageError(
+            f"scorer {name!r} has a vocabulary of {vocab} tokens but its tokenizer has {len(scorer_tok)}: "
+            "pass a model folder whose tokenizer is the model's own"
+        )
+    return scorer_tok
 
 
 def _score_rows(
-    model, rows: list, n: int, window: int, stride: int, bos: int | None, batch_size: int | None, bar, where: str
+    model,
+    rows: list,
+    n: int,
+    window: int,
+    stride: int,
+    bos: int | None,
+    batch_size: int | None,
+    bar,
+    where: str,
+    tokenizers: tuple | None = None,
 ):
-    """Short-context NLL of one shard's token lists: (nll [k, n-1] float32 CPU, lengths [k] int32).
+    """Short-context NLL of one shard's token lists: (nll [k, n-1] float32 CPU, lengths [k] int32,
+    rows aligned by decoding token by token).
 
     Sequences go to ``short_context_nll`` in groups of about four forward passes' worth of
     windows (enough to fill every pass); the grouping depends only on the shard, never on the
     process, which keeps multi-process results bitwise equal to single-process ones.
+    ``tokenizers``: ``(data's, scorer's)`` for a scorer with another tokenizer: the same groups go
+    to :func:`tokenweight.alignment.aligned_short_nll` instead.
     """
     import torch
 
+    from tokenweight.alignment import aligned_short_nll
     from tokenweight.scoring import short_context_nll, window_starts
 
     per_pass = batch_size or windows_per_pass(window)
     per_call = max(1, math.ceil(4 * per_pass / len(window_starts(n, window, stride))))
     nll = torch.zeros(len(rows), max(n - 1, 0), dtype=torch.float32)
     lengths = torch.zeros(len(rows), dtype=torch.int32)
+    per_token = 0
     for c in range(0, len(rows), per_call):
         chunk = [list(r) for r in rows[c : c + per_call]]
         if (longest := max(len(r) for r in chunk)) > n:
@@ -210,12 +269,21 @@ def _score_rows(
                 f"{where} holds a sequence of {longest} tokens but the manifest says n = {n}: re-prepare the data"
             )
         ids, mask, lens = _pad(chunk, n)
-        nll[c : c + len(chunk)] = short_context_nll(
-            model, ids, window, stride, attention_mask=mask, bos_token_id=bos, batch_size=batch_size
-        ).cpu()
+        if tokenizers is not None:
+            try:
+                scores = aligned_short_nll(model, chunk, *tokenizers, window, stride, n=n, batch_size=batch_size)
+            except ValueError as e:
+                raise UsageError(
+                    f"{where}: {e}: score with a scorer that shares the data's tokenizer (--align never)"
+                ) from None
+            nll[c : c + len(chunk)], per_token = scores.nll, per_token + scores.decoded_per_token
+        else:
+            nll[c : c + len(chunk)] = short_context_nll(
+                model, ids, window, stride, attention_mask=mask, bos_token_id=bos, batch_size=batch_size
+            ).cpu()
         lengths[c : c + len(chunk)] = lens
         bar.update(len(chunk))
-    return nll, lengths
+    return nll, lengths, per_token
 
 
 @dataclass
@@ -229,6 +297,7 @@ class _Inputs:
     n: int
     count: int
     tokenizer: Any
+    scorer_tokenizer: Any = None  # set when the scorer's tokens are aligned to the data's by characters
 
 
 def _load_inputs(data: Path, split: str, max_sequences: int | None) -> _Inputs:
@@ -262,6 +331,8 @@ def _cache_meta(
         bos_token_id=inputs.tokenizer.bos_token_id,
         shard_size=shard_size or default_shard_size(inputs.n),
     )
+    if inputs.scorer_tokenizer is not None:  # only then: same-tokenizer caches keep their fingerprints
+        identity.update(alignment=ALIGNMENT, scorer_tokenizer=tokenizer_digest(inputs.scorer_tokenizer))
     return dict(
         identity,
         format=FORMAT,
@@ -285,12 +356,13 @@ def _canonical_header(blob: bytes) -> bytes:
 
 
 def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], model, rank: int, world: int, batch_size):
-    """Compute and write ``shards`` (this rank's missing ones): ``(sequences, tokens, seconds)``."""
+    """Compute and write ``shards`` (this rank's missing ones): ``(sequences, tokens, seconds,
+    sequences aligned by decoding token by token)``."""
     from safetensors.torch import save
     from tqdm.auto import tqdm
 
     ranges = shard_ranges(inputs.count, meta["shard_size"])
-    computed = tokens = 0
+    computed = tokens = per_token = 0
     t0 = time.perf_counter()
     bar = tqdm(
         total=sum(ranges[i][1] - ranges[i][0] for i in shards),
@@ -301,7 +373,7 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
     )
     for i in shards:
         a, b = ranges[i]
-        nll, lengths = _score_rows(
+        nll, lengths, decoded = _score_rows(
             model,
             inputs.rows[a:b]["input_ids"],
             inputs.n,
@@ -311,6 +383,7 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
             batch_size,
             bar,
             f"sequences {a}..{b - 1} of {str(inputs.data)!r}",
+            None if inputs.scorer_tokenizer is None else (inputs.tokenizer, inputs.scorer_tokenizer),
         )
         blob = save(
             {"nll": nll, "lengths": lengths}, {"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)}
@@ -318,8 +391,9 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
         atomic_write_bytes(_shard_path(work, i), _canonical_header(blob))
         computed += b - a
         tokens += int(lengths.sum())
+        per_token += decoded
     bar.close()
-    return computed, tokens, time.perf_counter() - t0
+    return computed, tokens, time.perf_counter() - t0, per_token
 
 
 def _complete(out: Path, work: Path, meta: dict, rank: int, world: int, stats: tuple, was_complete: bool) -> list:
@@ -377,6 +451,7 @@ def compute_scores(
     max_sequences: int | None = None,
     force: bool = False,
     attn_implementation: str = "auto",
+    align: str = "auto",
 ) -> dict:
     """Score every sequence of ``data``'s ``split`` under the frozen ``scorer`` into ``out``.
 
@@ -384,17 +459,22 @@ def compute_scores(
     ``batch_size``: windows per forward pass (default ``short_context_nll``'s). ``dtype``:
     float32 | bfloat16 | float16 (scores are stored as float32). ``device``: default cuda when
     available. ``attn_implementation``: :func:`tokenweight.models.load_model`'s (default: the best
-    the scorer supports). Continues an interrupted cache with the same identity (and recomputes shards whose
-    bytes no longer match complete.json); a complete one is left as it is; a different one is
+    the scorer supports). ``align``: a scorer with another tokenizer than the data's (auto | always
+    | never, :func:`_aligned_tokenizer`; docs/SCORING.md). Continues an interrupted cache with the
+    same identity (and recomputes shards whose bytes no longer match complete.json); a complete one
+    is left as it is; a different one is
     refused unless ``force``, which builds the new cache beside ``out`` and moves it into place when
     complete. A second process writing ``out`` is refused at once (:func:`output_lock`). Under
     ``torchrun`` every rank must call it (each scores its own shards; rank 0 holds the lock).
 
     Returns (same on every rank) ``{"out", "sequences", "computed", "cached", "tokens",
-    "seconds", "tokens_per_s", "world_size", "own_process_group", "already_complete"}``:
-    ``computed``/``tokens`` count this call's work; ``own_process_group``: whether this call
-    initialised (and destroyed) the process group, i.e. the process was launched by torchrun for
-    this call alone; ``already_complete``: the cache was complete before the call (nothing done).
+    "seconds", "tokens_per_s", "world_size", "aligned", "decoded_per_token", "own_process_group",
+    "already_complete"}``: ``computed``/``tokens`` count this call's work; ``aligned``: the scorer's
+    tokens were aligned to the data's; ``decoded_per_token``: sequences of this call whose character
+    spans came from decoding token by token (their offsets did not map back to the same tokens);
+    ``own_process_group``: whether this call initialised (and destroyed) the process group, i.e. the
+    process was launched by torchrun for this call alone; ``already_complete``: the cache was
+    complete before the call (nothing done).
     """
     import torch
 
@@ -416,7 +496,9 @@ def compute_scores(
         device = f"cuda:{torch.cuda.current_device()}"
     try:
         with contextlib.ExitStack() as lock:
-            folder, model = _scorer_folder(scorer, inputs.tokenizer, dtype, device, attn_implementation)
+            folder, model, inputs.scorer_tokenizer = _scorer_folder(
+                scorer, inputs.tokenizer, dtype, device, attn_implementation, align
+            )
             meta = _cache_meta(inputs, scorer, folder, window, stride, dtype, shard_size)
             work, was_complete = _claim(out, meta, force, rank, world, lock)
             ranges = shard_ranges(inputs.count, meta["shard_size"])
@@ -425,15 +507,14 @@ def compute_scores(
                 for i in range(rank, len(ranges), world)
                 if not _shard_ok(_shard_path(work, i), meta["fingerprint"], *ranges[i])
             ]
-            stats = (0, 0, 0.0)
+            stats = (0, 0, 0.0, 0)
             if mine:
-                model = model or load_model(
-                    folder, dtype=dtype, device=device, attn_implementation=attn_implementation
-                )
+                model = model or load_model(folder, dtype=dtype, device=device, attn_implementation=attn_implementation)
                 stats = _score_shards(work, meta, inputs, mine, model, rank, world, batch_size)
             every = _complete(out, work, meta, rank, world, stats, was_complete)
         computed, tokens = sum(s[0] for s in every), sum(s[1] for s in every)
         seconds = max(s[2] for s in every)
+        per_token = sum(s[3] for s in every)
         return {
             "out": str(out),
             "sequences": inputs.count,
@@ -443,6 +524,8 @@ def compute_scores(
             "seconds": seconds,
             "tokens_per_s": tokens / seconds if tokens else 0.0,
             "world_size": world,
+            "aligned": inputs.scorer_tokenizer is not None,
+            "decoded_per_token": per_token,
             "own_process_group": own_group,
             "already_complete": was_complete and work == out,
         }

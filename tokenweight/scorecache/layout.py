@@ -23,6 +23,8 @@ IDENTITY = (
     "dtype",
     "tokenizer",
     "scorer",
+    "alignment",  # aligned caches only (a scorer with another tokenizer): the rule's version
+    "scorer_tokenizer",  # aligned caches only: tokenizer_digest of the scorer's tokenizer
     "bos_token_id",
     "shard_size",
 )

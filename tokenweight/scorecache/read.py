@@ -134,13 +134,20 @@ class ScoreCache:
 
 
 def verify(
-    cache: ScoreCache, model, sequences: Sequence[Sequence[int]], indices: Sequence[int], batch_size: int | None = None
+    cache: ScoreCache,
+    model,
+    sequences: Sequence[Sequence[int]],
+    indices: Sequence[int],
+    batch_size: int | None = None,
+    tokenizers: tuple | None = None,
 ) -> float:
     """Recompute ``short_context_nll`` for ``sequences`` (dataset rows ``indices``) one at a time
     and return the largest absolute difference to the cache (nats). Batching differs from the
-    cache's, so expect float rounding (~1e-6 in fp32), not 0."""
+    cache's, so expect float rounding (~1e-6 in fp32), not 0. ``tokenizers``: ``(data's, scorer's)``
+    for an aligned cache (a scorer with another tokenizer): recomputed with ``aligned_short_nll``."""
     import torch
 
+    from tokenweight.alignment import aligned_short_nll
     from tokenweight.scoring import short_context_nll
 
     got = cache.read(indices)
@@ -148,6 +155,10 @@ def verify(
     m = cache.meta
     for r, seq in enumerate(sequences):
         ids = torch.tensor([list(seq)], dtype=torch.long)
+        if tokenizers is not None:
+            ref = aligned_short_nll(model, [list(seq)], *tokenizers, m["window"], m["stride"], batch_size=batch_size)
+            worst = max(worst, float((got[r, : ref.nll.shape[1]] - ref.nll[0]).abs().max()) if ref.nll.numel() else 0.0)
+            continue
         ref = short_context_nll(
             model, ids, m["window"], m["stride"], bos_token_id=m["bos_token_id"], batch_size=batch_size
         )[0].cpu()

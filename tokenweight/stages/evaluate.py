@@ -46,7 +46,10 @@ def evaluate(config: EvalConfig, *, tokenizer=None) -> EvalResult:
     ev = config.evaluator
     if isinstance(ev, str) and ev not in names and not Path(ev).exists():
         raise UsageError(f"--evaluator {ev!r} is neither a model name ({', '.join(names)}) nor an existing folder")
+    from tokenweight.evaluate.harness import plan_harness
     from tokenweight.io_utils import output_lock
+
+    plan_harness(config, config.models, config.data, tokenizer)  # lm-eval task names: before anything is written
 
     out = Path(config.out)
     with output_lock(out):  # a second evaluation into the same folder is refused at once

@@ -33,7 +33,11 @@ class ReportConfig(StageConfig):
         factory=list, help="run folders (tokenweight train) of the evaluated models", positional=True, metavar="RUN"
     )
     evaluation: str | None = option(None, "results.json of tokenweight eval, or its folder", metavar="FILE|DIR")
-    base: str | None = option("base", "the reference model's name in the evaluation (none: no reference)")
+    base: str | None = option(
+        "auto",
+        "the reference model's name in the evaluation; auto: 'base' when there is one, else the one evaluated "
+        "model that is not a run, else (no runs) the first model; none: no reference",
+    )
     out: str = option("runs/report", "report folder", metavar="DIR")
     heatmap_model: str | None = option(None, "model whose long-context NLL the token heat map shows", metavar="PATH")
     heatmap_scorer: str | None = option(
@@ -104,17 +108,33 @@ def report(config: ReportConfig) -> ReportResult:
 
     config.validate()
     ev_path = Path(config.evaluation)
-    evaluation = _read_json(ev_path / "results.json" if ev_path.is_dir() else ev_path, "evaluation")
+    ev_file = ev_path / "results.json" if ev_path.is_dir() else ev_path
+    evaluation = _read_json(ev_file, "evaluation")
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("models"), list) or not evaluation["models"]:
+        raise UsageError(f"evaluation {str(ev_file)!r} has no models: pass the results.json of tokenweight eval")
     runs = [_run_record(Path(r)) for r in config.runs]
+    evaluation = _match_runs(evaluation, runs, ev_file)
+    base = _base_name(config.base, evaluation, runs)
+    run_names = {r["name"] for r in runs}
+    others = [
+        {"name": m["name"], "path": m.get("source")}
+        for m in evaluation["models"]
+        if m["name"] != base and m["name"] not in run_names
+    ]
     settings = dict(config.settings)
+    ev_cfg, ev_data = evaluation.get("config") or {}, evaluation.get("data") or {}
     window = config.window or settings.get("window") or next((r["window"] for r in runs if r["window"]), None)
-    n = settings.get("n") or next((r["n"] for r in runs if r["n"]), None)
+    window = window or ev_cfg.get("window")
+    n = settings.get("n") or next((r["n"] for r in runs if r["n"]), None) or ev_data.get("n")
+    n = n or max([int(x) for x in ev_cfg.get("lengths") or []] + [int(window or 0)]) or None
     if window is None or n is None:
-        raise UsageError("the report needs the runs' n and window: pass run folders, or --window")
-    settings.update(n=n, window=window)
+        raise UsageError("the report needs the long context n and the window w: pass run folders, or --window")
+    settings.update(n=max(int(n), int(window)), window=window)
     records = [{k: v for k, v in r.items() if k not in ("n", "window")} for r in runs]
     try:
-        results = assemble_results(evaluation, config=settings, runs=records, base=config.base, machine=config.machine)
+        results = assemble_results(
+            evaluation, config=settings, runs=records, base=base, models=others, machine=config.machine
+        )
     except SchemaError as e:
         raise UsageError(f"cannot build the report: {e}") from None
     sample = (
@@ -123,14 +143,67 @@ def report(config: ReportConfig) -> ReportResult:
         else None
     )
     out = Path(config.out)
-    build_report(results, out, sample=sample)
-    return ReportResult(out, results)
+    return ReportResult(out, build_report(results, out, sample=sample))
+
+
+def _match_runs(evaluation: dict, runs: list[dict], ev_file: Path) -> dict:
+    """The evaluation with each run's model entry named as the run (its folder name).
+
+    A run is matched by name (``tokenweight eval --names`` gave it its folder's name), else by
+    path: the model that was evaluated from ``RUN/model`` (or ``RUN``), so that a plain
+    ``tokenweight eval runs/a/model runs/b/model`` (names ``model#1``, ``model#2``) reports too.
+    """
+    models = [dict(m) for m in evaluation["models"]]
+    names = [m["name"] for m in models]
+    for run in runs:
+        if run["name"] in names:
+            continue
+        folder = Path(run["path"]).parent
+        hits = [
+            i
+            for i, m in enumerate(models)
+            if m.get("source") and _same_path(m["source"], (folder / "model", folder)) and m["name"] not in _names(runs)
+        ]
+        if len(hits) != 1:
+            raise UsageError(
+                f"run {run['name']!r} is not a model of the evaluation {str(ev_file)!r} (models: {', '.join(names)}): "
+                f"evaluate {folder / 'model'} too, or name it {run['name']!r} with tokenweight eval --names"
+            )
+        models[hits[0]]["name"] = names[hits[0]] = run["name"]
+    return {**evaluation, "models": models}
+
+
+def _names(runs: list[dict]) -> set[str]:
+    return {r["name"] for r in runs}
+
+
+def _same_path(source: str, candidates) -> bool:
+    try:
+        resolved = Path(source).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(resolved == Path(c).expanduser().resolve() for c in candidates)
+
+
+def _base_name(base: str | None, evaluation: dict, runs: list[dict]) -> str | None:
+    """The reference model's name (``--base``; ``auto``: see :class:`ReportConfig`)."""
+    names = [m["name"] for m in evaluation["models"]]
+    if base != "auto":
+        if base is not None and base not in names:
+            raise UsageError(f"--base {base!r} is not a model of the evaluation (models: {', '.join(names)})")
+        return base
+    not_runs = [n for n in names if n not in _names(runs)]
+    if "base" in not_runs:
+        return "base"
+    if runs:
+        return not_runs[0] if len(not_runs) == 1 else None
+    return names[0]
 
 
 def _heatmap(config: ReportConfig, window: int, schemes: list[str]) -> dict | None:
     """The heat map's numbers on the validation sequence of ``heatmap_data`` with the most episodes."""
     from tokenweight.data import load_prepared
-    from tokenweight.identity import load_tokenizer
+    from tokenweight.identity import has_tokenizer, load_tokenizer
     from tokenweight.models import load_model
     from tokenweight.report.heatmap import compute_heatmap
 
@@ -144,4 +217,8 @@ def _heatmap(config: ReportConfig, window: int, schemes: list[str]) -> dict | No
     model = load_model(config.heatmap_model)
     scorer = load_model(config.heatmap_scorer) if config.heatmap_scorer else None
     specs = list(config.schemes or schemes) or ["dense:0.75"]
-    return compute_heatmap(model, scorer, tok, text, specs, window=window, max_tokens=int(manifest["n"]))
+    # a scorer with its own (other) tokenizer is aligned by characters, as its score cache was
+    own = load_tokenizer(config.heatmap_scorer) if scorer is not None and has_tokenizer(config.heatmap_scorer) else None
+    return compute_heatmap(
+        model, scorer, tok, text, specs, window=window, max_tokens=int(manifest["n"]), scorer_tokenizer=own
+    )

@@ -12,10 +12,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokenweight.config import RuntimeOptions, StageConfig, check_int, check_required, option
+from tokenweight.config import RuntimeOptions, StageConfig, check_choice, check_int, check_required, option
 
 __all__ = ["ScoreConfig", "ScoreResult", "score"]
 
+#: ``align`` values (tokenweight.scorecache.compute.ALIGN_CHOICES, not imported here: the config loads without torch)
+ALIGN_CHOICES = ("auto", "always", "never")
 #: largest |cache - recomputation| accepted by ``verify`` in float32 (nats); batching changes rounding
 VERIFY_TOL_FP32 = 1e-3
 
@@ -27,7 +29,9 @@ class ScoreConfig(RuntimeOptions, StageConfig):
 
     data: str | None = option(None, "prepared data folder (tokenweight prepare)", metavar="DIR")
     scorer: str | None = option(
-        None, "frozen scorer: model folder or hub id, with the data's tokenizer", metavar="PATH|ID"
+        None,
+        "frozen scorer: model folder or hub id (another tokenizer than the data's: see --align)",
+        metavar="PATH|ID",
     )
     out: str | None = option(None, "score cache folder to create or continue", metavar="DIR")
     window: int = option(256, "short context w in tokens")
@@ -37,6 +41,13 @@ class ScoreConfig(RuntimeOptions, StageConfig):
     max_sequences: int | None = option(None, "score only the first N sequences")
     shard_size: int | None = option(None, "sequences per shard file, the unit of resuming (none: ~256k tokens)")
     verify: int = option(0, "afterwards, recompute K sequences directly and report the largest difference")
+    align: str = option(
+        "auto",
+        "a scorer with another tokenizer: its NLL is moved onto the data's tokens by character overlap "
+        "(docs/SCORING.md); auto = when the tokenizers differ, always = also when equal (same scores), "
+        "never = refuse another tokenizer",
+        choices=ALIGN_CHOICES,
+    )
     force: bool = option(False, "recompute a cache made with other settings instead of refusing it")
 
     def validate(self) -> None:
@@ -46,6 +57,7 @@ class ScoreConfig(RuntimeOptions, StageConfig):
         for name in ("batch_size", "max_sequences", "shard_size"):
             check_int(self, name, 1, optional=True)
         check_int(self, "verify", 0)
+        check_choice(self, "align")
         self.validate_runtime()
 
 
@@ -62,6 +74,8 @@ class ScoreResult:
     tokens_per_s: float
     world_size: int
     meta: dict = field(default_factory=dict)  # the cache's meta.json: its identity (window, stride, ...)
+    aligned: bool = False  # the scorer has another tokenizer: its NLL was moved onto the data's tokens
+    decoded_per_token: int = 0  # sequences (of those computed now) aligned by decoding token by token
     verified: int = 0
     max_difference: float | None = None
     tolerance: float | None = None  # float32 only: other dtypes are not held to a bound
@@ -93,8 +107,10 @@ def score(config: ScoreConfig) -> ScoreResult:
         shard_size=config.shard_size,
         max_sequences=config.max_sequences,
         force=config.force,
+        align=config.align,
     )
     keys = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
+    keys += ("aligned", "decoded_per_token")
     meta = json.loads((Path(config.out) / "meta.json").read_text(encoding="utf-8"))
     result = ScoreResult(**{k: s[k] for k in keys}, meta=meta)
     if config.verify and _rank() == 0:
@@ -119,5 +135,10 @@ def _verify(config: ScoreConfig) -> tuple[int, float]:
     indices = sorted({round(j * (cache.n_sequences - 1) / max(k - 1, 1)) for j in range(k)})
     rows = load_prepared(config.data)[0][config.split].select(indices)["input_ids"]
     model = config.runtime().load(config.scorer)
-    worst = verify(cache, model, rows, indices, batch_size=config.batch_size)
+    tokenizers = None
+    if cache.meta.get("scorer_tokenizer") is not None:  # aligned: recompute through the same alignment
+        from tokenweight.identity import load_tokenizer
+
+        tokenizers = (load_tokenizer(Path(config.data) / "tokenizer"), load_tokenizer(config.scorer))
+    worst = verify(cache, model, rows, indices, batch_size=config.batch_size, tokenizers=tokenizers)
     return len(indices), worst

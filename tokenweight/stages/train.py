@@ -4,7 +4,9 @@ A model (``model``, extended to the long context ``n`` with RoPE θ scaled as in
 ``init`` from scratch) is trained on prepared data with a weighting scheme: ``uniform`` is the plain
 cross-entropy baseline on the same code path; every other scheme needs short-context NLL from a
 scorer: ``scorer="self"`` (the live model on windows of ``window`` tokens, every step) or
-``scorer="frozen"`` with ``scores`` (a cache made by :func:`tokenweight.stages.score.score`).
+``scorer="frozen"`` with ``scores`` (a cache made by :func:`tokenweight.stages.score.score`). A
+cache whose window is at least ``n`` holds a reference model's full-context NLL: ``rho1:<κ>`` with
+it is Rho-1's selective language modelling (docs/SCORING.md).
 
 Multi-GPU: the same stage under ``accelerate launch``/``torchrun``, or DeepSpeed with
 ``deepspeed="zero3"`` (docs/TRAINING.md).
@@ -49,9 +51,11 @@ def _open_cache(config: TrainConfig, data, window: int | None, stride: int | Non
 
 def train(config: TrainConfig) -> RunResult:
     """Run (or continue, or find finished) the training run ``config.out``."""
+    from tokenweight.models import pretrained_context
     from tokenweight.scoring import resolve_stride
     from tokenweight.train.runner import plan_run, run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
+    from tokenweight.train.trainer import check_trainable
     from tokenweight.weighting import WeightingScheme
 
     config.validate()
@@ -71,16 +75,27 @@ def train(config: TrainConfig) -> RunResult:
         cache, window, stride = _open_cache(config, data, window, stride)
 
     model = build_model(config, data.tokenizer, n, config.rope_theta)
-    base = base_context(model)
-    if window is None and scheme.needs_short:
+    check_trainable(model, config.model or config.init)  # before any work: one line naming the model
+    # the context the model was trained at (Llama-3.1: 8192, not its 131072): the default window
+    base = (config.base_context or pretrained_context(model)) if config.model else base_context(model)
+    longce = scheme.needs_short and config.short_context == "longce"  # LongCE's windows (docs/SCORING.md)
+    if longce and n <= config.longce_trunc_len:
+        raise UsageError(
+            f"long context n = {n} must be longer than --longce-trunc-len {config.longce_trunc_len} (every token "
+            "before it weighs 1): pass a smaller --longce-trunc-len or a larger --n/data"
+        )
+    if window is None and scheme.needs_short and not longce:
         if config.init or base >= n:
             raise UsageError(
                 f"--window is needed: the model has no shorter base context than n = {n} "
-                f"(max_position_embeddings {base}); pass --window w < n"
+                f"(base context {base}: --base-context, else its original_max_position_embeddings or "
+                "max_position_embeddings); pass --window w < n"
             )
         window = base
     if window is not None:
-        if n <= window:
+        # A frozen cache with w >= n holds a reference model's full-context NLL (Rho-1: L_long - L_ref);
+        # only self-scoring needs w < n (with w >= n its short context is the long pass itself: d = 0).
+        if n <= window and cache is None:
             raise UsageError(
                 f"long context n = {n} must be longer than the short context w = {window}: "
                 "pass a smaller --window or a larger --n/data"
@@ -90,20 +105,24 @@ def train(config: TrainConfig) -> RunResult:
         except ValueError as e:
             raise UsageError(f"--window/--stride: {e}") from None
 
-    if config.model and (base < n or config.rope_theta is not None or config.rope_scaling):
+    if config.model:  # a no-op when the model already serves n and no RoPE option is given
         from tokenweight.models import extend_context
 
         try:
-            extend_context(model, n, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling)
+            extend_context(model, n, rope_theta=config.rope_theta, rope_scaling=config.rope_scaling, base_context=base)
         except ValueError as e:
             raise UsageError(f"cannot extend {config.model!r} to n = {n}: {e}") from None
 
     scorer = None
     if scheme.needs_short:
-        from tokenweight.train.scorers import FrozenScorer, SelfScorer
+        from tokenweight.train.scorers import FrozenScorer, LongCEScorer, SelfScorer
 
         if config.scorer == "frozen":
             scorer = FrozenScorer(cache)
+        elif longce:
+            scorer = LongCEScorer(
+                config.longce_trunc_len, config.longce_sliding_window, batch_size=config.score_batch_size
+            )
         else:
             scorer = SelfScorer(
                 window, stride, bos_token_id=data.tokenizer.bos_token_id, batch_size=config.score_batch_size
@@ -120,6 +139,7 @@ def train(config: TrainConfig) -> RunResult:
         "n": n,
         "window": window,
         "stride": stride,
+        "base_context": base,
         "rope_parameters": dict(rope) if rope else None,
     }
     summary = run_training(

@@ -26,6 +26,8 @@ from tokenweight.models import RUNTIME_DTYPES
 
 SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_with_min_lr")
 ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
+#: the short contexts of self-scoring: docs/METHOD.md's windows, or LongCE's (docs/SCORING.md)
+SHORT_CONTEXTS = ("method", "longce")
 #: experiment trackers the HF Trainer reports to (``TrainingArguments.report_to``); ``none``: only
 #: ``OUT/log.jsonl``, which is always written
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "trackio", "none")
@@ -204,12 +206,26 @@ class TrainConfig(RunConfig):
     )
     window: int | None = option(
         None,
-        "short context w (none: the cache's for frozen scoring, else the model's max_position_embeddings)",
+        "short context w (none: the cache's for frozen scoring, else --base-context)",
         group="token weighting",
     )
     stride: int | None = option(None, "window stride s (none: round((1 - w/n)·w))", group="token weighting")
     score_batch_size: int | None = option(
         None, "windows per forward pass of self-scoring (none: ~16k tokens)", group="token weighting"
+    )
+    short_context: str = option(
+        "method",
+        "the short context of self-scoring: method (docs/METHOD.md: windows of --window every --stride, BOS put "
+        "back) or longce (Fang et al.'s LongCE: raw windows of --longce-trunc-len + --longce-sliding-window "
+        "tokens every --longce-sliding-window, the tokens before trunc_len weigh 1)",
+        choices=SHORT_CONTEXTS,
+        group="token weighting",
+    )
+    longce_trunc_len: int = option(
+        4096, "with --short-context longce: short context of the first scored token (LongCE's)", group="token weighting"
+    )
+    longce_sliding_window: int = option(
+        1024, "with --short-context longce: tokens scored per short window (LongCE's)", group="token weighting"
     )
     n: int | None = option(None, "long context in tokens (none: the data's n)", group="context extension")
     rope_theta: float | None = option(
@@ -221,6 +237,13 @@ class TrainConfig(RunConfig):
         None,
         "use the model's RoPE scaling of this type (factor n/w) instead of raising θ",
         choices=ROPE_SCALING_TYPES,
+        group="context extension",
+    )
+    base_context: int | None = option(
+        None,
+        "the short context w the --model was trained at, where its config already holds a longer one "
+        "(none: original_max_position_embeddings of its RoPE parameters, e.g. Llama-3.1's 8192 or Phi-3's, "
+        "else max_position_embeddings); the default --window and the base of the extension",
         group="context extension",
     )
 
@@ -245,6 +268,19 @@ class TrainConfig(RunConfig):
         check_int(self, "window", 2, optional=True)
         if self.window is not None and self.stride is not None and not self.stride < self.window:
             raise ValueError(f"stride must be in [1, window) = [1, {self.window}), got {self.stride}")
+        check_choice(self, "short_context")
+        check_int(self, "longce_trunc_len", 1)
+        check_int(self, "longce_sliding_window", 1)
+        if self.short_context == "longce" and self.scorer == "frozen":
+            raise ValueError(
+                "short_context: longce is self-scoring (the live model, as in LongCE); a score cache holds "
+                "docs/METHOD.md's windows: pass --scorer self"
+            )
+        if self.short_context == "longce" and (self.window is not None or self.stride is not None):
+            raise ValueError(
+                "short_context: --window/--stride set docs/METHOD.md's windows; with --short-context longce "
+                "set --longce-trunc-len and --longce-sliding-window instead"
+            )
         check_float(self, "rope_theta", low=0, low_open=True, optional=True)
         if self.rope_scaling is not None:
             check_choice(self, "rope_scaling")
@@ -253,3 +289,6 @@ class TrainConfig(RunConfig):
                 "rope_scaling extends a trained model (--model); an --init model is built for n directly "
                 "(set its base with --rope-theta)"
             )
+        check_int(self, "base_context", 2, optional=True)
+        if self.init and self.base_context is not None:
+            raise ValueError("base_context describes a trained --model; an --init model is built for n directly")

@@ -6,7 +6,9 @@ token-weighted loss: ``remove_unused_columns=False`` (the batch carries ``index`
 ``average_tokens_across_devices=True`` (exact global token normalisation, see
 ``tokenweight.train.trainer``), per-step logging, safetensors checkpoints with optimizer state (so
 that the same command continues an interrupted run: ``tokenweight.train.runner``), and non-padding
-input-token counting (kept in the checkpoint, so token totals survive a resume). ``report_to``
+input-token counting (kept in the checkpoint, so token totals survive a resume). The runtime options
+(``tokenweight.models.resolve_runtime``): ``dtype`` bfloat16/float16 is ``bf16``/``fp16`` mixed
+precision over float32 master weights, ``device`` cpu is ``use_cpu``. ``report_to``
 goes to HF's own tracker integrations as it is (TensorBoard's folder is set to ``OUT/tensorboard``
 by :func:`tokenweight.train.callbacks.place_tensorboard`). Multi-GPU strategies come from the
 launcher (``accelerate launch --config_file ...``/``torchrun``) or from ``deepspeed`` (a DeepSpeed

@@ -7,6 +7,8 @@ like ``token_nll`` (entry ``j`` is token ``j+1``):
   on strided windows of ``w`` tokens, recomputed at every step. Window 0 of a sequence *is* the long
   pass (same tokens, same causal context), so it is skipped (``skip_first_window=True``) and its
   entries ``0 … w-2`` are copied from the long NLL of the training forward itself.
+- :class:`LongCEScorer`: the live model too, on LongCE's windows instead (``short_context="longce"``,
+  docs/SCORING.md).
 - :class:`FrozenScorer`: a separate, fixed short-context model whose NLL was computed once by
   ``tokenweight score`` (``tokenweight.scorecache.ScoreCache``) and is read by dataset index.
 
@@ -54,6 +56,43 @@ class SelfScorer:
 
     def __repr__(self) -> str:
         return f"SelfScorer(window={self.window}, stride={self.stride})"
+
+
+class LongCEScorer:
+    """LongCE's short-context NLL from the live model (no gradient), every step (Fang et al., ICLR
+    2025; ``PKU-ML/LongPPL``'s ``finetune/finetune.py``, ``loss_weight``).
+
+    Raw windows of ``trunc_len + sliding_window`` tokens every ``sliding_window`` tokens, each scoring
+    its last ``sliding_window`` (the last cut at the end of the sequence), no BOS put back:
+    :func:`tokenweight.scoring.truncated_context_nll`. Tokens before ``trunc_len`` and the window at 0
+    take the long NLL of the training forward (their short context is their full one), so a
+    ``longce:<γ>`` weight there is ``min(1, γ)``, as LongCE's ``clamp(1, max=γ)``.
+    """
+
+    def __init__(self, trunc_len: int, sliding_window: int, batch_size: int | None = None):
+        from tokenweight.scoring import truncated_windows
+
+        truncated_windows(0, trunc_len, sliding_window)  # validates them (ValueError)
+        self.trunc_len, self.sliding_window, self.batch_size = trunc_len, sliding_window, batch_size
+
+    def __call__(
+        self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
+    ) -> Tensor:
+        """input_ids, attention_mask: [b, n]; index: [b]; long_nll: [b, n-1] -> [b, n-1] float32."""
+        from tokenweight.scoring import truncated_context_nll
+
+        return truncated_context_nll(
+            model,
+            input_ids,
+            self.trunc_len,
+            self.sliding_window,
+            attention_mask=attention_mask,
+            long_nll=long_nll,
+            batch_size=self.batch_size,
+        )
+
+    def __repr__(self) -> str:
+        return f"LongCEScorer(trunc_len={self.trunc_len}, sliding_window={self.sliding_window})"
 
 
 class FrozenScorer:

@@ -24,10 +24,13 @@ reduced over processes when HF logs (``log``), and land in TensorBoard and ``log
 A non-finite loss stops training with a ``UsageError`` naming the step and the dataset indices of
 the offending sequences (all processes agree on it, so none is left waiting in a collective).
 
-Limits: models whose logits are post-processed after the output layer (Gemma-2's soft-capping,
-logit scales) are refused, since the chunked loss would not be their loss. The output layer must
-be an ``nn.Linear`` (``get_output_embeddings``). Under FSDP, self-scoring runs through the wrapped
-model's forward (full logits per window; bound the memory with the scorer's ``batch_size``).
+Models that post-process their logits after the output layer (Gemma-2's soft-capping, Granite's
+and Cohere's logit scales: ``tokenweight.scoring.logit_postprocessing``) get it inside the chunked
+loss, and their own post-processing is switched off for the forward (``tokenweight.logits``), so the
+loss and its gradients are the model's own. A model whose output layer is not an ``nn.Linear``, or
+that changes the output layer's result in a way no rule covers, is refused with a ``UsageError``
+before any work (:func:`check_trainable`). Under FSDP, self-scoring runs through the wrapped model's
+forward (full logits per window; bound the memory with the scorer's ``batch_size``).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback
 
 from tokenweight.errors import UsageError
+from tokenweight.logits import LogitPostprocessing, replaced_output_layer
 from tokenweight.loss import chunked_nll, weighted_nll_loss
-from tokenweight.scoring import logit_postprocessing
+from tokenweight.scoring import logit_postprocessing, output_layer_problem
 from tokenweight.weighting import WeightingScheme
 
 
@@ -53,29 +57,57 @@ class NonFiniteLossError(UsageError):
     """The training loss became NaN/inf: names the step and the dataset indices of the sequences."""
 
 
+def check_trainable(model: nn.Module, name: str | None = None) -> None:
+    """``UsageError`` (one line naming the model and the alternative) when the chunked loss cannot
+    be ``model``'s own loss: its output layer is not an ``nn.Linear``, or its forward changes the
+    output layer's result in a way :func:`tokenweight.scoring.logit_postprocessing` has no rule for
+    (checked once per model with a forward of four tokens: :func:`tokenweight.scoring.output_layer_problem`)."""
+    problem = output_layer_problem(model)
+    if problem is None:
+        return
+    config = getattr(model, "config", None)
+    what = f"model {name!r}" if name else f"this {type(model).__name__}"
+    kind = getattr(config, "model_type", None)
+    raise UsageError(
+        f"{what}{f' (model type {kind!r})' if kind else ''} cannot be trained with the chunked token-weighted "
+        f"loss: {problem}; train a model of a supported family (docs/TRAINING.md, 'Model families': Llama, "
+        "Qwen, Mistral, Gemma, Phi-3, OLMo, GPT-NeoX, Granite, Cohere, ...), or use this one only to score "
+        "(tokenweight score, eval)"
+    )
+
+
 @contextlib.contextmanager
-def nll_output_layer(head: nn.Linear, targets: Tensor, chunk_size: int):
+def nll_output_layer(head: nn.Linear, targets: Tensor, chunk_size: int, model: nn.Module | None = None):
     """Make ``head(hidden [b, n, d])`` return the chunked NLL ``[b, n-1]`` of ``targets [b, n-1]``.
 
-    The NLL at position ``t`` is that of ``targets[:, t]`` predicted from ``hidden[:, t]``. The
-    instance-level ``forward`` is restored on exit (also on error).
+    The NLL at position ``t`` is that of ``targets[:, t]`` predicted from ``hidden[:, t]``. With
+    ``model`` (whose output layer ``head`` is), the model's logit post-processing is applied inside
+    the chunked loss and switched off in the model's forward (:func:`tokenweight.logits.replaced_output_layer`),
+    so the forward returns the model's own NLL. The instance-level ``forward`` (and every switched
+    setting) is restored on exit, also on error.
     """
-    had = "forward" in head.__dict__
-    previous = head.__dict__.get("forward")
+    post = logit_postprocessing(model.config) if model is not None else LogitPostprocessing()
 
     def forward(hidden: Tensor) -> Tensor:
         if hidden.shape[:-1] != (targets.shape[0], targets.shape[1] + 1):
             raise ValueError(f"output layer got hidden states {tuple(hidden.shape)} for targets {tuple(targets.shape)}")
-        return chunked_nll(hidden[:, :-1], head, targets, chunk_size=chunk_size)
+        return chunked_nll(hidden[:, :-1], head, targets, chunk_size=chunk_size, postprocessing=post)
 
-    head.forward = forward
-    try:
+    if model is None:
+        had, previous = "forward" in head.__dict__, head.__dict__.get("forward")
+        head.forward = forward
+        try:
+            yield
+        finally:
+            if had:
+                head.forward = previous
+            else:
+                del head.forward
+        return
+    if model.get_output_embeddings() is not head:
+        raise ValueError("head must be model.get_output_embeddings()")
+    with replaced_output_layer(model, forward, post):
         yield
-    finally:
-        if had:
-            head.forward = previous
-        else:
-            del head.forward
 
 
 class _ThroughWrapper(nn.Module):
@@ -240,15 +272,7 @@ class WeightedTrainer(Trainer):
         # Always have HF count label tokens over the accumulated batch (and gather them over devices).
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
-        config = getattr(self.model, "config", None)
-        bad = list(logit_postprocessing(config).items())
-        if bad:
-            raise ValueError(
-                f"model post-processes its logits ({bad[0][0]} = {bad[0][1]}): the chunked "
-                "weighted loss supports models whose logits are their output layer's"
-            )
-        if not isinstance(self.model.get_output_embeddings(), nn.Linear):
-            raise ValueError("the model's output layer (get_output_embeddings) must be an nn.Linear")
+        check_trainable(self.model, getattr(getattr(self.model, "config", None), "_name_or_path", None) or None)
         self.timer = StepTimer()
         self.add_callback(self.timer)
         self._stats: WeightStats | None = None  # since the last log
@@ -275,8 +299,8 @@ class WeightedTrainer(Trainer):
         attention_mask = inputs.get("attention_mask")
         targets = labels[:, 1:]
         mask = targets != -100
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        with nll_output_layer(head, targets, self.chunk_size):
+        unwrapped = self.accelerator.unwrap_model(model)
+        with nll_output_layer(unwrapped.get_output_embeddings(), targets, self.chunk_size, model=unwrapped):
             outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         nll = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # [b, n-1] float32
         self._check_finite(nll, mask, index)

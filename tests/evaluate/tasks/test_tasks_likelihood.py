@@ -11,11 +11,11 @@ from tokenweight.evaluate.tasks import Sample, generate_predictions, generate_sa
 @pytest.fixture(scope="module")
 def task_samples(tokenizer):
     return (
-        generate_samples("niah_single_1", tokenizer, 200, 2, 0)
-        + generate_samples("niah_multivalue", tokenizer, 260, 1, 0)
-        + generate_samples("vt", tokenizer, 240, 1, 0)
-        + generate_samples("fwe", tokenizer, 230, 1, 0)
-        + generate_samples("niah_multikey_3", tokenizer, 280, 1, 0)
+        generate_samples("niah_single_1", tokenizer, 328, 2, 0)  # RULER's lengths: prompt + budget (128)
+        + generate_samples("niah_multivalue", tokenizer, 388, 1, 0)
+        + generate_samples("vt", tokenizer, 270, 1, 0)  # its answer prefix ends with a space
+        + generate_samples("fwe", tokenizer, 280, 1, 0)
+        + generate_samples("niah_multikey_3", tokenizer, 408, 1, 0)
     )
 
 
@@ -26,11 +26,15 @@ def _logprobs(model, ids: list[int]) -> torch.Tensor:
 
 
 def _brute(model, tokenizer, s: Sample) -> dict:
-    ctx = tokenizer(s.input)["input_ids"]
+    ctx = tokenizer(s.prompt)["input_ids"]
+    sep = "" if s.prompt.endswith(" ") else " "  # RULER's vt prefix ends with a space
     per = {}
     for c in s.candidates or s.outputs:
-        cont = tokenizer(s.input + " " + c)["input_ids"][len(ctx) :]
-        assert cont == tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+        whole = tokenizer(s.prompt + sep + c)["input_ids"]
+        cont = (
+            whole[len(ctx) :] if whole[: len(ctx)] == ctx else tokenizer(sep + c, add_special_tokens=False)["input_ids"]
+        )
+        assert not sep or cont == tokenizer(" " + c, add_special_tokens=False)["input_ids"]
         lp = _logprobs(model, ctx + cont)
         rows = lp[len(ctx) - 1 : len(ctx) - 1 + len(cont)]
         tgt = torch.tensor(cont)
@@ -54,13 +58,13 @@ def _crafted(model, tokenizer, samples) -> list[Sample]:
     """Samples whose gold answer starts with the model's own argmax word (so accuracy is > 0)."""
     out = []
     for s in samples:
-        ctx = tokenizer(s.input)["input_ids"]
+        ctx = tokenizer(s.prompt)["input_ids"]
         first = int(_logprobs(model, ctx)[-1].argmax())
         piece = tokenizer.convert_ids_to_tokens(first)
         word = tokenizer.decode([first])
         if piece.startswith("Ġ") and word[1:].isprintable() and word[1:].strip() == word[1:] and word[1:]:
             gold = word[1:] + "qz"
-            out.append(Sample(s.task, s.input, [gold], s.length, None, [gold, "9876543", "tree"], {}))
+            out.append(Sample(s.task, s.input, [gold], s.length, None, [gold, "9876543", "tree"], {}, s.answer_prefix))
     return out
 
 
@@ -110,7 +114,7 @@ def test_likelihood_restores_mode_and_checks_arguments(tiny_model, tokenizer, ta
 
 @torch.no_grad()
 def _greedy(model, tokenizer, s: Sample, steps: int) -> str:
-    ids = tokenizer(s.input)["input_ids"]
+    ids = tokenizer(s.prompt)["input_ids"]
     new = []
     for _ in range(steps):
         nxt = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
@@ -128,7 +132,8 @@ def test_generation_matches_brute_force_greedy(tiny_model, tokenizer, task_sampl
 
 def test_generation_budget_per_task(tiny_model, tokenizer, task_samples):
     vt, fwe = task_samples[3], task_samples[4]
-    mixed = generate_predictions(tiny_model, tokenizer, [fwe, vt], None, 2)  # budgets 50 and 30
+    assert (vt.tokens_to_generate, fwe.tokens_to_generate) == (30, 50)
+    mixed = generate_predictions(tiny_model, tokenizer, [fwe, vt], None, 2)  # each sample's reserved budget
     assert mixed[1] == generate_predictions(tiny_model, tokenizer, [vt], 30, 1)[0]
     assert mixed[0] == generate_predictions(tiny_model, tokenizer, [fwe], 50, 1)[0]
     with pytest.raises(ValueError, match="max_new_tokens=0"):

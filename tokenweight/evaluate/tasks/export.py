@@ -1,49 +1,65 @@
 """RULER-format JSONL: one sample per line, written atomically, readable back into Samples.
 
-RULER's fields are ``index``, ``input``, ``outputs``, ``length`` (RULER's ``length`` also counts the
-generation budget; ours is the prompt's own token count, and ``tokens_to_generate`` is written
-next to it). Our extra fields (``task``, ``depth``, ``candidates``, ``meta``) ride along; RULER's
-scripts ignore fields they do not know.
+Each line holds RULER's fields first, as RULER's generators write them (``scripts/data/synthetic/
+*.py``): ``index`` (the sample's number), ``input`` (the prompt *without* the answer prefix),
+``outputs``, ``length`` (tokens of input and answer prefix plus ``tokens_to_generate``),
+``length_w_model_temp`` (``length`` plus the chat-template tokens reserved, RULER's
+``model_template_token``; equal to ``length`` unless ``template_tokens`` was given),
+``answer_prefix`` and, for NIAH, ``token_position_answer`` (tokens of ``input`` before the first
+answer). RULER's ``call_api.py`` sends ``input + answer_prefix`` and keeps ``index``, ``outputs``,
+``length``; its ``evaluate.py`` scores ``pred`` against ``outputs``. Our extra fields (``task``,
+``depth``, ``candidates``, ``tokens_to_generate``, ``meta``) follow; RULER's scripts ignore them.
+
+One difference on purpose: RULER's ``niah.py`` overwrites ``index`` with the character offset of the
+answer (a variable reused for ``token_position_answer``), which can repeat within a file and then
+makes ``call_api.py``'s resume skip samples; here ``index`` is always the sample's number, as in
+every other RULER task.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tokenweight.evaluate.tasks.sample import LengthTooShortError, Sample
 from tokenweight.identity import tokenizer_digest
 from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint, output_lock, replace_dir
 
+#: RULER's fields, in RULER's order (``token_position_answer``: NIAH only)
+RULER_FIELDS = ("index", "input", "outputs", "length", "length_w_model_temp", "answer_prefix", "token_position_answer")
+
 
 def sample_record(index: int, s: Sample) -> dict:
-    """The JSON object of one sample (RULER's fields first)."""
-    return {
+    """The JSON object of one sample: RULER's fields, then ours."""
+    meta = {k: v for k, v in s.meta.items() if k != "token_position_answer"}
+    record = {
         "index": index,
         "input": s.input,
         "outputs": list(s.outputs),
         "length": int(s.length),
-        "task": s.task,
-        "depth": s.depth,
-        "candidates": s.candidates,
-        "tokens_to_generate": s.meta.get("tokens_to_generate"),
-        "meta": s.meta,
+        "length_w_model_temp": int(s.length) + int(s.meta.get("template_tokens") or 0),
+        "answer_prefix": s.answer_prefix,
     }
+    if "token_position_answer" in s.meta:
+        record["token_position_answer"] = int(s.meta["token_position_answer"])
+    record.update(
+        task=s.task, depth=s.depth, candidates=s.candidates, tokens_to_generate=int(s.tokens_to_generate), meta=meta
+    )
+    return record
 
 
 def export_jsonl(samples, path: str | os.PathLike) -> Path:
-    """Write ``samples`` to ``path`` as RULER JSONL (atomically); returns the path."""
-    lines = [json.dumps(sample_record(i, s), ensure_ascii=False) for i, s in enumerate(samples)]
+    """Write ``samples`` to ``path`` as RULER JSONL (atomically; ASCII, as RULER's ``write_manifest``)."""
+    lines = [json.dumps(sample_record(i, s)) for i, s in enumerate(samples)]
     path = Path(path)
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Sample]:
-    """Samples from a JSONL file written by :func:`export_jsonl` (or by RULER: extras optional)."""
+    """Samples from a JSONL file written by :func:`export_jsonl` or by RULER (our extras optional)."""
     out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -51,6 +67,9 @@ def read_jsonl(path: str | os.PathLike) -> list[Sample]:
                 continue
             try:
                 d = json.loads(line)
+                meta = dict(d.get("meta") or {})
+                if "token_position_answer" in d:
+                    meta["token_position_answer"] = int(d["token_position_answer"])
                 out.append(
                     Sample(
                         task=d.get("task", ""),
@@ -59,7 +78,9 @@ def read_jsonl(path: str | os.PathLike) -> list[Sample]:
                         length=int(d["length"]),
                         depth=d.get("depth"),
                         candidates=d.get("candidates"),
-                        meta=d.get("meta") or {},
+                        meta=meta,
+                        answer_prefix=str(d.get("answer_prefix") or ""),
+                        tokens_to_generate=int(d.get("tokens_to_generate") or 0),
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -67,16 +88,6 @@ def read_jsonl(path: str | os.PathLike) -> list[Sample]:
                     f"{path}:{n} is not a task sample ({e}): expected RULER JSONL with input, outputs, length"
                 ) from None
     return out
-
-
-def _haystack_fingerprint(haystack) -> str:
-    if haystack is None or haystack.kind == "noise":
-        return "noise"
-    h = hashlib.sha256()
-    for t in haystack.texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
-    return "corpus:" + h.hexdigest()[:16]
 
 
 def export_suite(
@@ -91,14 +102,26 @@ def export_suite(
     identity: dict | None = None,
     warn: Callable[[str], None] | None = None,
     force: bool = False,
+    *,
+    tokens_to_generate: int | None = None,
+    answer_prefix: bool = True,
+    template_tokens: int = 0,
+    qa: Mapping | None = None,
 ) -> dict:
     """Export every (length, task) to ``OUT/<length>/<task>/validation.jsonl``, resumably.
 
+    RULER's layout: ``OUT/<length>`` is what RULER's ``call_api.py --data_dir`` takes (it reads
+    ``<data_dir>/<task>/validation.jsonl``). ``haystack`` (None: the shipped essay),
+    ``tokens_to_generate``, ``answer_prefix``, ``template_tokens`` are
+    :func:`~tokenweight.evaluate.tasks.registry.generate_samples`'s; ``qa`` maps ``"squad"`` /
+    ``"hotpotqa"`` to the :class:`~tokenweight.evaluate.tasks.qa.QADataset` of ``qa_1`` / ``qa_2``.
+
     Each file's fingerprint covers the tokenizer (:func:`tokenweight.identity.tokenizer_digest`),
     ``identity`` (anything else the caller's samples depend on, e.g. the haystack's source), the
-    haystack's text, the task, length, seed, sample count and depths; files whose fingerprint is
-    already in ``OUT/manifest.json`` and that exist are kept as they are. A length too short for a
-    task is skipped (``warn`` is told, the manifest lists it under ``skipped``).
+    haystack's text, the QA files' bytes, the task, length, seed, sample count, depths and the
+    prompt options; files whose fingerprint is already in ``OUT/manifest.json`` and that exist are
+    kept as they are. A length too short for a task is skipped (``warn`` is told, the manifest lists
+    it under ``skipped``).
 
     The resume contract: a killed export rerun the same way continues (finished files whose bytes
     still match their recorded sha256 are kept); a folder exported with other settings (seed,
@@ -111,21 +134,37 @@ def export_suite(
         "mean_length", "fingerprint"}}, "skipped": [{"task", "length", "minimum", "reason"}]}``.
     """
     from tokenweight import __version__
+    from tokenweight.evaluate.tasks.haystack import default_essay
+    from tokenweight.evaluate.tasks.registry import TASKS
 
     out = Path(out)
+    qa = dict(qa or {})
+    if haystack is None and any(TASKS[t].haystack == "essay" for t in tasks):
+        haystack = default_essay()
     settings = {
         "tokenweight_version": __version__,
         "seed": int(seed),
         "num_samples": int(num_samples),
         "depths": None if depths is None else [float(d) for d in depths],
-        "haystack_fingerprint": _haystack_fingerprint(haystack),
+        "haystack_fingerprint": "unused" if haystack is None else haystack.fingerprint(),
         "tokenizer_digest": tokenizer_digest(tokenizer),
+        "tokens_to_generate": tokens_to_generate,
+        "answer_prefix": bool(answer_prefix),
+        "template_tokens": int(template_tokens),
+        "qa": {k: v.digest for k, v in sorted(qa.items())},
         **(identity or {}),
+    }
+    options = {
+        "haystack": haystack,
+        "depths": depths,
+        "tokens_to_generate": tokens_to_generate,
+        "answer_prefix": answer_prefix,
+        "template_tokens": template_tokens,
     }
     jobs = [(int(length), task) for length in lengths for task in tasks]
     with output_lock(out):
         work, old = _claim(out, {**settings, "jobs": [list(j) for j in jobs]}, force)
-        manifest = _export(work, old, settings, jobs, tokenizer, num_samples, seed, haystack, depths, warn)
+        manifest = _export(work, old, settings, jobs, tokenizer, num_samples, seed, options, qa, warn)
         if work != out:
             replace_dir(work, out)
     return manifest
@@ -168,11 +207,11 @@ def _claim(out: Path, settings: dict, force: bool) -> tuple[Path, dict]:
     return work, old
 
 
-def _export(work: Path, old: dict, settings: dict, jobs, tokenizer, num_samples, seed, haystack, depths, warn) -> dict:
+def _export(work: Path, old: dict, settings: dict, jobs, tokenizer, num_samples, seed, options, qa, warn) -> dict:
     """Write the files that are missing, stale or damaged; keep the others. Returns the manifest."""
     from tqdm import tqdm
 
-    from tokenweight.evaluate.tasks.registry import generate_samples
+    from tokenweight.evaluate.tasks.registry import TASKS, generate_samples
     from tokenweight.io_utils import sha256_file
 
     man_path = work / "manifest.json"
@@ -186,9 +225,8 @@ def _export(work: Path, old: dict, settings: dict, jobs, tokenizer, num_samples,
                 manifest["files"][rel] = prev
                 continue
         try:
-            samples = generate_samples(
-                task, tokenizer, int(length), num_samples, seed, haystack=haystack, depths=depths
-            )
+            data = qa.get(TASKS[task].params.get("dataset"))
+            samples = generate_samples(task, tokenizer, int(length), num_samples, seed, qa=data, **options)
         except LengthTooShortError as e:
             if warn is not None:
                 warn(f"skipped {task} at {length} tokens: {e}")

@@ -1,25 +1,32 @@
 """Haystacks: the filler text that needles hide in, cut to length and with needles placed by depth.
 
-Two kinds, as in RULER:
+Three kinds, RULER's two and a corpus:
 
 - :meth:`Haystack.noise`: RULER's repeated noise line ("The grass is green. The sky is blue. ..."),
-  one per line. Out of domain for every model, identical everywhere: the cleanest retrieval test.
-- :meth:`Haystack.from_texts`: held-out documents of a corpus (RULER uses Paul Graham's essays; for
-  a model trained on Python code, its validation split decoded makes the haystack in-domain). Each
-  sample starts at a document chosen by the sample's generator and runs through the following
-  documents (wrapping around), separated by blank lines; whitespace is kept (code stays code).
+  one per line (``type_haystack: noise``). Out of domain for every model, identical everywhere.
+- :meth:`Haystack.essay`: RULER's ``type_haystack: essay``, treated as RULER treats Paul Graham's
+  essays: every whitespace run collapsed to one space (RULER's ``re.sub``), every sample's
+  haystack the first words of the text (repeated when the length asks for more words than it has),
+  needles between sentences. The default text is the prose shipped with every CPython
+  (:mod:`tokenweight.evaluate.tasks.essay`); RULER's own essay JSON or any prose can replace it.
+- :meth:`Haystack.from_texts`: documents of a corpus (for a model trained on Python code, its
+  validation split decoded makes the haystack in-domain). Each sample starts at a document chosen
+  by the sample's generator and runs through the following documents (wrapping around), separated
+  by blank lines; whitespace is kept (code stays code).
 
-A haystack is cut into *pieces*: a run of whitespace plus up to 8 non-space characters, so that
-concatenating the first ``m`` pieces gives a prefix of the text, and a length can be fitted to a
-couple of tokens (a piece is rarely more than 2-3 tokens). Needles go in only at *boundaries*:
-before a piece whose leading whitespace holds a newline, or after a piece ending a sentence
-(``.``, ``!``, ``?``), and at both ends. A needle at depth ``d`` goes to the boundary whose share of
-the haystack's (estimated) tokens before it is closest to ``d``; depth is therefore measured in the
-model's tokens, not in characters or sentences.
+A haystack is cut into *pieces*: a run of whitespace plus up to 8 non-space characters (the essay:
+whole words, as RULER cuts it), so that concatenating the first ``m`` pieces gives a prefix of the
+text, and a length can be fitted to a couple of tokens (a piece is rarely more than 2-3 tokens).
+Needles go in only at *boundaries*: before a piece whose leading whitespace holds a newline, or
+after a piece ending a sentence (``.``, ``!``, ``?``), and at both ends. A needle at depth ``d`` goes
+to the boundary whose share of the haystack's (estimated) tokens before it is closest to ``d``;
+depth is therefore measured in the model's tokens (RULER: in sentences), not in characters.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -32,6 +39,7 @@ from tokenweight.evaluate.tasks.sample import piece_token_counts
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 
 _PIECE = re.compile(r"\s*\S{1,8}")
+_WORD = re.compile(r"\s*\S+")
 _SENTENCE_END = (".", "!", "?")
 
 
@@ -54,9 +62,9 @@ class Stream:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_text(cls, text: str, tokenizer, sep: str = "\n", meta: dict | None = None) -> Stream:
-        """Cut ``text`` into pieces and tokenize each piece once (one batched call)."""
-        pieces = _PIECE.findall(text)
+    def from_text(cls, text: str, tokenizer, sep: str = "\n", meta: dict | None = None, words: bool = False) -> Stream:
+        """Cut ``text`` into pieces (``words``: whole words) and tokenize each piece once (one batched call)."""
+        pieces = (_WORD if words else _PIECE).findall(text)
         counts = piece_token_counts(tokenizer, pieces)
         cum = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum(counts, out=cum[1:])
@@ -124,13 +132,16 @@ class Stream:
 
 
 class Haystack:
-    """Filler text for needle tasks: RULER's noise, or documents of a corpus."""
+    """Filler text for needle tasks: RULER's noise, an essay, or documents of a corpus."""
 
-    def __init__(self, kind: str, texts: tuple[str, ...] = ()):
-        if kind not in ("noise", "corpus"):
-            raise ValueError(f"kind={kind!r} must be 'noise' or 'corpus'")
+    def __init__(self, kind: str, texts: tuple[str, ...] = (), source: str | None = None):
+        if kind not in ("noise", "essay", "corpus"):
+            raise ValueError(f"kind={kind!r} must be 'noise', 'essay' or 'corpus'")
         self.kind = kind
         self.texts = texts
+        self.source = source or kind
+        self._words: list[str] | None = None
+        self._last: tuple | None = None  # (tokenizer, words, Stream): the essay stream is the same for every sample
 
     @classmethod
     def noise(cls) -> Haystack:
@@ -138,7 +149,22 @@ class Haystack:
         return cls("noise")
 
     @classmethod
-    def from_texts(cls, texts: list[str]) -> Haystack:
+    def essay(cls, text: str | None = None, source: str | None = None) -> Haystack:
+        """RULER's essay haystack over ``text`` (None: the prose shipped with CPython,
+        :func:`tokenweight.evaluate.tasks.essay.essay_text`); whitespace collapsed as RULER does."""
+        if text is None:
+            from tokenweight.evaluate.tasks.essay import essay_source, essay_text
+
+            text = essay_text()
+            info = essay_source()
+            source = source or f"essay: {info['source']}, Python {info['python']}"
+        collapsed = re.sub(r"\s+", " ", text).strip()
+        if not collapsed:
+            raise ValueError("text holds no words: an essay haystack needs prose")
+        return cls("essay", (collapsed,), source or "essay")
+
+    @classmethod
+    def from_texts(cls, texts: list[str], source: str | None = None) -> Haystack:
         """Held-out documents (e.g. a validation split decoded); empty ones are dropped."""
         if isinstance(texts, str):
             raise ValueError("texts must be a list of documents, not one string: wrap it in a list")
@@ -146,21 +172,36 @@ class Haystack:
         docs = tuple(t for t in docs if t)
         if not docs:
             raise ValueError(f"texts holds no non-empty document (got {len(texts)} texts)")
-        return cls("corpus", docs)
+        return cls("corpus", docs, source or "corpus")
 
     def __repr__(self) -> str:
-        return f"Haystack({self.kind!r}, {len(self.texts)} documents)" if self.kind == "corpus" else "Haystack('noise')"
+        if self.kind == "noise":
+            return "Haystack('noise')"
+        return f"Haystack({self.kind!r}, {len(self.texts)} documents)"
+
+    def fingerprint(self) -> str:
+        """``"noise"``, or the kind and a digest of the text: what samples depend on."""
+        if self.kind == "noise":
+            return "noise"
+        h = hashlib.sha256()
+        for t in self.texts:
+            h.update(t.encode("utf-8"))
+            h.update(b"\0")
+        return f"{self.kind}:{h.hexdigest()[:16]}"
 
     def stream(self, tokenizer, rng: random.Random, min_tokens: int) -> Stream:
         """A piece stream holding at least ``min_tokens`` estimated tokens.
 
         The corpus start document is drawn from ``rng`` (one draw, whatever ``min_tokens``), so a
-        sample's haystack at a longer length extends the one at a shorter length.
+        sample's haystack at a longer length extends the one at a shorter length. The essay always
+        starts at its first word (RULER's ``haystack[:num_haystack]``).
         """
         if self.kind == "noise":
             per_line = sum(piece_token_counts(tokenizer, _PIECE.findall("\n" + NOISE)))
             lines = max(1, -(-min_tokens // max(per_line, 1)) + 1)
             return Stream.from_text("\n".join([NOISE] * lines), tokenizer, meta={"haystack": "noise"})
+        if self.kind == "essay":
+            return self._essay_stream(tokenizer, min_tokens)
         start = rng.randrange(len(self.texts))
         chars_per_token = 2  # generous: corpus text is rarely under 2 characters per token
         while True:
@@ -174,6 +215,24 @@ class Haystack:
                 s.meta["documents"] = len(docs)
                 return s
             chars_per_token *= 2
+
+    def _essay_stream(self, tokenizer, min_tokens: int) -> Stream:
+        """The first words of the essay (cycled, as RULER repeats its haystack) with at least
+        ``min_tokens`` estimated tokens."""
+        if self._words is None:
+            self._words = self.texts[0].split(" ")
+        words = self._words
+        n = max(16, min_tokens)  # a word is at least one token
+        if self._last is not None and self._last[0] is tokenizer and self._last[1] >= n:
+            return self._last[2]
+        while True:
+            text = " ".join(words[i % len(words)] for i in range(n))
+            meta = {"haystack": "essay", "source": self.source}
+            s = Stream.from_text(text, tokenizer, sep=" ", meta=meta, words=True)
+            if s.cum[-1] >= min_tokens:
+                self._last = (tokenizer, n, s)
+                return s
+            n *= 2
 
 
 def fit_haystack(make_stream, build, tokenizer, length: int, task: str) -> tuple[Stream, int, str, int]:
@@ -207,3 +266,9 @@ def fit_haystack(make_stream, build, tokenizer, length: int, task: str) -> tuple
         if m < len(stream) or n == length:
             return stream, m, texts[m], n
         min_tokens *= 2  # the stream ran out before the target: ask for more text
+
+
+@functools.lru_cache(maxsize=1)
+def default_essay() -> Haystack:
+    """The essay haystack of the essay tasks when none is given (one object: its stream is cached)."""
+    return Haystack.essay()

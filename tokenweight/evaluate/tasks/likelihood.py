@@ -1,7 +1,8 @@
 """Teacher-forced answer scores: signal from models too small to generate the answer.
 
 For each sample and each gold output ``o`` the continuation is ``" " + o`` right after the prompt
-(prompts never end with whitespace). With the prompt's tokens as context:
+(``sample.prompt``: input and answer prefix; just ``o`` when the prompt already ends with
+whitespace, as RULER's ``vt`` prefix does). With the prompt's tokens as context:
 
 - ``token_accuracy``: share of the continuation's tokens that are the model's argmax;
 - ``mean_logprob``: mean ``log p`` of the continuation's tokens (nats per token);
@@ -18,7 +19,11 @@ prefix of that, the continuation is tokenized on its own.
 Efficiency: the prompt runs once per sample (a batch of left-padded prompts, position ids counted
 from each row's first real token), keeping its KV cache; every continuation (golds and distractors,
 a few tokens each) then runs on a copy of its sample's cache rows. A long prompt with ten
-candidates costs about one forward pass, not eleven.
+candidates costs about one forward pass, not eleven. Prompts and continuation rows are batched by
+rows and by tokens (``batch_size``, ``batch_tokens``: :func:`tokenweight.evaluate.batching.token_groups`;
+a continuation row costs its prompt's cached tokens too); only the prompt's last position is
+projected onto the vocabulary, and continuation positions are projected in chunks
+(:func:`tokenweight.evaluate.logprobs.logprobs_at`).
 """
 
 from __future__ import annotations
@@ -51,14 +56,23 @@ def _select_cache(cache, rows: torch.Tensor):
 
 @torch.no_grad()
 def _continuation_logprobs(
-    model, contexts: list[list[int]], conts: list[list[list[int]]], pad_id: int, batch_size: int
+    model,
+    contexts: list[list[int]],
+    conts: list[list[list[int]]],
+    pad_id: int,
+    batch_size: int,
+    batch_tokens: int | None = None,
 ):
     """Per context ``i`` and continuation ``j``: (log p of each token, is-argmax of each token).
 
     Args:
         contexts: token ids per sample.
         conts: ``conts[i][j]`` token ids of continuation ``j`` of sample ``i`` (non-empty).
+        batch_size, batch_tokens: continuation rows per pass, and their tokens (cached prompt included).
     """
+    from tokenweight.evaluate.batching import token_groups
+    from tokenweight.evaluate.logprobs import logprobs_at
+
     device = next(model.parameters()).device
     B = len(contexts)
     L = max(len(c) for c in contexts)
@@ -76,8 +90,8 @@ def _continuation_logprobs(
 
     rows = [(i, j) for i in range(B) for j in range(len(conts[i]))]
     result: list[list] = [[None] * len(conts[i]) for i in range(B)]
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    for group in token_groups([L + len(conts[i][j]) for i, j in rows], batch_size, batch_tokens):
+        chunk = [rows[k] for k in group]
         src = torch.tensor([i for i, _ in chunk], device=device)
         toks = [conts[i][j] for i, j in chunk]
         K = max(len(t) for t in toks)
@@ -86,24 +100,33 @@ def _continuation_logprobs(
             cid[r, : len(t)] = torch.tensor(t, device=device)
         full_mask = torch.cat([mask.index_select(0, src), torch.ones_like(cid)], dim=1)
         cpos = ctx_len.index_select(0, src)[:, None] + torch.arange(K, device=device)[None, :]
-        lp = first.index_select(0, src)[:, None, :]  # [R, 1, V]
-        if K > 1:
-            o = model(
+        lp0 = first.index_select(0, src)  # [R, V]: predicts continuation token 0
+        tok_lp = torch.zeros(len(chunk), K, dtype=torch.float32, device=device)
+        hit = torch.zeros(len(chunk), K, dtype=torch.bool, device=device)
+        tok_lp[:, 0] = lp0.gather(1, cid[:, :1])[:, 0]
+        hit[:, 0] = lp0.argmax(-1) == cid[:, 0]
+        if K > 1:  # position k of the continuation pass predicts continuation token k + 1
+            lengths = torch.tensor([len(t) for t in toks], device=device)
+            keep = torch.arange(K - 1, device=device)[None, :] < (lengths - 1)[:, None]  # [R, K-1]
+            lp, h = logprobs_at(
+                model,
+                keep,
+                cid[:, 1:][keep],
                 input_ids=cid[:, :-1],
                 attention_mask=full_mask[:, :-1],
                 position_ids=cpos[:, :-1],
                 past_key_values=_select_cache(cache, src),
                 use_cache=True,
             )
-            lp = torch.cat([lp, torch.log_softmax(o.logits.float(), dim=-1)], dim=1)  # [R, K, V]
-        tok_lp = lp.gather(-1, cid[:, :, None])[..., 0]  # [R, K]
-        hit = lp.argmax(-1) == cid  # [R, K]
+            tok_lp[:, 1:][keep], hit[:, 1:][keep] = lp, h
         for r, ((i, j), t) in enumerate(zip(chunk, toks)):
             result[i][j] = (tok_lp[r, : len(t)].cpu().double(), hit[r, : len(t)].cpu())
     return result
 
 
-def score_likelihood(model, tokenizer, samples: Sequence, batch_size: int = 8) -> list[dict]:
+def score_likelihood(
+    model, tokenizer, samples: Sequence, batch_size: int = 8, batch_tokens: int | None = None
+) -> list[dict]:
     """Teacher-forced scores of each sample's gold answers (and rank among its candidates).
 
     Args:
@@ -111,6 +134,8 @@ def score_likelihood(model, tokenizer, samples: Sequence, batch_size: int = 8) -
         tokenizer: its tokenizer (the one the samples were generated with).
         samples: :class:`Sample` s, any tasks and lengths.
         batch_size: prompts per forward pass (continuation rows are batched by the same number).
+        batch_tokens: at most this many tokens per pass (prompts: rows × padded length;
+            continuation rows: with their cached prompt); None: ``batch_size`` rows only.
 
     Returns:
         One dict per sample, in order: ``token_accuracy``, ``mean_logprob``, ``rank`` (1 = best;
@@ -125,22 +150,27 @@ def score_likelihood(model, tokenizer, samples: Sequence, batch_size: int = 8) -
     for s in samples:
         if not s.outputs:
             raise ValueError(f"sample of task {s.task!r} has no gold output to score")
-        ctx = list(tokenizer(s.input, add_special_tokens=True, verbose=False)["input_ids"])
+        prompt = s.prompt
+        ctx = list(tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"])
         golds = list(s.outputs)
         distract = [c for c in (s.candidates or []) if c not in golds]
-        conts = [_encode(tokenizer, s.input, " " + c) for c in golds + distract]
+        sep = "" if prompt[-1:].isspace() else " "
+        conts = [_encode(tokenizer, prompt, sep + c) for c in golds + distract]
         if any(len(c) == 0 for c in conts):
             raise ValueError(f"a continuation of task {s.task!r} tokenizes to nothing: outputs must be non-empty")
         enc.append((ctx, conts, golds, distract))
+    from tokenweight.evaluate.batching import token_groups
+
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i][0]))  # similar lengths share a batch
+    groups = token_groups([len(enc[i][0]) for i in order], batch_size, batch_tokens)
     results: list[dict | None] = [None] * len(enc)
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="likelihood", disable=None, leave=False):
-            idx = order[start : start + batch_size]
+        for group in tqdm(groups, desc="likelihood", disable=None, leave=False):
+            idx = [order[k] for k in group]
             scored = _continuation_logprobs(
-                model, [enc[i][0] for i in idx], [enc[i][1] for i in idx], pad_id, batch_size
+                model, [enc[i][0] for i in idx], [enc[i][1] for i in idx], pad_id, batch_size, batch_tokens
             )
             for i, per_cont in zip(idx, scored):
                 results[i] = _summarize(enc[i][2], enc[i][3], per_cont)

@@ -4,9 +4,10 @@ A needle is the sentence ``"One of the special magic {numbers} for {key} is: {va
 prompt (RULER's template and answer prefix, ``tokens_to_generate`` 128) asks for the value(s) of
 the queried key(s). The variants (RULER ``synthetic.yaml``) differ in
 
-- the haystack: repeated noise (``niah_single_1``), a corpus (``essay`` in RULER; here the
-  ``Haystack`` passed in, noise when none), or other needles with random keys and values
-  (``niah_multikey_2``/``_3``: every line looks like the answer);
+- the haystack (RULER's ``type_haystack``): repeated noise (``niah_single_1``), an essay (the
+  ``Haystack`` passed in, by default the prose shipped with CPython; noise only when that is what
+  is passed), or other needles with random keys and values (``niah_multikey_2``/``_3``: every line
+  looks like the answer);
 - key and value types: ``words`` (adjective-noun), ``numbers`` (7 digits), ``uuids``;
 - needle counts: ``num_needle_k`` keys (multi-key: 3 distractor keys), ``num_needle_v`` values per
   key (multi-value: all 4 must be recalled), ``num_needle_q`` keys asked at once (multi-query).
@@ -24,7 +25,7 @@ import random
 
 import numpy as np
 
-from tokenweight.evaluate.tasks.haystack import Haystack, Stream, fit_haystack
+from tokenweight.evaluate.tasks.haystack import Haystack, Stream, default_essay, fit_haystack
 from tokenweight.evaluate.tasks.sample import Sample, TaskSpec, count_tokens, require
 from tokenweight.evaluate.tasks.vocab import distinct_values, random_value
 
@@ -67,9 +68,10 @@ def _distractor_needles(rng_seed: int, type_k: str, type_v: str, count: int, key
 
 
 def generate_niah(
-    spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack: Haystack | None, depth: float | None
+    spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack: Haystack | None, depth: float | None, **_
 ) -> Sample:
-    """One NIAH sample of ``length`` tokens (at most; short by less than one haystack piece)."""
+    """One NIAH sample whose prompt (answer prefix included) has at most ``length`` tokens, short of
+    it by less than one haystack piece."""
     p = spec.params
     type_k, type_v = p["type_needle_k"], p["type_needle_v"]
     num_q = p["num_needle_q"]
@@ -96,19 +98,19 @@ def generate_niah(
     template, tv = _template(type_v, num_q * num_v == 1)
 
     kind = spec.haystack
-    if kind == "corpus" and (haystack is None or haystack.kind == "noise"):
-        kind = "noise"
+    if kind == "essay" and haystack is not None and haystack.kind == "noise":
+        kind = "noise"  # asked for: the essay tasks on RULER's noise
     distractors: list = []
 
     def make_stream(min_tokens: int) -> Stream:
         nonlocal distractors
-        if kind == "needles":
+        if kind == "needle":
             per = count_tokens(tokenizer, texts[0])
             distractors = _distractor_needles(
                 hay_seed, type_k, type_v, -(-min_tokens // max(per, 1)) + 2, set(keys), set(flat)
             )
-            return Stream.from_text("\n".join(d[2] for d in distractors), tokenizer, meta={"haystack": "needles"})
-        source = haystack if kind == "corpus" else Haystack.noise()
+            return Stream.from_text("\n".join(d[2] for d in distractors), tokenizer, meta={"haystack": "needle"})
+        source = (haystack or default_essay()) if kind == "essay" else Haystack.noise()
         return source.stream(tokenizer, random.Random(hay_seed), min_tokens)
 
     def build(stream: Stream, m: int) -> str:
@@ -161,11 +163,10 @@ def generate_niah(
         depth=float(depths[gold_first]),
         candidates=outputs + hard + fresh,
         meta={
-            **stream.meta,  # haystack kind; for a corpus: first document and documents used
+            **stream.meta,  # haystack kind; for a corpus: first document and documents used; essay: source
             "haystack_pieces": m,
             "keys": [keys[i] for i in queried],
             "needle_depths": [stream.depth_of(m, s) for s in slots],
             "depth_requested": None if depth is None else float(depth),
-            "tokens_to_generate": spec.tokens_to_generate,
         },
     )

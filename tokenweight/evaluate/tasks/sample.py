@@ -89,12 +89,12 @@ class TaskSpec:
 class LengthTooShortError(ValueError):
     """The requested length cannot hold the task's smallest prompt (the message gives the minimum)."""
 
-    def __init__(self, task: str, length: int, minimum: int):
-        self.task, self.length, self.minimum = task, length, minimum
-        super().__init__(
-            f"length={length} is too short for task {task!r}: its shortest prompt has {minimum} tokens "
-            f"in this tokenizer; ask for length >= {minimum}"
-        )
+    def __init__(self, task: str, length: int, minimum: int, reserved: int = 0):
+        self.task, self.length, self.minimum, self.reserved = task, length, minimum, reserved
+        what = f"its shortest prompt has {minimum - reserved} tokens in this tokenizer"
+        if reserved:
+            what += f", {reserved} more are reserved for the answer (generation budget, template)"
+        super().__init__(f"length={length} is too short for task {task!r}: {what}; ask for length >= {minimum}")
 
 
 class GenerationBug(RuntimeError):

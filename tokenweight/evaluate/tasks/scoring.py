@@ -47,7 +47,7 @@ def score_generation(predictions: Sequence[str], samples: Sequence) -> dict:
     """Score generated answers with RULER's metrics.
 
     Args:
-        predictions: one generated continuation per sample (the text after ``sample.input``).
+        predictions: one generated continuation per sample (the text after ``sample.prompt``).
         samples: the :class:`Sample` s they answer (any mix of tasks).
 
     Returns:

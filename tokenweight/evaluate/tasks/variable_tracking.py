@@ -24,10 +24,10 @@ TEMPLATE = (
     "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{context}\n"
     "Question: Find all variables that are assigned the value {query} in the text above."
 )
-# RULER writes "assgined" (sic); we spell it right. Trailing space of RULER's prefix dropped.
+# RULER's prefix, trailing space included (the answer starts right after it)
 ANSWER_PREFIX = (
     " Answer: According to the chain(s) of variable assignment in the text above, "
-    "{num_v} variables are assigned the value {query}, they are:"
+    "{num_v} variables are assigned the value {query}, they are: "
 )
 NUM_DISTRACTORS = 9
 EXAMPLE_NOISE_LINES = 2
@@ -43,7 +43,7 @@ def _chains(rng: random.Random, num_chains: int, num_hops: int, num_letters: int
         if v not in values:
             values.append(v)
     statements = [
-        [f"VAR {ns[0]} = {v}"] + [f"VAR {ns[j + 1]} = VAR {ns[j]}" for j in range(num_hops)]
+        [f"VAR {ns[0]} = {v}"] + [f"VAR {ns[j + 1]} = VAR {ns[j]} " for j in range(num_hops)]  # RULER's trailing space
         for ns, v in zip(names, values)
     ]
     return names, values, statements
@@ -58,9 +58,10 @@ def _prompt(context: str, value: str, num_v: int) -> str:
 
 
 def generate_vt(
-    spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack: Haystack | None, depth: float | None
+    spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack: Haystack | None, depth: float | None, **_
 ) -> Sample:
-    """One variable-tracking sample of at most ``length`` tokens (``haystack``/``depth`` unused)."""
+    """One variable-tracking sample whose prompt has at most ``length`` tokens (``haystack``/``depth``
+    unused: RULER's ``vt`` is defined on noise)."""
     num_chains, num_hops = spec.params["num_chains"], spec.params["num_hops"]
     names, values, statements = _chains(rng, num_chains, num_hops, 5)
     depths = [sorted(rng.random() for _ in chain) for chain in statements]
@@ -125,6 +126,5 @@ def generate_vt(
             "value": values[0],
             "example": used_example,
             "statement_depths": [stream.depth_of(m, stream.slot_for(m, d)) for d in depths[0]],
-            "tokens_to_generate": spec.tokens_to_generate,
         },
     )

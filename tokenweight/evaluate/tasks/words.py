@@ -2,7 +2,7 @@
 
 **cwe**: a numbered list ``"1. tiger 2. polish 3. tiger ..."`` in which ``num_cw`` = 10 common
 words appear ``freq_cw`` times each and every other word ``freq_ucw`` times; the answer is the 10
-common words. RULER uses (30, 3) from 4096 tokens on and (6, 1) below, after a one-shot example
+common words. RULER uses (30, 3) from a requested length of 4096 tokens on and (6, 1) below, after a one-shot example
 (40 words at (10, 3), or 20 at (3, 1)). Lengths too short for RULER's short setting (the example
 alone is a few hundred tokens) fall back to (3, 1), then (2, 1), without an example, so the task
 exists from ~200 tokens on; ``meta`` records the setting used. The list grows one item at a time (the
@@ -10,9 +10,10 @@ last uncommon word may appear fewer than ``freq_ucw`` times), so lengths fit to 
 
 **fwe**: a text of random 6-letter "coded words" whose counts follow a Zipf law: the word of rank
 ``k`` appears ``floor(n * k^-alpha / zeta(alpha))`` times (alpha = 2); rank 1 is the noise word
-``...``, and the answer is the words of ranks 2-4. The vocabulary has ``max(5, length // 50)``
-words, as in RULER. RULER's floors can tie rank 4 with rank 5 at short lengths, which would make the
-answer ambiguous; we then lift the three answer words to one more than the best other word.
+``...``, and the answer is the words of ranks 2-4. The vocabulary has ``max(5, budget // 50)``
+words (the budget: the prompt's share of the length, after the generation budget), as in RULER.
+RULER's floors can tie rank 4 with rank 5 at short lengths, which would make the answer
+ambiguous; we then lift the three answer words to one more than the best other word.
 
 Item order is a seeded hash of (word, repetition), not a fresh shuffle per size, so the list for a
 larger size contains the list for a smaller one in the same order: the token count grows almost
@@ -86,13 +87,16 @@ def _cwe_tiers(length: int, p: dict) -> list[tuple[int, int, tuple[int, int, int
     return [ruler, (3, 1, None), (2, 1, None)]
 
 
-def generate_cwe(spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack=None, depth=None) -> Sample:
-    """One common-words sample of at most ``length`` tokens (``haystack``/``depth`` unused)."""
+def generate_cwe(
+    spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack=None, depth=None, *, requested=None, **_
+) -> Sample:
+    """One common-words sample whose prompt has at most ``length`` tokens (``haystack``/``depth``
+    unused); ``requested``: the length asked for, which picks RULER's setting (default ``length``)."""
     num_cw = spec.params["num_cw"]
     seed = rng.getrandbits(63)
     cand_seed = rng.getrandbits(64)
     last_error = None
-    for cw, ucw, example in _cwe_tiers(length, spec.params):
+    for cw, ucw, example in _cwe_tiers(length if requested is None else requested, spec.params):
         hi = max(1, length)  # uncommon items: each takes at least one token
         ex_n = example[0] if example else 0
         pool = word_pool(random.Random(seed), ex_n + num_cw + -(-hi // ucw))
@@ -153,7 +157,6 @@ def generate_cwe(spec: TaskSpec, tokenizer, length: int, rng: random.Random, hay
             "freq_ucw": ucw,
             "example": example is not None,
             "list_items": int(len(common_w) + m),
-            "tokens_to_generate": spec.tokens_to_generate,
         },
     )
 
@@ -189,8 +192,8 @@ def lift_answers(counts: np.ndarray) -> np.ndarray:
     return c
 
 
-def generate_fwe(spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack=None, depth=None) -> Sample:
-    """One frequent-words sample of at most ``length`` tokens (``haystack``/``depth`` unused)."""
+def generate_fwe(spec: TaskSpec, tokenizer, length: int, rng: random.Random, haystack=None, depth=None, **_) -> Sample:
+    """One frequent-words sample whose prompt has at most ``length`` tokens (``haystack``/``depth`` unused)."""
     alpha = float(spec.params["alpha"])
     vocab_size = max(5, length // 50)
     vocab = coded_words(rng, vocab_size, spec.params.get("coded_wordlen", 6))
@@ -239,6 +242,5 @@ def generate_fwe(spec: TaskSpec, tokenizer, length: int, rng: random.Random, hay
             "vocab_size": vocab_size,
             "occurrences": int(n),
             "counts": [int(counts[w]) for w in vocab],
-            "tokens_to_generate": spec.tokens_to_generate,
         },
     )
