@@ -48,7 +48,7 @@ def _alignment_only(rows, data_tok, scorer_tok, window: int, stride: int) -> Non
     """What aligned_short_nll does besides running the model: spans, encoding, windows, a transfer."""
     texts = token_spans(data_tok, rows)
     for row, tt, (_, spans) in zip(rows, texts, encode_spans(scorer_tok, [t.text for t in texts])):
-        dsp, ssp = split_shared(tt.spans), split_shared([(0, 0), *spans])
+        dsp, ssp = split_shared(tt.spans), split_shared(torch.cat([torch.zeros(1, 2, dtype=torch.long), spans]))
         plan = sorted((w[1], w[2], w[3]) for g in _plan([len(row)], window, stride, False).values() for w in g)
         wins = aligned_windows(dsp, ssp, plan, True)
         targets = torch.cat([torch.arange(p, q) for _, p, q in wins])

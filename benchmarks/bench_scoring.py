@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--hidden", type=int, default=192)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
     ap.add_argument("--out", default="benchmarks/results/bench_scoring.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,10 +71,11 @@ def main():
         max_position_embeddings=args.n,
         tie_word_embeddings=True,
         bos_token_id=1,
-        attn_implementation="sdpa",
+        attn_implementation=args.attn,
     )
     dtype = getattr(torch, args.dtype)
-    model = LlamaForCausalLM(cfg).to(args.device, dtype).eval()
+    with torch.device(args.device):  # built where it runs (a 1B model initialises in seconds on a GPU)
+        model = LlamaForCausalLM(cfg).to(dtype).eval()
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(3, cfg.vocab_size, (args.batch, args.n), device=args.device)
     ids[:, 0] = 1
@@ -103,6 +105,7 @@ def main():
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
         "dtype": args.dtype,
+        "attn_implementation": args.attn,
         "params": params,
         "n": args.n,
         "window": args.window,

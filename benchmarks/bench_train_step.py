@@ -4,17 +4,24 @@ Measures one optimizer step (forward, loss, backward, AdamW) through ``WeightedT
 for:
 
 - ``uniform``: plain CE on our code path (the baseline);
-- ``dense:0.75`` frozen: weights from cached short-context NLL (a dict lookup per step); target
-  at most 1.03x uniform;
+- ``dense:0.75`` frozen: weights from cached short-context NLL (a dict lookup per step); targets
+  at most 1.03x uniform and at most 1.00x HF's own plain-CE step (``hf_loss``);
 - ``dense:0.75`` self: the live model re-scores every sequence on short windows without gradient;
   target at most 1.40x uniform at n/w = 4 (the arithmetic floor is about 1.33x: n/w - 1 + ... extra
   forward windows of w tokens cost about a third of a forward+backward step);
-- HF's own loss (``model(labels=...)``, full logits), for reference.
+- ``hf_loss``: HF's own loss path, ``model(input_ids, labels=...).loss`` (full ``[b, n, V]`` logits).
 
 Variants alternate within one process, so machine noise hits all alike; the median over
-``--repeats`` rounds is reported.
+``--repeats`` rounds is reported, and on CUDA the peak memory of each variant's step
+(``max_memory_allocated`` above what was allocated before it). ``--autocast`` keeps float32
+weights and runs the step under ``torch.autocast(--dtype)``, as the trainer's mixed precision
+does (``--dtype`` alone converts the model). ``--hidden/--layers/--heads/--intermediate`` override
+the preset's shape (``--untied``: separate output layer); the model is built on ``--device``.
 
     python benchmarks/bench_train_step.py [--device cuda --dtype bfloat16 --preset base]
+    python benchmarks/bench_train_step.py --device cuda --dtype bfloat16 --autocast --hidden 2048 \
+        --layers 16 --heads 16 --intermediate 5461 --untied --vocab 32000 --n 16384 --window 4096 \
+        --batch 1 --gradient-checkpointing --attn sdpa        # ~1B at 16k (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -44,24 +51,62 @@ class MemoryCache:
         return self.table[torch.as_tensor(indices, dtype=torch.long)]
 
 
+def build_model(args):
+    """The benchmark's model on ``args.device``: a preset, optionally reshaped, float32 or ``--dtype``."""
+    shape = {
+        "hidden_size": args.hidden,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": args.heads,
+        "num_key_value_heads": args.heads,
+        "intermediate_size": args.intermediate,
+    }
+    overrides = {k: v for k, v in shape.items() if v is not None}
+    if args.untied:
+        overrides["tie_word_embeddings"] = False
+    with torch.device(args.device):
+        model = init_model(
+            args.preset,
+            vocab_size=args.vocab,
+            max_position_embeddings=args.n,
+            attn_implementation=args.attn,
+            bos_token_id=1,
+            **overrides,
+        )
+    if not args.autocast:
+        model.to(getattr(torch, args.dtype))
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--hidden", type=int, default=None, help="override the preset's hidden size")
+    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--heads", type=int, default=None)
+    ap.add_argument("--intermediate", type=int, default=None)
+    ap.add_argument("--untied", action="store_true", help="separate output layer (not tied to the embedding)")
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--autocast", action="store_true", help="float32 weights, step under torch.autocast(--dtype)")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--chunk-size", type=int, default=None, help="loss chunk (default: the trainer's)")
+    ap.add_argument("--variants", default="uniform,dense_frozen,dense_self,hf_loss")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/bench_train_step.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    cuda = args.device.startswith("cuda")
     stride = round((1 - args.window / args.n) * args.window)
-    model = init_model(args.preset, vocab_size=args.vocab, max_position_embeddings=args.n)
-    model.to(args.device, getattr(torch, args.dtype)).train()
+    model = build_model(args)
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(3, args.vocab, (args.batch, args.n), device=args.device)
     ids[:, 0] = 1
@@ -71,40 +116,57 @@ def main():
         "labels": ids.clone(),
         "index": torch.arange(args.batch, device=args.device),
     }
-    table = short_context_nll(model, ids, args.window, stride, bos_token_id=1).cpu()
+    compute = getattr(torch, args.dtype)
+    autocast = torch.autocast(args.device.split(":")[0], dtype=compute, enabled=args.autocast)
+    with torch.no_grad(), autocast:
+        table = short_context_nll(model, ids, args.window, stride, bos_token_id=1).cpu()
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
     tmp = tempfile.mkdtemp()
-    targs = TrainingArguments(
-        output_dir=tmp, report_to=[], remove_unused_columns=False, use_cpu=args.device == "cpu", bf16=False
-    )
+    targs = TrainingArguments(output_dir=tmp, report_to=[], remove_unused_columns=False, use_cpu=not cuda, bf16=False)
+    chunk = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
     trainers = {
-        "uniform": WeightedTrainer(model=model, args=targs, scheme="uniform"),
+        "uniform": WeightedTrainer(model=model, args=targs, scheme="uniform", **chunk),
         "dense_frozen": WeightedTrainer(
-            model=model, args=targs, scheme="dense:0.75", scorer=FrozenScorer(MemoryCache(table))
+            model=model, args=targs, scheme="dense:0.75", scorer=FrozenScorer(MemoryCache(table)), **chunk
         ),
         "dense_self": WeightedTrainer(
-            model=model, args=targs, scheme="dense:0.75", scorer=SelfScorer(args.window, stride, bos_token_id=1)
+            model=model,
+            args=targs,
+            scheme="dense:0.75",
+            scorer=SelfScorer(args.window, stride, bos_token_id=1),
+            **chunk,
         ),
     }
+    chunk_size = trainers["uniform"].chunk_size
     count = torch.tensor(args.batch * (args.n - 1), device=args.device)
 
     def sync():
-        if args.device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
 
     def step(name):
         optim.zero_grad(set_to_none=True)
-        if name == "hf_loss":
-            loss = model(**{k: v for k, v in batch.items() if k != "index"}).loss
-        else:
-            loss = trainers[name].compute_loss(model, dict(batch), num_items_in_batch=count)
+        with autocast:
+            if name == "hf_loss":
+                loss = model(**{k: v for k, v in batch.items() if k != "index"}).loss
+            else:
+                loss = trainers[name].compute_loss(model, dict(batch), num_items_in_batch=count)
         loss.backward()
         optim.step()
 
-    names = ["uniform", "dense_frozen", "dense_self", "hf_loss"]
+    names = args.variants.split(",")
     times = {k: [] for k in names}
-    for name in names:  # warm-up
+    peak = {}
+    for name in names:  # warm-up (and the peak memory of one step on CUDA)
+        if cuda:
+            optim.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
         step(name)
+        if cuda:
+            torch.cuda.synchronize()
+            peak[name] = torch.cuda.max_memory_allocated() - base
     for _ in range(args.repeats):
         for name in names:
             sync()
@@ -113,30 +175,45 @@ def main():
             sync()
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = {k: med[k] / med["uniform"] for k in names}
-    device = args.device if args.device == "cpu" else torch.cuda.get_device_name()
+    base_name = "uniform" if "uniform" in med else names[0]
+    ratio = {k: med[k] / med[base_name] for k in names}
+    vs_hf = {k: med[k] / med["hf_loss"] for k in names} if "hf_loss" in med else {}
+    device = args.device if not cuda else torch.cuda.get_device_name()
     result = {
         "device": device,
+        "torch": torch.__version__,
         "dtype": args.dtype,
+        "autocast": args.autocast,
+        "attn_implementation": args.attn,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "threads": args.threads,
         "preset": args.preset,
+        "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
+        "tie_word_embeddings": bool(model.config.tie_word_embeddings),
         "params": params,
         "vocab": args.vocab,
         "n": args.n,
         "window": args.window,
         "stride": stride,
         "batch": args.batch,
+        "chunk_size": chunk_size,
         "median_step_s": med,
         "ratio_vs_uniform": ratio,
+        "ratio_vs_hf_loss": vs_hf,
+        "peak_step_memory_bytes": peak or None,
         "times_s": times,
     }
     print(
         f"{args.preset} ({params / 1e6:.2f}M params, vocab {args.vocab}), n={args.n} w={args.window} "
-        f"s={stride} batch={args.batch} {args.dtype} on {device}; median of {args.repeats}"
+        f"s={stride} batch={args.batch} {args.dtype}{' autocast' if args.autocast else ''} {args.attn}"
+        f"{' grad-ckpt' if args.gradient_checkpointing else ''} chunk {chunk_size} on {device}; "
+        f"median of {args.repeats}"
     )
+    targets = {"dense_frozen": " (targets <= 1.03x uniform, <= 1.00x hf_loss)", "dense_self": " (target <= 1.40x)"}
     for k in names:
-        target = {"dense_frozen": " (target <= 1.03x)", "dense_self": " (target <= 1.40x)"}.get(k, "")
-        print(f"  {k:13s} {med[k] * 1e3:9.1f} ms/step   {ratio[k]:.3f}x uniform{target}")
+        hf = f"   {vs_hf[k]:.3f}x hf_loss" if vs_hf else ""
+        mem = f"   peak {peak[k] / 2**30:.2f} GiB" if k in peak else ""
+        print(f"  {k:13s} {med[k] * 1e3:9.1f} ms/step   {ratio[k]:.3f}x {base_name}{hf}{mem}{targets.get(k, '')}")
     atomic_write_json(args.out, result)
 
 

@@ -151,7 +151,7 @@ def brute_force_aligned(model, data_tok, scorer_tok, row, window, stride):
     for x in row:
         dspans.append((end, end) if x in special else next(it))
         end = dspans[-1][1]
-    se = scorer_tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    se = scorer_tok(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     bos = scorer_tok.bos_token_id
     sids, sspans = [bos, *se["input_ids"]], [(0, 0), *[tuple(o) for o in se["offset_mapping"]]]
 

@@ -245,7 +245,7 @@ def test_non_linear_output_layer_is_one_line_before_any_work(tmp_path, capsys, m
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tokenweight: error: model ")
-    assert "output layer is a Identity, not a linear map" in err[0] and "supported family" in err[0]
+    assert "output layer is an Identity, not a linear map" in err[0] and "supported family" in err[0]
     assert not (out / "model").exists() and not list(out.glob("checkpoint-*")) and not (out / "log.jsonl").exists()
 
 
@@ -458,3 +458,26 @@ def _expected_rope(name: str, before: dict) -> dict:
         before["full_attention"]["rope_theta"] = pytest.approx(1e6 * 30.6, rel=1e-12)
         return before
     return {**before, "rope_theta": pytest.approx(before["rope_theta"] * 30.6, rel=1e-12)}
+
+
+@pytest.mark.filterwarnings("ignore:LongPPL skipped")
+def test_base_context_flag_through_the_cli(matrix_env, capsys):
+    """``--base-context 16`` on a plain-RoPE config that already says 64: the default window is 16
+    and θ is raised as for 16 -> 64 (without it the model would serve 64 as it is: no window)."""
+    from tokenweight.cli.main import main
+    from tokenweight.stages import PrepareConfig
+    from tokenweight.stages.prepare import prepare
+
+    root, tok = matrix_env["root"] / "base_context", matrix_env["tokenizer"]
+    model_dir = root / "model"
+    tiny_model("qwen2", vocab=len(tok) + 16, max_position_embeddings=N).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    prepare(PrepareConfig(inputs=[str(matrix_env["corpus"])], tokenizer=str(model_dir), n=N, out=str(root / "data")))
+    argv = ["train", "--model", str(model_dir), "--data", str(root / "data"), "--scheme", "dense:0.75"]
+    argv += ["--scorer", "self", "--max-train-sequences", "2", "--max-steps", "1", "--report-to", "none"]
+    assert main([*argv, "--out", str(root / "none")]) == 2
+    assert "--window is needed" in capsys.readouterr().err
+    assert main([*argv, "--out", str(root / "run"), "--base-context", str(W)]) == 0
+    run_config = json.loads((root / "run" / "run_config.json").read_text())
+    assert run_config["window"] == W and run_config["base_context"] == W and run_config["stride"] == 12
+    assert run_config["rope_parameters"]["rope_theta"] == pytest.approx(1e6 * 30.6, rel=1e-12)

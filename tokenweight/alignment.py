@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -46,14 +47,16 @@ class TokenText:
     """
 
     text: str
-    spans: list[tuple[int, int]]
+    spans: Tensor  # [T, 2] int64
     exact: bool
 
 
-def _monotone(spans: Sequence[Sequence[int]]) -> bool:
-    return all(a[0] <= b[0] and a[1] <= b[1] and b[0] <= b[1] for a, b in zip(spans, spans[1:])) and all(
-        s[0] <= s[1] for s in spans[:1]
-    )
+def _spans(offsets) -> Tensor:
+    """Offsets (pairs) -> ``[T, 2]`` int64; ``None`` unless monotone (starts and ends non-decreasing,
+    no span ending before it starts)."""
+    a = torch.from_numpy(np.asarray(offsets, dtype=np.int64).reshape(-1, 2))
+    ok = bool((a[:, 0] <= a[:, 1]).all()) and bool((a[1:] >= a[:-1]).all())
+    return a if ok else None
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -98,8 +101,8 @@ def token_spans(tokenizer, rows: Sequence[Sequence[int]]) -> list[TokenText]:
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         for r, (ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
-            if list(ids) == content[r] and _monotone(offs):
-                offsets[r] = [(int(a), int(b)) for a, b in offs]
+            if list(ids) == content[r]:
+                offsets[r] = _spans(offs)
     out = []
     for r, row in enumerate(rows):
         spans, exact = offsets[r], offsets[r] is not None
@@ -110,34 +113,33 @@ def token_spans(tokenizer, rows: Sequence[Sequence[int]]) -> list[TokenText]:
                     f"row {r}: neither the tokenizer's offsets nor decoding token by token reproduce the text of "
                     "its tokens, so they have no character spans"
                 )
-            spans, pos = [], 0
-            for p in pieces:
-                spans.append((pos, pos + len(p)))
-                pos += len(p)
-        it, full, end = iter(spans), [], 0
-        for x in row:
-            if x in special:
-                full.append((end, end))
-            else:
-                full.append(next(it))
-                end = full[-1][1]
+            ends = torch.tensor([len(p) for p in pieces], dtype=torch.long).cumsum(0)
+            spans = torch.stack([ends - torch.tensor([len(p) for p in pieces], dtype=torch.long), ends], 1)
+        is_text = torch.tensor([x not in special for x in row], dtype=torch.bool)
+        full = torch.zeros(len(row), 2, dtype=torch.long)
+        full[is_text] = spans.reshape(-1, 2)
+        # special tokens: zero-width at the end of the previous text token (ends are non-decreasing)
+        end = torch.cummax(torch.where(is_text, full[:, 1], 0), 0).values
+        full[~is_text] = end[~is_text, None]
         out.append(TokenText(texts[r], full, exact))
     return out
 
 
-def encode_spans(tokenizer, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    """``(ids, spans)`` of every text: its tokens without special tokens and their character offsets.
+def encode_spans(tokenizer, texts: Sequence[str]) -> list[tuple[list[int], Tensor]]:
+    """``(ids, spans [T, 2] int64)`` of every text: its tokens without special tokens and their
+    character offsets.
 
-    Needs a fast tokenizer (``ValueError`` otherwise: a slow one has no offset mapping) and refuses
-    offsets that are not monotone.
+    The text is plain text: a special token's string in it (``<|endoftext|>`` typed in a document)
+    is tokenized as characters (``split_special_tokens``). Needs a fast tokenizer (``ValueError``
+    otherwise: a slow one has no offset mapping) and refuses offsets that are not monotone.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no offset mapping (it is not a fast tokenizer)")
-    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     out = []
     for r, (ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
-        spans = [(int(a), int(b)) for a, b in offs]
-        if not _monotone(spans):
+        spans = _spans(offs)
+        if spans is None:
             raise ValueError(f"text {r}: the tokenizer's character offsets are not monotone")
         out.append(([int(x) for x in ids], spans))
     return out
@@ -314,7 +316,7 @@ def aligned_short_nll(
     plans, scorer_rows = [], []
     for r, (row, tt, (ids, spans)) in enumerate(zip(rows, texts, encoded)):
         if bos is not None:
-            ids, spans = [bos, *ids], [(0, 0), *spans]
+            ids, spans = [bos, *ids], torch.cat([torch.zeros(1, 2, dtype=torch.long), spans])
         dsp, ssp = split_shared(tt.spans), split_shared(spans)
         data_windows = sorted((w[1], w[2], w[3]) for g in _plan([len(row)], window, stride, False).values() for w in g)
         wins = aligned_windows(dsp, ssp, data_windows, bos is not None)

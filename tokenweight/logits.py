@@ -157,7 +157,8 @@ def probe_output_layer(model: nn.Module, post: LogitPostprocessing) -> str | Non
     except (AttributeError, NotImplementedError):
         head = None
     if not isinstance(head, nn.Linear):
-        kind = "missing" if head is None else f"a {type(head).__name__}"
+        name = type(head).__name__
+        kind = "missing" if head is None else f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
         return f"its output layer is {kind}, not a linear map (nn.Linear)"
     try:
         device = next(model.parameters()).device

@@ -62,6 +62,8 @@ def tree(tmp_path_factory):
         "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
         "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
     )
+    broken = (tasks / "toy.yaml").read_text().replace(TASK, "tw_broken").replace("toy.jsonl", "missing.jsonl")
+    (tasks / "broken.yaml").write_text(broken)  # its data file does not exist
     return root
 
 
@@ -168,6 +170,8 @@ def test_bad_harness_input_is_one_line_before_anything_is_written(tree, tmp_path
     assert main([*base, "--harness", f"{TASK},tw_toy_mx", *include, "--out", str(out)]) == 2
     line = one_error_line(capsys)
     assert "unknown lm-eval task(s) tw_toy_mx" in line and TASK in line  # the close match is named
+    assert main([*base, "--harness", "tw_broken", *include, "--out", str(out)]) == 2
+    assert "lm-eval task 'tw_broken' cannot load its data" in one_error_line(capsys)
     assert main([*base, "--harness", TASK, "--harness-include", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "--harness-include" in one_error_line(capsys)
     assert main([*base, "--harness-limit", "3", "--out", str(out)]) == 2

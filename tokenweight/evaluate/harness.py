@@ -15,7 +15,8 @@ the requested names (a group's aggregate, not its subtasks), or every task when 
 is a tag.
 
 Checked before any model is evaluated (:func:`plan_harness`, a ``UsageError`` each): lm_eval is
-installed, the include folder exists, every task name is known to lm-eval (with close matches).
+installed, the include folder exists, every task name is known to lm-eval (with close matches),
+every task loads its data (loaded once, the same task objects then serve every model).
 Cached per model in ``OUT/.cache/harness-*.json``, keyed by the model's digest, the tasks, the
 include folder's content, the limit and few-shot settings, the batch size, the runtime options,
 the tokenizer and the lm_eval version: a rerun with other harness tasks evaluates only those
@@ -44,8 +45,6 @@ from tokenweight.errors import UsageError
 FIELDS = ("harness", "harness_include", "harness_limit", "harness_num_fewshot")
 GROUP = "lm-evaluation-harness (pip install 'tokenweight[harness]')"
 INSTALL = "pip install 'tokenweight[harness]' (lm_eval)"
-#: the runtime options of EvalConfig that change a model's numbers (part of the cache key when present)
-_RUNTIME = ("device", "dtype", "attn_implementation")
 
 
 def check_options(config) -> None:
@@ -67,12 +66,19 @@ class HarnessPlan:
 
     tasks: tuple[str, ...]
     include: str | None  # folder of extra task YAMLs (absolute)
+    include_digest: str | None  # of its files: an edited YAML is another plan
     limit: int | None
     num_fewshot: int | None
     metadata: str  # JSON of the TaskManager metadata (RULER's tokenizer and lengths)
 
     def manager(self):
-        return _task_manager(self.include, self.metadata)
+        """lm-eval's ``TaskManager`` of these tasks (its own and ``include``'s), one per process."""
+        return _task_manager(self.include, self.include_digest, self.metadata)
+
+    def task_objects(self) -> tuple:
+        """The requested tasks and groups as lm-eval objects, their data loaded: once per process,
+        then given to ``simple_evaluate`` for every model (``UsageError`` when one cannot load)."""
+        return _load_tasks(self.include, self.include_digest, self.metadata, self.tasks, self.num_fewshot)
 
     def key(self, config, tokenizer) -> dict:
         """What the harness results of a model depend on besides the model itself (its cache key)."""
@@ -86,14 +92,23 @@ class HarnessPlan:
             "version": __version__,
             "lm_eval": lm_eval.__version__,
             "tasks": list(self.tasks),
-            "include": _folder_digest(self.include) if self.include else None,
+            "include": self.include_digest,
             "limit": self.limit,
             "num_fewshot": self.num_fewshot,
-            "metadata": self.metadata,
+            # RULER's lengths; its tokenizer by content (below), not by the folder's path
+            "metadata": {k: v for k, v in json.loads(self.metadata).items() if k != "tokenizer"},
             "batch_size": config.batch_size,
-            "runtime": {k: getattr(config, k) for k in _RUNTIME if hasattr(config, k)},
+            "runtime": _runtime(config),
             "tokenizer": tokenizer_digest(tokenizer),
         }
+
+
+def _runtime(config) -> dict | None:
+    """Where and how the models run (``auto`` resolved: results made on a CPU are not a GPU's)."""
+    if not hasattr(config, "runtime"):
+        return None
+    rt = config.runtime()
+    return {"device": rt.device, "dtype": rt.dtype, "attn_implementation": rt.attn_implementation}
 
 
 def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPlan | None:
@@ -101,7 +116,8 @@ def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPla
 
     ``models``, ``data_dir``, ``tokenizer``: as given to ``evaluate_models``; they say which
     tokenizer folder RULER's tasks size their prompts with. One line (``UsageError``) for lm_eval
-    missing, a missing include folder or unknown task names; no model is loaded.
+    missing, a missing include folder, unknown task names, or a task whose data or packages are
+    missing (the tasks' data are loaded here, once); no model is loaded.
     """
     if not config.harness:
         return None
@@ -122,7 +138,8 @@ def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPla
     source = _tokenizer_folder(models, data_dir, tokenizer)
     if source:
         metadata["tokenizer"] = source
-    plan = HarnessPlan(tasks, include, config.harness_limit, config.harness_num_fewshot, json.dumps(metadata))
+    digest = _folder_digest(include) if include else None
+    plan = HarnessPlan(tasks, include, digest, config.harness_limit, config.harness_num_fewshot, json.dumps(metadata))
     known = set(plan.manager().all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:
@@ -134,6 +151,7 @@ def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPla
             f"unknown lm-eval task(s) {', '.join(unknown)}: not among lm-eval's tasks{where}"
             + (f"; close: {', '.join(hints)}" if hints else "; list them with: lm-eval ls tasks")
         )
+    plan.task_objects()
     return plan
 
 
@@ -153,11 +171,46 @@ def _tokenizer_folder(models, data_dir, tokenizer) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _task_manager(include: str | None, metadata: str):
+def _task_manager(include: str | None, include_digest: str | None, metadata: str):
     """lm-eval's task index (its own tasks and ``include``'s), built once per process: ~7 s."""
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=include, metadata=json.loads(metadata))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tasks(include, include_digest, metadata: str, tasks: tuple[str, ...], num_fewshot) -> tuple:
+    """The top-level lm-eval objects of ``tasks`` (a group as its ``Group``, a tag as its tasks).
+    ``num_fewshot`` is part of the key: ``simple_evaluate`` sets it on the objects it is given."""
+    manager = _task_manager(include, include_digest, metadata)
+    objects = []
+    for name in tasks:
+        try:
+            loaded = manager.load([name])
+        except Exception as e:  # lm-eval's or datasets' own error, named in the message
+            raise UsageError(f"lm-eval task {name!r} cannot load its data: {_first_line(e)}: {_DATA_FIX}") from None
+        if name in loaded["groups"]:
+            objects.append(loaded["groups"][name])
+        elif name in loaded["tasks"]:
+            objects.append(loaded["tasks"][name])
+        else:  # a tag: lm-eval expands it into its tasks
+            objects.extend(loaded["tasks"].values())
+    try:
+        manager.load(list(objects))  # what simple_evaluate does with them: e.g. no task twice
+    except ValueError as e:
+        raise UsageError(f"--harness {','.join(tasks)}: {_first_line(e)}: request each task once") from None
+    return tuple(objects)
+
+
+_DATA_FIX = (
+    "offline (HF_DATASETS_OFFLINE=1) its dataset must be in the HF datasets cache, and its extra packages "
+    "installed (docs/EVALUATION.md, lm-evaluation-harness)"
+)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _folder_digest(folder: str) -> str:
@@ -188,7 +241,7 @@ def run_harness(model, tokenizer, plan: HarnessPlan, batch_size: int) -> dict:
         hf_log.setLevel(level)
     out = lm_eval.simple_evaluate(
         model=lm,
-        tasks=list(plan.tasks),
+        tasks=list(plan.task_objects()),
         num_fewshot=plan.num_fewshot,
         limit=plan.limit,
         task_manager=plan.manager(),

@@ -7,10 +7,10 @@ downwards and fit the page width):
 - *comparison*: the base model, the evaluated models without runs, and every group (scheme +
   scorer), ``mean ± std`` over seeds;
 - *vs uniform*: every group's seed-paired difference to the uniform group, ``mean ± std (n)``;
-- *vs base*: every evaluated model without runs minus the base model (single values);
 - *tasks*: one row per task at length ``L``, same layout as the comparison;
 - *lm-evaluation-harness*: the requested lm-eval tasks' metrics, same layout, and their
   seed-paired differences to uniform;
+- *vs base*: every evaluated model without runs minus the base model (single values);
 - *runs*: every single run (one row per seed, metrics as columns), the numbers behind the means
   (the perplexities in a second table when there are many metrics).
 
@@ -190,10 +190,10 @@ def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
     tables = [
         comparison_table(agg, base_name),
         reference_table(agg),
-        base_table(agg, base_name),
         tasks_table(agg, base_name),
         harness_table(agg, base_name),
         reference_table(agg, ("harness",), harness_vs),
+        base_table(agg, base_name),
         *runs_tables(results, agg),
     ]
     return [t for t in tables if t is not None]
