@@ -253,7 +253,7 @@ def test_cache_resumes_without_running_models(setup, tmp_path, monkeypatch):
     first = evaluate_models(models, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.json"))) == 2
 
-    def no_load(source):
+    def no_load(source, runtime=None):
         raise AssertionError(f"model {source} loaded although cached")
 
     monkeypatch.setattr(runner, "load_model", no_load)

@@ -108,7 +108,7 @@ def test_demo_recipe_forms_an_induction_head(tmp_path):
     training set cannot pass; chance accuracy is 1/4092.
     """
     from tokenweight.models import init_model
-    from tokenweight.train.recipe import Recipe
+    from tokenweight.train.config import PretrainConfig
     from tokenweight.train.runner import run_training
 
     vocab, steps, batch = 4096, 700, 32
@@ -116,7 +116,7 @@ def test_demo_recipe_forms_an_induction_head(tmp_path):
     special, bos = tok.all_special_ids, tok.bos_token_id
     model = init_model("shallow", vocab, 256, bos_token_id=bos)
     train = CopyTask(steps * batch, 64, vocab, special_ids=special, bos_token_id=bos, seed=0)
-    recipe = Recipe(
+    recipe = PretrainConfig(
         max_steps=steps,
         batch_size=batch,
         lr=3e-3,

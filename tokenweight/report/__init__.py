@@ -1,4 +1,5 @@
-"""The demo's report: results.json, report.md, a self-contained index.html, figures; the token heat map.
+"""The report of an evaluation (the demo's, or any ``tokenweight eval``'s, with or without training
+runs): results.json, report.md, a self-contained index.html, figures; the token heat map.
 
 Python API (names load lazily)::
 

@@ -3,8 +3,11 @@
 Reads the ``results.json`` of an evaluation (:func:`tokenweight.stages.evaluate.evaluate`) and the
 run folders of the evaluated models (their ``run_config.json``, ``summary.json`` and ``log.jsonl``:
 scheme, scorer, seed, training curve), and writes ``report.md``, a self-contained ``index.html``,
-``results.json`` and the figures (docs/REPORT.md). A run's name is its folder name, which must be
-a model name of the evaluation; runs that differ only in their seed (``NAME-seedK``) are grouped.
+``results.json`` and the figures (docs/REPORT.md). A run's name is its folder name; its model in
+the evaluation is the one of that name, else the one evaluated from ``RUN/model`` (a plain
+``tokenweight eval`` without ``--names``); runs that differ only in their seed (``NAME-seedK``) are
+grouped. Every other evaluated model but the base is reported as a model of its own, so an
+evaluation reports without any run folder too (models only).
 With ``heatmap_model`` (and optionally a frozen ``heatmap_scorer``) the report also shows the
 weights of every scheme on one held-out sequence of ``heatmap_data``.
 """
@@ -142,8 +145,14 @@ def report(config: ReportConfig) -> ReportResult:
         if config.heatmap_model
         else None
     )
+    from tokenweight.io_utils import output_lock
+
     out = Path(config.out)
-    return ReportResult(out, build_report(results, out, sample=sample))
+    with output_lock(out):
+        if out.is_dir():  # what a report killed mid-write left: every report file is written atomically
+            for tmp in out.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        return ReportResult(out, build_report(results, out, sample=sample))
 
 
 def _match_runs(evaluation: dict, runs: list[dict], ev_file: Path) -> dict:

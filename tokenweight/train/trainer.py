@@ -348,7 +348,7 @@ class WeightedTrainer(Trainer):
         raise NonFiniteLossError(
             f"non-finite training loss ({kind}) at step {self.state.global_step + 1} on train sequences "
             f"{sorted(set(local))} (dataset indices): lower --lr (or lengthen --warmup-steps), check those "
-            "sequences, or train in float32 instead of --bf16"
+            "sequences, or train in float32 instead of --dtype bfloat16/float16"
         )
 
     # ---------------------------------------------------------------------------------- logging

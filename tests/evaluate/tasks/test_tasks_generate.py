@@ -19,6 +19,7 @@ from tokenweight.evaluate.tasks import (
     generate_samples,
 )
 from tokenweight.evaluate.tasks.essay import essay_text
+from tokenweight.evaluate.tasks.haystack import default_essay
 from tokenweight.evaluate.tasks.sample import count_tokens, require
 
 CORPUS = Haystack.from_texts([inspect.getsource(textwrap), inspect.getsource(re)])
@@ -95,6 +96,10 @@ def test_essay_haystack_is_the_default_and_rulers_treatment(tokenizer):
         context = s.input.split("afterwards.\n", 1)[1]
         assert context.startswith(first)  # every sample starts at the essay's first word, as RULER's
         assert "\n" not in context.split("\nWhat ")[0]  # whitespace collapsed: one line
+    # the essay's cached streams never change a sample: a fresh haystack, asked in another order
+    fresh = Haystack.essay(essay_text(), source=default_essay().source)
+    late = generate_samples("niah_single_2", tokenizer, 420, 2, 1, haystack=fresh)
+    assert generate_samples("niah_single_2", tokenizer, 420, 2, 1) == late
     (noise,) = generate_samples("niah_single_2", tokenizer, 700, 1, 0, haystack=Haystack.noise())
     assert noise.meta["haystack"] == "noise" and "The grass is green." in noise.input
     (own,) = generate_samples("niah_single_2", tokenizer, 700, 1, 0, haystack=Haystack.essay("One. Two.  Three!"))

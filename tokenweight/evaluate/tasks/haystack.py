@@ -141,7 +141,7 @@ class Haystack:
         self.texts = texts
         self.source = source or kind
         self._words: list[str] | None = None
-        self._last: tuple | None = None  # (tokenizer, words, Stream): the essay stream is the same for every sample
+        self._streams: dict = {}  # (tokenizer id, words) -> (tokenizer, Stream): the same for every sample
 
     @classmethod
     def noise(cls) -> Haystack:
@@ -223,14 +223,18 @@ class Haystack:
             self._words = self.texts[0].split(" ")
         words = self._words
         n = max(16, min_tokens)  # a word is at least one token
-        if self._last is not None and self._last[0] is tokenizer and self._last[1] >= n:
-            return self._last[2]
-        while True:
-            text = " ".join(words[i % len(words)] for i in range(n))
-            meta = {"haystack": "essay", "source": self.source}
-            s = Stream.from_text(text, tokenizer, sep=" ", meta=meta, words=True)
+        while True:  # the stream depends on min_tokens only (never on what was asked before)
+            hit = self._streams.get((id(tokenizer), n))
+            if hit is not None and hit[0] is tokenizer:
+                s = hit[1]
+            else:
+                text = " ".join(words[i % len(words)] for i in range(n))
+                meta = {"haystack": "essay", "source": self.source}
+                s = Stream.from_text(text, tokenizer, sep=" ", meta=meta, words=True)
+                if len(self._streams) >= 8:
+                    self._streams.pop(next(iter(self._streams)))
+                self._streams[(id(tokenizer), n)] = (tokenizer, s)
             if s.cum[-1] >= min_tokens:
-                self._last = (tokenizer, n, s)
                 return s
             n *= 2
 

@@ -53,7 +53,10 @@ def load_haystack(spec: str, tokenizer=None, held_out: Callable[[], list[str]] |
         return Haystack.noise()
     if spec == "data":
         if held_out is None:
-            raise UsageError("--haystack data needs --data PREPARED_DIR: pass it, or another --haystack")
+            raise UsageError(
+                "--haystack data needs --data PREPARED_DIR (tokenweight eval): pass it, or the prepared folder "
+                "itself as --haystack DIR"
+            )
         texts = held_out()
         if not texts:
             raise UsageError("--haystack data: the held-out split holds no text; pass another --haystack")
