@@ -176,6 +176,7 @@ class Demo(BaseModelSteps):
             window=p.window,
             evaluator="base",
             # Fang et al.'s 4096 + 1024 scaled to the base model's window: candidates see 3w/4 to w - 1 tokens
+            haystack="data",  # the held-out code the models were trained on (RULER's essays are prose)
             longppl_trunc_len=p.window * 3 // 4,
             longppl_sliding_window=max(1, p.window // 4),
             max_sequences=p.eval_sequences,

@@ -27,7 +27,10 @@ Identity (``meta.json``; a cache whose identity differs from what a caller asks 
 ``tokenizer`` (digest of the vocabulary and special tokens), ``scorer`` (digest of the scorer's
 ``config.json`` and weight files: whole files up to 32 MiB, above that the size and 32 blocks of
 1 MiB spread evenly over the file -- fine-tuning changes every block, yet at most 32 MiB per file is
-read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``.
+read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``; a scorer with another
+tokenizer than the data's (its NLL moved onto the data's tokens by characters,
+``tokenweight.alignment``) adds ``alignment`` and ``scorer_tokenizer``. A window ``>= n`` holds a
+reference model's full-context NLL (Rho-1).
 """
 
 from __future__ import annotations
