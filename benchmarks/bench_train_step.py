@@ -99,6 +99,12 @@ def main():
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--chunk-size", type=int, default=None, help="loss chunk (default: the trainer's)")
     ap.add_argument("--variants", default="uniform,dense_frozen,dense_self,hf_loss")
+    ap.add_argument(
+        "--compare-chunk-size",
+        type=int,
+        default=None,
+        help="also run uniform and dense_frozen with this loss chunk (variants NAME@C)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/bench_train_step.json")
     args = ap.parse_args()
@@ -138,6 +144,14 @@ def main():
         ),
     }
     chunk_size = trainers["uniform"].chunk_size
+    names = args.variants.split(",")
+    if args.compare_chunk_size:
+        c = args.compare_chunk_size
+        trainers[f"uniform@{c}"] = WeightedTrainer(model=model, args=targs, scheme="uniform", chunk_size=c)
+        trainers[f"dense_frozen@{c}"] = WeightedTrainer(
+            model=model, args=targs, scheme="dense:0.75", scorer=FrozenScorer(MemoryCache(table)), chunk_size=c
+        )
+        names += [f"uniform@{c}", f"dense_frozen@{c}"]
     count = torch.tensor(args.batch * (args.n - 1), device=args.device)
 
     def sync():
@@ -154,7 +168,6 @@ def main():
         loss.backward()
         optim.step()
 
-    names = args.variants.split(",")
     times = {k: [] for k in names}
     peak = {}
     for name in names:  # warm-up (and the peak memory of one step on CUDA)

@@ -57,6 +57,7 @@ GPU = {
     "n": 16384,
     "window": 4096,
     "attn_n": 4096,
+    "eval_n": 16384,
     "engine_n": 2048,
     "engine_window": 512,
     "repeats": 3,
@@ -70,6 +71,7 @@ SMOKE = {
     "n": 256,
     "window": 64,
     "attn_n": 128,
+    "eval_n": 512,
     "engine_n": 128,
     "engine_window": 32,
     "repeats": 1,
@@ -248,7 +250,7 @@ class Check:
             model = init_model(
                 "large",
                 len(tok),
-                s["n"],
+                s["eval_n"],
                 hidden_size=s["hidden"],
                 num_hidden_layers=s["layers"],
                 num_attention_heads=s["heads"],
@@ -263,7 +265,7 @@ class Check:
         params = sum(p.numel() for p in model.parameters())
         del model
         out = self.work / "eval"
-        cmd = [PY, "-m", "tokenweight.cli.main", "eval", folder, "--names", "random-1b", "--lengths", s["n"]]
+        cmd = [PY, "-m", "tokenweight.cli.main", "eval", folder, "--names", "random-1b", "--lengths", s["eval_n"]]
         cmd += ["--tasks", "niah_single_1,vt", "--num-samples", 1, "--depths", "0.5", "--window", s["window"]]
         cmd += ["--batch-size", 1, "--max-new-tokens", 8, "--out", out]
         cmd += ["--device", self.device, "--dtype", "bfloat16"] if self.cuda else []
@@ -274,7 +276,7 @@ class Check:
         return {
             "params": params,
             "seconds": time.perf_counter() - t,
-            "n": s["n"],
+            "n": s["eval_n"],
             "tasks": rows,
             "stdout": stdout.strip().splitlines()[-12:],
         }
@@ -321,7 +323,9 @@ def main() -> int:
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (automatic without CUDA)")
     ap.add_argument("--out-dir", default=None, help="result folder (GPU default: benchmarks/results)")
     ap.add_argument("--budget", type=float, default=450.0, help="seconds for all sections (the script skips the rest)")
-    ap.add_argument("--sections", default=",".join(ESTIMATE), help="comma-separated subset of the sections")
+    ap.add_argument(
+        "--sections", default=None, help="comma-separated sections (default: all; CPU smoke: all but engines)"
+    )
     args = ap.parse_args()
     check = Check(args)
     import torch
@@ -332,14 +336,16 @@ def main() -> int:
         "torch": torch.__version__,
         "sections": {},
     }
-    sections = args.sections.split(",")
-    if check.smoke:
-        sections = [s for s in sections if s != "engines"]
+    sections = args.sections.split(",") if args.sections else list(ESTIMATE)
+    if check.smoke and not args.sections:
+        sections.remove("engines")
         summary["sections"]["engines"] = {
             "status": "skipped: CPU smoke (tests/test_engines.py runs the engines on CPU)"
         }
     for name in sections:
         left = check.deadline - time.monotonic()
+        if name not in ESTIMATE:
+            raise SystemExit(f"unknown section {name!r}: choose from {', '.join(ESTIMATE)}")
         if not check.smoke and left < ESTIMATE[name]:
             summary["sections"][name] = {"status": f"skipped: {left:.0f} s of the budget left, needs ~{ESTIMATE[name]}"}
             continue

@@ -7,7 +7,8 @@
   is a ``[0]`` placeholder outside its forward) and the chunked loss's backward recomputes the logits
   from the weight ZeRO-3 gathers again for the backward of that module
   (``tokenweight.train.trainer.nll_output_layer``): same losses (relative 1e-5) and final weights
-  (absolute 1e-6) as one process. Needs ``deepspeed`` (the ``deepspeed`` extra): skipped without it.
+  (absolute 1e-6) as one process. Needs ``deepspeed`` (the ``deepspeed`` and ``test`` extras):
+  skipped without it.
 - **FSDP2**: accelerate never selects FSDP on a CPU (``AcceleratorState`` turns FSDP on only over a
   GPU-type distributed type; with ``use_cpu`` it is ``MULTI_CPU``, plain DDP), so the launcher path
   (``accelerate launch --config_file tokenweight/configs/accelerate/fsdp.yaml``) runs in

@@ -17,8 +17,8 @@ Nothing downloads. A hub cache is built in ``tmp_path`` in the layouts the libra
 Then: ``prepare tw-test/tiny-docs --tokenizer tw-test/tiny-llama``, ``score --scorer
 tw-test/tiny-llama``, ``train --model tw-test/tiny-llama --scorer frozen``, ``eval
 tw-test/tiny-llama RUN/model``. Every cache and run names the hub model by content
-(``identity.model_digest``), equal to the digest of its snapshot folder. About 40 s (five CLI
-processes, torch import included).
+(``identity.model_digest``), equal to the digest of its snapshot folder. About 50 s on 2 cores
+(eight Python processes, torch import included).
 """
 
 from __future__ import annotations

@@ -52,9 +52,16 @@ from torch.autograd.function import once_differentiable
 
 from tokenweight.logits import LogitPostprocessing
 
-__all__ = ["chunked_nll", "weighted_nll_loss", "weighted_lm_loss"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "chunked_nll", "weighted_nll_loss", "weighted_lm_loss"]
 
 _REDUCTIONS = ("mean", "sum")
+#: default positions per chunk. The peak is one float32 ``[chunk, V]`` buffer plus the gradients
+#: (weight ``[V, d]`` float32, hidden ``[n, d]``): at n 4096, V 32000, d 512 (fp32, 2-core CPU),
+#: 384 rows peak at 0.094x the full-logits loss (1024 rows: 0.147x, 256: 0.083x) for 8% more loss
+#: time than 1024 rows (256: 18%): smaller chunks mean smaller GEMMs and one more pass over the
+#: ``[V, d]`` weight-gradient accumulator each (benchmarks/RESULTS.md). The training stages keep
+#: their own ``--chunk-size`` default.
+DEFAULT_CHUNK_SIZE = 384
 
 
 def _head_params(lm_head: nn.Module | Tensor) -> tuple[Tensor, Tensor | None]:
@@ -425,7 +432,7 @@ def chunked_nll(
     lm_head: nn.Module | Tensor,
     labels: Tensor,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     ignore_index: int = -100,
     matmul_dtype: torch.dtype | None = None,
     postprocessing: LogitPostprocessing | None = None,
@@ -505,7 +512,7 @@ def weighted_lm_loss(
     labels: Tensor,
     weights: Tensor | None = None,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     ignore_index: int = -100,
     reduction: str = "mean",
     num_items: int | float | Tensor | None = None,
