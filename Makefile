@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check tokenweight tests benchmarks
+	$(BIN)/ruff format --check tokenweight tests benchmarks
 
 test: setup lint
 	$(BIN)/python -m pytest -q tests
