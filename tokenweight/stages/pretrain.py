@@ -14,10 +14,8 @@ Why the demo needs them, and what they achieve, is in docs/TRAINING.md.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenweight.errors import UsageError
-from tokenweight.stages.runs import RunResult
+from tokenweight.stages.runs import RunResult, plan_stage
 from tokenweight.train.config import PretrainConfig
 
 __all__ = ["PretrainConfig", "pretrain"]
@@ -25,13 +23,11 @@ __all__ = ["PretrainConfig", "pretrain"]
 
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or continue, or find finished) the pretraining run ``config.out``."""
-    from tokenweight.train.runner import plan_run, run_training
+    from tokenweight.train.runner import run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars, world_size
 
     config.validate()
-    out = Path(config.out)
-    settings = {"command": "pretrain", **config.settings()}
-    plan = plan_run(out, settings, force=config.force)  # before any model is loaded; refuses other settings
+    out, plan = plan_stage(config, "pretrain")
     if plan.state == "done":
         return RunResult(out, plan.summary, already_done=True)
     quiet_progress_bars()

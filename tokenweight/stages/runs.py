@@ -36,3 +36,12 @@ class RunResult:
             f"{kind} {s['steps']} steps{resumed}, {s['tokens']:,} tokens in {s['wall_time_s']:.1f} s "
             f"({s['tokens_per_s']:,.0f} tokens/s){loss}{plain} -> {self.model}"
         )
+
+
+def plan_stage(config, command: str):
+    """``(out, plan)`` of a training stage: its run folder planned from the config's settings,
+    before any model is loaded (a folder with other settings is refused here)."""
+    from tokenweight.train.runner import plan_run
+
+    out = Path(config.out)
+    return out, plan_run(out, {"command": command, **config.settings()}, force=config.force)

@@ -14,10 +14,8 @@ Multi-GPU: the same stage under ``accelerate launch``/``torchrun``, or DeepSpeed
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenweight.errors import UsageError
-from tokenweight.stages.runs import RunResult
+from tokenweight.stages.runs import RunResult, plan_stage
 from tokenweight.train.config import TrainConfig
 
 __all__ = ["TrainConfig", "train"]
@@ -53,16 +51,14 @@ def train(config: TrainConfig) -> RunResult:
     """Run (or continue, or find finished) the training run ``config.out``."""
     from tokenweight.models import pretrained_context
     from tokenweight.scoring import resolve_stride
-    from tokenweight.train.runner import plan_run, run_training
+    from tokenweight.train.runner import run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
     from tokenweight.train.trainer import check_trainable
     from tokenweight.weighting import WeightingScheme
 
     config.validate()
     scheme = WeightingScheme.parse(config.scheme)
-    out = Path(config.out)
-    settings = {"command": "train", **config.settings()}
-    plan = plan_run(out, settings, force=config.force)  # before any model is loaded; refuses other settings
+    out, plan = plan_stage(config, "train")
     if plan.state == "done":
         return RunResult(out, plan.summary, already_done=True)
     quiet_progress_bars()
