@@ -198,17 +198,22 @@ def _nll_at(
     rows: Tensor,
     cols: Tensor,
     targets: Tensor,
+    **forward: Tensor | None,
 ) -> Tensor:
     """NLL of ``targets[k]`` predicted at position ``(rows[k], cols[k])`` of a forward pass.
+
+    ``attention_mask`` may be a packed batch's 4D mask, with ``position_ids`` in ``forward``
+    (:func:`documents.forward_kwargs`).
 
     input_ids: [B, L]; rows, cols, targets: [K] -> [K] float32. Logits are computed for the K
     requested positions only, post-processed as the model does (:func:`logit_postprocessing`):
     the model's own forward runs with its output layer replaced; a model whose output layer cannot
     be replaced exactly (:func:`output_layer_problem`) runs unchanged, with full logits.
     """
+    forward["attention_mask"] = attention_mask
     split = _split_model(model)
     if split is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = model(input_ids=input_ids, use_cache=False, **forward).logits
         return F.cross_entropy(logits[rows, cols].float(), targets, reduction="none")
     head, post = split
 
@@ -222,7 +227,7 @@ def _nll_at(
         return out
 
     with replaced_output_layer(model, nll_at_positions, post):
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return model(input_ids=input_ids, use_cache=False, **forward).logits
 
 
 def _lengths(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -243,13 +248,22 @@ def _lengths(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
     return lengths.long()
 
 
-def token_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+def token_nll(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    doc_lengths: list[list[int]] | None = None,
+) -> Tensor:
     """Per-token NLL with full context.
 
     Args:
         model: any ``transformers`` causal LM (or a module with the same call convention).
         input_ids: [b, n] token ids.
         attention_mask: [b, n] 1 for tokens, 0 for right padding (optional).
+        doc_lengths: packed rows (:mod:`tokenweight.documents`): every token attends within its
+            own document only, positions restart per document, and a document's first token is
+            not scored (its entry is 0, like padding). ``attention_mask`` must then be None or
+            agree with the lengths' sums.
 
     Returns:
         [b, n-1] float32; entry ``j`` is ``-log p(x_{j+1} | x_0..x_j)``; 0 where ``x_{j+1}`` is padding.
@@ -263,11 +277,44 @@ def token_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None
     out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
     if n < 2:
         return out
+    if doc_lengths is not None:
+        return _packed_token_nll(model, input_ids, lengths, doc_lengths, out)
     scored = torch.arange(1, n, device=device)[None, :] < lengths[:, None]  # [b, n-1]: target is a token
     rows, cols = scored.nonzero(as_tuple=True)
     mask = None if attention_mask is None or bool((lengths == n).all()) else attention_mask.to(device)
     with _eval_mode(model):
         out[rows, cols] = _nll_at(model, input_ids, mask, rows, cols, input_ids[rows, cols + 1])
+    return out
+
+
+def _packed_token_nll(model: nn.Module, input_ids: Tensor, lengths: Tensor, doc_lengths, out: Tensor) -> Tensor:
+    """:func:`token_nll` of packed rows: one document-masked forward (:func:`documents.forward_kwargs`)."""
+    from tokenweight.documents import forward_kwargs, target_mask
+
+    b, n = input_ids.shape
+    if len(doc_lengths) != b:
+        raise ValueError(f"doc_lengths has {len(doc_lengths)} rows but input_ids has {b}")
+    if [sum(x) for x in doc_lengths] != lengths.tolist():
+        raise ValueError("doc_lengths must sum to each row's length (its attention_mask)")
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if impl.startswith("flash") and b > 1:  # the variable-length path takes one flattened row
+        for row in range(b):
+            length = int(lengths[row])
+            out[row, : max(length - 1, 0)] = _packed_token_nll(
+                model,
+                input_ids[row : row + 1, :length],
+                lengths[row : row + 1],
+                doc_lengths[row : row + 1],
+                out.new_zeros(1, max(length - 1, 0)),
+            )[0]
+        return out
+    kwargs = forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=input_ids.device)
+    scored = target_mask(doc_lengths, n, device=input_ids.device)
+    rows, cols = scored.nonzero(as_tuple=True)
+    with _eval_mode(model):
+        mask4d = kwargs.pop("attention_mask")
+        out[rows, cols] = _nll_at(model, input_ids, mask4d, rows, cols, input_ids[rows, cols + 1], **kwargs)
     return out
 
 
