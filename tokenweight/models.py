@@ -72,11 +72,14 @@ class Preset:
 #: tiny ≈ 1.2M, small ≈ 3.2M (the CLI's default, sized to train on a CPU; its measured speed is in
 #: docs/TRAINING.md), shallow ≈ 1.4M (2 layers: the demo's base model, because few layers form the
 #: copy task's induction head much sooner than the 6-layer small preset; docs/TRAINING.md has the
-#: measurements), base ≈ 11M, large ≈ 60M. Head dim 32 (64 for large) keeps RoPE meaningful at small widths.
+#: measurements), mini ≈ 0.37M (the shallow model at a third of the width, one head: the demo's
+#: smaller frozen scorer, 4.5x fewer parameters than shallow at vocab 4096), base ≈ 11M, large ≈ 60M.
+#: Head dim 32 (64 for large; 40 for mini) keeps RoPE meaningful at small widths.
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(96, 4, 3, 3, 256, True),
     "small": Preset(160, 6, 5, 5, 432, True),
     "shallow": Preset(128, 2, 4, 4, 344, True),
+    "mini": Preset(40, 2, 1, 1, 108, True),
     "base": Preset(256, 8, 8, 8, 768, False),
     "large": Preset(640, 10, 10, 10, 1728, False),
 }

@@ -10,7 +10,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tokenweight.demo.base import BaseModelSteps
-from tokenweight.demo.profiles import SCHEMES, SPARSE_KAPPA_WHY, Profile, torch_threads
+from tokenweight.demo.profiles import (
+    SCHEMES,
+    SMALL_SCORER_COMPARISON,
+    SMALL_SCORER_MIN_RATIO,
+    SMALL_SCORER_SCHEME,
+    SPARSE_KAPPA_WHY,
+    Profile,
+    torch_threads,
+)
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_write_json
 
@@ -52,6 +60,19 @@ class Demo(BaseModelSteps):
     def scores(self) -> Path:
         return self.out / "scores"
 
+    @property
+    def small(self) -> Path:
+        """The smaller frozen scorer's warm-up and pretraining (``Profile.small_scorer``)."""
+        return self.out / "small-scorer"
+
+    @property
+    def small_scores(self) -> Path:
+        return self.out / "scores-small"
+
+    def _base_folders(self, small: bool) -> tuple[Path, Path]:
+        """(warm-up, base) folders of the base model, or of the smaller scorer."""
+        return (self.small / "warmup", self.small / "base") if small else (self.warmup, self.base)
+
     def run_dir(self, name: str, seed: int) -> Path:
         return self.out / "runs" / f"{name}-seed{seed}"
 
@@ -84,18 +105,20 @@ class Demo(BaseModelSteps):
         )
         return [pre, ext]
 
-    def warmup_config(self):
-        """The induction warm-up (None when the profile has none)."""
+    def warmup_config(self, small: bool = False):
+        """The induction warm-up (None when the profile has none); ``small``: of the smaller scorer,
+        the same recipe from its own preset."""
         from tokenweight.train.config import PretrainConfig
 
         p = self.profile
         if not p.copy_steps:
             return None
+        warmup, _ = self._base_folders(small)
         return PretrainConfig(
             **self.runtime,
-            init=p.preset,
+            init=p.small_scorer if small else p.preset,
             data=str(self.pre_data),
-            out=str(self.warmup),
+            out=str(warmup),
             task="copy",
             window=p.window,
             copy_length=p.copy_length,
@@ -107,16 +130,17 @@ class Demo(BaseModelSteps):
             save_steps=max(1, p.copy_steps // 2),
         )
 
-    def pretrain_config(self):
+    def pretrain_config(self, small: bool = False):
         from tokenweight.train.config import PretrainConfig
 
         p = self.profile
-        start = {"model": str(self.warmup / "model")} if p.copy_steps else {"init": p.preset}
+        warmup, base = self._base_folders(small)
+        start = {"model": str(warmup / "model")} if p.copy_steps else {"init": p.small_scorer if small else p.preset}
         return PretrainConfig(
             **start,
             **self.runtime,
             data=str(self.pre_data),
-            out=str(self.base),
+            out=str(base),
             window=p.window,
             max_steps=p.pretrain_steps,
             batch_size=p.pretrain_batch,
@@ -127,13 +151,13 @@ class Demo(BaseModelSteps):
             copy_length=p.copy_length if p.copy_fraction else None,
         )
 
-    def score_config(self):
+    def score_config(self, small: bool = False):
         from tokenweight.stages.score import ScoreConfig
 
         return ScoreConfig(
             data=str(self.ext_data),
-            scorer=str(self.base / "model"),
-            out=str(self.scores),
+            scorer=str(self._base_folders(small)[1] / "model"),
+            out=str(self.small_scores if small else self.scores),
             window=self.profile.window,
             **self.runtime,
         )
@@ -148,8 +172,8 @@ class Demo(BaseModelSteps):
             data=str(self.ext_data),
             out=str(self.run_dir(name, seed)),
             scheme=scheme,
-            scorer=scorer,
-            scores=str(self.scores) if scorer == "frozen" else None,
+            scorer="frozen" if scorer == "frozen-small" else scorer,
+            scores={"frozen": str(self.scores), "frozen-small": str(self.small_scores)}.get(scorer),
             window=p.window,
             max_steps=p.extend_steps,
             batch_size=p.extend_batch,
@@ -198,6 +222,8 @@ class Demo(BaseModelSteps):
             "gate": gate,
             "stage_seconds": self.stage_times,
         }
+        if p.small_scorer:
+            settings["small_scorer"] = self.small_scorer_record()
         machine = {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -214,6 +240,7 @@ class Demo(BaseModelSteps):
             heatmap_data=str(self.ext_data),
             window=p.window,
             schemes=sorted({s for _, s, _ in self.schemes}),
+            compare=[":".join(SMALL_SCORER_COMPARISON)] if p.small_scorer else [],
             settings=settings,
             machine=machine,
         )
@@ -227,6 +254,8 @@ class Demo(BaseModelSteps):
 
     # ---------------------------------------------------------------- helpers
     def __post_init__(self):
+        if self.profile.small_scorer and SMALL_SCORER_SCHEME not in self.schemes:
+            self.schemes = (*self.schemes, SMALL_SCORER_SCHEME)
         # wall time per stage, summed over every invocation of this demo folder (a demo resumed
         # after an interruption or after the gate still reports what all of it took)
         path = self.out / "stage_seconds.json"
@@ -263,10 +292,49 @@ class Demo(BaseModelSteps):
             self._timed("pretrain", pretrain, warmup)
         self._timed("pretrain", pretrain, self.pretrain_config())
 
+    def pretrain_small(self) -> None:
+        """The smaller frozen scorer: the base model's warm-up and pretraining, from its own preset."""
+        from tokenweight.stages.pretrain import pretrain
+
+        for config in (self.warmup_config(small=True), self.pretrain_config(small=True)):
+            if config is not None:
+                self._timed("pretrain_small", pretrain, config)
+        record = self.small_scorer_record()
+        self._say(
+            f"smaller scorer ready: {self.small / 'base' / 'model'} ({record['parameters']:,} parameters, "
+            f"{record['ratio']:.2f}x fewer than the base model); it recalls {record['gate']['token_accuracy']} "
+            "of episode-value digits closer than w"
+        )
+
+    def small_scorer_record(self) -> dict:
+        """Preset, parameters and gate of the smaller scorer (the report's settings), and the check
+        that it is at least :data:`SMALL_SCORER_MIN_RATIO` times smaller than the base model."""
+        from tokenweight.models import count_parameters
+
+        p = self.profile
+        runtime = self._runtime()
+        counts = [count_parameters(runtime.load(str(f / "model"))) for f in (self.base, self.small / "base")]
+        ratio = counts[0] / counts[1]
+        if ratio < SMALL_SCORER_MIN_RATIO:
+            raise UsageError(
+                f"the smaller scorer ({p.small_scorer}: {counts[1]:,} parameters) is only {ratio:.2f}x smaller than "
+                f"the base model ({counts[0]:,}): choose a smaller --small-scorer preset (>= "
+                f"{SMALL_SCORER_MIN_RATIO:g}x fewer parameters)"
+            )
+        return {
+            "preset": p.small_scorer,
+            "parameters": counts[1],
+            "base_parameters": counts[0],
+            "ratio": round(ratio, 3),
+            "gate": self.gate(small=True),
+        }
+
     def score(self) -> None:
         from tokenweight.stages.score import score
 
         self._timed("score", score, self.score_config())
+        if self.profile.small_scorer:
+            self._timed("score", score, self.score_config(small=True))
 
     def extend(self) -> None:
         from tokenweight.stages.train import train
@@ -282,25 +350,31 @@ class Demo(BaseModelSteps):
         # per-model entries are cached under eval/.cache: unchanged models are not evaluated again
         return self._timed("eval", evaluate, self.eval_config()).results
 
-    def gate(self) -> dict:
+    def _runtime(self):
+        from tokenweight.config import RuntimeOptions
+
+        return RuntimeOptions(**self.runtime).runtime()
+
+    def gate(self, small: bool = False) -> dict:
         """Can the base model copy? Episode recall on held-out pretraining sequences (all closer than w).
 
         Context extension can only teach a model to copy from further away if it can copy at all;
         a base model that fails here makes every long-context comparison meaningless, so the demo
         checks this right after pretraining, before spending time on the extension runs.
+        ``small``: the same measurement of the smaller scorer (recorded, not enforced: how well a
+        weak scorer serves is what its run measures).
         """
         import torch
 
-        from tokenweight.config import RuntimeOptions
         from tokenweight.data import load_prepared
         from tokenweight.evaluate.episodes import score_episodes
 
-        cached = self.out / "gate.json"
+        cached = self.out / ("gate-small.json" if small else "gate.json")
         if cached.is_file():
             return json.loads(cached.read_text())
         ds, _ = load_prepared(self.pre_data)
         val = ds["validation"].select(range(min(self.profile.gate_sequences, len(ds["validation"]))))
-        model = RuntimeOptions(**self.runtime).runtime().load(str(self.base / "model"))
+        model = self._runtime().load(str(self._base_folders(small)[1] / "model"))
         scores = []
         with torch.no_grad():
             for i in range(0, len(val), 16):
@@ -333,6 +407,11 @@ class Demo(BaseModelSteps):
         if path.is_file():
             old = json.loads(path.read_text())
             new = json.loads(json.dumps(settings))
+            # a profile field added later, at its "off" value, does not make an older folder differ
+            old_profile = old.get("profile", {})
+            for k, v in new["profile"].items():
+                if k not in old_profile and v is None:
+                    old_profile[k] = None
             if old != new:
                 diff = sorted(k for k in new["profile"] if old.get("profile", {}).get(k) != new["profile"][k])
                 diff += [k for k in ("schemes", "base_model") if old.get(k) != new[k]]
@@ -379,6 +458,8 @@ class Demo(BaseModelSteps):
     def run(self) -> Path:
         t0 = time.perf_counter()
         gate = self.base_ready()
+        if self.profile.small_scorer:
+            self.pretrain_small()
         self.score()
         self.extend()
         self.evaluate()

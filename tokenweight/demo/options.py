@@ -27,6 +27,12 @@ class DemoConfig(RuntimeOptions, StageConfig):
     copy_steps: int | None = option(None, "induction warm-up steps (copy task; 0: none; none: the profile's)")
     pretrain_steps: int | None = option(None, "pretraining steps (none: the profile's)")
     extend_steps: int | None = option(None, "extension steps (none: the profile's)")
+    small_scorer: str | None = option(
+        None,
+        "preset of the smaller frozen scorer of the run dense-frozen-small (>= 4x fewer parameters than the base "
+        "model, pretrained the same way; 'none': no such run; none: the profile's, mini for full)",
+        choices=("mini", "tiny", "none"),
+    )
     skip_gate: bool = option(False, "continue when the base model fails the copy gate (the report records it)")
     threads: int | None = option(None, "torch threads (none: torch's own choice)")
     from_scratch: bool = option(
@@ -71,6 +77,8 @@ class DemoConfig(RuntimeOptions, StageConfig):
         check_int(self, "pretrain_steps", 1, optional=True)
         check_int(self, "extend_steps", 1, optional=True)
         check_int(self, "threads", 1, optional=True)
+        if self.small_scorer is not None:
+            check_choice(self, "small_scorer")
         if self.export_base is not None and not str(self.export_base).strip():
             raise ValueError("export_base must be a folder to write the base model to, got ''")
         self.validate_runtime()
@@ -86,4 +94,5 @@ class DemoConfig(RuntimeOptions, StageConfig):
             copy_steps=self.copy_steps,
             pretrain_steps=self.pretrain_steps,
             extend_steps=self.extend_steps,
+            small_scorer=self.small_scorer,
         )

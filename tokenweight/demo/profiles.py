@@ -16,6 +16,15 @@ SCHEMES = (
     ("dense-self", "dense:0.75", "self"),
 )
 
+#: the run of the paper's fourth claim ("a much smaller model can be used for scoring without much
+#: performance degradation"): dense weights from the frozen scores of a scorer with at least 4x fewer
+#: parameters than the base model (``Profile.small_scorer``), pretrained by the demo the same way
+SMALL_SCORER_SCHEME = ("dense-frozen-small", "dense:0.75", "frozen-small")
+#: the demo's comparison for that claim (label, against): paired by seed, in the report's verdict
+SMALL_SCORER_COMPARISON = ("dense-frozen-small", "dense-frozen")
+#: the smallest parameter ratio base / small scorer that makes the claim's run ("much smaller")
+SMALL_SCORER_MIN_RATIO = 4.0
+
 SPARSE_KAPPA_WHY = (
     "sparse keeps the top 20% of tokens by |L_long - L_short| (kappa = 0.2): about ten times the "
     "share of injected episode-value tokens, so every long-range copy token can be kept together "
@@ -80,6 +89,9 @@ class Profile:
     eval_generation: bool = False
     gate: float | None = 0.5  # base model's per-digit recall of episode values closer than w
     gate_sequences: int = 96
+    #: preset of a smaller frozen scorer (>= 4x fewer parameters, same tokenizer and recipe) for the
+    #: run :data:`SMALL_SCORER_SCHEME`; None: no such run
+    small_scorer: str | None = None
 
 
 PROFILES = {
@@ -94,6 +106,7 @@ PROFILES = {
         eval_samples=4,
         eval_sequences=192,
         eval_generation=True,
+        small_scorer="mini",
     ),
     "quick": Profile(
         "quick",
@@ -125,6 +138,8 @@ def make_profile(name: str, **overrides) -> Profile:
     if name not in PROFILES:
         raise UsageError(f"unknown demo profile {name!r}: use one of {', '.join(PROFILES)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("small_scorer") == "none":
+        changes["small_scorer"] = None
     return replace(PROFILES[name], **changes)
 
 

@@ -229,6 +229,8 @@ def aggregate(results: Mapping, metrics: Sequence[Metric] | None = None) -> dict
     Returns ``{"metrics": [...], "task_length", "reference", "base": {key: value},
     "groups": [{"label", "scheme", "scorer", "runs", "seeds", "values": {key: [per run]},
     "stats": {key: {mean, std, n}}, "vs_reference": {key: {mean, std, n, seeds, diffs}} | None}],
+    "comparisons": [{"label", "against", "diffs": {key: {mean, std, n, seeds, diffs}}}] (the pairs of
+    ``results["config"]["compare"]``, e.g. a smaller scorer against the full-size one),
     "models": [{"name", "values": {key: value}, "vs_base": {key: value - base value} | None}]}``.
     """
     metrics = define_metrics(results) if metrics is None else list(metrics)
@@ -248,18 +250,13 @@ def aggregate(results: Mapping, metrics: Sequence[Metric] | None = None) -> dict
             "vs_reference": None,
         }
         if ref is not None and label != ref:
-            ref_by_seed = {r["seed"]: r for r in grouped[ref]}
-            diffs = {}
-            for m in metrics:
-                pairs = [(r["seed"], m.get(r), m.get(ref_by_seed[r["seed"]])) for r in runs if r["seed"] in ref_by_seed]
-                pairs = [(s, x - u) for s, x, u in pairs if x is not None and u is not None]
-                diffs[m.key] = {
-                    **mean_std([d for _, d in pairs]),
-                    "seeds": [s for s, _ in pairs],
-                    "diffs": [d for _, d in pairs],
-                }
-            g["vs_reference"] = diffs
+            g["vs_reference"] = paired_differences(runs, grouped[ref], metrics)
         out_groups.append(g)
+    comparisons = [
+        {"label": a, "against": b, "diffs": paired_differences(grouped[a], grouped[b], metrics)}
+        for a, b in results["config"].get("compare") or []
+        if a in grouped and b in grouped
+    ]
     base = results.get("base")
     base_values = {m.key: m.get(base) for m in metrics} if base else None
     out_models = []
@@ -277,7 +274,24 @@ def aggregate(results: Mapping, metrics: Sequence[Metric] | None = None) -> dict
         "base": base_values,
         "models": out_models,
         "groups": out_groups,
+        "comparisons": comparisons,
     }
+
+
+def paired_differences(runs: Sequence[Mapping], against: Sequence[Mapping], metrics: Sequence[Metric]) -> dict:
+    """Per metric, the seed-paired differences ``run_k - against_k`` over the seeds both have:
+    ``{key: {mean, std, n, seeds, diffs}}``."""
+    by_seed = {r["seed"]: r for r in against}
+    diffs = {}
+    for m in metrics:
+        pairs = [(r["seed"], m.get(r), m.get(by_seed[r["seed"]])) for r in runs if r["seed"] in by_seed]
+        pairs = [(s, x - u) for s, x, u in pairs if x is not None and u is not None]
+        diffs[m.key] = {
+            **mean_std([d for _, d in pairs]),
+            "seeds": [s for s, _ in pairs],
+            "diffs": [d for _, d in pairs],
+        }
+    return diffs
 
 
 def mean_entry(entries: Sequence[Mapping], name: str) -> dict:

@@ -70,7 +70,49 @@ def auto_verdict(agg: Mapping) -> dict:
     best = _best(agg, metrics)
     if best:
         lines.append(best)
-    return {"text": "\n".join(lines), "auto": True, "judgements": judgements}
+    comparisons = {}
+    for c in agg.get("comparisons") or []:
+        line, comparisons[f"{c['label']}:{c['against']}"] = _comparison(c, metrics)
+        lines.append(line)
+    return {"text": "\n".join(lines), "auto": True, "judgements": judgements, "comparisons": comparisons}
+
+
+def _comparison(c: Mapping, metrics: Mapping) -> tuple[str, dict]:
+    """One verdict line for a requested comparison ``label`` vs ``against``, and its judgements.
+
+    The comparison *lost little* when no headline metric is clearly worse (every paired difference
+    within 2 standard errors, or better); it *lost* when one is clearly worse. With one seed there
+    is no noise estimate, and the line says so instead of judging.
+    """
+    parts, judged = [], {}
+    for key in HEADLINE:
+        d = c["diffs"].get(key)
+        if key not in metrics or d is None or d["mean"] is None:
+            continue
+        j = judge(d, metrics[key]["better"])
+        judged[key] = j
+        num = _fmt(d["mean"], metrics[key]["digits"])
+        if d["std"] is not None:
+            num += f" ± {d['std']:.{metrics[key]['digits']}f}"
+        parts.append(
+            f"{metrics[key]['label']} {num} ({ {'better': 'clearly better', 'worse': 'clearly worse'}.get(j, j) })"
+        )
+    worse = [metrics[k]["label"] for k, j in judged.items() if j == "worse"]
+    if not judged:
+        outcome = "no metric to compare"
+    elif all(j in ("single seed", "n/a") for j in judged.values()):
+        outcome = "one seed only: no noise estimate, so no judgement"
+    elif worse:
+        outcome = f"it LOST: clearly worse on {', '.join(worse)}"
+    else:
+        outcome = "it lost little: no headline metric is clearly worse (all within 2 standard errors, or better)"
+    seeds = max((d.get("n", 0) for d in c["diffs"].values()), default=0)
+    line = (
+        f"- {c['label']} vs {c['against']} (paired by seed, {seeds} seed(s)): "
+        + "; ".join(parts)
+        + f". Verdict: {outcome}."
+    )
+    return line, {"judgements": judged, "outcome": outcome}
 
 
 def _without_reference(agg: Mapping, metrics: Mapping) -> str:

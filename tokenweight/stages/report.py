@@ -51,12 +51,21 @@ class ReportConfig(StageConfig):
     )
     window: int | None = option(None, "short context w of the heat map and the tables (none: the runs' window)")
     schemes: list[str] | None = option(None, "weighting schemes of the heat map (none: the runs' schemes)")
+    compare: list[str] = option(
+        factory=list,
+        help="further seed-paired comparisons LABEL:AGAINST between two groups of runs (a group's label is its "
+        "folder name without -seedK), judged in the verdict like the comparisons with uniform",
+        metavar="LABEL:AGAINST",
+    )
     settings: dict = option(factory=dict, help="settings recorded in the report (Python and YAML)", cli=False)
     machine: dict | None = option(None, "machine description recorded in the report", cli=False)
 
     def validate(self) -> None:
         check_required(self, "evaluation", usage="tokenweight report RUN ... --evaluation EVAL_DIR --out DIR")
         check_int(self, "window", 2, optional=True)
+        for pair in self.compare:
+            if not isinstance(pair, str) or len(pair.split(":")) != 2 or not all(pair.split(":")):
+                raise ValueError(f"compare {pair!r} must be LABEL:AGAINST, two run labels, e.g. dense-small:dense")
         if self.heatmap_model is not None and self.heatmap_data is None:
             raise ValueError("heatmap_data is required with --heatmap-model: pass the prepared folder to draw from")
 
@@ -133,6 +142,15 @@ def report(config: ReportConfig) -> ReportResult:
     if window is None or n is None:
         raise UsageError("the report needs the long context n and the window w: pass run folders, or --window")
     settings.update(n=max(int(n), int(window)), window=window)
+    if config.compare:
+        labels = {r["label"] for r in runs}
+        missing = sorted({x for pair in config.compare for x in pair.split(":")} - labels)
+        if missing:
+            raise UsageError(
+                f"--compare names run label(s) {', '.join(missing)} that no run has "
+                f"(labels: {', '.join(sorted(labels))}): pass those runs' folders or fix the label"
+            )
+        settings["compare"] = [pair.split(":") for pair in config.compare]
     records = [{k: v for k, v in r.items() if k not in ("n", "window")} for r in runs]
     try:
         results = assemble_results(
