@@ -11,7 +11,11 @@ import pytest
 
 from tokenweight.cli.main import main
 from tokenweight.demo import SCHEMES
+from tokenweight.demo.profiles import SMALL_SCORER_SCHEME
 from tokenweight.report.schema import validate_results
+
+#: the quick demo of these tests also runs the smaller-scorer run of --full (mini scorer)
+RUNS = (*SCHEMES, SMALL_SCORER_SCHEME)
 
 
 class _Collect(HTMLParser):
@@ -31,7 +35,7 @@ class _Collect(HTMLParser):
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--profile", "quick", "--out", str(out)]) == 0
+    assert main(["demo", "--profile", "quick", "--small-scorer", "mini", "--out", str(out)]) == 0
     return out
 
 
@@ -56,8 +60,8 @@ def test_report_files(demo_dir):
 def test_results_json_follows_schema(demo_dir):
     results = json.loads((demo_dir / "report" / "results.json").read_text())
     validate_results(results)
-    assert [r["label"] for r in results["runs"]] == [name for name, _, _ in SCHEMES]
-    assert {r["scheme"] for r in results["runs"]} == {s for _, s, _ in SCHEMES}
+    assert [r["label"] for r in results["runs"]] == [name for name, _, _ in RUNS]
+    assert {r["scheme"] for r in results["runs"]} == {s for _, s, _ in RUNS}
     for run in results["runs"]:
         assert run["train_summary"]["steps"] == results["config"]["extend_steps"]
         assert run["eval"]["perplexity"]["overall"]["ppl"] > 1
@@ -69,7 +73,8 @@ def test_results_json_follows_schema(demo_dir):
 @pytest.mark.slow
 def test_stage_seconds_are_kept_across_invocations(demo_dir):
     kept = json.loads((demo_dir / "stage_seconds.json").read_text())
-    assert set(kept) == {"prepare", "pretrain", "score", "train", "eval"} and all(v > 0 for v in kept.values())
+    assert set(kept) == {"prepare", "pretrain", "pretrain_small", "score", "train", "eval"}
+    assert all(v > 0 for v in kept.values())
     results = json.loads((demo_dir / "report" / "results.json").read_text())
     assert results["config"]["stage_seconds"] == kept
 
@@ -118,7 +123,7 @@ def test_heatmap_in_report(demo_dir):
     sample = results["sample"]
     n = results["config"]["n"]
     assert len(sample["tokens"]) == len(sample["long_nll"]) == len(sample["short_nll"]) == n
-    assert set(sample["weights"]) == {s for _, s, _ in SCHEMES}
+    assert set(sample["weights"]) == {s for _, s, _ in RUNS}
     for w in sample["weights"].values():
         assert len(w) == n
     html = (demo_dir / "report" / "index.html").read_text()
@@ -128,7 +133,7 @@ def test_heatmap_in_report(demo_dir):
 @pytest.mark.slow
 def test_rerun_is_cached(demo_dir, capsys):
     t = time.perf_counter()
-    assert main(["demo", "--profile", "quick", "--out", str(demo_dir)]) == 0
+    assert main(["demo", "--profile", "quick", "--small-scorer", "mini", "--out", str(demo_dir)]) == 0
     assert time.perf_counter() - t < 60
     assert "up to date" in capsys.readouterr().out
 
@@ -165,3 +170,32 @@ def test_gate_stops_a_weak_base_model(demo_dir, tmp_path):
     gate = json.loads((out / "gate.json").read_text())
     assert gate["threshold"] == 1.01 and gate["episodes"] > 0 and 0 <= gate["token_accuracy"] <= 1
     assert not (out / "scores").exists() and not (out / "runs").exists()
+
+
+@pytest.mark.slow
+def test_small_scorer_run(demo_dir):
+    """dense-frozen-small trains on the frozen scores of the mini scorer, >= 4x smaller, pretrained
+    the same way, and the report compares it with dense-frozen, paired by seed."""
+    results = json.loads((demo_dir / "report" / "results.json").read_text())
+    small = results["config"]["small_scorer"]
+    assert small["preset"] == "mini" and small["ratio"] >= 4 and small["parameters"] * small["ratio"] > 1
+    assert results["config"]["compare"] == [["dense-frozen-small", "dense-frozen"]]
+    (c,) = results["aggregate"]["comparisons"]
+    assert (c["label"], c["against"]) == ("dense-frozen-small", "dense-frozen")
+    assert "dense-frozen-small vs dense-frozen (paired by seed, 1 seed(s))" in results["verdict"]["text"]
+    run = json.loads((demo_dir / "runs" / "dense-frozen-small-seed0" / "run_config.json").read_text())
+    assert run["scorer"] == "frozen" and run["scores"] == str(demo_dir / "scores-small")
+    meta = {k: json.loads((demo_dir / k / "meta.json").read_text()) for k in ("scores", "scores-small")}
+    assert meta["scores-small"]["scorer_path"] == str(demo_dir / "small-scorer" / "base" / "model")
+    assert meta["scores-small"]["scorer"] != meta["scores"]["scorer"]
+    # the same recipe: warm-up then pretraining, with the small preset
+    warm = json.loads((demo_dir / "small-scorer" / "warmup" / "run_config.json").read_text())
+    assert warm["init"] == "mini" and warm["task"] == "copy"
+
+
+def test_small_scorer_must_be_4x_smaller(tmp_path, capsys):
+    # the quick profile's base preset is tiny: a tiny scorer is not smaller at all
+    assert main(["demo", "--profile", "quick", "--small-scorer", "tiny", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--small-scorer tiny" in err and "1.00x smaller" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # refused before any work

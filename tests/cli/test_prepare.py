@@ -74,6 +74,7 @@ def test_help_lists_every_option(capsys):
         "--seed",
         "--workers",
         "--force",
+        "--pack",
     ):
         assert flag in text
 

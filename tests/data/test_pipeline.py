@@ -53,6 +53,7 @@ def test_sequences_match_brute_force(tmp_path, text_dir, tiny_tokenizer, min_tai
         c = m["counts"][split]
         assert c["sequences"] == len(rows) and c["tokens"] == sum(len(s) for _, s, _ in rows)
         assert c["documents"] == len(docs)
+        assert c["padding_share"] == round(1 - c["tokens"] / (len(rows) * 32), 6) and "pieces" not in c
     assert set(m["counts"]["train"]) >= {"documents", "sequences", "tokens", "dropped_tail_tokens"}
     assert {d for d, _, _ in _rows(dsd["train"])}.isdisjoint(val_docs)
     assert m["counts"]["skipped_files"] == 2 and m["n"] == 32 and m["tokenizer"] == "tokenizer"
@@ -247,6 +248,7 @@ def test_empty_validation_split_loads(tmp_path, text_dir, tiny_tokenizer):
     m, _ = _run(tmp_path / "out", inputs=[str(text_dir)], tokenizer=str(tiny_tokenizer), n=32, val_fraction=0.0)
     dsd, _ = load_prepared(tmp_path / "out")
     assert len(dsd["validation"]) == 0 == m["counts"]["validation"]["sequences"]
+    assert m["counts"]["validation"]["padding_share"] == 0.0 == m["counts"]["train"]["padding_share"]  # all n long
     assert dsd["validation"].column_names == ["input_ids", "doc_id", "episodes"]
     assert len(dsd["train"]) == m["counts"]["train"]["sequences"] > 0
 

@@ -8,6 +8,7 @@ examples:
   tokenweight prepare --out data/ext --n 1024 --tokenizer data/pre/tokenizer --after data/pre \\
       --max-tokens 1500000 --episode-distance 16:
   tokenweight prepare books/ --out data/books --n 32768 --tokenizer meta-llama/Meta-Llama-3-8B
+  tokenweight prepare notes/ --out data/notes --n 1024 --pack   # short documents packed, doc_lengths column
 """
 
 from __future__ import annotations

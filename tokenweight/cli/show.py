@@ -10,6 +10,10 @@ short-context NLL (tokenweight.report.heatmap). Defaults: the scorer is the mode
 (self-scoring), the window is the scorer's ``max_position_embeddings`` when it is a separate model
 (a frozen short-context model scores at its native length) and a quarter of the model's otherwise
 (the paper's 8k -> 32k ratio), the stride docs/METHOD.md's ``(1 - w/n)·w``.
+
+``--data PREPARED_DIR --row K`` shows a prepared row instead of a text file; a packed row (several
+documents, ``doc_lengths``) is scored as training scores it: document-masked long pass, short
+windows restarting at every document, documents' first tokens unscored, boundaries drawn.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--text", default=None, metavar="FILE", help="UTF-8 text file to show")
     parser.add_argument(
+        "--data",
+        default=None,
+        metavar="PREPARED_DIR",
+        help="instead of --text: a row of a prepared folder (a packed row: document-masked, boundaries drawn)",
+    )
+    parser.add_argument("--row", type=int, default=0, help="with --data: the row to show (default 0)")
+    parser.add_argument("--split", default="validation", help="with --data: train or validation (default)")
+    parser.add_argument(
         "--scheme",
         dest="scheme",
         action=_Schemes,
@@ -84,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read_text(path: str | None) -> str:
     if not path:
-        raise UsageError("no text given: pass --text FILE (a UTF-8 text file)")
+        raise UsageError("no text given: pass --text FILE (a UTF-8 text file) or --data PREPARED_DIR (a row of it)")
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"text file {path!r} does not exist: pass an existing UTF-8 file to --text")
@@ -125,6 +137,8 @@ def _tokenizer(args):
 
     if args.tokenizer:
         return load_tokenizer(args.tokenizer)
+    if getattr(args, "data", None):  # the prepared folder's own tokenizer
+        return load_tokenizer(str(Path(args.data) / "tokenizer"))
     for src in (args.model, args.scorer):
         if src and (Path(src) / "tokenizer_config.json").is_file():
             return load_tokenizer(src)
@@ -173,9 +187,36 @@ def _runtime(args):
         raise UsageError(f"--{head.replace('_', '-')}{sep}{rest}") from None
 
 
+def _prepared_row(args) -> tuple[list[int], list[int] | None]:
+    """``(ids, doc_lengths)`` of ``--data``'s row ``--row`` of ``--split``, cut to ``--max-tokens``
+    (a packed row: to its documents' tokens, the last one cut there; doc_lengths None: unpacked)."""
+    from tokenweight.data import load_prepared
+    from tokenweight.evaluate.packed import read_doc_lengths
+
+    splits, _ = load_prepared(args.data)
+    if args.split not in splits:
+        raise UsageError(f"--split {args.split!r} is not a split of {args.data!r}: pass one of {', '.join(splits)}")
+    ds = splits[args.split]
+    if not 0 <= args.row < len(ds):
+        raise UsageError(f"--row {args.row} is not a row of {args.split} ({len(ds)} rows): pass 0 to {len(ds) - 1}")
+    row = ds.select([args.row])
+    ids = [int(i) for i in row[0]["input_ids"]]
+    lengths = read_doc_lengths(row, f"{args.data!r}, {args.split}")
+    if lengths is None:
+        return ids[: args.max_tokens], None
+    cut, left = [], min(args.max_tokens, sum(lengths[0]))
+    for length in lengths[0]:
+        if left > 0:
+            cut.append(min(length, left))
+            left -= cut[-1]
+    return ids[: sum(cut)], cut
+
+
 def run(args) -> int:
     runtime = _runtime(args)
-    text = _read_text(args.text)
+    if getattr(args, "data", None) and args.text:
+        raise UsageError("both --text and --data given: pass one of them (a text file, or a prepared folder's row)")
+    text = None if getattr(args, "data", None) else _read_text(args.text)
     schemes = _schemes(args.scheme)
     if not args.model:
         raise UsageError("no model given: pass --model FOLDER (a model saved with save_pretrained)")
@@ -186,7 +227,9 @@ def run(args) -> int:
     if args.window is not None:
         _check_stride(args.stride, args.window)
     from tokenweight.io_utils import atomic_write_text
-    from tokenweight.report.heatmap import compute_heatmap, sample_html
+    from tokenweight.report.heatmap import compute_heatmap, compute_heatmap_ids, sample_html
+
+    row = _prepared_row(args) if text is None else None
 
     model = runtime.load(args.model)
     scorer = runtime.load(args.scorer) if args.scorer else model
@@ -195,25 +238,36 @@ def run(args) -> int:
     if window is None:
         window = _max_positions(scorer) if args.scorer else max(2, (_max_positions(model) or 8) // 4)
         _check_stride(args.stride, window)
-    sample = compute_heatmap(
-        model,
-        scorer,
-        tokenizer,
-        text,
-        schemes,
-        window=window,
-        stride=args.stride,
-        max_tokens=args.max_tokens,
-        scorer_tokenizer=_scorer_tokenizer(args.scorer),
-    )
+    if row is None:
+        sample = compute_heatmap(
+            model,
+            scorer,
+            tokenizer,
+            text,
+            schemes,
+            window=window,
+            stride=args.stride,
+            max_tokens=args.max_tokens,
+            scorer_tokenizer=_scorer_tokenizer(args.scorer),
+        )
+        source, title = f"text {html.escape(str(args.text))}", Path(args.text).name
+    else:
+        if len(row[0]) < 2:
+            raise UsageError(f"--row {args.row} holds fewer than 2 tokens: pass another --row or a larger --max-tokens")
+        sample = compute_heatmap_ids(
+            model, scorer, tokenizer, row[0], schemes, window, args.stride, _scorer_tokenizer(args.scorer), row[1]
+        )
+        docs = f", {len(row[1])} documents (packed)" if row[1] is not None else ""
+        source = f"{html.escape(str(args.data))} {args.split} row {args.row}{docs}"
+        title = f"{Path(args.data).name} {args.split} row {args.row}"
     n = len(sample["tokens"])
     note = "the model itself (self-scoring)" if sample["self_scored"] else html.escape(str(args.scorer))
     meta = (
         f"<p class='meta'>model {html.escape(str(args.model))}; short-context scorer {note}; "
-        f"text {html.escape(str(args.text))}, {n} tokens; window w = {window}, stride s = {sample['stride']}"
+        f"{source}, {n} tokens; window w = {window}, stride s = {sample['stride']}"
         + ("; the text is no longer than the window, so the short context equals the long one" if n <= window else "")
         + ".</p>"
     )
-    atomic_write_text(args.out, page(meta + sample_html(sample), f"Token weights: {Path(args.text).name}"))
+    atomic_write_text(args.out, page(meta + sample_html(sample), f"Token weights: {title}"))
     print(f"wrote {args.out} ({n} tokens, {len(schemes)} scheme(s))")
     return 0

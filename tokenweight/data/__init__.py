@@ -7,6 +7,7 @@ Modules, one job each:
 - ``tokenizer``: train the default byte-level BPE (single-digit tokens) or load any HF tokenizer;
 - ``episodes``: inject long-range definition-use episodes with exact token spans;
 - ``sequences``: chunk a document into sequences of ``n`` tokens (never across documents);
+- ``packing``: with ``--pack``, put documents' short pieces back to back into rows of at most ``n``;
 - ``writer``: stream sequences into the ``train``/``validation`` datasets and count them;
 - ``pipeline``: ``prepare(out, PrepareConfig)``, fingerprinted and atomic.
 
@@ -26,7 +27,8 @@ def load_prepared(path: str | Path, *, verify: bool = True):
 
     The splits are memory-mapped (``datasets.load_from_disk``); columns ``input_ids`` (int32, BOS
     first when the tokenizer has one), ``doc_id`` and ``episodes`` (``[def_start, def_end,
-    use_start, use_end]`` spans). The tokenizer is at ``path/tokenizer``.
+    use_start, use_end]`` spans), and in a packed folder (``prepare --pack``) ``doc_lengths``
+    (:func:`packed_lengths`). The tokenizer is at ``path/tokenizer``.
 
     ``verify``: check the files against the checksums ``prepare`` recorded in the manifest (each
     file is hashed once per process); a damaged or truncated file is refused with one line naming
@@ -55,6 +57,18 @@ def load_prepared(path: str | Path, *, verify: bool = True):
     return datasets.DatasetDict(splits), manifest
 
 
+def packed_lengths(ds) -> list[list[int]] | None:
+    """The ``doc_lengths`` of every row of a split (a ``datasets.Dataset``), None when unpacked.
+
+    A packed row holds documents (or chunks of long ones) back to back; its lengths are positive
+    and sum to the row's length (the contract of :mod:`tokenweight.documents`). None: the folder
+    was prepared without ``--pack``, every row is one document.
+    """
+    if "doc_lengths" not in ds.column_names:
+        return None
+    return [[int(x) for x in row] for row in ds.select_columns(["doc_lengths"]).with_format(None)["doc_lengths"]]
+
+
 def prepare(out, config=None, *, force: bool = False, **options):
     """``pipeline.prepare`` with options as keywords: ``prepare("data/", n=256, max_documents=50)``."""
     from tokenweight.data.pipeline import PrepareConfig
@@ -63,4 +77,4 @@ def prepare(out, config=None, *, force: bool = False, **options):
     return _prepare(out, config or PrepareConfig(**options), force=force)
 
 
-__all__ = ["load_prepared", "prepare"]
+__all__ = ["load_prepared", "packed_lengths", "prepare"]

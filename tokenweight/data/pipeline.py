@@ -3,7 +3,8 @@
 Steps: list and hash the inputs; decide whether ``DIR`` is already up to date (fingerprint of
 inputs, tokenizer and every option that changes the output); take the selected slice of the
 corpus' fixed document order; split whole documents into train/validation; train or load the
-tokenizer; tokenize (injecting episodes), chunk and stream the sequences into Arrow files; save
+tokenizer; tokenize (injecting episodes), chunk (with ``pack``: pack the short pieces into rows,
+:mod:`tokenweight.data.packing`) and stream the sequences into Arrow files; save
 ``DIR/train``, ``DIR/validation``, ``DIR/tokenizer`` and ``DIR/manifest.json``, all inside one
 ``atomic_dir`` so that ``DIR`` only ever appears complete.
 """
@@ -69,7 +70,14 @@ class PrepareConfig(StageConfig):
     n: int = option(1024, "sequence length in tokens, BOS included")
     val_fraction: float = option(0.05, "share of documents held out as validation (whole documents)")
     min_tail: int | None = option(
-        None, "keep each document's incomplete last sequence when it has at least this many tokens (none: drop tails)"
+        None,
+        "keep each document's incomplete last sequence when it has at least this many tokens (none: drop tails; "
+        "with --pack: keep every tail of >= 2 tokens)",
+    )
+    pack: bool = option(
+        False,
+        "pack documents' short pieces (tails, short documents) back to back into rows of at most n tokens, with "
+        "a doc_lengths column (models attend within a document only)",
     )
     max_documents: int | None = option(None, "use at most this many documents")
     max_tokens: int | None = option(None, "stop once train holds this many tokens")
@@ -102,6 +110,11 @@ class PrepareConfig(StageConfig):
 
     def is_stdlib(self) -> bool:
         return self.corpus in STDLIB_CORPORA or (self.corpus is None and not self.inputs)
+
+    def kept_tail(self) -> int | None:
+        """The smallest kept tail in tokens (BOS included; None: tails dropped): ``min_tail``, and
+        with ``pack`` 2 when not given (every tail that has a target is packed)."""
+        return 2 if self.pack and self.min_tail is None else self.min_tail
 
     def episode_config(self) -> EpisodeConfig | None:
         """None when episodes are off (the default for user corpora)."""
@@ -157,6 +170,10 @@ class PrepareConfig(StageConfig):
         ep = self.episode_config()
         d["episodes_per_1k"] = ep.to_dict() if ep else None
         d.pop("episode_distance"), d.pop("episode_digits"), d.pop("episode_style")
+        if self.pack:  # min_tail as applied: --pack alone and --pack --min-tail 2 give the same folder
+            d["min_tail"] = self.kept_tail()
+        else:  # absent when off: folders prepared before --pack existed keep their fingerprint
+            d.pop("pack")
         return d
 
 
@@ -308,10 +325,14 @@ def _refuse_other_settings(out: Path, old: dict, settings: dict) -> None:
     was = old.get("settings")
     if not isinstance(was, dict):  # prepared by an older version: only the fingerprint is known
         was, settings = {"fingerprint": old.get("fingerprint")}, {"fingerprint": fingerprint(_fp_parts(settings))}
-    k = next((k for k in settings if was.get(k) != settings[k]), None) or next(iter(settings))
+    absent = {"pack": False}  # settings left out of the identity at their default
+    # pack first: it changes min_tail's meaning, and is the difference to name
+    keys = ["pack", *(k for k in settings if k != "pack"), *(k for k in was if k not in settings and k != "pack")]
+    k = next((k for k in keys if was.get(k, absent.get(k)) != settings.get(k, absent.get(k))), None) or keys[1]
     raise UsageError(
-        f"--out {str(out)!r} was prepared with {k} = {was.get(k)!r}, this command has {k} = {settings[k]!r}: "
-        "rerun with the same settings, choose another --out, or pass --force to replace it"
+        f"--out {str(out)!r} was prepared with {k} = {was.get(k, absent.get(k))!r}, this command has "
+        f"{k} = {settings.get(k, absent.get(k))!r}: rerun with the same settings, choose another --out, or pass "
+        "--force to replace it"
     )
 
 
@@ -342,6 +363,11 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
     )
     skip = _resolve_skip(cfg, corpus)
     tok = load_tokenizer(cfg.tokenizer, require_fast=True) if cfg.tokenizer is not None else None
+    if cfg.pack and tok is not None and tok.bos_token_id is None and tok.eos_token_id is None:
+        raise UsageError(
+            f"--pack needs a tokenizer with an EOS or BOS token: {cfg.tokenizer!r} has neither, so the documents "
+            "of a row could not be told apart; use a tokenizer with one, or prepare without --pack"
+        )
     # a given tokenizer counts by its identity and by what its encoder does, never by its path
     tok_id = {"identity": tokenizer_digest(tok), "encoder": encoder_digest(tok)} if tok is not None else "train"
     settings = _settings(corpus.fingerprint, tok_id, cfg, skip)
@@ -378,10 +404,11 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
         tok.save_pretrained(str(tmp / "tokenizer"))
         bos, eos = tok.bos_token_id, tok.eos_token_id
         cap = capacity(cfg.n, bos)
-        tail_min = None if cfg.min_tail is None else max(1, cfg.min_tail - (cfg.n - cap))
+        min_tail = cfg.kept_tail()
+        tail_min = None if min_tail is None else max(1, min_tail - (cfg.n - cap))
         encoder = Encoder(tok, parallel=cfg.workers == 0)
         extra = 1 if eos is not None else 0
-        w = writer.SplitWriters(tmp, cfg.max_tokens)
+        w = writer.SplitWriters(tmp, cfg.max_tokens, cfg.n if cfg.pack else None, min_tail or 2)
         jobs = (
             (ids, _Job(texts, encoder, ep, cap, tail_min, extra, [[cfg.seed, int(d)] for d in ids]))
             for ids, texts in _batches(order, corpus)
@@ -391,7 +418,7 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
             for ids, results in _run(jobs, cfg.workers):
                 for doc_id, res in zip(ids, results):
                     doc = res.ids if eos is None else np.append(res.ids, np.int32(eos))
-                    chunks = chunk_document(doc, cfg.n, bos, cfg.min_tail, res.spans)
+                    chunks = chunk_document(doc, cfg.n, bos, min_tail, res.spans)
                     w.add(
                         "validation" if is_val[pos] else "train",
                         int(doc_id),
@@ -415,7 +442,7 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
             "tokenizer_info": dict(
                 tokenizer_info(tok), source=cfg.tokenizer or f"trained byte-level BPE ({cfg.vocab_size})"
             ),
-            "counts": w.counts(corpus.summary(), pos),
+            "counts": w.counts(corpus.summary(), pos, cfg.n),
             "fingerprint": fp,
             "inputs": corpus.summary(),
             "selection": {
@@ -427,7 +454,10 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
                 "after": cfg.after,
             },
             "episodes": w.episode_summary(ep),
-            "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")},
+            "options": {
+                **{k: v for k, v in asdict(cfg).items() if k not in ("out", "force")},
+                **({"packed": True} if cfg.pack else {}),
+            },
             "settings": settings,
             # checked by load_prepared: a damaged or truncated file is refused, never read (the
             # splits' state.json holds a random datasets fingerprint: only their Arrow files count)

@@ -21,12 +21,14 @@ from tokenweight.io_utils import file_digest
 SPLITS = ("train", "validation")
 
 
-def features():
+def features(packed: bool = False):
+    """The columns of a split; ``packed`` adds ``doc_lengths`` (list<int32>: the pieces of a row)."""
     from datasets import Features, List, Value
 
-    return Features(
-        {"input_ids": List(Value("int32")), "doc_id": Value("int64"), "episodes": List(List(Value("int32")))}
-    )
+    cols = {"input_ids": List(Value("int32")), "doc_id": Value("int64"), "episodes": List(List(Value("int32")))}
+    if packed:
+        cols["doc_lengths"] = List(Value("int32"))
+    return Features(cols)
 
 
 def complete(folder: Path) -> bool:
@@ -47,16 +49,28 @@ def _empty_stats() -> dict:
 
 
 class SplitWriters:
-    """Writers for ``train`` and ``validation`` under ``folder``; ``max_tokens`` caps train."""
+    """Writers for ``train`` and ``validation`` under ``folder``; ``max_tokens`` caps train.
 
-    def __init__(self, folder: Path, max_tokens: int | None):
+    ``pack_n``: pack the pieces into rows of at most this many tokens (:mod:`tokenweight.data.packing`,
+    one packer per split, ``min_piece`` its smallest piece) and write the ``doc_lengths`` column;
+    None: every row is one document's sequence, as without ``--pack``.
+    """
+
+    def __init__(self, folder: Path, max_tokens: int | None, pack_n: int | None = None, min_piece: int = 2):
         from datasets.arrow_writer import ArrowWriter
+
+        from tokenweight.data.packing import Packer
 
         self.folder, self.max_tokens, self.full = Path(folder), max_tokens, False
         self.work = self.folder / ".work"
         self.work.mkdir()
-        self.writers = {s: ArrowWriter(features=features(), path=str(self.work / f"{s}.arrow")) for s in SPLITS}
+        packed = pack_n is not None
+        self.writers = {s: ArrowWriter(features=features(packed), path=str(self.work / f"{s}.arrow")) for s in SPLITS}
         self.stats = {s: _empty_stats() for s in SPLITS}
+        self.packers = {s: Packer(pack_n, min_piece=min_piece) for s in SPLITS} if packed else None
+        if packed:
+            for st in self.stats.values():
+                st["pieces"] = 0
         self.distances: list[np.ndarray] = []
         self.planned = self.injected = 0
 
@@ -71,6 +85,14 @@ class SplitWriters:
         if not chunks.sequences:
             st["short_documents"] += 1
         st["dropped_tail_tokens"] += chunks.dropped_tokens
+        if self.packers is not None:
+            from tokenweight.data.packing import Piece
+
+            packer, rows = self.packers[split], []
+            for k, (seq, eps) in enumerate(zip(chunks.sequences, chunks.episodes)):
+                rows += packer.add(Piece(seq, eps, doc_id, k == 0))
+            self._write_packed(split, rows)
+            return
         rows = {"input_ids": [], "doc_id": [], "episodes": []}
         for seq, eps in zip(chunks.sequences, chunks.episodes):
             if split == "train" and self.max_tokens is not None and st["tokens"] + len(seq) > self.max_tokens:
@@ -88,10 +110,41 @@ class SplitWriters:
             st["documents"] += 1
             self.writers[split].write_batch(rows)
 
+    def _write_packed(self, split: str, rows: list) -> None:
+        """Write packed rows in order; train stops at the first row that would pass ``max_tokens``
+        (then ``full`` is set and no later train row is written). A document counts when the row
+        holding its first piece is written (its later pieces cannot be written without it: a
+        document's full chunks are written at once, before its tail)."""
+        st = self.stats[split]
+        batch = {"input_ids": [], "doc_id": [], "episodes": [], "doc_lengths": []}
+        for row in rows:
+            if split == "train" and (
+                self.full or (self.max_tokens is not None and st["tokens"] + row.size > self.max_tokens)
+            ):
+                self.full = True
+                break
+            eps = row.episodes
+            batch["input_ids"].append(row.input_ids)
+            batch["doc_id"].append(row.doc_id)
+            batch["episodes"].append(eps.tolist())
+            batch["doc_lengths"].append(row.doc_lengths)
+            st["sequences"] += 1
+            st["tokens"] += row.size
+            st["episodes"] += len(eps)
+            st["pieces"] += len(row.pieces)
+            st["documents"] += sum(p.first for p in row.pieces)
+            if len(eps):
+                self.distances.append(eps[:, 2] - eps[:, 0])
+        if batch["doc_id"]:
+            self.writers[split].write_batch(batch)
+
     def finish(self, n: int, documents: int) -> None:
         """Save both splits as ``datasets`` folders; UsageError when train got no sequence."""
         import datasets
 
+        if self.packers is not None:  # the rows still open (train: as far as max_tokens allows)
+            for s in SPLITS:
+                self._write_packed(s, self.packers[s].flush())
         for w in self.writers.values():
             w.finalize()
         if self.stats["train"]["sequences"] == 0:
@@ -118,9 +171,21 @@ class SplitWriters:
                 datasets.enable_progress_bars()
         shutil.rmtree(self.work)
 
-    def counts(self, corpus_summary: dict, selected: int) -> dict:
+    def counts(self, corpus_summary: dict, selected: int, n: int) -> dict:
+        """The manifest's ``counts``: per split the stats, ``padding_share`` (``1 - tokens / (rows * n)``:
+        the share of a batch of rows right-padded to ``n`` that is padding; 0 for an empty split) and,
+        when packed, ``pieces`` and ``documents_per_row`` (pieces per row, a piece being a document or
+        a chunk of one)."""
+        per_split = {}
+        for s, v in self.stats.items():
+            c = dict(v)
+            rows = c["sequences"]
+            c["padding_share"] = round(1 - c["tokens"] / (rows * n), 6) if rows else 0.0
+            if self.packers is not None:
+                c["documents_per_row"] = round(c["pieces"] / rows, 4) if rows else 0.0
+            per_split[s] = c
         return {
-            **{s: dict(v) for s, v in self.stats.items()},
+            **per_split,
             "corpus_documents": corpus_summary["documents"],
             "selected_documents": selected,
             "skipped_files": corpus_summary["skipped_files"],

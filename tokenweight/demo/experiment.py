@@ -455,8 +455,25 @@ class Demo(BaseModelSteps):
             )
         return gate
 
+    def check_small_scorer(self) -> None:
+        """Refuse, before any work, a smaller-scorer preset that is not >= 4x smaller than the base model
+        (counted on freshly built models of both presets at the profile's vocabulary and window)."""
+        from tokenweight.models import count_parameters, init_model
+
+        p = self.profile
+        if not p.small_scorer:
+            return
+        base, small = (count_parameters(init_model(x, p.vocab_size, p.window)) for x in (p.preset, p.small_scorer))
+        if base / small < SMALL_SCORER_MIN_RATIO:
+            raise UsageError(
+                f"--small-scorer {p.small_scorer} ({small:,} parameters) is only {base / small:.2f}x smaller than the "
+                f"base model's preset {p.preset} ({base:,}): choose a smaller preset (>= {SMALL_SCORER_MIN_RATIO:g}x "
+                "fewer parameters), or 'none'"
+            )
+
     def run(self) -> Path:
         t0 = time.perf_counter()
+        self.check_small_scorer()
         gate = self.base_ready()
         if self.profile.small_scorer:
             self.pretrain_small()

@@ -19,6 +19,9 @@ from tokenweight.errors import UsageError
 from tokenweight.identity import is_hub_id, model_digest, tokenizer_digest
 from tokenweight.io_utils import atomic_write_json, fingerprint
 
+#: the results' ``data`` fields a cached entry depends on; the packed ones exist for packed data only
+DATA_KEYS = ("fingerprint", "n", "sequences", "tokens", "documents", "packing")
+
 
 def model_digest_or_none(source) -> str | None:
     """:func:`tokenweight.identity.model_digest` of a model folder or cached hub id; None (not
@@ -48,7 +51,8 @@ def shared_key(cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluato
             "schema": SCHEMA_VERSION,
             # the lm-eval settings key the harness records of their own (tokenweight.evaluate.harness)
             "config": {**{k: v for k, v in cfg.items() if k not in HARNESS_FIELDS}, "evaluator": None},
-            "data": data_info and {k: data_info[k] for k in ("fingerprint", "n", "sequences", "tokens")},
+            # packed data (tokenweight.evaluate.packed) adds its documents' layout; unpacked keys stay as they were
+            "data": data_info and {k: data_info[k] for k in DATA_KEYS if k in data_info},
             "tokenizer": tokenizer_digest(tokenizer),
             "evaluator": evaluator and {"model": ev_digest, **evaluator.identity()},
         }

@@ -48,6 +48,7 @@ def score_episodes(
     input_ids: torch.Tensor,
     episodes: Sequence[Sequence[Sequence[int]]],
     attention_mask: torch.Tensor | None = None,
+    doc_lengths: Sequence[Sequence[int]] | None = None,
 ) -> list[dict]:
     """Teacher-forced recall of every episode in a batch.
 
@@ -56,6 +57,10 @@ def score_episodes(
         input_ids: ``[b, n]`` token ids (right-padded when rows differ in length).
         episodes: per row, a list of ``[def_start, def_end, use_start, use_end]`` spans.
         attention_mask: ``[b, n]`` (1 real, 0 padding) or None.
+        doc_lengths: packed rows (:mod:`tokenweight.documents`, summing to each row's length): the
+            forward pass attends within each document only, positions restarting at 0, so a
+            value is recalled from its own document; every episode must lie inside one document.
+            None: one document per row (the pass is the plain one, as always).
 
     Returns:
         One dict per episode, in row order then episode order: ``row``, ``distance``,
@@ -74,8 +79,19 @@ def score_episodes(
     from tokenweight.evaluate.logprobs import logprobs_at
 
     device = next(model.parameters()).device
+    if doc_lengths is not None:
+        forward = _packed_forward(model, input_ids, spans, lengths, doc_lengths, device)
+        if forward is None:  # flash-attention: one flattened row at a time
+            return [
+                {**s, "row": r}
+                for r in range(b)
+                for s in score_episodes(
+                    model, input_ids[r : r + 1, : lengths[r]], episodes[r : r + 1], None, doc_lengths[r : r + 1]
+                )
+            ]
+    else:
+        forward = {"attention_mask": None if attention_mask is None else attention_mask.to(device)}
     input_ids = input_ids.to(device)
-    attention_mask = None if attention_mask is None else attention_mask.to(device)
     # Position p predicts token p+1: the value tokens us..ue-1 are predicted at us-1..ue-2.
     keep = torch.zeros(b, n, dtype=torch.bool, device=device)
     for r, eps in enumerate(spans):
@@ -83,9 +99,7 @@ def score_episodes(
             keep[r, us - 1 : ue - 1] = True
     rows, pos = keep.nonzero(as_tuple=True)  # K kept positions in row-major order
     targets = input_ids[rows, pos + 1]
-    tok_logp, hit = logprobs_at(
-        model, keep, targets, input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-    )
+    tok_logp, hit = logprobs_at(model, keep, targets, input_ids=input_ids, use_cache=False, **forward)
     tok_logp, hit = tok_logp.cpu(), hit.cpu()
     # index of (row, position) in the kept order, to cut each episode's slice
     index = torch.full((b, n), -1, dtype=torch.long)
@@ -106,6 +120,29 @@ def score_episodes(
                 }
             )
     return out
+
+
+def _packed_forward(model, input_ids, spans, lengths, doc_lengths, device) -> dict | None:
+    """The document-masked forward's ``attention_mask``/``position_ids``; None on flash-attention
+    with several rows (the caller runs them one by one). ValueError for lengths that do not sum to
+    the rows' lengths or an episode that crosses a document boundary."""
+    from tokenweight.evaluate.packed import attn_implementation, doc_masked_forward
+
+    b, n = input_ids.shape
+    doc_lengths = [[int(x) for x in row] for row in doc_lengths]
+    if len(doc_lengths) != b or [sum(x) for x in doc_lengths] != lengths:
+        raise ValueError(f"doc_lengths {doc_lengths} must hold one list per row summing to the row lengths {lengths}")
+    for r, eps in enumerate(spans):
+        ends = [sum(doc_lengths[r][: k + 1]) for k in range(len(doc_lengths[r]))]
+        for ds, de, us, ue in eps:
+            if next(e for e in ends if ds < e) < ue:
+                raise ValueError(
+                    f"episode {[ds, de, us, ue]} of row {r} crosses a document boundary ({doc_lengths[r]}): an "
+                    "episode must lie inside one document"
+                )
+    if attn_implementation(model).startswith("flash") and b > 1:
+        return None
+    return doc_masked_forward(model, doc_lengths, n, device)
 
 
 class EpisodeRecall:

@@ -5,7 +5,7 @@ document of :mod:`tokenweight.evaluate.results`, and :func:`write_outputs` write
 table, plots). What is shared between models is computed once:
 
 - the held-out sequences (the ``validation`` split of a prepared folder, at most
-  ``max_sequences`` of them) and their batches;
+  ``max_sequences`` of them; packed rows are measured per document, :mod:`.packed`) and their batches;
 - the LongPPL key tokens (Fang et al.'s, :mod:`tokenweight.evaluate.longppl_suite`): judged as
   character spans of the held-out texts by *one* evaluator for every model (``evaluator``: a model
   of the run by name, another path, or by default the first model; its own tokenizer), so that
@@ -235,8 +235,11 @@ def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
 
 
 def _load_validation(data_dir, max_sequences: int | None):
-    """``(rows, manifest)``: the held-out sequences as dicts with input_ids and episodes."""
+    """``(rows, manifest)``: the held-out sequences as dicts with input_ids, episodes and
+    doc_lengths (packed folders, :mod:`tokenweight.evaluate.packed`: a row is cut to its documents'
+    tokens; None: one document per row)."""
     from tokenweight.data import load_prepared
+    from tokenweight.evaluate.packed import read_doc_lengths
 
     dsd, manifest = load_prepared(data_dir)
     if "validation" not in dsd or len(dsd["validation"]) == 0:
@@ -248,13 +251,16 @@ def _load_validation(data_dir, max_sequences: int | None):
         val = val.select(range(min(max_sequences, len(val))))
     cols = ["input_ids"] + (["episodes"] if "episodes" in val.column_names else [])
     rows = [{"input_ids": r["input_ids"], "episodes": r.get("episodes") or []} for r in val.select_columns(cols)]
+    for r, lengths in zip(rows, read_doc_lengths(val, f"prepared data {str(data_dir)!r}, validation") or []):
+        r["input_ids"], r["doc_lengths"] = r["input_ids"][: sum(lengths)], lengths  # the rest is padding
     return rows, manifest
 
 
 def _batches(rows: list[dict], batch_size: int, batch_tokens: int | None = None) -> list[dict]:
     """Right-padded batches of consecutive rows, at most ``batch_size`` rows and ``batch_tokens``
     tokens each (:func:`tokenweight.evaluate.batching.token_groups`): ``input_ids`` [b, n] long,
-    ``attention_mask`` [b, n], ``episodes``. They stay on the CPU; each pass moves them to its model."""
+    ``attention_mask`` [b, n], ``episodes``, ``doc_lengths`` (None unless packed). They stay on the
+    CPU; each pass moves them to its model."""
     from tokenweight.evaluate.batching import token_groups
 
     out = []
@@ -266,7 +272,10 @@ def _batches(rows: list[dict], batch_size: int, batch_tokens: int | None = None)
         for j, r in enumerate(chunk):
             ids[j, : len(r["input_ids"])] = torch.as_tensor(r["input_ids"], dtype=torch.long)
             mask[j, : len(r["input_ids"])] = 1
+        packed = [r.get("doc_lengths") for r in chunk]
+        packed = None if all(x is None for x in packed) else [x or [len(r["input_ids"])] for x, r in zip(packed, chunk)]
         out.append({"input_ids": ids, "attention_mask": mask, "episodes": [r["episodes"] for r in chunk]})
+        out[-1]["doc_lengths"] = packed
     return out
 
 
@@ -285,19 +294,18 @@ def _resolve_window(config: EvalConfig, manifest: dict | None, n: int | None) ->
 
 def _lm_metrics(model, batches, window, pos_edges, dist_edges, name) -> tuple:
     """``(perplexity, episodes)`` results of one model over the held-out batches (LongPPL, on the
-    texts of these sequences, is :meth:`KeySpans.score`)."""
-    from tokenweight.scoring import token_nll
+    texts of these sequences, is :meth:`KeySpans.score`). Packed batches are measured per document
+    (:mod:`tokenweight.evaluate.packed`)."""
+    from tokenweight.evaluate.packed import position_nll
 
     ppl = PositionPerplexity(pos_edges, window)
     rec = EpisodeRecall(dist_edges)
     any_episodes = False
     for b in tqdm(batches, desc=f"{name}: perplexity", disable=None):
-        nll = token_nll(model, b["input_ids"], b["attention_mask"]).cpu()  # from the model's device
-        target = b["attention_mask"][:, 1:].bool()
-        ppl.update(nll, target)
+        ppl.update(*position_nll(model, b))
         if any(b["episodes"]):
             any_episodes = True
-            rec.update(score_episodes(model, b["input_ids"], b["episodes"], b["attention_mask"]))
+            rec.update(score_episodes(model, b["input_ids"], b["episodes"], b["attention_mask"], b["doc_lengths"]))
     return ppl.result(), (rec.result() if any_episodes else None)
 
 
@@ -400,15 +408,20 @@ def _longppl_evaluator(models: Mapping[str, Any], inputs: _RunInputs) -> tuple[K
     """``(evaluator, source)``: the LongPPL key-token judge of every model and what it is loaded
     from (:func:`tokenweight.evaluate.longppl_suite.longppl_judge`); ``(None, None)`` without
     held-out text beyond ``longppl_trunc_len`` evaluator tokens."""
+    from tokenweight.evaluate.packed import split_documents  # packed rows: each document is its own text
+
     config = inputs.config
-    return longppl_judge(models, inputs.rows, inputs.tokenizer, config, lambda src: load_model(src, config.runtime()))
+    rows = split_documents(inputs.rows)
+    return longppl_judge(models, rows, inputs.tokenizer, config, lambda src: load_model(src, config.runtime()))
 
 
 def _task_samples(inputs: _RunInputs, tasks_to_run: list[str]) -> tuple[dict, list, dict]:
     """``(samples, skipped, task_inputs)`` of :func:`~tokenweight.evaluate.task_metrics.suite_samples`,
     the same for every model."""
-    config = inputs.config
-    return suite_samples(config, inputs.tokenizer, tasks_to_run, inputs.lengths, inputs.depths, inputs.rows)
+    from tokenweight.evaluate.packed import split_documents  # the data haystack's documents
+
+    rows = split_documents(inputs.rows)
+    return suite_samples(inputs.config, inputs.tokenizer, tasks_to_run, inputs.lengths, inputs.depths, rows)
 
 
 def _results_config(inputs: _RunInputs) -> dict:
@@ -429,8 +442,10 @@ def _data_info(data_dir, inputs: _RunInputs) -> dict | None:
     """The results' ``data`` record (None without data)."""
     if data_dir is None:
         return None
+    from tokenweight.io_utils import fingerprint
+
     rows = inputs.rows
-    return {
+    info = {
         "dir": str(data_dir),
         "fingerprint": (inputs.manifest or {}).get("fingerprint"),
         "n": inputs.n,
@@ -438,6 +453,10 @@ def _data_info(data_dir, inputs: _RunInputs) -> dict | None:
         "tokens": sum(len(r["input_ids"]) for r in rows),
         "episodes": sum(len(r["episodes"]) for r in rows),
     }
+    packed = [r["doc_lengths"] for r in rows if r.get("doc_lengths") is not None]
+    if packed:  # only then: an unpacked record (and its cache key) stays what it was
+        info.update(packed=True, documents=sum(map(len, packed)), packing=fingerprint(packed))
+    return info
 
 
 def _model_entries(

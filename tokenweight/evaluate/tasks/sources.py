@@ -6,12 +6,12 @@ the two read the same text the same way:
 - ``essay`` (the default): the prose shipped with CPython (:mod:`tokenweight.evaluate.tasks.essay`),
   treated as RULER treats its essays;
 - ``noise``: RULER's noise sentences, for the essay tasks too;
-- ``data``: the prepared data's held-out (validation) split decoded, as documents (``eval`` only:
-  the ``--data`` folder's);
+- ``data``: the prepared data's held-out (validation) split decoded, as documents (packed rows
+  split into theirs; ``eval`` only: the ``--data`` folder's);
 - ``FILE``: a ``.json`` file with a ``"text"`` string (RULER's ``PaulGrahamEssays.json``) is an
   essay; any other file is one document of a corpus (whitespace kept);
-- ``DIR``: a prepared data folder (its validation split decoded), or a folder whose ``.txt``,
-  ``.py``, ``.md``, ``.rst`` files are the documents of a corpus.
+- ``DIR``: a prepared data folder (its validation split decoded; a packed one, document by
+  document), or a folder whose ``.txt``, ``.py``, ``.md``, ``.rst`` files are the documents of a corpus.
 
 Only the essay tasks (``niah_single_2``/``_3``, ``niah_multikey_1``, ``niah_multivalue``,
 ``niah_multiquery``) read it; the other tasks keep RULER's filler.
@@ -40,6 +40,11 @@ def _decode_validation(folder: Path, tokenizer) -> list[str]:
         raise UsageError(
             f"{str(folder / 'validation')!r} has no input_ids column: pass a folder written by 'tokenweight prepare'"
         )
+    if "doc_lengths" in ds.column_names:  # packed rows (tokenweight prepare --pack): one text per document
+        from tokenweight.evaluate.packed import read_doc_lengths, split_documents
+
+        rows = [{"input_ids": ids, "doc_lengths": dl} for ids, dl in zip(ds["input_ids"], read_doc_lengths(ds, folder))]
+        return tokenizer.batch_decode([r["input_ids"] for r in split_documents(rows)], skip_special_tokens=True)
     return tokenizer.batch_decode(ds["input_ids"], skip_special_tokens=True)
 
 
