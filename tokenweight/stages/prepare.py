@@ -26,10 +26,13 @@ class PrepareResult:
             return f"{self.out}: up to date (fingerprint {m['fingerprint']}); --force to redo"
         c, ep = m["counts"], m["episodes"]
         eps = f", {ep['recorded']['train']} + {ep['recorded']['validation']} episodes" if ep.get("enabled") else ""
+        pad = c["train"].get("padding_share")
+        packed = "packed, " if m.get("options", {}).get("packed") else ""
+        padding = f" ({packed}padding {pad:.1%})" if pad is not None else ""
         return (
             f"{self.out}: n={m['n']}, train {c['train']['sequences']} sequences / {c['train']['tokens']} tokens "
-            f"from {c['train']['documents']} documents, validation {c['validation']['sequences']} sequences / "
-            f"{c['validation']['tokens']} tokens{eps}; {c['skipped_files']} file(s) skipped"
+            f"from {c['train']['documents']} documents{padding}, validation {c['validation']['sequences']} "
+            f"sequences / {c['validation']['tokens']} tokens{eps}; {c['skipped_files']} file(s) skipped"
         )
 
 

@@ -246,6 +246,12 @@ def _heatmap(config: ReportConfig, window: int, schemes: list[str]) -> dict | No
     specs = list(config.schemes or schemes) or ["dense:0.75"]
     # a scorer with its own (other) tokenizer is aligned by characters, as its score cache was
     own = load_tokenizer(config.heatmap_scorer) if scorer is not None and has_tokenizer(config.heatmap_scorer) else None
+    if "doc_lengths" in val.column_names:  # a packed row: its documents' boundaries, not its decoded text
+        from tokenweight.report.heatmap import compute_heatmap_ids
+
+        ids = list(val[row]["input_ids"])
+        lengths = [int(x) for x in val[row]["doc_lengths"]]
+        return compute_heatmap_ids(model, scorer, tok, ids[: sum(lengths)], specs, window, None, own, lengths)
     return compute_heatmap(
         model, scorer, tok, text, specs, window=window, max_tokens=int(manifest["n"]), scorer_tokenizer=own
     )
