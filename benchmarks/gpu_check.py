@@ -19,13 +19,18 @@ summary ``OUT_DIR/gpu_check.json`` (status, seconds and result file of every sec
 - ``engines``: ``tokenweight train`` (dense:0.75 self-scored, float32) as one plain process, under
   FSDP2 (``accelerate launch --config_file tokenweight/configs/accelerate/fsdp.yaml``, 1 process)
   and under DeepSpeed ZeRO-3 (``--deepspeed zero3``, 1 process): the logged losses must agree
-  (relative 1e-3), plus one FSDP bf16 run.
+  (relative 1e-3), plus one FSDP bf16 run;
+- ``cce``: ``--loss-kernel cce`` (Cut-Cross-Entropy) against ``chunked_nll`` at 16k tokens and the
+  1B head: per-token NLL and gradients (hidden, weight) in bf16, fp32 masters under bf16 autocast,
+  with a soft-cap and scale, fp32 (NLL; training refused), and time and peak memory of both at
+  V 32000 and 128256 (``bench_cce.py``); ``skipped`` with the reason without CUDA or without
+  ``pip install 'tokenweight[cce]'`` (the CPU smoke runs the script, ``chunked_nll`` alone).
 
 Sections run in this order while the time budget lasts (a section that would not fit is skipped,
 and says so); a failing section is recorded with its error and the others still run; the exit code
-is 1 when any section failed. ``--cpu-smoke`` (automatic without CUDA) runs the same sections at
-tiny sizes on the CPU in seconds, into a temporary folder unless ``--out-dir`` is given (the
-engines section is left to tests/test_engines.py there).
+is 1 when any section failed (not when one is skipped). ``--cpu-smoke`` (automatic without CUDA)
+runs the same sections at tiny sizes on the CPU in seconds, into a temporary folder unless
+``--out-dir`` is given (the engines section is left to tests/test_engines.py there).
 
     bash benchmarks/gpu_check.sh [--cpu-smoke] [--out-dir DIR] [--budget SECONDS]
 """
@@ -77,7 +82,23 @@ SMOKE = {
     "repeats": 1,
 }
 #: expected seconds of each section on one H100/H200 (skip it when less budget is left)
-ESTIMATE = {"attention": 30, "train_1b": 90, "loss_memory": 40, "scoring_1b": 40, "eval_16k": 90, "engines": 150}
+ESTIMATE = {
+    "attention": 30,
+    "train_1b": 90,
+    "loss_memory": 40,
+    "scoring_1b": 40,
+    "eval_16k": 90,
+    "engines": 150,
+    "cce": 40,  # last: the newest, optional check gives way to the others (or: --sections cce)
+}
+
+
+class Skipped(Exception):
+    """A section that could not check what it is for here (the reason, and what it measured anyway)."""
+
+    def __init__(self, reason: str, result: dict | None = None):
+        super().__init__(reason)
+        self.result = result
 
 
 class Check:
@@ -217,6 +238,17 @@ class Check:
         cmd += ["--out", self.path("loss_memory_16k")]
         return {"stdout": self.run(cmd).strip().splitlines(), "result": str(self.path("loss_memory_16k"))}
 
+    def cce(self) -> dict:
+        s = self.size
+        vocabs = f"{s['vocab']},{128256 if self.cuda else 2 * s['vocab']}"
+        cmd = [PY, BENCH / "bench_cce.py", "--device", self.device, "--n", s["n"], "--dim", s["hidden"]]
+        cmd += ["--vocabs", vocabs, "--repeats", s["repeats"], *self.threads, "--out", self.path("cce_16k")]
+        out = {"stdout": self.run(cmd).strip().splitlines(), "result": str(self.path("cce_16k"))}
+        status = json.loads(self.path("cce_16k").read_text())["cce"]
+        if status != "ok":
+            raise Skipped(status.removeprefix("skipped: "), out)
+        return out
+
     def scoring_1b(self) -> dict:
         s = self.size
         stride = round((1 - s["window"] / s["n"]) * s["window"])
@@ -353,6 +385,8 @@ def main() -> int:
         try:
             result = getattr(check, name)()
             entry = {"status": "ok", "result": result}
+        except Skipped as e:
+            entry = {"status": f"skipped: {e}", "result": e.result}
         except Exception as e:  # recorded, and the next section runs
             entry = {
                 "status": "failed",

@@ -1,7 +1,8 @@
 """``benchmarks/gpu_check.sh --cpu-smoke``: the GPU validation script runs end to end at tiny sizes.
 
 The same sections and code paths as on a GPU (benchmarks/gpu_check.py), on the CPU: every section
-but ``engines`` (tests/test_engines.py runs those on CPU) ends ``ok`` and writes its result file.
+but ``engines`` (tests/test_engines.py runs those on CPU) ends ``ok`` and writes its result file;
+``cce`` runs its script, says why Cut-Cross-Entropy was skipped here, and times ``chunked_nll``.
 About 30 s on 2 cores (six Python processes).
 """
 
@@ -33,8 +34,14 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["mode"] == "cpu-smoke"
     status = {k: v["status"] for k, v in summary["sections"].items()}
-    assert status == {**dict.fromkeys(SECTIONS, "ok"), "engines": status["engines"]}, status
+    assert status == {**dict.fromkeys(SECTIONS, "ok"), "engines": status["engines"], "cce": status["cce"]}, status
     assert status["engines"].startswith("skipped")
+    assert status["cce"] == (
+        "skipped: --loss-kernel cce needs a CUDA GPU (Triton), and this run's device is cpu: use --loss-kernel chunked"
+    )
+    cce = json.loads((tmp_path / "gpu_cce_16k.json").read_text())
+    assert cce["cce"] == status["cce"] and "accuracy" not in cce
+    assert [set(row) for row in cce["timing"].values()] == [{"chunked"}, {"chunked"}]
 
     train = json.loads((tmp_path / "gpu_train_1b_16k.json").read_text())
     assert set(train["ratio_vs_hf_loss"]) == {"uniform", "dense_frozen", "dense_self", "hf_loss"}

@@ -322,3 +322,69 @@ def test_meta_is_written_first(env, tmp_path, monkeypatch):
     assert (tmp_path / "c" / META).is_file() and not list((tmp_path / "c" / "shards").glob("*"))
     with pytest.raises(UsageError, match=r"incomplete \(0 of 4 shards\)"):
         sc.ScoreCache.open(tmp_path / "c")
+
+
+def make_packed(folder: Path, base: Path) -> tuple[Path, list[list[int]]]:
+    """``base``'s prepared data with a ``doc_lengths`` column (packed rows, as ``prepare --pack``
+    writes them): every train row cut into documents of varied lengths, each starting with BOS."""
+    import shutil
+
+    from datasets import load_from_disk
+
+    shutil.copytree(base, folder)
+    cuts = [[13, 1, 20, 6], [40], [16, 16, 8], [2, 38]]  # <= w, one token, > w, = w, ...
+    docs = []
+    for split in ("train", "validation"):
+        ds = load_from_disk(str(base / split))
+        rows, lengths = [], []
+        for i, row in enumerate(ds["input_ids"]):
+            cut = cuts[i % len(cuts)]
+            if sum(cut) != len(row):  # the short rows: one document
+                cut = [len(row)]
+            row = list(row)
+            for start in torch.tensor([0, *cut[:-1]]).cumsum(0).tolist():
+                row[start] = BOS
+            rows.append(row)
+            lengths.append(cut)
+        if split == "train":
+            docs = lengths
+        shutil.rmtree(folder / split)
+        ds.remove_columns("input_ids").add_column("input_ids", rows).add_column("doc_lengths", lengths).save_to_disk(
+            str(folder / split)
+        )
+    manifest = json.loads((base / "manifest.json").read_text())
+    manifest.update(fingerprint=manifest["fingerprint"] + "-packed")
+    manifest.setdefault("options", {})["packed"] = True
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, docs
+
+
+def test_packed_data_is_scored_per_document(env, tmp_path):
+    data, docs = make_packed(tmp_path / "packed", env["data"])
+    assert sum(len(d) > 1 for d in docs) >= 5  # most rows hold several documents
+    out = tmp_path / "c"
+    s = compute_scores(out, data, env["scorer"], window=16, stride=12, shard_size=3, device="cpu")
+    rows = train_rows(data)
+    assert s["computed"] == 11 and s["tokens"] == sum(len(r) for r in rows)
+    cache = ScoreCache.open(out)
+    score(env, tmp_path / "plain")
+    assert cache.meta["packed"] is True and "packed" not in ScoreCache.open(tmp_path / "plain").meta
+    got = cache.read(range(11))
+    model = load_scorer(env["scorer"])
+    for i, (row, lengths) in enumerate(zip(rows, docs)):
+        start = 0
+        for length in lengths:  # every document scored as a sequence of its own
+            doc = torch.tensor([row[start : start + length]])
+            if length > 1:
+                ref = short_context_nll(model, doc, 16, 12, bos_token_id=BOS)[0]
+                torch.testing.assert_close(got[i, start : start + length - 1], ref, atol=1e-5, rtol=0)
+            if start > 0:
+                assert got[i, start - 1] == 0  # a document's first token is not a target
+            start += length
+        assert torch.all(got[i, len(row) - 1 :] == 0)
+    assert verify(cache, model, rows, list(range(11))) < 1e-5  # doc_lengths read from the data folder
+    assert verify(cache, model, rows[:2], [0, 1], doc_lengths=docs[:2]) < 1e-5
+    make_tokenizer(tmp_path / "tok", 64, prefix="v")  # another tokenizer: aligned scoring is refused
+    foreign = make_scorer(tmp_path / "foreign", tokenizer=tmp_path / "tok")
+    with pytest.raises(UsageError, match="--align with packed data is not supported yet"):
+        compute_scores(tmp_path / "d", data, foreign, window=16, device="cpu")

@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import tokenweight.scoring as scoring
 from tokenweight import short_context_nll, token_nll, window_starts
+from tokenweight.scoring import self_scored_short_nll, truncated_context_nll
 
 BOS = 1
 ATOL = 2e-5
@@ -216,3 +217,116 @@ def test_bad_mask(model):
         short_context_nll(model, ids, 4, 2, attention_mask=left_padded)
     with pytest.raises(ValueError, match="shape"):
         token_nll(model, ids, torch.ones(1, 9))
+
+
+# ---- packed rows (doc_lengths): every document as a sequence of its own ------------------------
+PACKED_DOCS = [[21, 1, 9, 2], [33], [8, 17]]  # > w, a single token, <= w, = 2; one document; = w, > w
+PACKED_N = 33  # the last row: 8 tokens of padding
+
+
+def packed_batch(seed=0):
+    """Rows of documents that each start with BOS, right-padded; and the attention mask."""
+    ids = random_ids(len(PACKED_DOCS), PACKED_N, seed=seed)
+    mask = torch.zeros_like(ids)
+    for r, lengths in enumerate(PACKED_DOCS):
+        for start in torch.tensor([0] + lengths[:-1]).cumsum(0).tolist():
+            ids[r, start] = BOS
+        mask[r, : sum(lengths)] = 1
+        ids[r, sum(lengths) :] = 0
+    return ids, mask
+
+
+def documents_of(ids):
+    """(row, start, document ids) of every document of ``packed_batch``'s rows."""
+    out = []
+    for r, lengths in enumerate(PACKED_DOCS):
+        start = 0
+        for length in lengths:
+            out.append((r, start, ids[r, start : start + length]))
+            start += length
+    return out
+
+
+def brute_force_truncated(model, ids_1d, trunc_len, sliding_window):
+    """Fang et al.'s short context by its definition: target p >= T sees the tokens from
+    ((p - T) // S)·S on, one forward per target; p < T its full context."""
+    out = torch.empty(len(ids_1d) - 1)
+    for p in range(1, len(ids_1d)):
+        start = 0 if p < trunc_len else (p - trunc_len) // sliding_window * sliding_window
+        out[p - 1] = full_logits_nll(model, ids_1d[start : p + 1])[-1]
+    return out
+
+
+def assert_packed_equals(got, want_of_document, ids):
+    """Every document's entries equal its own result; a document's first token and padding are 0."""
+    for r, start, doc in documents_of(ids):
+        if start > 0:
+            assert got[r, start - 1] == 0
+        if len(doc) > 1:
+            torch.testing.assert_close(got[r, start : start + len(doc) - 1], want_of_document(doc), atol=ATOL, rtol=0)
+    for r, lengths in enumerate(PACKED_DOCS):
+        assert torch.all(got[r, sum(lengths) - 1 :] == 0)
+
+
+@pytest.mark.parametrize("window,stride", [(8, 5), (8, 1), (4, 3)])
+def test_packed_short_context_equals_brute_force_per_document(model, window, stride):
+    ids, mask = packed_batch()
+    got = short_context_nll(model, ids, window, stride, attention_mask=mask, bos_token_id=BOS, doc_lengths=PACKED_DOCS)
+    assert_packed_equals(got, lambda doc: brute_force_short(model, doc, window, stride, BOS), ids)
+    # padding may also be left to the lengths; window batching does not matter
+    again = short_context_nll(model, ids, window, stride, bos_token_id=BOS, batch_size=2, doc_lengths=PACKED_DOCS)
+    torch.testing.assert_close(again, got, atol=ATOL, rtol=0)
+    # a document of at most w tokens has no long-range tokens: short == long
+    long = token_nll(model, ids, mask, doc_lengths=PACKED_DOCS)
+    for r, start, doc in documents_of(ids):
+        if len(doc) <= window:
+            span = slice(start, start + len(doc) - 1)
+            torch.testing.assert_close(got[r, span], long[r, span], atol=ATOL, rtol=0)
+
+
+def test_packed_self_scoring_equals_brute_force_per_document(model):
+    ids, mask = packed_batch(seed=1)
+    long = token_nll(model, ids, mask, doc_lengths=PACKED_DOCS)
+    got = self_scored_short_nll(model, ids, long, 8, 5, attention_mask=mask, bos_token_id=BOS, doc_lengths=PACKED_DOCS)
+    assert_packed_equals(got, lambda doc: brute_force_short(model, doc, 8, 5, BOS), ids)
+    # window 0 of every document is the long pass itself: copied, not recomputed
+    for r, start, doc in documents_of(ids):
+        k = min(len(doc), 8) - 1
+        assert torch.equal(got[r, start : start + k], long[r, start : start + k])
+
+
+@pytest.mark.parametrize("with_long", [False, True])
+def test_packed_truncated_context_equals_brute_force_per_document(model, with_long):
+    ids, mask = packed_batch(seed=2)
+    long = token_nll(model, ids, mask, doc_lengths=PACKED_DOCS) if with_long else None
+    got = truncated_context_nll(model, ids, 6, 4, attention_mask=mask, long_nll=long, doc_lengths=PACKED_DOCS)
+    assert_packed_equals(got, lambda doc: brute_force_truncated(model, doc, 6, 4), ids)
+
+
+def test_unpacked_rows_as_one_document_each_are_unchanged(model):
+    """doc_lengths of one document per row gives the unpacked result (within rounding)."""
+    ids, mask = random_ids(2, 30, seed=6), torch.ones(2, 30, dtype=torch.long)
+    mask[1, 23:] = 0
+    docs = [[30], [23]]
+    for packed, plain in (
+        (
+            short_context_nll(model, ids, 8, 5, mask, BOS, doc_lengths=docs),
+            short_context_nll(model, ids, 8, 5, mask, BOS),
+        ),
+        (
+            truncated_context_nll(model, ids, 6, 4, mask, doc_lengths=docs),
+            truncated_context_nll(model, ids, 6, 4, mask),
+        ),
+        (token_nll(model, ids, mask, doc_lengths=docs), token_nll(model, ids, mask)),
+    ):
+        torch.testing.assert_close(packed, plain, atol=ATOL, rtol=0)
+
+
+def test_packed_bad_doc_lengths(model):
+    ids, mask = packed_batch()
+    with pytest.raises(ValueError, match="sum to each row's length"):
+        short_context_nll(model, ids, 8, 5, attention_mask=torch.ones_like(ids), doc_lengths=PACKED_DOCS)
+    with pytest.raises(ValueError, match="rows"):
+        short_context_nll(model, ids, 8, 5, doc_lengths=PACKED_DOCS[:2])
+    with pytest.raises(ValueError, match="positive integers"):
+        truncated_context_nll(model, ids, 6, 4, doc_lengths=[[33], [0, 33], [25]])

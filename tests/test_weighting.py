@@ -389,3 +389,82 @@ def test_bad_tensors_raise():
         W(transforms=("exp",), normalization="l1")(torch.tensor([100.0, 1.0]), torch.zeros(2))
     clipped = W(transforms=("exp",), truncation=2.0, normalization="l1")(torch.tensor([100.0, 0.0]), torch.zeros(2))
     close(clipped, [2 * 2 / 3, 2 * 1 / 3])
+
+
+# ---- groups: every document of a packed row weighted on its own ------------------------------
+GROUP_SPECS = [*L1_SPECS, "dense:0.75", "longce:5", "uniform", "custom:transforms=abs,norm=softmax"]
+NO_TIES = [s for s in GROUP_SPECS if not s.startswith(("ppmi", "npmi"))]  # relu makes tied zeros
+
+
+def _groups(seed, b, n, k, contiguous):
+    """Group ids in [0, k) per row (contiguous runs like documents, or interleaved), some -1."""
+    g = torch.Generator().manual_seed(seed)
+    if contiguous:
+        groups = torch.randint(0, k, (b, n), generator=g).sort(dim=1).values
+    else:
+        groups = torch.randint(0, k, (b, n), generator=g)
+    return torch.where(torch.rand(b, n, generator=g) < 0.1, -1, groups)
+
+
+@PROPS
+@given(
+    st.sampled_from(NO_TIES),
+    st.integers(0, 2**31),
+    st.integers(1, 3),
+    st.integers(1, 40),
+    st.integers(1, 4),
+    st.booleans(),
+)
+def test_each_group_is_weighted_as_alone(spec, seed, b, n, k, contiguous):
+    """Brute force: each (row, group)'s scored tokens weighted as a sequence of their own. No ties
+    (continuous scores), so top-κ's random tie-breaking never matters."""
+    long, short, mask = _batch(seed, b, n, 0.2)
+    groups = _groups(seed + 1, b, n, k, contiguous)
+    scheme = W.parse(spec)
+    w = scheme(long, short, mask=mask, groups=groups)
+    scored = mask & (groups >= 0)
+    assert torch.all(w[~scored] == 0)
+    for r in range(b):
+        for gid in range(k):
+            sel = scored[r] & (groups[r] == gid)
+            if sel.any():
+                torch.testing.assert_close(w[r, sel], scheme(long[r, sel], short[r, sel]), atol=1e-5, rtol=0)
+
+
+@PROPS
+@given(st.sampled_from(GROUP_SPECS), st.integers(0, 2**31), st.integers(1, 4), st.integers(1, 40))
+def test_one_group_per_row_equals_no_groups_ties_included(spec, seed, b, n):
+    """The same tokens kept (top-κ's keys are shared), the same weights up to summation order."""
+    long, short, mask = _batch(seed, b, n, 0.3, levels=3)  # many ties
+    scheme = W.parse(spec)
+    for gen in (None, 7):
+        plain = scheme(long, short, mask=mask, generator=None if gen is None else torch.Generator().manual_seed(gen))
+        grouped = scheme(
+            long,
+            short,
+            mask=mask,
+            generator=None if gen is None else torch.Generator().manual_seed(gen),
+            groups=torch.where(mask, 5, -1),
+        )
+        assert torch.equal(plain != 0, grouped != 0)
+        torch.testing.assert_close(grouped, plain, atol=1e-6, rtol=0)
+    one = scheme(long[0], short[0], groups=torch.zeros(n, dtype=torch.long))
+    torch.testing.assert_close(one, scheme(long[0], short[0]), atol=1e-6, rtol=0)
+
+
+def test_groups_hand_example():
+    """dense:0 (L1 only) of two documents: each has mean weight 1 on its own."""
+    long, short = torch.tensor([[3.0, 1.0, 2.0, 2.0, 4.0]]), torch.zeros(1, 5)
+    w = W.parse("dense:0")(long, short, groups=torch.tensor([[0, 0, -1, 1, 1]]))
+    close(w[0], [1.5, 0.5, 0.0, 2 * 2 / 6, 2 * 4 / 6])
+    w = W.parse("sparse:0.5")(long, short, groups=torch.tensor([[0, 0, 0, 1, 1]]))
+    close(w[0], [3.0, 0.0, 0.0, 0.0, 2.0])  # floor(0.5·3) = 1 of document 0, floor(0.5·2) = 1 of document 1
+
+
+@pytest.mark.parametrize(
+    "groups,needle",
+    [(torch.zeros(1, 4, dtype=torch.long), "shape"), (torch.zeros(1, 5), "integer"), (torch.full((1, 5), -2), ">= -1")],
+)
+def test_bad_groups_raise(groups, needle):
+    with pytest.raises(ValueError, match=needle):
+        W.parse("dense:0.5")(torch.ones(1, 5), torch.zeros(1, 5), groups=groups)

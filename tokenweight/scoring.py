@@ -1,8 +1,9 @@
 """Token scoring: per-token negative log-likelihood with full and with short context.
 
-Two functions, both pure (tensors in, tensors out, no gradient, the model's train/eval mode
-restored), both aligned like the labels of a causal LM: entry ``j`` of the ``[b, n-1]`` result is
-the NLL of token ``j+1`` given what precedes it.
+Pure functions (tensors in, tensors out, no gradient, the model's train/eval mode restored), all
+aligned like the labels of a causal LM: entry ``j`` of the ``[b, n-1]`` result is the NLL of token
+``j+1`` given what precedes it. Each takes packed rows (``doc_lengths``, :mod:`tokenweight.documents`)
+and then gives exactly what their documents give run one by one (a document's first token: 0).
 
 - :func:`token_nll`: full context, one forward pass.
 - :func:`short_context_nll`: the *short-context* NLL of docs/METHOD.md. A short-context model must not
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -262,8 +262,8 @@ def token_nll(
         attention_mask: [b, n] 1 for tokens, 0 for right padding (optional).
         doc_lengths: packed rows (:mod:`tokenweight.documents`): every token attends within its
             own document only, positions restart per document, and a document's first token is
-            not scored (its entry is 0, like padding). ``attention_mask`` must then be None or
-            agree with the lengths' sums.
+            not scored (its entry is 0, like padding). ``attention_mask`` must then be None (the
+            padding is what the lengths leave) or agree with the lengths' sums.
 
     Returns:
         [b, n-1] float32; entry ``j`` is ``-log p(x_{j+1} | x_0..x_j)``; 0 where ``x_{j+1}`` is padding.
@@ -278,6 +278,8 @@ def token_nll(
     if n < 2:
         return out
     if doc_lengths is not None:
+        if attention_mask is None:  # the padding is what the lengths leave
+            lengths = torch.tensor([sum(x) for x in doc_lengths], dtype=torch.long, device=device)
         return _packed_token_nll(model, input_ids, lengths, doc_lengths, out)
     scored = torch.arange(1, n, device=device)[None, :] < lengths[:, None]  # [b, n-1]: target is a token
     rows, cols = scored.nonzero(as_tuple=True)
@@ -292,22 +294,12 @@ def _packed_token_nll(model: nn.Module, input_ids: Tensor, lengths: Tensor, doc_
     from tokenweight.documents import forward_kwargs, target_mask
 
     b, n = input_ids.shape
-    if len(doc_lengths) != b:
-        raise ValueError(f"doc_lengths has {len(doc_lengths)} rows but input_ids has {b}")
-    if [sum(x) for x in doc_lengths] != lengths.tolist():
-        raise ValueError("doc_lengths must sum to each row's length (its attention_mask)")
+    _check_packed(doc_lengths, b, lengths)
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if impl.startswith("flash") and b > 1:  # the variable-length path takes one flattened row
+    if impl.startswith("flash") and b > 1:  # the variable-length path takes one row at a time
         for row in range(b):
-            length = int(lengths[row])
-            out[row, : max(length - 1, 0)] = _packed_token_nll(
-                model,
-                input_ids[row : row + 1, :length],
-                lengths[row : row + 1],
-                doc_lengths[row : row + 1],
-                out.new_zeros(1, max(length - 1, 0)),
-            )[0]
+            out[row : row + 1] = token_nll(model, input_ids[row : row + 1], None, doc_lengths[row : row + 1])
         return out
     kwargs = forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=input_ids.device)
     scored = target_mask(doc_lengths, n, device=input_ids.device)
@@ -316,6 +308,13 @@ def _packed_token_nll(model: nn.Module, input_ids: Tensor, lengths: Tensor, doc_
         mask4d = kwargs.pop("attention_mask")
         out[rows, cols] = _nll_at(model, input_ids, mask4d, rows, cols, input_ids[rows, cols + 1], **kwargs)
     return out
+
+
+def _check_packed(doc_lengths, b: int, lengths: Tensor | None) -> None:
+    if len(doc_lengths) != b:
+        raise ValueError(f"doc_lengths has {len(doc_lengths)} rows but input_ids has {b}")
+    if lengths is not None and [sum(x) for x in doc_lengths] != lengths.tolist():
+        raise ValueError("doc_lengths must sum to each row's length (its attention_mask)")
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -363,9 +362,27 @@ def _plan(lengths: list[int], window: int, stride: int, skip_first_window: bool)
     return groups
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _documents(model: nn.Module, input_ids: Tensor, doc_lengths, attention_mask) -> tuple:
+    """Packed rows (``n >= 2``) as one row per document, so that every window rule applies to each
+    document as to a sequence: ``(ids [D, m], mask [D, m] or None, valid [D, m-1], where, zeros [b,
+    n-1])``; entry ``(d, j)`` of a per-document ``[D, m-1]`` result (where ``valid``) is ``where``
+    of the packed frame. ``attention_mask``: None (padding is what the lengths leave) or agreeing."""
+    from tokenweight.documents import check_doc_lengths, segments
+
+    device = _model_device(model)
+    input_ids = input_ids.to(device)
+    b, n = input_ids.shape
+    check_doc_lengths(doc_lengths, n)
+    _check_packed(doc_lengths, b, None if attention_mask is None else _lengths(input_ids, attention_mask.to(device)))
+    row, start, length = (torch.tensor(v, device=device) for v in zip(*segments(doc_lengths)))
+    m = int(length.max())
+    inside = torch.arange(m, device=device)[None, :] < length[:, None]  # [D, m]
+    cols = (start[:, None] + torch.arange(m, device=device)[None, :]).clamp(max=n - 1)
+    ids = torch.where(inside, input_ids[row[:, None], cols], 0)
+    valid = inside[:, 1:]
+    where = (row[:, None].expand(-1, m - 1)[valid], cols[:, :-1][valid])
+    zeros = torch.zeros(b, n - 1, dtype=torch.float32, device=device)
+    return ids, None if bool(inside.all()) else inside.long(), valid, where, zeros
 
 
 def short_context_nll(
@@ -377,6 +394,7 @@ def short_context_nll(
     bos_token_id: int | None = None,
     skip_first_window: bool = False,
     batch_size: int | None = None,
+    doc_lengths: list[list[int]] | None = None,
 ) -> Tensor:
     """Per-token NLL under a short context of at most ``window`` tokens (docs/METHOD.md, step 1).
 
@@ -394,10 +412,16 @@ def short_context_nll(
             not run and entries ``0 … w-2`` are left 0 (the caller copies them from ``token_nll``).
             Rows of at most ``w`` tokens are then all zeros.
         batch_size: windows per forward pass (default: about 16k tokens per pass).
+        doc_lengths: packed rows (:mod:`tokenweight.documents`): every document is windowed as a
+            sequence of its own (windows restart at its start, BOS put back when *it* starts with
+            BOS), so the result equals its documents run one by one; a document's first token is
+            not a target (entry 0). ``attention_mask`` may then be None (padding: what the lengths
+            leave) or must agree with the lengths' sums.
 
     Returns:
         [b, n-1] float32, aligned like :func:`token_nll` (entry ``j`` is the NLL of token ``j+1``);
-        0 where the target is padding. Rows of at most ``window`` tokens get the full-context NLL.
+        0 where the target is padding. Rows (documents) of at most ``window`` tokens get the
+        full-context NLL.
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
@@ -410,6 +434,11 @@ def short_context_nll(
     lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
     out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
     if n < 2:
+        return out
+    if doc_lengths is not None:
+        ids, mask, valid, where, out = _documents(model, input_ids, doc_lengths, attention_mask)
+        short = short_context_nll(model, ids, window, stride, mask, bos_token_id, skip_first_window, batch_size)
+        out[where] = short[valid]
         return out
     starts_with_bos = (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
     groups = _plan(lengths.tolist(), window, stride, skip_first_window)
@@ -432,7 +461,7 @@ def _run_windows(
     device = input_ids.device
     with _eval_mode(model):
         for length, windows in sorted(groups.items()):
-            for batch in _batches(windows, per_pass):
+            for batch in (windows[i : i + per_pass] for i in range(0, len(windows), per_pass)):
                 rows = torch.tensor([w[0] for w in batch], device=device)
                 starts = torch.tensor([w[1] for w in batch], device=device)
                 ids = input_ids[rows[:, None], starts[:, None] + torch.arange(length, device=device)]
@@ -460,6 +489,7 @@ def self_scored_short_nll(
     attention_mask: Tensor | None = None,
     bos_token_id: int | None = None,
     batch_size: int | None = None,
+    doc_lengths: list[list[int]] | None = None,
 ) -> Tensor:
     """Short-context NLL of the model that also produced ``long_nll`` (self-scoring).
 
@@ -467,6 +497,8 @@ def self_scored_short_nll(
     so it is not run again: its entries ``0 … w-2`` are ``long_nll``'s, every later window is run
     as in :func:`short_context_nll`. input_ids: [b, n]; long_nll: [b, n-1] (``token_nll`` of the
     same model, or the training forward's NLL; any gradient is dropped) -> [b, n-1] float32.
+    ``doc_lengths``: packed rows, ``long_nll`` from the document-masked pass; window 0 of every
+    *document* is copied from it, a document's first token gets 0 (:func:`short_context_nll`).
     """
     short = short_context_nll(
         model,
@@ -477,7 +509,14 @@ def self_scored_short_nll(
         bos_token_id=bos_token_id,
         skip_first_window=True,
         batch_size=batch_size,
+        doc_lengths=doc_lengths,
     )
+    if doc_lengths is not None:  # window 0 of every document: its first w - 1 targets
+        from tokenweight.documents import document_positions, target_mask
+
+        n, device = short.shape[1] + 1, short.device
+        first = target_mask(doc_lengths, n, device) & (document_positions(doc_lengths, n, device)[:, 1:] < window)
+        return torch.where(first, long_nll.detach().to(short), short)
     k = window - 1
     short[:, :k] = long_nll[:, :k].detach().to(device=short.device, dtype=short.dtype)
     return short
@@ -508,6 +547,7 @@ def truncated_context_nll(
     attention_mask: Tensor | None = None,
     long_nll: Tensor | None = None,
     batch_size: int | None = None,
+    doc_lengths: list[list[int]] | None = None,
 ) -> Tensor:
     """Per-token NLL under Fang et al.'s short context (:func:`truncated_windows`), ``[b, n-1]`` float32.
 
@@ -519,6 +559,8 @@ def truncated_context_nll(
     and it is not run; without it that window is run and supplies them. Windows are raw slices
     (no BOS put back); rows are windowed at their own length (right padding, ``attention_mask``);
     0 where the target is padding. ``batch_size``: windows per forward pass (default ~16k tokens).
+    ``doc_lengths``: packed rows, windowed per document as in :func:`short_context_nll` (a
+    document's first token gets 0; one of at most ``T`` tokens is all full context).
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
@@ -536,6 +578,11 @@ def truncated_context_nll(
         out.copy_(long_nll.detach().to(device=device, dtype=torch.float32))
     if n < 2:
         return out
+    if doc_lengths is not None:
+        ids, mask, valid, where, zeros = _documents(model, input_ids, doc_lengths, attention_mask)
+        long = None if long_nll is None else out.new_zeros(valid.shape).masked_scatter_(valid, out[where])
+        zeros[where] = truncated_context_nll(model, ids, trunc_len, sliding_window, mask, long, batch_size)[valid]
+        return zeros
     groups: dict[int, list[tuple]] = defaultdict(list)
     for row, length in enumerate(lengths.tolist()):
         if length < 2:

@@ -28,6 +28,9 @@ Conventions beyond docs/METHOD.md (each chosen so that results are exact and rep
 - The all-zero -> uniform rule belongs to normalization (it replaces 0/0). Without normalization
   an all-zero row stays zero; with it, ``floor(κ·T) = 0`` (short sequences, small κ) yields
   uniform weights rather than dropping the sequence.
+- The unit of T, top-κ, normalization and the all-zero rule is a row (a sequence), or with
+  ``groups`` each group of a row (a document of a packed row): a group is weighted exactly as
+  the same tokens alone in a row, so packing documents does not change their weights.
 """
 
 from __future__ import annotations
@@ -283,6 +286,7 @@ class WeightingScheme:
         short_nll: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Weights for ``long_nll``/``short_nll`` [b, T] (or [T]) -> float32 [b, T] (or [T]), detached.
 
@@ -290,6 +294,13 @@ class WeightingScheme:
         part in T, top-κ or normalization (their NLL values are never read, NaN included).
         ``generator`` breaks top-κ ties; None means a fresh one seeded with ``self.seed``.
         ``short_nll`` may be None for uniform schemes.
+
+        ``groups`` (integer, same shape; None: each row is one group): the group of every token,
+        -1 = not scored (as ``mask`` False). Every group of a row is then weighted as a sequence
+        of its own: ``T``, top-κ's ``floor(κ·T)``, the L1/softmax normalisation and the all-zero
+        rule are per group, so a group's weights are exactly those it gets alone (packed rows,
+        one group per document: ``weight_norm: document``, docs/TRAINING.md). Elementwise
+        schemes (uniform, LongCE) are the same with and without groups; so is a row of one group.
         """
         long = _as_float(long_nll, "long_nll")
         if long.dim() not in (1, 2):
@@ -297,19 +308,51 @@ class WeightingScheme:
         short = None if short_nll is None else _as_float(short_nll, "short_nll").to(long.device)
         _check_shapes(long, short)
         m = torch.ones(long.shape, dtype=torch.bool, device=long.device) if mask is None else _as_mask(mask, long)
+        g = None if groups is None else _as_groups(groups, long)
+        if g is not None:
+            m = m & (g >= 0)
         one_seq = long.dim() == 1
         if one_seq:
             long, m = long.unsqueeze(0), m.unsqueeze(0)
             short = None if short is None else short.unsqueeze(0)
+            g = None if g is None else g.unsqueeze(0)
         if self.is_uniform:
             w = m.to(torch.float32)
         elif short is None:
             raise ValueError(f"short_nll is required by weighting scheme {self} (only uniform schemes work without it)")
-        else:
+        elif g is None:
             w = self._weights(long, short, m, generator)
+        else:
+            w = self._grouped_weights(long, short, m, g, generator)
         return w.squeeze(0) if one_seq else w
 
-    def _weights(self, long, short, m, generator):
+    def _grouped_weights(self, long, short, m, g, generator):
+        """:meth:`_weights` with every ``(row, group)`` as a row of its own: its scored tokens, in
+        order, are gathered into one row of a ``[G, T_max]`` batch, weighted, and put back. Top-κ's
+        random keys are drawn in the ``[b, T]`` layout and gathered along, so a row that is one group
+        keeps the tokens it keeps without groups, ties included (its sums may round differently)."""
+        rows, cols = m.nonzero(as_tuple=True)  # row-major: a group's tokens stay in order
+        w = torch.zeros(long.shape, dtype=torch.float32, device=long.device)
+        if rows.numel() == 0:
+            return w
+        key = rows * (int(g.max()) + 1) + g[rows, cols]
+        _, inv = torch.unique(key, return_inverse=True)
+        counts = torch.bincount(inv)
+        order = torch.argsort(inv, stable=True)
+        pos = torch.empty_like(inv)
+        pos[order] = torch.arange(len(inv), device=inv.device) - (torch.cumsum(counts, 0) - counts)[inv[order]]
+        shape = (len(counts), int(counts.max()))
+        gm = torch.zeros(shape, dtype=torch.bool, device=long.device).index_put_((inv, pos), torch.tensor(True))
+        gl = long.new_zeros(shape).index_put_((inv, pos), long[rows, cols])
+        gs = short.new_zeros(shape).index_put_((inv, pos), short[rows, cols])
+        keys = None
+        if self.sparsification is not None:
+            keys = torch.full(shape, 2.0, dtype=torch.float64, device=long.device)  # > every key: padding
+            keys[inv, pos] = self._keys(long.shape, generator, long.device).to(long.device)[rows, cols]
+        w[rows, cols] = self._weights(gl, gs, gm, generator, keys)[inv, pos]
+        return w
+
+    def _weights(self, long, short, m, generator, keys=None):
         """[b, T] float32 NLLs and bool mask -> [b, T] weights (steps 1-5 of docs/METHOD.md)."""
         w = self.scores(torch.where(m, long, 0.0), torch.where(m, short, 0.0))
         for t in self.transforms:
@@ -334,7 +377,7 @@ class WeightingScheme:
             )
         w = torch.where(m, w, 0.0)
         if self.sparsification is not None:
-            w = self._top_kappa(w, m, generator)
+            w = self._top_kappa(w, m, generator, keys)
         if self.normalization == "l1":
             total = w.abs().sum(1, keepdim=True)
             w = w * m.sum(1, keepdim=True) / total.clamp(min=torch.finfo(torch.float32).tiny)
@@ -347,25 +390,31 @@ class WeightingScheme:
             w = self.interpolation + (1 - self.interpolation) * w
         return torch.where(m, w, 0.0).to(torch.float32)
 
-    def _top_kappa(self, w, m, generator):
+    def _top_kappa(self, w, m, generator, keys=None):
         """Top floor(κ·T) scored tokens per row -> 1, others 0; ties broken uniformly at random.
 
         A uniformly random permutation (argsort of float64 random keys: collisions are negligible)
         followed by a *stable* descending sort by value leaves tied tokens in random order, so the
-        first k of the result are a uniformly random choice among ties. Fully vectorised.
+        first k of the result are a uniformly random choice among ties. Fully vectorised. ``keys``:
+        the random keys (``[b, T]`` float64) instead of drawing them (:meth:`_grouped_weights`).
         """
         b, n = w.shape
         kappa = Fraction(repr(self.sparsification))
         ks = [math.floor(kappa * t) for t in m.sum(1).tolist()]
         k = torch.tensor(ks, device=w.device).unsqueeze(1)
-        if generator is None:
-            generator = torch.Generator(device=w.device).manual_seed(self.seed)
-        keys = torch.rand((b, n), generator=generator, device=generator.device, dtype=torch.float64)
+        if keys is None:
+            keys = self._keys((b, n), generator, w.device)
         perm = keys.to(w.device).argsort(dim=1)
         values = w.masked_fill(~m, -math.inf).gather(1, perm)
         order = perm.gather(1, values.sort(dim=1, descending=True, stable=True).indices)
         keep = (torch.arange(n, device=w.device).unsqueeze(0) < k).to(w.dtype)
         return torch.zeros_like(w).scatter(1, order, keep)
+
+    def _keys(self, shape, generator, device) -> torch.Tensor:
+        """Top-κ's float64 random keys of ``shape`` (a fresh generator seeded with ``seed`` when None)."""
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+        return torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float64)
 
 
 def _as_float(x, name: str) -> torch.Tensor:
@@ -383,6 +432,18 @@ def _check_shapes(long: torch.Tensor, short: torch.Tensor | None) -> None:
         raise ValueError(
             f"long_nll and short_nll must have one shape, got {tuple(long.shape)} and {tuple(short.shape)}"
         )
+
+
+def _as_groups(groups, long: torch.Tensor) -> torch.Tensor:
+    """Integer group ids of ``long``'s shape -> long tensor on ``long``'s device (-1: not scored)."""
+    g = torch.as_tensor(groups, device=long.device)
+    if g.shape != long.shape:
+        raise ValueError(f"groups shape {tuple(g.shape)} differs from long_nll shape {tuple(long.shape)}")
+    if g.dtype.is_floating_point or g.dtype == torch.bool or g.is_complex():
+        raise ValueError(f"groups (dtype {g.dtype}) must hold integer group ids (-1: not scored)")
+    if g.numel() and int(g.min()) < -1:
+        raise ValueError("groups must be >= -1 (-1: not scored)")
+    return g.long()
 
 
 def _as_mask(mask, long: torch.Tensor) -> torch.Tensor:

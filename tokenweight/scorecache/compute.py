@@ -1,4 +1,11 @@
-"""Computing a score cache: shards scored by every rank, checked, completed (resumable, lockable)."""
+"""Computing a score cache: shards scored by every rank, checked, completed (resumable, lockable).
+
+Packed data (a ``doc_lengths`` column: ``tokenweight prepare --pack``) is scored per document:
+``short_context_nll(doc_lengths=...)`` windows every document as a sequence of its own (its
+first token's entry is 0), so a cache row equals its documents scored one by one; the cache's
+identity then records ``packed: true``. A scorer with another tokenizer (``--align``) is refused
+on packed data (not supported yet).
+"""
 
 from __future__ import annotations
 
@@ -242,9 +249,11 @@ def _score_rows(
     bar,
     where: str,
     tokenizers: tuple | None = None,
+    doc_lengths: list | None = None,
 ):
     """Short-context NLL of one shard's token lists: (nll [k, n-1] float32 CPU, lengths [k] int32,
-    rows aligned by decoding token by token).
+    rows aligned by decoding token by token). ``doc_lengths``: packed rows (one list per row; a
+    row's tokens past their sum are padding and dropped), scored per document.
 
     Sequences go to ``short_context_nll`` in groups of about four forward passes' worth of
     windows (enough to fill every pass); the grouping depends only on the shard, never on the
@@ -264,6 +273,9 @@ def _score_rows(
     per_token = 0
     for c in range(0, len(rows), per_call):
         chunk = [list(r) for r in rows[c : c + per_call]]
+        docs = None if doc_lengths is None else [[int(x) for x in d] for d in doc_lengths[c : c + per_call]]
+        if docs is not None:
+            chunk = [r[: sum(d)] for r, d in zip(chunk, docs)]
         if (longest := max(len(r) for r in chunk)) > n:
             raise UsageError(
                 f"{where} holds a sequence of {longest} tokens but the manifest says n = {n}: re-prepare the data"
@@ -278,9 +290,21 @@ def _score_rows(
                 ) from None
             nll[c : c + len(chunk)], per_token = scores.nll, per_token + scores.decoded_per_token
         else:
-            nll[c : c + len(chunk)] = short_context_nll(
-                model, ids, window, stride, attention_mask=mask, bos_token_id=bos, batch_size=batch_size
-            ).cpu()
+            try:
+                nll[c : c + len(chunk)] = short_context_nll(
+                    model,
+                    ids,
+                    window,
+                    stride,
+                    attention_mask=mask,
+                    bos_token_id=bos,
+                    batch_size=batch_size,
+                    **({} if docs is None else {"doc_lengths": docs}),
+                ).cpu()
+            except ValueError as e:
+                if docs is None:
+                    raise
+                raise UsageError(f"{where}: bad doc_lengths column ({e}): re-prepare the data") from None
         lengths[c : c + len(chunk)] = lens
         bar.update(len(chunk))
     return nll, lengths, per_token
@@ -298,6 +322,7 @@ class _Inputs:
     count: int
     tokenizer: Any
     scorer_tokenizer: Any = None  # set when the scorer's tokens are aligned to the data's by characters
+    packed: bool = False  # rows hold several documents (a doc_lengths column)
 
 
 def _load_inputs(data: Path, split: str, max_sequences: int | None) -> _Inputs:
@@ -306,12 +331,13 @@ def _load_inputs(data: Path, split: str, max_sequences: int | None) -> _Inputs:
     dsd, manifest = load_prepared(data)  # UsageError for a missing, incomplete or damaged folder
     if split not in dsd:
         raise UsageError(f"prepared data {str(data)!r} has no split {split!r} (it has {', '.join(dsd)}): pass --split")
-    rows = dsd[split].select_columns(["input_ids"])
+    packed = "doc_lengths" in dsd[split].column_names
+    rows = dsd[split].select_columns(["input_ids", "doc_lengths"] if packed else ["input_ids"])
     count = len(rows) if max_sequences is None else min(len(rows), max_sequences)
     if count == 0:
         raise UsageError(f"split {split!r} of {str(data)!r} has no sequences: prepare more data")
     n = int(manifest["n"])
-    return _Inputs(data, split, rows, manifest, n, count, load_tokenizer(data / "tokenizer"))
+    return _Inputs(data, split, rows, manifest, n, count, load_tokenizer(data / "tokenizer"), packed=packed)
 
 
 def _cache_meta(
@@ -333,6 +359,8 @@ def _cache_meta(
     )
     if inputs.scorer_tokenizer is not None:  # only then: same-tokenizer caches keep their fingerprints
         identity.update(alignment=ALIGNMENT, scorer_tokenizer=tokenizer_digest(inputs.scorer_tokenizer))
+    if inputs.packed:  # only then: caches of unpacked data keep their fingerprints
+        identity.update(packed=True)
     return dict(
         identity,
         format=FORMAT,
@@ -373,9 +401,10 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
     )
     for i in shards:
         a, b = ranges[i]
+        part = inputs.rows[a:b]
         nll, lengths, decoded = _score_rows(
             model,
-            inputs.rows[a:b]["input_ids"],
+            part["input_ids"],
             inputs.n,
             meta["window"],
             meta["stride"],
@@ -384,6 +413,7 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
             bar,
             f"sequences {a}..{b - 1} of {str(inputs.data)!r}",
             None if inputs.scorer_tokenizer is None else (inputs.tokenizer, inputs.scorer_tokenizer),
+            part["doc_lengths"] if inputs.packed else None,
         )
         blob = save(
             {"nll": nll, "lengths": lengths}, {"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)}
@@ -499,6 +529,12 @@ def compute_scores(
             folder, model, inputs.scorer_tokenizer = _scorer_folder(
                 scorer, inputs.tokenizer, dtype, device, attn_implementation, align
             )
+            if inputs.packed and inputs.scorer_tokenizer is not None:
+                raise UsageError(
+                    f"--align with packed data is not supported yet: {str(data)!r} was prepared with --pack and "
+                    f"scorer {str(scorer)!r} has another tokenizer; use a scorer with the data's tokenizer, or "
+                    "prepare the data without --pack"
+                )
             meta = _cache_meta(inputs, scorer, folder, window, stride, dtype, shard_size)
             work, was_complete = _claim(out, meta, force, rank, world, lock)
             ranges = shard_ranges(inputs.count, meta["shard_size"])

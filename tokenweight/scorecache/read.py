@@ -140,11 +140,15 @@ def verify(
     indices: Sequence[int],
     batch_size: int | None = None,
     tokenizers: tuple | None = None,
+    doc_lengths: Sequence[Sequence[int]] | None = None,
 ) -> float:
     """Recompute ``short_context_nll`` for ``sequences`` (dataset rows ``indices``) one at a time
     and return the largest absolute difference to the cache (nats). Batching differs from the
     cache's, so expect float rounding (~1e-6 in fp32), not 0. ``tokenizers``: ``(data's, scorer's)``
-    for an aligned cache (a scorer with another tokenizer): recomputed with ``aligned_short_nll``."""
+    for an aligned cache (a scorer with another tokenizer): recomputed with ``aligned_short_nll``.
+    A cache of packed data (``packed`` in its identity) is recomputed per document: with the rows'
+    ``doc_lengths``, or when None with those of the prepared folder it was computed from
+    (``data_path`` and ``split`` of its meta.json)."""
     import torch
 
     from tokenweight.alignment import aligned_short_nll
@@ -153,7 +157,23 @@ def verify(
     got = cache.read(indices)
     worst = 0.0
     m = cache.meta
+    if m.get("packed") and doc_lengths is None:
+        doc_lengths = _packed_lengths(cache, indices)
     for r, seq in enumerate(sequences):
+        if doc_lengths is not None:
+            docs = [int(x) for x in doc_lengths[r]]
+            ids = torch.tensor([list(seq)[: sum(docs)]], dtype=torch.long)
+            ref = short_context_nll(
+                model,
+                ids,
+                m["window"],
+                m["stride"],
+                bos_token_id=m["bos_token_id"],
+                batch_size=batch_size,
+                doc_lengths=[docs],
+            )[0].cpu()
+            worst = max(worst, float((got[r, : ref.shape[0]] - ref).abs().max()) if ref.numel() else 0.0)
+            continue
         ids = torch.tensor([list(seq)], dtype=torch.long)
         if tokenizers is not None:
             ref = aligned_short_nll(model, [list(seq)], *tokenizers, m["window"], m["stride"], batch_size=batch_size)
@@ -164,3 +184,17 @@ def verify(
         )[0].cpu()
         worst = max(worst, float((got[r, : ref.shape[0]] - ref).abs().max()) if ref.numel() else 0.0)
     return worst
+
+
+def _packed_lengths(cache: ScoreCache, indices: Sequence[int]) -> list[list[int]]:
+    """The ``doc_lengths`` of rows ``indices`` of the prepared folder a packed cache was computed from."""
+    from tokenweight.data import load_prepared
+
+    dsd, manifest = load_prepared(cache.meta["data_path"])
+    split = dsd[cache.meta["split"]]
+    if manifest.get("fingerprint") != cache.meta.get("data") or "doc_lengths" not in split.column_names:
+        raise UsageError(
+            f"score cache {str(cache.path)!r} holds packed scores but {cache.meta['data_path']!r} is no longer the "
+            "packed data it was computed from: pass its doc_lengths to verify"
+        )
+    return list(split.select([int(i) for i in indices])["doc_lengths"])

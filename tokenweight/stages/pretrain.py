@@ -5,7 +5,8 @@ sequence is cut into consecutive windows of ``window`` tokens (each starting wit
 short-context scorer's windows), and the model is trained on them with plain cross-entropy through
 exactly the code path of :func:`tokenweight.stages.train.train` (``WeightedTrainer`` with the
 uniform scheme, no scorer). The saved model has ``max_position_embeddings = w``, which ``train``
-reads as the base length to extend from.
+reads as the base length to extend from. On packed data (``prepare --pack``) the windows are cut
+from every document separately, so that no window crosses a document (``TrainSequences``).
 
 ``task="copy"`` trains on synthetic repeats of random tokens instead (``tokenweight.train.copytask``),
 an induction warm-up; ``copy_fraction`` mixes such rows into the language-modelling windows.
@@ -23,6 +24,7 @@ __all__ = ["PretrainConfig", "pretrain"]
 
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or continue, or find finished) the pretraining run ``config.out``."""
+    from tokenweight.stages.train import _check_loss_kernel, _trainer_class
     from tokenweight.train.runner import run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars, world_size
 
@@ -34,6 +36,7 @@ def pretrain(config: PretrainConfig) -> RunResult:
     data = load_train_data(config.data)
     tokenizer = data.tokenizer
     model = build_model(config, tokenizer, config.window, config.rope_theta)
+    _check_loss_kernel(config, model)
     if config.model and base_context(model) < config.window:
         raise UsageError(
             f"model {config.model!r} has max_position_embeddings {base_context(model)} < --window "
@@ -63,6 +66,7 @@ def pretrain(config: PretrainConfig) -> RunResult:
         scorer=None,
         chunk_size=config.chunk_size,
         run_config={**config.to_dict(), "command": "pretrain", "n": data.n},
+        trainer_class=_trainer_class(config),
     )
     return RunResult(out, summary)
 

@@ -10,6 +10,11 @@ it is Rho-1's selective language modelling (docs/SCORING.md).
 
 Multi-GPU: the same stage under ``accelerate launch``/``torchrun``, or DeepSpeed with
 ``deepspeed="zero3"`` (docs/TRAINING.md).
+
+Packed data (``prepare --pack``: a ``doc_lengths`` column) is trained per document: document-masked
+forward, no target at a document's first token, short windows per document, and with
+``weight_norm="document"`` the weights of every document normalised on its own (docs/TRAINING.md,
+"Packed data").
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ def train(config: TrainConfig) -> RunResult:
 
     model = build_model(config, data.tokenizer, n, config.rope_theta)
     check_trainable(model, config.model or config.init)  # before any work: one line naming the model
+    _check_loss_kernel(config, model)
     # the context the model was trained at (Llama-3.1: 8192, not its 131072): the default window
     base = (config.base_context or pretrained_context(model)) if config.model else base_context(model)
     longce = scheme.needs_short and config.short_context == "longce"  # LongCE's windows (docs/SCORING.md)
@@ -137,6 +143,7 @@ def train(config: TrainConfig) -> RunResult:
         "stride": stride,
         "base_context": base,
         "rope_parameters": dict(rope) if rope else None,
+        "packed": dataset.packed,
     }
     summary = run_training(
         model=model,
@@ -149,5 +156,28 @@ def train(config: TrainConfig) -> RunResult:
         scorer=scorer,
         chunk_size=config.chunk_size,
         run_config=run_config,
+        trainer_class=_trainer_class(config),
     )
     return RunResult(out, summary)
+
+
+def _check_loss_kernel(config, model) -> None:
+    """``--loss-kernel cce``: the model's output layer must map onto CCE (the device, the package and
+    the dtype were checked by ``validate()``); UsageError naming the model otherwise."""
+    if config.loss_kernel == "cce":
+        from tokenweight.loss_kernels import cce_model_problem
+
+        problem = cce_model_problem(model)
+        if problem is not None:
+            raise UsageError(f"model {config.model or config.init!r}: {problem}")
+
+
+def _trainer_class(config):
+    """``WeightedTrainer`` with the run's ``--loss-kernel`` (and ``--weight-norm``: train only)."""
+    from functools import partial
+
+    from tokenweight.train.trainer import WeightedTrainer
+
+    return partial(
+        WeightedTrainer, loss_kernel=config.loss_kernel, weight_norm=getattr(config, "weight_norm", "sequence")
+    )

@@ -8,11 +8,16 @@ Why a dataset wrapper instead of the prepared ``datasets.Dataset`` as is:
 - ``tokenweight pretrain`` trains at the short context ``w`` on the same prepared data: each
   sequence is cut into consecutive windows of ``w`` tokens (every window after the first starts with
   BOS when the sequence does, exactly as the short-context scorer's windows do, docs/METHOD.md);
-- only ``input_ids`` is decoded (the ``episodes`` column is for evaluation), in torch format.
+- only ``input_ids`` is decoded (the ``episodes`` column is for evaluation), in torch format;
+- packed data (``tokenweight prepare --pack``: a ``doc_lengths`` column, :mod:`tokenweight.documents`)
+  gives every example its ``doc_lengths`` (cropped with the sequence), and ``pretrain``'s windows
+  are cut from each document separately, so that no window crosses a document.
 
 :class:`PadCollator` right-pads a list of examples into a batch; padding is masked out of the
 attention and labelled ``-100``, so it is neither scored nor counted (HF counts ``labels[:, 1:] !=
--100`` as ``num_items_in_batch``, the same positions the loss uses).
+-100`` as ``num_items_in_batch``, the same positions the loss uses). Packed examples also get
+``-100`` at the first token of every document (nothing of its own document precedes it) and the
+batch a ``doc_lengths`` tensor (:func:`batch_doc_lengths` turns it back into lists).
 """
 
 from __future__ import annotations
@@ -33,6 +38,29 @@ def _lengths(ds) -> np.ndarray:
     return np.array([len(x) for x in ds["input_ids"]], dtype=np.int64)
 
 
+def crop_doc_lengths(lengths: list[int], max_length: int | None) -> list[int]:
+    """Document lengths of a packed row cut to its first ``max_length`` tokens (the last document
+    kept is cut short, later ones dropped); None: unchanged."""
+    if max_length is None:
+        return [int(x) for x in lengths]
+    out, start = [], 0
+    for length in lengths:
+        if start >= max_length:
+            break
+        out.append(min(int(length), max_length - start))
+        start += int(length)
+    return out
+
+
+def batch_doc_lengths(doc_lengths) -> list[list[int]] | None:
+    """A batch's ``doc_lengths`` (:class:`PadCollator`'s ``[b, D]`` tensor, zero-padded, or lists)
+    -> one list of positive lengths per row; None stays None (an unpacked batch)."""
+    if doc_lengths is None:
+        return None
+    rows = doc_lengths.tolist() if isinstance(doc_lengths, torch.Tensor) else doc_lengths
+    return [[int(x) for x in row if int(x) > 0] for row in rows]
+
+
 class TrainSequences(Dataset):
     """Examples ``{"input_ids": LongTensor[L], "index": int}`` from a prepared split.
 
@@ -47,6 +75,9 @@ class TrainSequences(Dataset):
         limit: use only the first ``limit`` sequences.
 
     ``index`` is always the row of the *sequence* in ``ds`` (for a window: the sequence it is cut from).
+    With a ``doc_lengths`` column (packed rows) every example has ``doc_lengths`` (the row's,
+    cropped; padding beyond their sum is dropped), and windows are cut from every document on its
+    own, BOS put back when the *document* starts with it: the windows of the documents as rows.
     """
 
     def __init__(
@@ -66,21 +97,34 @@ class TrainSequences(Dataset):
         self.ds = ds.with_format("torch", columns=["input_ids"])
         self.max_length, self.window, self.bos_token_id = max_length, window, bos_token_id
         count = len(ds) if limit is None else min(limit, len(ds))
-        lengths = _lengths(ds)[:count]
-        if max_length is not None:
-            lengths = np.minimum(lengths, max_length)
+        self.packed = "doc_lengths" in ds.column_names
+        self.doc_lengths = None  # packed: the (cropped) document lengths of every row
+        if self.packed:
+            column = ds.select_columns(["doc_lengths"])[:count]["doc_lengths"]
+            self.doc_lengths = [crop_doc_lengths(x, max_length) for x in column]
+            lengths = np.array([sum(x) for x in self.doc_lengths], dtype=np.int64)
+        else:
+            lengths = _lengths(ds)[:count]
+            if max_length is not None:
+                lengths = np.minimum(lengths, max_length)
         self.lengths = lengths
         if window is None:
             self._rows = np.arange(count, dtype=np.int64)
             self._starts = np.zeros(count, dtype=np.int64)
-        else:
-            rows, starts = [], []
-            for row, length in enumerate(lengths.tolist()):
-                for start in range(0, length, window):
-                    if min(start + window, length) - start >= 2:
+            return
+        rows, starts, ends, firsts = [], [], [], []
+        for row, length in enumerate(lengths.tolist()):
+            offset = 0
+            for doc in self.doc_lengths[row] if self.packed else [length]:
+                for start in range(offset, offset + doc, window):
+                    if min(start + window, offset + doc) - start >= 2:
                         rows.append(row)
                         starts.append(start)
-            self._rows, self._starts = np.array(rows, dtype=np.int64), np.array(starts, dtype=np.int64)
+                        ends.append(min(start + window, offset + doc))
+                        firsts.append(offset)
+                offset += doc
+        self._rows, self._starts = np.array(rows, dtype=np.int64), np.array(starts, dtype=np.int64)
+        self._ends, self._firsts = np.array(ends, dtype=np.int64), np.array(firsts, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -90,11 +134,14 @@ class TrainSequences(Dataset):
         ids = self.ds[row]["input_ids"].long()
         if self.max_length is not None:
             ids = ids[: self.max_length]
-        if self.window is not None:
-            first = ids[0].item() if len(ids) else None
-            ids = ids[start : start + self.window].clone()
-            if start > 0 and self.bos_token_id is not None and first == self.bos_token_id:
+        if self.window is not None:  # a window of one document (of the row when not packed)
+            doc_start = int(self._firsts[i])
+            first = ids[doc_start].item() if len(ids) > doc_start else None
+            ids = ids[start : int(self._ends[i])].clone()
+            if start > doc_start and self.bos_token_id is not None and first == self.bos_token_id:
                 ids[0] = self.bos_token_id
+        elif self.packed:
+            return {"input_ids": ids[: int(self.lengths[row])], "index": row, "doc_lengths": self.doc_lengths[row]}
         return {"input_ids": ids, "index": row}
 
     @property
@@ -102,7 +149,7 @@ class TrainSequences(Dataset):
         """Tokens in one pass over the examples."""
         if self.window is None:
             return int(self.lengths.sum())
-        return int(sum(min(self.window, int(self.lengths[r]) - s) for r, s in zip(self._rows, self._starts)))
+        return int((self._ends - self._starts).sum())
 
 
 class PadCollator:
@@ -110,7 +157,10 @@ class PadCollator:
 
     ``labels`` equal ``input_ids`` with ``-100`` at padding (HF's causal-LM convention: position t
     is predicted from positions < t, the shift happens in the loss), or an example's own
-    ``labels`` (same length as its ``input_ids``) when it has them.
+    ``labels`` (same length as its ``input_ids``) when it has them. When an example has
+    ``doc_lengths`` (packed), the batch gets ``doc_lengths`` ``[b, D]`` long (zero-padded; an
+    example without them is one document) and ``labels`` get ``-100`` at every document's first
+    token after the row's first.
     """
 
     def __init__(self, pad_token_id: int = 0):
@@ -131,4 +181,15 @@ class PadCollator:
             if "labels" in e:
                 labels[i, : len(seqs[i])] = torch.as_tensor(e["labels"], dtype=torch.long)
         index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
+        if any("doc_lengths" in e for e in examples):
+            docs = [[int(x) for x in e.get("doc_lengths", [len(s)])] for e, s in zip(examples, seqs)]
+            for i, (lengths, s) in enumerate(zip(docs, seqs)):
+                if sum(lengths) != len(s):
+                    raise ValueError(f"example {i}: doc_lengths {lengths} sum to {sum(lengths)}, not {len(s)} tokens")
+                starts = np.cumsum(lengths)[:-1]
+                labels[i, torch.as_tensor(starts, dtype=torch.long)] = IGNORE_INDEX
+            out["doc_lengths"] = torch.zeros(len(docs), max(len(d) for d in docs), dtype=torch.long)
+            for i, lengths in enumerate(docs):
+                out["doc_lengths"][i, : len(lengths)] = torch.tensor(lengths, dtype=torch.long)
+        return out

@@ -10,6 +10,7 @@ weight decay 0.01, constant learning rate after a linear warm-up).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from tokenweight.config import (
@@ -28,9 +29,14 @@ SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_wi
 ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
 #: the short contexts of self-scoring: docs/METHOD.md's windows, or LongCE's (docs/SCORING.md)
 SHORT_CONTEXTS = ("method", "longce")
+#: the unit of the weights' normalisation (``weight_norm``): a row, or each document of a packed row
+WEIGHT_NORMS = ("sequence", "document")
 #: experiment trackers the HF Trainer reports to (``TrainingArguments.report_to``); ``none``: only
 #: ``OUT/log.jsonl``, which is always written
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "trackio", "none")
+#: per-token NLL of the output layer: ``chunked`` (tokenweight.loss, any device) or ``cce``
+#: (Cut-Cross-Entropy's Triton kernel, tokenweight.loss_kernels: CUDA, 16-bit, the ``cce`` extra)
+LOSS_KERNELS = ("chunked", "cce")
 
 _M = "model and data"
 _O = "optimisation"
@@ -40,8 +46,14 @@ _C = "checkpoints and logs"
 #: do not change what is trained (where and how often it is saved or logged, how data is loaded).
 #: Not ``max_steps``: it shapes the learning-rate schedule and the copy task's rows, and a finished
 #: run rerun with more steps must not be taken for done. ``device`` and ``attn_implementation``: where
-#: a run continues and with which attention kernel (the same function, other rounding); ``dtype``
+#: a run continues and with which attention kernel (the same function, other rounding); likewise
+#: ``loss_kernel`` (a run begun with ``cce`` on a GPU may continue with ``chunked``); ``dtype``
 #: (mixed precision) is part of what is trained.
+#: options added after runs were already being made: at their default they are left out of a run's
+#: settings, so that a run folder started before the option existed (which did what the default
+#: does) is still the same run; any other value is recorded and compared as usual
+OMITTED_AT_DEFAULT = frozenset({"weight_norm"})
+
 RESUMABLE_CHANGES = frozenset(
     {
         "save_steps",
@@ -53,6 +65,7 @@ RESUMABLE_CHANGES = frozenset(
         "force",
         "device",
         "attn_implementation",
+        "loss_kernel",
     }
 )
 
@@ -82,6 +95,13 @@ class RunConfig(RuntimeOptions, StageConfig):
     seed: int = option(0, "seed of initialisation, data order and tie-breaking", group=_O)
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)", group=_O)
     chunk_size: int = option(1024, "positions per output-layer chunk of the loss", group=_O)
+    loss_kernel: str = option(
+        "chunked",
+        "per-token NLL of the output layer: chunked (any device) or cce (Cut-Cross-Entropy's fused kernel: a CUDA "
+        "GPU, --dtype bfloat16/float16, pip install 'tokenweight[cce]')",
+        choices=LOSS_KERNELS,
+        group=_O,
+    )
     deepspeed: str | None = option(
         None, "DeepSpeed config file, or a shipped one: zero3", metavar="FILE|NAME", group=_O
     )
@@ -127,6 +147,16 @@ class RunConfig(RuntimeOptions, StageConfig):
         check_float(self, "max_grad_norm", low=0)
         check_choice(self, "lr_scheduler")
         self.validate_runtime()
+        check_choice(self, "loss_kernel")
+        if self.loss_kernel == "cce":  # here, before any work: device, package, dtype
+            import torch
+
+            from tokenweight.loss_kernels import cce_problem
+
+            runtime = self.runtime()
+            problem = cce_problem(runtime.device, getattr(torch, runtime.dtype))
+            if problem is not None:
+                raise ValueError(problem)
         if not self.report_to or any(r not in REPORT_TO for r in self.report_to):
             raise ValueError(f"report_to must be a list of {', '.join(REPORT_TO)}, got {self.report_to!r}")
         if "none" in self.report_to and len(self.report_to) > 1:
@@ -139,7 +169,12 @@ class RunConfig(RuntimeOptions, StageConfig):
         fingerprint), so that a moved or copied folder is still the same run."""
         from tokenweight.identity import input_identity
 
-        d = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        d = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in RESUMABLE_CHANGES and not (k in OMITTED_AT_DEFAULT and v == defaults.get(k))
+        }
         for name in ("data", "model", "scores"):
             if d.get(name) is not None:
                 d[name] = input_identity(name, d[name])
@@ -227,6 +262,14 @@ class TrainConfig(RunConfig):
     longce_sliding_window: int = option(
         1024, "with --short-context longce: tokens scored per short window (LongCE's)", group="token weighting"
     )
+    weight_norm: str = option(
+        "sequence",
+        "unit of the weights' normalisation and top-k (T, L1, softmax, top-k share): sequence (a row, the paper's "
+        "rule) or document (every document of a packed row on its own, so packing does not change its weights; "
+        "recommended for packed data); the same on unpacked data",
+        choices=WEIGHT_NORMS,
+        group="token weighting",
+    )
     n: int | None = option(None, "long context in tokens (none: the data's n)", group="context extension")
     rope_theta: float | None = option(
         None,
@@ -269,6 +312,7 @@ class TrainConfig(RunConfig):
         if self.window is not None and self.stride is not None and not self.stride < self.window:
             raise ValueError(f"stride must be in [1, window) = [1, {self.window}), got {self.stride}")
         check_choice(self, "short_context")
+        check_choice(self, "weight_norm")
         check_int(self, "longce_trunc_len", 1)
         check_int(self, "longce_sliding_window", 1)
         if self.short_context == "longce" and self.scorer == "frozen":

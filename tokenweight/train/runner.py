@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_write_json, output_lock, replace_dir, tmp_dir_for
-from tokenweight.train.config import RESUMABLE_CHANGES
+from tokenweight.train.config import OMITTED_AT_DEFAULT, RESUMABLE_CHANGES
 
 __all__ = ["RESUMABLE_CHANGES", "RunPlan", "last_complete_checkpoint", "plan_run", "run_training", "staging_dir"]
 
@@ -138,7 +138,10 @@ def _recorded(folder: Path) -> dict | None:
 
 
 def _first_difference(old: dict, new: dict) -> str | None:
-    return next((k for k in new if old.get(k, None) != new[k]), None)
+    """The first setting of ``new`` that ``old`` lacks or has otherwise; an option of
+    :data:`OMITTED_AT_DEFAULT` recorded in ``old`` only (``new`` has it at its default) differs too."""
+    keys = [*new, *(k for k in old if k in OMITTED_AT_DEFAULT and k not in new)]
+    return next((k for k in keys if old.get(k, None) != new.get(k, None)), None)
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -197,7 +200,8 @@ def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False)
     if (k := _first_difference(old, new)) is not None:
         what = "holds a finished run" if state == "done" else "holds a started run"
         raise UsageError(
-            f"--out {str(out)!r} {what} with {k} = {old.get(k)!r}, this command has {k} = {new[k]!r}: "
+            f"--out {str(out)!r} {what} with {k} = {old.get(k)!r}, "
+            f"this command has {k} = {new.get(k, 'its default')!r}: "
             "rerun with the same settings, choose another --out, or pass --force to replace it"
         )
     return RunPlan(out, state, new, checkpoint=ckpt, summary=summary)

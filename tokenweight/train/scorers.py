@@ -13,6 +13,10 @@ like ``token_nll`` (entry ``j`` is token ``j+1``):
   ``tokenweight score`` (``tokenweight.scorecache.ScoreCache``) and is read by dataset index.
 
 Both return float32 tensors on the batch's device and never carry gradient (weights are constants).
+Packed batches (``doc_lengths=``, one list of document lengths per row, :mod:`tokenweight.documents`)
+are scored per document: the self-scorers' windows restart at every document (window 0 of each is
+the document-masked long pass), and a frozen cache of packed data was computed that way already.
+The keyword is passed only for packed batches, so a scorer of unpacked data may ignore it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ class SelfScorer:
         self.window, self.stride, self.bos_token_id, self.batch_size = window, stride, bos_token_id, batch_size
 
     def __call__(
-        self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
+        self,
+        model: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        index: Tensor,
+        long_nll: Tensor,
+        doc_lengths: list[list[int]] | None = None,
     ) -> Tensor:
         """input_ids, attention_mask: [b, n]; index: [b]; long_nll: [b, n-1] -> [b, n-1] float32."""
         from tokenweight.scoring import self_scored_short_nll
@@ -52,6 +62,7 @@ class SelfScorer:
             attention_mask=attention_mask,
             bos_token_id=self.bos_token_id,
             batch_size=self.batch_size,
+            doc_lengths=doc_lengths,
         )
 
     def __repr__(self) -> str:
@@ -76,7 +87,13 @@ class LongCEScorer:
         self.trunc_len, self.sliding_window, self.batch_size = trunc_len, sliding_window, batch_size
 
     def __call__(
-        self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
+        self,
+        model: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        index: Tensor,
+        long_nll: Tensor,
+        doc_lengths: list[list[int]] | None = None,
     ) -> Tensor:
         """input_ids, attention_mask: [b, n]; index: [b]; long_nll: [b, n-1] -> [b, n-1] float32."""
         from tokenweight.scoring import truncated_context_nll
@@ -89,6 +106,7 @@ class LongCEScorer:
             attention_mask=attention_mask,
             long_nll=long_nll,
             batch_size=self.batch_size,
+            doc_lengths=doc_lengths,
         )
 
     def __repr__(self) -> str:
@@ -99,14 +117,22 @@ class FrozenScorer:
     """Short-context NLL read from a frozen score cache by dataset index.
 
     ``cache.read(indices) -> [len, n_cache-1]``; a batch of (cropped or padded) length ``n``
-    uses the first ``n-1`` entries. Positions past a sequence's end are masked by the caller.
+    uses the first ``n-1`` entries. Positions past a sequence's end are masked by the caller. A
+    cache of packed data holds per-document scores (``tokenweight score`` windows every document
+    on its own), so ``doc_lengths`` needs nothing here; the caller masks documents' first tokens.
     """
 
     def __init__(self, cache):
         self.cache = cache
 
     def __call__(
-        self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, index: Tensor, long_nll: Tensor
+        self,
+        model: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        index: Tensor,
+        long_nll: Tensor,
+        doc_lengths: list[list[int]] | None = None,
     ) -> Tensor:
         t = long_nll.shape[1]
         short = self.cache.read(index.detach().cpu())

@@ -31,6 +31,10 @@ loss and its gradients are the model's own. A model whose output layer is not an
 that changes the output layer's result in a way no rule covers, is refused with a ``UsageError``
 before any work (:func:`check_trainable`). Under FSDP, self-scoring runs through the wrapped model's
 forward (full logits per window; bound the memory with the scorer's ``batch_size``).
+
+Packed batches (``doc_lengths``, :mod:`tokenweight.documents`) give exactly the loss of their
+documents as separate rows: document-masked forward (:func:`document_forward`), no target at a
+document's first token, scorers and (``weight_norm="document"``) weights per document.
 """
 
 from __future__ import annotations
@@ -46,10 +50,14 @@ import torch
 from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback
 
+from tokenweight.documents import segment_ids, target_mask
 from tokenweight.errors import UsageError
 from tokenweight.logits import LogitPostprocessing, replaced_output_layer
 from tokenweight.loss import chunked_nll, weighted_nll_loss
+from tokenweight.loss_kernels import cce_model_problem, cce_nll, cce_problem
 from tokenweight.scoring import logit_postprocessing, output_layer_problem
+from tokenweight.train.collate import batch_doc_lengths
+from tokenweight.train.config import LOSS_KERNELS, WEIGHT_NORMS
 from tokenweight.weighting import WeightingScheme
 
 
@@ -77,20 +85,27 @@ def check_trainable(model: nn.Module, name: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def nll_output_layer(head: nn.Linear, targets: Tensor, chunk_size: int, model: nn.Module | None = None):
+def nll_output_layer(
+    head: nn.Linear, targets: Tensor, chunk_size: int, model: nn.Module | None = None, loss_kernel: str = "chunked"
+):
     """Make ``head(hidden [b, n, d])`` return the chunked NLL ``[b, n-1]`` of ``targets [b, n-1]``.
 
     The NLL at position ``t`` is that of ``targets[:, t]`` predicted from ``hidden[:, t]``. With
     ``model`` (whose output layer ``head`` is), the model's logit post-processing is applied inside
     the chunked loss and switched off in the model's forward (:func:`tokenweight.logits.replaced_output_layer`),
     so the forward returns the model's own NLL. The instance-level ``forward`` (and every switched
-    setting) is restored on exit, also on error.
+    setting) is restored on exit, also on error. ``loss_kernel="cce"``: the same NLL from
+    Cut-Cross-Entropy's fused kernel (:func:`tokenweight.loss_kernels.cce_nll`; ``chunk_size`` unused).
     """
+    if loss_kernel not in LOSS_KERNELS:
+        raise ValueError(f"loss_kernel must be one of {', '.join(LOSS_KERNELS)}, got {loss_kernel!r}")
     post = logit_postprocessing(model.config) if model is not None else LogitPostprocessing()
 
     def forward(hidden: Tensor) -> Tensor:
         if hidden.shape[:-1] != (targets.shape[0], targets.shape[1] + 1):
             raise ValueError(f"output layer got hidden states {tuple(hidden.shape)} for targets {tuple(targets.shape)}")
+        if loss_kernel == "cce":
+            return cce_nll(hidden[:, :-1], head, targets, postprocessing=post)
         return chunked_nll(hidden[:, :-1], head, targets, chunk_size=chunk_size, postprocessing=post)
 
     if model is None:
@@ -118,8 +133,47 @@ class _ThroughWrapper(nn.Module):
         super().__init__()
         self.wrapped = wrapped
 
-    def forward(self, input_ids=None, attention_mask=None, use_cache=False, **kwargs):
-        return self.wrapped(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    def forward(self, input_ids=None, attention_mask=None, use_cache=False, position_ids=None, **kwargs):
+        extra = {} if position_ids is None else {"position_ids": position_ids}
+        return self.wrapped(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+
+
+def document_forward(model: nn.Module, input_ids: Tensor, attention_mask, targets: Tensor, doc_lengths):
+    """``(forward kwargs, targets of the output layer, restore)`` of a training forward; ``restore``
+    maps the forward's NLL back to ``[b, n-1]``. ``doc_lengths`` None: the batch as it is.
+
+    Packed rows (:func:`tokenweight.documents.forward_kwargs`, by ``config._attn_implementation``):
+    on sdpa/eager a block-diagonal causal 4D float mask (in the model's dtype) and positions
+    restarting at 0 (the mask is ``[b, 1, n, n]``: ``b·n²·4`` bytes in float32, 4 GiB per row at
+    32k: use flash-attention for long rows); on flash-attention the batch is flattened into one row
+    without its padding (HF's flattening convention, ``DataCollatorWithFlattening``: no mask,
+    positions restarting at every document, so also at every row), the targets with it (each
+    row's last token predicts nothing), and ``restore`` scatters the NLL back to the rows.
+    """
+    if doc_lengths is None:
+        return {"input_ids": input_ids, "attention_mask": attention_mask}, targets, lambda nll: nll
+    from tokenweight.documents import forward_kwargs
+
+    b, n = input_ids.shape
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+    if not impl.startswith("flash"):
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        kwargs = forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=input_ids.device)
+        return {"input_ids": input_ids, **kwargs}, targets, lambda nll: nll
+    lengths = torch.tensor([sum(d) for d in doc_lengths], device=input_ids.device)
+    keep = torch.arange(n, device=input_ids.device)[None, :] < lengths[:, None]  # [b, n]: tokens, row-major
+    flat_docs = [[x for d in doc_lengths for x in d]]
+    total = int(lengths.sum())
+    kwargs = forward_kwargs(flat_docs, total, impl, device=input_ids.device)
+    padded = torch.cat([targets, targets.new_full((b, 1), -100)], dim=1)  # [b, n]: target of every token
+    flat_targets = padded[keep][None, :-1]
+
+    def restore(nll: Tensor) -> Tensor:  # [1, total-1] -> [b, n-1]
+        out = nll.new_zeros(b, n)
+        out[keep] = torch.cat([nll[0], nll.new_zeros(1)])
+        return out[:, :-1]
+
+    return {"input_ids": input_ids[keep][None], **kwargs}, flat_targets, restore
 
 
 class StepTimer(TrainerCallback):
@@ -248,16 +302,40 @@ class WeightedTrainer(Trainer):
         scorer: callable ``(model, input_ids, attention_mask, index, long_nll) -> short_nll [b, n-1]``
             (``SelfScorer`` or ``FrozenScorer``); required when ``scheme.needs_short``.
         chunk_size: positions per output-layer chunk of the loss.
+        loss_kernel: ``"chunked"`` (:func:`tokenweight.loss.chunked_nll`, any device) or ``"cce"``
+            (:func:`tokenweight.loss_kernels.cce_nll`: CUDA, bf16/fp16 mixed precision, the ``cce``
+            extra; refused with a ``UsageError`` at construction where it cannot run).
+        weight_norm: ``"sequence"`` (the scheme's T, top-κ and normalisation per row) or
+            ``"document"`` (per document of a packed row: ``WeightingScheme(groups=...)``, so a
+            packed row's weights are its documents' own); the same on unpacked batches.
 
     Batches must hold ``input_ids``, ``attention_mask``, ``labels`` (-100 = ignored) and ``index``
-    (dataset rows, ``PadCollator``); keep ``remove_unused_columns=False``.
+    (dataset rows, ``PadCollator``); keep ``remove_unused_columns=False``. A packed batch also
+    holds ``doc_lengths`` (``PadCollator``'s ``[b, D]`` tensor): the forward is document-masked
+    (:func:`document_forward`), a document's first token is not scored, and the scorer is called
+    with ``doc_lengths=`` (lists) as well.
     """
 
     # Our loss is already normalised by the global token count of the accumulated batch.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, scheme: WeightingScheme | str = "uniform", scorer=None, chunk_size: int = 1024, **kwargs):
+    def __init__(
+        self,
+        *args,
+        scheme: WeightingScheme | str = "uniform",
+        scorer=None,
+        chunk_size: int = 1024,
+        loss_kernel: str = "chunked",
+        weight_norm: str = "sequence",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
+        if weight_norm not in WEIGHT_NORMS:
+            raise ValueError(f"weight_norm must be one of {', '.join(WEIGHT_NORMS)}, got {weight_norm!r}")
+        self.weight_norm = weight_norm
+        if loss_kernel not in LOSS_KERNELS:
+            raise ValueError(f"loss_kernel must be one of {', '.join(LOSS_KERNELS)}, got {loss_kernel!r}")
+        self.loss_kernel = loss_kernel
         self.scheme = WeightingScheme.parse(scheme)
         if self.scheme.needs_short and scorer is None:
             raise ValueError(
@@ -273,6 +351,12 @@ class WeightedTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
         check_trainable(self.model, getattr(getattr(self.model, "config", None), "_name_or_path", None) or None)
+        if loss_kernel == "cce":  # before any step: device, package, dtype, the output layer
+            head_dtype = self.model.get_output_embeddings().weight.dtype
+            mixed = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else head_dtype
+            problem = cce_problem(self.args.device, mixed) or cce_model_problem(self.model)
+            if problem is not None:
+                raise UsageError(problem)
         self.timer = StepTimer()
         self.add_callback(self.timer)
         self._stats: WeightStats | None = None  # since the last log
@@ -299,17 +383,29 @@ class WeightedTrainer(Trainer):
         attention_mask = inputs.get("attention_mask")
         targets = labels[:, 1:]
         mask = targets != -100
+        docs = batch_doc_lengths(inputs.get("doc_lengths"))  # packed rows (PadCollator), else None
+        if docs is not None:  # a document's first token is never a target, whatever the labels say
+            mask = mask & target_mask(docs, input_ids.shape[1], device=mask.device)
         unwrapped = self.accelerator.unwrap_model(model)
-        with nll_output_layer(unwrapped.get_output_embeddings(), targets, self.chunk_size, model=unwrapped):
-            outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        nll = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # [b, n-1] float32
+        forward, targets, restore = document_forward(unwrapped, input_ids, attention_mask, targets, docs)
+        with nll_output_layer(
+            unwrapped.get_output_embeddings(), targets, self.chunk_size, model=unwrapped, loss_kernel=self.loss_kernel
+        ):
+            outputs = model(**forward, use_cache=False)
+        nll = restore(outputs["logits"] if isinstance(outputs, dict) else outputs[0])  # [b, n-1] float32
         self._check_finite(nll, mask, index)
         if not self.scheme.needs_short:
             return nll, mask, None
+        packed = {} if docs is None else {"doc_lengths": docs}
         with self.accelerator.autocast():
-            short = self.scorer(self._scoring_model(model), input_ids, attention_mask, index, nll.detach())
+            short = self.scorer(self._scoring_model(model), input_ids, attention_mask, index, nll.detach(), **packed)
+        groups = None  # weight_norm document: every document of a packed row is normalised on its own
+        if docs is not None and self.weight_norm == "document":
+            groups = torch.where(mask, segment_ids(docs, input_ids.shape[1], device=mask.device)[:, 1:], -1)
         try:
-            weights = self.scheme(nll.detach(), short, mask, generator=self._generator(index, nll.device))
+            weights = self.scheme(
+                nll.detach(), short, mask, generator=self._generator(index, nll.device), groups=groups
+            )
         except ValueError as e:
             raise NonFiniteLossError(
                 f"{e} at step {self.state.global_step + 1} on train sequences {sorted(index.tolist())}"
