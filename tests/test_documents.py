@@ -62,10 +62,13 @@ def test_block_causal_mask_and_forward_kwargs(dtype):
             for j in range(N):
                 allowed = (row[i][0] >= 0 and row[i][0] == row[j][0] and j <= i) or i == j
                 assert mask[r, 0, i, j].item() == (0 if allowed else low), (r, i, j)
-    kw = documents.forward_kwargs(DOCS, N, "sdpa", dtype)
+    kw = documents.forward_kwargs(DOCS, N, "eager", dtype)  # eager: the additive mask in the compute dtype
     assert torch.equal(kw["attention_mask"], mask) and torch.equal(
         kw["position_ids"], documents.document_positions(DOCS, N)
     )
+    sdpa = documents.forward_kwargs(DOCS, N, "sdpa", dtype)  # sdpa: its own boolean format, True = attend
+    assert sdpa["attention_mask"].dtype == torch.bool and torch.equal(sdpa["attention_mask"], mask == 0)
+    assert torch.equal(sdpa["position_ids"], kw["position_ids"])
     flash = documents.forward_kwargs(DOCS[:1], N, "flash_attention_2")
     assert flash["attention_mask"] is None and flash["position_ids"].tolist() == [[0, 1, 2, 0, 0, 1, 2, 3]]
     with pytest.raises(ValueError, match="flattened into one row"):

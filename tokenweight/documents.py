@@ -12,10 +12,11 @@ gives exactly what its documents give when run one by one:
 - short windows (scoring, self-scoring, LongPPL's windows) restart at every document start, and a
   document of at most ``w`` tokens has no long-range tokens (its long and short contexts coincide).
 
-How a forward pass is told (:func:`forward_kwargs`): on sdpa and eager through a 4D additive float
-mask ``[b, 1, n, n]`` (0 where attention is allowed, the dtype's minimum elsewhere; transformers
-5.x passes a prepared 4D mask through unchanged, and eager needs a float mask, not a boolean one)
-plus ``position_ids``; on flash-attention 2 through ``position_ids`` alone, which transformers
+How a forward pass is told (:func:`forward_kwargs`): on sdpa through a 4D boolean mask
+``[b, 1, n, n]`` (True where attention is allowed: sdpa's own mask format, one byte per entry, and
+independent of the compute dtype under autocast), on eager through the same mask as an additive
+float mask (0 / the dtype's minimum: eager adds a boolean mask as 0/1 numbers, silently wrong);
+transformers 5.x passes a prepared 4D mask through unchanged; both with ``position_ids``; on flash-attention 2 through ``position_ids`` alone, which transformers
 turns into the variable-length kernel's ``cu_seqlens`` (its flattening convention, as
 ``DataCollatorWithFlattening`` produces: no attention mask, positions restarting at 0), so no
 ``[n, n]`` mask is ever built.
@@ -122,8 +123,9 @@ def forward_kwargs(
 
     ``flash_attention_2`` (and other variable-length kernels whose name starts with ``flash``):
     ``position_ids`` only, and the batch must have been flattened into one row (``b == 1``), as
-    transformers' flattening convention requires. Every other implementation: a 4D mask in
-    ``dtype`` (the model's compute dtype) and ``position_ids``.
+    transformers' flattening convention requires. ``sdpa``: a boolean 4D mask (True = attend) and
+    ``position_ids``. Every other implementation (eager): an additive 4D mask in ``dtype`` (the
+    model's compute dtype) and ``position_ids``.
     """
     positions = document_positions(doc_lengths, n, device=device)
     if attn_implementation.startswith("flash"):
@@ -133,4 +135,7 @@ def forward_kwargs(
                 f"got {len(doc_lengths)} rows"
             )
         return {"attention_mask": None, "position_ids": positions}
-    return {"attention_mask": block_causal_mask(doc_lengths, n, dtype, device=device), "position_ids": positions}
+    mask = block_causal_mask(doc_lengths, n, dtype, device=device)
+    if attn_implementation == "sdpa":
+        mask = mask == 0
+    return {"attention_mask": mask, "position_ids": positions}

@@ -143,9 +143,9 @@ def document_forward(model: nn.Module, input_ids: Tensor, attention_mask, target
     maps the forward's NLL back to ``[b, n-1]``. ``doc_lengths`` None: the batch as it is.
 
     Packed rows (:func:`tokenweight.documents.forward_kwargs`, by ``config._attn_implementation``):
-    on sdpa/eager a block-diagonal causal 4D float mask (in the model's dtype) and positions
-    restarting at 0 (the mask is ``[b, 1, n, n]``: ``b·n²·4`` bytes in float32, 4 GiB per row at
-    32k: use flash-attention for long rows); on flash-attention the batch is flattened into one row
+    on sdpa a block-diagonal causal 4D boolean mask, on eager the same as an additive mask in the
+    model's dtype, with positions restarting at 0 (the mask is ``[b, 1, n, n]``: ``b·n²`` bytes on
+    sdpa, 1 GiB per row at 32k, 4x that on eager in float32: use flash-attention for long rows); on flash-attention the batch is flattened into one row
     without its padding (HF's flattening convention, ``DataCollatorWithFlattening``: no mask,
     positions restarting at every document, so also at every row), the targets with it (each
     row's last token predicts nothing), and ``restore`` scatters the NLL back to the rows.
