@@ -133,12 +133,16 @@ def _verify(config: ScoreConfig) -> tuple[int, float]:
     cache = ScoreCache.open(config.out)
     k = min(config.verify, cache.n_sequences)
     indices = sorted({round(j * (cache.n_sequences - 1) / max(k - 1, 1)) for j in range(k)})
-    rows = load_prepared(config.data)[0][config.split].select(indices)["input_ids"]
+    picked = load_prepared(config.data)[0][config.split].select(indices)
+    rows = picked["input_ids"]
+    doc_lengths = picked["doc_lengths"] if "doc_lengths" in picked.column_names else None  # packed
     model = config.runtime().load(config.scorer)
     tokenizers = None
     if cache.meta.get("scorer_tokenizer") is not None:  # aligned: recompute through the same alignment
         from tokenweight.identity import load_tokenizer
 
         tokenizers = (load_tokenizer(Path(config.data) / "tokenizer"), load_tokenizer(config.scorer))
-    worst = verify(cache, model, rows, indices, batch_size=config.batch_size, tokenizers=tokenizers)
+    worst = verify(
+        cache, model, rows, indices, batch_size=config.batch_size, tokenizers=tokenizers, doc_lengths=doc_lengths
+    )
     return len(indices), worst
