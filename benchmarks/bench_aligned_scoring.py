@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from scoring_setup import add_scoring_args, prepare_stdlib, preset_model
 
 from tokenweight.alignment import aligned_short_nll, aligned_windows, encode_spans, split_shared, token_spans, transfer
-from tokenweight.data import load_prepared, prepare
+from tokenweight.data import load_prepared
 from tokenweight.data.tokenizer import train_tokenizer
-from tokenweight.identity import load_tokenizer
 from tokenweight.io_utils import atomic_write_json
-from tokenweight.models import PRESETS, init_model
+from tokenweight.models import PRESETS
 from tokenweight.scoring import _plan, default_stride, short_context_nll, window_starts, windows_per_pass
 
 
@@ -61,19 +59,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scorer", default="small", help=f"preset of the scorers ({', '.join(PRESETS)})")
     ap.add_argument("--other-vocab", type=int, default=8192, help="vocabulary of the other tokenizer")
-    ap.add_argument("--n", type=int, default=1024)
-    ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--tokens", type=int, default=60_000, help="tokens of prepared data to score")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/bench_aligned_scoring.json")
+    add_scoring_args(ap, tokens=60_000, repeats=3, threads=1, out="benchmarks/results/bench_aligned_scoring.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp())
-    data = tmp / "data"
-    prepare(out=data, corpus="stdlib", n=args.n, vocab_size=4096, max_tokens=args.tokens)
-    tok = load_tokenizer(str(data / "tokenizer"))
+    _, data, tok = prepare_stdlib(args)
     rows = [list(r) for r in load_prepared(data)[0]["train"]["input_ids"]]
     texts = tok.batch_decode(rows, skip_special_tokens=True)
     other = train_tokenizer(texts, args.other_vocab)
@@ -81,10 +69,8 @@ def main():
     scorer_tokens = sum(len(x) + 1 for x in other(texts, add_special_tokens=False)["input_ids"])
     models, params = {}, {}
     for name, t in (("same", tok), ("other", other)):
-        torch.manual_seed(0)
-        models[name] = init_model(args.scorer, vocab_size=len(t), max_position_embeddings=4 * args.n)
+        models[name], params[name] = preset_model(args.scorer, len(t), 4 * args.n)
         models[name].to(args.device).eval()
-        params[name] = sum(p.numel() for p in models[name].parameters())
     stride = default_stride(args.n, args.window)
     # sequences per call as tokenweight score groups them (about four passes' worth of windows)
     per_call = max(1, math.ceil(4 * windows_per_pass(args.window) / len(window_starts(args.n, args.window, stride))))

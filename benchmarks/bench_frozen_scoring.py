@@ -12,15 +12,11 @@ alternating, best of ``--repeats``. Models are from-scratch presets saved to a t
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-import torch
+from scoring_setup import add_scoring_args, prepare_stdlib, preset_model
 
-from tokenweight.data import prepare
-from tokenweight.identity import load_tokenizer
 from tokenweight.io_utils import atomic_write_json
-from tokenweight.models import PRESETS, init_model
+from tokenweight.models import PRESETS
 from tokenweight.scorecache import compute_scores
 
 
@@ -28,24 +24,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trained", default="base", help=f"preset of the trained model ({', '.join(PRESETS)})")
     ap.add_argument("--scorer", default="small", help="preset of the smaller scorer")
-    ap.add_argument("--n", type=int, default=1024)
-    ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--tokens", type=int, default=120_000, help="tokens of prepared data to score")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/bench_frozen_scoring.json")
+    add_scoring_args(ap, tokens=120_000, repeats=2, threads=2, out="benchmarks/results/bench_frozen_scoring.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp())
-    data = tmp / "data"
-    prepare(out=data, corpus="stdlib", n=args.n, vocab_size=4096, max_tokens=args.tokens)
-    tok = load_tokenizer(str(data / "tokenizer"))
+    tmp, data, tok = prepare_stdlib(args)
     models, params = {}, {}
     for role, preset in (("trained", args.trained), ("scorer", args.scorer)):
-        torch.manual_seed(0)
-        m = init_model(preset, vocab_size=len(tok), max_position_embeddings=args.n)
-        params[role] = sum(p.numel() for p in m.parameters())
+        m, params[role] = preset_model(preset, len(tok), args.n)
         models[role] = tmp / role
         m.save_pretrained(models[role])
         tok.save_pretrained(models[role])

@@ -226,19 +226,11 @@ def test_aligned_short_nll_equals_brute_force_and_conserves_the_total(toks, data
 
 
 def make_model(vocab: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.tiny_models import tiny_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+    return tiny_llama(
+        vocab, seed, hidden_size=16, intermediate_size=32, num_attention_heads=2, max_position_embeddings=256
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def test_same_tokenizer_gives_exactly_short_context_nll(toks):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from tests.tiny_models import tiny_llama
 from tokenweight import documents
 from tokenweight.scoring import token_nll
 
@@ -83,18 +83,7 @@ def test_bad_doc_lengths(bad):
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
 def test_packed_token_nll_equals_documents_one_by_one(impl):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=61,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        attn_implementation=impl,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+    model = tiny_llama(61, 0, attn_implementation=impl)
     docs, n = [[9, 1, 14], [24], [5, 12]], 24  # the last row: 7 tokens of padding
     ids = torch.randint(3, 61, (3, n), generator=torch.Generator().manual_seed(1))
     mask = (torch.arange(n)[None] < torch.tensor([24, 24, 17])[:, None]).long()

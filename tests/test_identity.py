@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from tokenweight.errors import UsageError
 from tokenweight.identity import (
@@ -123,19 +122,10 @@ def test_load_tokenizer(trained, tmp_path):
 
 
 def _model(folder: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.tiny_models import save_tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    save_tiny_llama(folder, 32, 0, **shape, max_position_embeddings=32)
     return folder
 
 

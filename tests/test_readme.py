@@ -4,24 +4,15 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+
+from tests.tiny_models import save_tiny_llama
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_example_runs(tmp_path):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "model")
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "short")
+    save_tiny_llama(tmp_path / "model", 300, 0, max_position_embeddings=1024)
+    save_tiny_llama(tmp_path / "short", 300, None, max_position_embeddings=1024)  # the RNG goes on: other weights
     code = re.search(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
     code = code.replace("path/to/model", str(tmp_path / "model")).replace(
         "path/to/short-model", str(tmp_path / "short")

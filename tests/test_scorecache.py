@@ -85,24 +85,11 @@ def make_scorer(
     folder: Path, vocab: int = 64, seed: int = 0, tokenizer: Path | None = None, hidden: int = 16, layers: int = 2
 ) -> Path:
     """A tiny random Llama saved to ``folder`` (with the tokenizer of folder ``tokenizer`` if given)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tests.tiny_models import save_tiny_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=BOS,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    if tokenizer is not None:
-        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(folder)
+    shape = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers}
+    ids = {"bos_token_id": BOS, "eos_token_id": 2, "pad_token_id": 0}
+    save_tiny_llama(folder, vocab, seed, tokenizer, **shape, num_attention_heads=2, max_position_embeddings=256, **ids)
     return folder
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import tokenweight.scoring as scoring
+from tests.tiny_models import tiny_llama
 from tokenweight import short_context_nll, token_nll, window_starts
 from tokenweight.scoring import self_scored_short_nll, truncated_context_nll
 
@@ -17,21 +17,7 @@ ATOL = 2e-5
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=BOS,
-        eos_token_id=2,
-        pad_token_id=0,
-        attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(97, 0, max_position_embeddings=256, bos_token_id=BOS, eos_token_id=2, pad_token_id=0)
 
 
 def random_ids(b, n, seed=0, bos=True):

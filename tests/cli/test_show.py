@@ -6,44 +6,14 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
+from tests.tiny_models import save_tiny_llama, tiny_bpe
 from tokenweight.cli.main import main
 
 TEXT = "def f(x):\n    return x + 1  # <b>é</b>\n" * 6
 
 
 def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=280,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([TEXT, "class A:\n    pass\n"] * 3, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-
-
-def _save_llama(path, vocab, seed, max_positions, tokenizer=None):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
+    return tiny_bpe([TEXT, "class A:\n    pass\n"] * 3, 280)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +22,8 @@ def setup(tmp_path_factory):
     torch.set_num_threads(1)  # tiny models on a loaded 2-core machine: one thread is far faster
     d = tmp_path_factory.mktemp("show")
     tok = _tokenizer()
-    _save_llama(d / "model", len(tok), 0, 64, tok)
-    _save_llama(d / "scorer", len(tok), 1, 16)
+    save_tiny_llama(d / "model", len(tok), 0, tok, num_attention_heads=2)
+    save_tiny_llama(d / "scorer", len(tok), 1, num_attention_heads=2, max_position_embeddings=16)
     (d / "text.py").write_text(TEXT, encoding="utf-8")
     yield d
     torch.set_num_threads(before)

@@ -10,6 +10,8 @@ import random
 import torch
 import torch.nn.functional as F
 
+from tests import tiny_models
+
 WORDS = (
     "the a river stone lamp north quiet garden seven window paper bright under over music table "
     "yellow winter market silver storm letter engine forest candle bridge ocean whisper orange"
@@ -31,44 +33,22 @@ def corpus(n_words: int, seed: int = 0) -> str:
 def bpe_tokenizer(vocab_size: int, bos: bool = True, seed: int = 0):
     """Byte-level BPE (``<s>`` = 0, ``</s>`` = 1, ``<pad>`` = 2) trained on :func:`corpus`; BOS is
     added to every encoding when ``bos``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([corpus(400, seed=s) for s in range(seed, seed + 20)], trainer)
-    if bos:
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return tiny_models.tiny_bpe([corpus(400, seed=s) for s in range(seed, seed + 20)], vocab_size, add_bos=bos)
 
 
 def tiny_llama(vocab: int, seed: int, n: int = 512, layers: int = 2):
     """A random Llama whose weights are drawn wide (``initializer_range`` 0.5), so that truncating
     the context moves its NLLs by nats, as a trained model's do on key tokens (LSD of -4 to 4)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
+    ids = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+    return tiny_models.tiny_llama(
+        vocab,
+        seed,
         num_hidden_layers=layers,
         num_attention_heads=2,
-        num_key_value_heads=2,
         max_position_embeddings=n,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
         initializer_range=0.5,
+        **ids,
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 @torch.no_grad()

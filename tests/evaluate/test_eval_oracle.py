@@ -14,28 +14,20 @@ training reaches ~0.45 token accuracy in 200-250 steps (~15 s of CPU).
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
+from tests import tiny_models
 from tests.evaluate.test_eval_runner import make_tokenizer  # noqa: E402
 from tokenweight.evaluate import tasks as T  # noqa: E402
 from tokenweight.evaluate.runner import EvalConfig, evaluate_models  # noqa: E402
 
 
 def tiny_llama(vocab: int, seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
+    """d 64 and 4 key/value heads: the tiny Llama that learns to retrieve in 250 steps."""
+    ids = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+    return tiny_models.tiny_llama(
+        vocab, seed, hidden_size=64, intermediate_size=128, num_key_value_heads=4, max_position_embeddings=512, **ids
     )
-    return LlamaForCausalLM(cfg)
 
 
 def train_retriever(tok, steps: int = 250, batch: int = 8) -> LlamaForCausalLM:

@@ -5,9 +5,8 @@ import json
 import datasets
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from tests.tiny_models import save_tiny_llama, tiny_bpe
 from tokenweight.evaluate.lm_metrics import PositionPerplexity
 from tokenweight.evaluate.results import SCHEMA_VERSION, check_results, format_tables
 from tokenweight.evaluate.runner import EvalConfig, evaluate_models, write_outputs
@@ -29,43 +28,14 @@ def make_tokenizer(path, vocab=700):
         words.FWE_TEMPLATE,
         haystack.NOISE,
     ] * 20
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        text,
-        trainers.BpeTrainer(
-            vocab_size=vocab,
-            special_tokens=["<s>", "</s>", "<pad>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = tiny_bpe(text, vocab, split_digits=True, add_bos=True)
     fast.save_pretrained(path)
     return fast
 
 
 def make_model(path, vocab, seed):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    model = LlamaForCausalLM(cfg)
-    model.save_pretrained(path)
-    return model.eval()
+    ids = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+    return save_tiny_llama(path, vocab, seed, num_attention_heads=2, max_position_embeddings=256, **ids)
 
 
 def make_prepared(path, tokenizer, n=48, num=5, seed=0):

@@ -4,24 +4,14 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from tests.tiny_models import tiny_llama
 from tokenweight.evaluate.lm_metrics import PositionPerplexity, check_edges, default_edges
 from tokenweight.scoring import token_nll
 
 
 def tiny_model(seed=0, vocab=53):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(vocab, seed, num_attention_heads=2)
 
 
 def test_default_edges():

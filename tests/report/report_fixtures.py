@@ -197,35 +197,13 @@ CORPUS = ["def f(x):\n    return x + 1  # é\n", "class A:\n    pass\n", "  x\n\
 
 def make_tokenizer():
     """A byte-level BPE tokenizer (~300 tokens) with <s>, </s>, <pad>: multi-byte characters span tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tests.tiny_models import tiny_bpe
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 5, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return tiny_bpe(CORPUS * 5, 300)
 
 
 def make_llama(vocab_size, seed=0, max_positions=64):
     """A 2-layer random Llama (d = 32)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.tiny_models import tiny_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(vocab_size, seed, num_attention_heads=2, max_position_embeddings=max_positions)
