@@ -17,8 +17,8 @@ How a forward pass is told (:func:`forward_kwargs`): on sdpa through a 4D boolea
 independent of the compute dtype under autocast), on eager through the same mask as an additive
 float mask (0 / the dtype's minimum: eager adds a boolean mask as 0/1 numbers, silently wrong);
 transformers 5.x passes a prepared 4D mask through unchanged; both with ``position_ids``; on
-flash-attention 2 through ``position_ids`` alone, which transformers
-turns into the variable-length kernel's ``cu_seqlens`` (its flattening convention, as
+flash-attention 2 through ``position_ids`` alone, which transformers turns into the
+variable-length kernel's ``cu_seqlens`` (its flattening convention, as
 ``DataCollatorWithFlattening`` produces: no attention mask, positions restarting at 0), so no
 ``[n, n]`` mask is ever built.
 

@@ -145,11 +145,11 @@ def document_forward(model: nn.Module, input_ids: Tensor, attention_mask, target
     Packed rows (:func:`tokenweight.documents.forward_kwargs`, by ``config._attn_implementation``):
     on sdpa a block-diagonal causal 4D boolean mask, on eager the same as an additive mask in the
     model's dtype, with positions restarting at 0 (the mask is ``[b, 1, n, n]``: ``b·n²`` bytes on
-        sdpa, 1 GiB per row at 32k, 4x that on eager in float32: use flash-attention for long rows);
-    on flash-attention the batch is flattened into one row
-    without its padding (HF's flattening convention, ``DataCollatorWithFlattening``: no mask,
-    positions restarting at every document, so also at every row), the targets with it (each
-    row's last token predicts nothing), and ``restore`` scatters the NLL back to the rows.
+    sdpa, 1 GiB per row at 32k, 4x that on eager in float32: use flash-attention for long rows); on
+    flash-attention the batch is flattened into one row without its padding (HF's flattening
+    convention, ``DataCollatorWithFlattening``: no mask, positions restarting at every document, so
+    also at every row), the targets with it (each row's last token predicts nothing), and
+    ``restore`` scatters the NLL back to the rows.
     """
     if doc_lengths is None:
         return {"input_ids": input_ids, "attention_mask": attention_mask}, targets, lambda nll: nll
