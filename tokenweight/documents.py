@@ -38,6 +38,8 @@ __all__ = [
     "target_mask",
     "block_causal_mask",
     "forward_kwargs",
+    "model_forward_kwargs",
+    "attn_implementation",
     "segments",
 ]
 
@@ -140,3 +142,19 @@ def forward_kwargs(
     if attn_implementation == "sdpa":
         mask = mask == 0
     return {"attention_mask": mask, "position_ids": positions}
+
+
+def attn_implementation(model) -> str:
+    """The attention implementation of a transformers model (``config._attn_implementation``;
+    ``sdpa`` when it does not say)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+
+
+def model_forward_kwargs(model, doc_lengths: list[list[int]], n: int, device=None) -> dict:
+    """:func:`forward_kwargs` for ``model``: its attention implementation and, for an additive
+    mask, the dtype of its floating-point parameters (flash-attention takes no mask)."""
+    impl = attn_implementation(model)
+    if impl.startswith("flash"):
+        return forward_kwargs(doc_lengths, n, impl, device=device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=device)

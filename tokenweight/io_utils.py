@@ -146,6 +146,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path``; None when the file is missing, unreadable, not JSON or not an
+    object (a record that is absent or damaged counts as absent: its writer starts over)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def fingerprint(obj: Any) -> str:
     """A short, stable hex digest of a JSON-serialisable object (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")

@@ -291,17 +291,15 @@ def token_nll(
 
 def _packed_token_nll(model: nn.Module, input_ids: Tensor, lengths: Tensor, doc_lengths, out: Tensor) -> Tensor:
     """:func:`token_nll` of packed rows: one document-masked forward (:func:`documents.forward_kwargs`)."""
-    from tokenweight.documents import forward_kwargs, target_mask
+    from tokenweight.documents import attn_implementation, model_forward_kwargs, target_mask
 
     b, n = input_ids.shape
     _check_packed(doc_lengths, b, lengths)
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if impl.startswith("flash") and b > 1:  # the variable-length path takes one row at a time
+    if attn_implementation(model).startswith("flash") and b > 1:  # the variable-length path takes one row at a time
         for row in range(b):
             out[row : row + 1] = token_nll(model, input_ids[row : row + 1], None, doc_lengths[row : row + 1])
         return out
-    kwargs = forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=input_ids.device)
+    kwargs = model_forward_kwargs(model, doc_lengths, n, device=input_ids.device)
     scored = target_mask(doc_lengths, n, device=input_ids.device)
     rows, cols = scored.nonzero(as_tuple=True)
     with _eval_mode(model):
@@ -385,6 +383,22 @@ def _documents(model: nn.Module, input_ids: Tensor, doc_lengths, attention_mask)
     return ids, None if bool(inside.all()) else inside.long(), valid, where, zeros
 
 
+def _windowed_call(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, batch_size: int | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The shared start of the windowed scorers: checked arguments, ``input_ids`` on the model's
+    device, the rows' lengths ``[b]`` and the zero result ``[b, n-1]`` float32."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    device = _model_device(model)
+    input_ids = input_ids.to(device)
+    b, n = input_ids.shape
+    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
+    return input_ids, lengths, torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+
+
 def short_context_nll(
     model: nn.Module,
     input_ids: Tensor,
@@ -423,16 +437,9 @@ def short_context_nll(
         0 where the target is padding. Rows (documents) of at most ``window`` tokens get the
         full-context NLL.
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
     _check_window(window, stride)
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    device = _model_device(model)
-    input_ids = input_ids.to(device)
+    input_ids, lengths, out = _windowed_call(model, input_ids, attention_mask, batch_size)
     b, n = input_ids.shape
-    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
-    out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
     if n < 2:
         return out
     if doc_lengths is not None:
@@ -562,16 +569,10 @@ def truncated_context_nll(
     ``doc_lengths``: packed rows, windowed per document as in :func:`short_context_nll` (a
     document's first token gets 0; one of at most ``T`` tokens is all full context).
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
     truncated_windows(0, trunc_len, sliding_window)  # validates trunc_len and sliding_window
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    device = _model_device(model)
-    input_ids = input_ids.to(device)
+    input_ids, lengths, out = _windowed_call(model, input_ids, attention_mask, batch_size)
     b, n = input_ids.shape
-    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
-    out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+    device = input_ids.device
     if long_nll is not None:
         if long_nll.shape != out.shape:
             raise ValueError(f"long_nll must have shape {tuple(out.shape)}, got {tuple(long_nll.shape)}")

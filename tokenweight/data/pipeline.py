@@ -29,7 +29,7 @@ from tokenweight.data.episodes import DocEpisodes, EpisodeConfig, inject_batch, 
 from tokenweight.data.sequences import capacity, chunk_document
 from tokenweight.data.tokenizer import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, MIN_VOCAB_SIZE
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_dir, atomic_write_json, checksums, fingerprint
+from tokenweight.io_utils import atomic_dir, atomic_write_json, checksums, fingerprint, read_json_object
 
 if TYPE_CHECKING:
     from tokenweight.data.tokenizer import Encoder
@@ -204,10 +204,7 @@ def _resolve_skip(cfg: PrepareConfig, corpus: Corpus) -> int:
 
 
 def _read_manifest(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return read_json_object(out / "manifest.json")
 
 
 def _batches(order: np.ndarray, corpus: Corpus) -> Iterator[tuple[np.ndarray, list[str]]]:

@@ -307,22 +307,15 @@ class Demo(BaseModelSteps):
         )
 
     def small_scorer_record(self) -> dict:
-        """Preset, parameters and gate of the smaller scorer (the report's settings), and the check
-        that it is at least :data:`SMALL_SCORER_MIN_RATIO` times smaller than the base model."""
+        """Preset, parameters (counted on the trained models) and gate of the smaller scorer: the
+        report's settings (the size rule is checked before any work, :meth:`check_small_scorer`)."""
         from tokenweight.models import count_parameters
 
-        p = self.profile
         runtime = self._runtime()
         counts = [count_parameters(runtime.load(str(f / "model"))) for f in (self.base, self.small / "base")]
         ratio = counts[0] / counts[1]
-        if ratio < SMALL_SCORER_MIN_RATIO:
-            raise UsageError(
-                f"the smaller scorer ({p.small_scorer}: {counts[1]:,} parameters) is only {ratio:.2f}x smaller than "
-                f"the base model ({counts[0]:,}): choose a smaller --small-scorer preset (>= "
-                f"{SMALL_SCORER_MIN_RATIO:g}x fewer parameters)"
-            )
         return {
-            "preset": p.small_scorer,
+            "preset": self.profile.small_scorer,
             "parameters": counts[1],
             "base_parameters": counts[0],
             "ratio": round(ratio, 3),

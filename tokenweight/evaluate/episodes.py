@@ -126,7 +126,7 @@ def _packed_forward(model, input_ids, spans, lengths, doc_lengths, device) -> di
     """The document-masked forward's ``attention_mask``/``position_ids``; None on flash-attention
     with several rows (the caller runs them one by one). ValueError for lengths that do not sum to
     the rows' lengths or an episode that crosses a document boundary."""
-    from tokenweight.evaluate.packed import attn_implementation, doc_masked_forward
+    from tokenweight.documents import attn_implementation, model_forward_kwargs
 
     b, n = input_ids.shape
     doc_lengths = [[int(x) for x in row] for row in doc_lengths]
@@ -142,7 +142,7 @@ def _packed_forward(model, input_ids, spans, lengths, doc_lengths, device) -> di
                 )
     if attn_implementation(model).startswith("flash") and b > 1:
         return None
-    return doc_masked_forward(model, doc_lengths, n, device)
+    return model_forward_kwargs(model, doc_lengths, n, device)
 
 
 class EpisodeRecall:

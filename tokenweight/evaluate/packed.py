@@ -9,7 +9,7 @@ documents are comparable and packing never lets a model read another document:
   document, positions restarting at 0, a document's first token not scored); the NLLs are then
   laid out one document per row (:func:`document_nll`), so that a token's *position* is its offset
   in its document and the short-context bucket holds every document's first ``w`` tokens;
-- episode recall: the same document mask in the forward pass (:func:`doc_masked_forward`); an
+- episode recall: the same document mask in the forward pass (:func:`tokenweight.documents.model_forward_kwargs`); an
   episode lies inside one document (the data's contract; one that crosses a boundary is refused);
 - LongPPL and the ``data`` haystack: each document is its own text (:func:`split_documents`), so
   Fang et al.'s windows restart at every document, exactly.
@@ -108,17 +108,3 @@ def position_nll(model, batch: dict) -> tuple[Tensor, Tensor]:
         return nll, batch["attention_mask"][:, 1:].bool()
     nll = token_nll(model, batch["input_ids"], batch["attention_mask"], doc_lengths=doc_lengths).cpu()
     return document_nll(nll, doc_lengths)
-
-
-def attn_implementation(model) -> str:
-    """The model's attention implementation (``sdpa`` when it does not say)."""
-    return getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
-
-
-def doc_masked_forward(model, doc_lengths: list[list[int]], n: int, device) -> dict:
-    """``attention_mask`` (4D, in the model's dtype) and ``position_ids`` of a document-masked
-    forward pass over ``[b, n]`` packed rows (:func:`tokenweight.documents.forward_kwargs`)."""
-    from tokenweight.documents import forward_kwargs
-
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    return forward_kwargs(doc_lengths, n, attn_implementation(model), dtype=dtype, device=device)

@@ -51,20 +51,7 @@ def auto_verdict(agg: Mapping) -> dict:
     for g in agg["groups"]:
         if g["label"] == ref or not g["vs_reference"]:
             continue
-        parts, judgements[g["label"]] = [], {}
-        for key in HEADLINE:
-            if key not in metrics:
-                continue
-            d = g["vs_reference"][key]
-            if d["mean"] is None:
-                continue
-            j = judge(d, metrics[key]["better"])
-            judgements[g["label"]][key] = j
-            num = _fmt(d["mean"], metrics[key]["digits"])
-            if d["std"] is not None:
-                num += f" ± {d['std']:.{metrics[key]['digits']}f}"
-            tag = {"better": "clearly better", "worse": "clearly worse"}.get(j, j)
-            parts.append(f"{metrics[key]['label']} {num} ({tag})")
+        parts, judgements[g["label"]] = _judged_parts(g["vs_reference"], metrics)
         if parts:
             lines.append(f"- {g['label']}: " + "; ".join(parts) + ".")
     best = _best(agg, metrics)
@@ -77,16 +64,12 @@ def auto_verdict(agg: Mapping) -> dict:
     return {"text": "\n".join(lines), "auto": True, "judgements": judgements, "comparisons": comparisons}
 
 
-def _comparison(c: Mapping, metrics: Mapping) -> tuple[str, dict]:
-    """One verdict line for a requested comparison ``label`` vs ``against``, and its judgements.
-
-    The comparison *lost little* when no headline metric is clearly worse (every paired difference
-    within 2 standard errors, or better); it *lost* when one is clearly worse. With one seed there
-    is no noise estimate, and the line says so instead of judging.
-    """
+def _judged_parts(diffs: Mapping, metrics: Mapping) -> tuple[list[str], dict]:
+    """``(["<label> <mean ± std> (<judgement>)", ...], {metric: judgement})`` for the headline
+    metrics of one set of paired differences (a metric without a difference is left out)."""
     parts, judged = [], {}
     for key in HEADLINE:
-        d = c["diffs"].get(key)
+        d = diffs.get(key)
         if key not in metrics or d is None or d["mean"] is None:
             continue
         j = judge(d, metrics[key]["better"])
@@ -94,9 +77,19 @@ def _comparison(c: Mapping, metrics: Mapping) -> tuple[str, dict]:
         num = _fmt(d["mean"], metrics[key]["digits"])
         if d["std"] is not None:
             num += f" ± {d['std']:.{metrics[key]['digits']}f}"
-        parts.append(
-            f"{metrics[key]['label']} {num} ({ {'better': 'clearly better', 'worse': 'clearly worse'}.get(j, j) })"
-        )
+        tag = {"better": "clearly better", "worse": "clearly worse"}.get(j, j)
+        parts.append(f"{metrics[key]['label']} {num} ({tag})")
+    return parts, judged
+
+
+def _comparison(c: Mapping, metrics: Mapping) -> tuple[str, dict]:
+    """One verdict line for a requested comparison ``label`` vs ``against``, and its judgements.
+
+    The comparison *lost little* when no headline metric is clearly worse (every paired difference
+    within 2 standard errors, or better); it *lost* when one is clearly worse. With one seed there
+    is no noise estimate, and the line says so instead of judging.
+    """
+    parts, judged = _judged_parts(c["diffs"], metrics)
     worse = [metrics[k]["label"] for k, j in judged.items() if j == "worse"]
     if not judged:
         outcome = "no metric to compare"

@@ -29,14 +29,13 @@ from tokenweight.identity import (
     resolve_local,
     tokenizer_digest,
 )
-from tokenweight.io_utils import atomic_write_bytes, atomic_write_json, fingerprint
+from tokenweight.io_utils import atomic_write_bytes, atomic_write_json, fingerprint, read_json_object
 from tokenweight.scorecache.layout import (
     COMPLETE,
     FORMAT,
     META,
     SHARDS,
     _first_difference,
-    _read_json,
     _shard_names,
     _shard_ok,
     _shard_path,
@@ -94,7 +93,7 @@ def _prepare_out(out: Path, meta: dict, force: bool) -> tuple[Path, bool]:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file: pass a folder for the score cache")
     work = staging_dir(out) if force else out
-    old = _read_json(work / META)
+    old = read_json_object(work / META)
     stale = old is not None and (old.get("format") != FORMAT or old.get("fingerprint") != meta["fingerprint"])
     if not force:
         if old is None and out.is_dir() and any(p.name != SHARDS for p in out.iterdir()):
@@ -124,7 +123,7 @@ def _check_complete(work: Path, meta: dict) -> bool:
     versions) is rewritten with them. Reads every shard: cheap next to computing one."""
     from tokenweight.io_utils import sha256_file
 
-    done = _read_json(work / COMPLETE)
+    done = read_json_object(work / COMPLETE)
     if done is None:
         return False
     sums = done.get("checksums") or {}

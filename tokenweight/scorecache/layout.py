@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenweight.errors import UsageError
@@ -106,14 +105,6 @@ def _stale_message(path: Path, have: dict, want: dict, who: str) -> str:
         f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
         f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache"
     )
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _shard_names(meta: dict) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenweight.errors import UsageError
+from tokenweight.io_utils import read_json_object
 from tokenweight.scorecache.layout import (
     COMPLETE,
     FORMAT,
@@ -16,7 +17,6 @@ from tokenweight.scorecache.layout import (
     META,
     SHARDS,
     _first_difference,
-    _read_json,
     _shard_names,
     _shard_ok,
     _shard_path,
@@ -54,7 +54,7 @@ class ScoreCache:
             raise UsageError(
                 f"{str(path)!r} is not a score cache (no {META}): create it with `tokenweight score --out {path}`"
             )
-        meta = _read_json(path / META) or {}
+        meta = read_json_object(path / META) or {}
         if meta.get("format") != FORMAT:
             raise UsageError(
                 f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
@@ -63,7 +63,7 @@ class ScoreCache:
         if expect and _first_difference(meta, expect):
             raise UsageError(_stale_message(path, meta, expect, who))
         ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
-        done = _read_json(path / COMPLETE)  # None when missing, or cut by a kill of an older version
+        done = read_json_object(path / COMPLETE)  # None when missing, or cut by a kill of an older version
         ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
         sums = (done or {}).get("checksums") or {}
         if (

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_write_json, output_lock, replace_dir, tmp_dir_for
+from tokenweight.io_utils import atomic_write_json, output_lock, read_json_object, replace_dir, tmp_dir_for
 from tokenweight.train.config import OMITTED_AT_DEFAULT, RESUMABLE_CHANGES
 
 __all__ = ["RESUMABLE_CHANGES", "RunPlan", "last_complete_checkpoint", "plan_run", "run_training", "staging_dir"]
@@ -89,14 +89,6 @@ def comparable_settings(settings: dict | None) -> dict:
     )
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _checkpoints(work: Path) -> list[tuple[int, Path]]:
     """``[(step, folder)]`` of every ``checkpoint-<step>`` folder, complete or not, by step."""
     if not work.is_dir():
@@ -111,11 +103,11 @@ def _checkpoints(work: Path) -> list[tuple[int, Path]]:
 def _checkpoint_complete(step: int, folder: Path, legacy: bool) -> bool:
     """A checkpoint is whole when our marker says so; folders written before the marker existed
     (``legacy``: no settings.json in the run) count when HF's last file, trainer_state.json, is."""
-    mark = _read_json(folder / CHECKPOINT_MARK)
+    mark = read_json_object(folder / CHECKPOINT_MARK)
     if mark is not None:
         return mark.get("step") == step
     if legacy:
-        state = _read_json(folder / "trainer_state.json")
+        state = read_json_object(folder / "trainer_state.json")
         return state is not None and state.get("global_step") == step
     return False
 
@@ -131,8 +123,8 @@ def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
 
 def _recorded(folder: Path) -> dict | None:
     """The settings a run folder was started with (settings.json; run_config.json of older runs)."""
-    rec = _read_json(folder / SETTINGS)
-    if rec is None and (rec := _read_json(folder / RUN_CONFIG)) is not None:
+    rec = read_json_object(folder / SETTINGS)
+    if rec is None and (rec := read_json_object(folder / RUN_CONFIG)) is not None:
         rec = comparable_settings(rec)
     return rec
 
@@ -150,7 +142,7 @@ def _visible(folder: Path) -> list[Path]:
 
 def _inspect(work: Path, settings: dict) -> tuple[str, Path | None, dict | None]:
     """(state, checkpoint, summary) of a run folder started with ``settings``."""
-    summary = _read_json(work / SUMMARY)
+    summary = read_json_object(work / SUMMARY)
     if summary is not None and (work / MODEL).is_dir():
         return "done", None, summary
     ckpt = last_complete_checkpoint(work)

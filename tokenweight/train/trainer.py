@@ -153,19 +153,17 @@ def document_forward(model: nn.Module, input_ids: Tensor, attention_mask, target
     """
     if doc_lengths is None:
         return {"input_ids": input_ids, "attention_mask": attention_mask}, targets, lambda nll: nll
-    from tokenweight.documents import forward_kwargs
+    from tokenweight.documents import attn_implementation, model_forward_kwargs
 
     b, n = input_ids.shape
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
-    if not impl.startswith("flash"):
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        kwargs = forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=input_ids.device)
+    if not attn_implementation(model).startswith("flash"):
+        kwargs = model_forward_kwargs(model, doc_lengths, n, device=input_ids.device)
         return {"input_ids": input_ids, **kwargs}, targets, lambda nll: nll
     lengths = torch.tensor([sum(d) for d in doc_lengths], device=input_ids.device)
     keep = torch.arange(n, device=input_ids.device)[None, :] < lengths[:, None]  # [b, n]: tokens, row-major
     flat_docs = [[x for d in doc_lengths for x in d]]
     total = int(lengths.sum())
-    kwargs = forward_kwargs(flat_docs, total, impl, device=input_ids.device)
+    kwargs = model_forward_kwargs(model, flat_docs, total, device=input_ids.device)
     padded = torch.cat([targets, targets.new_full((b, 1), -100)], dim=1)  # [b, n]: target of every token
     flat_targets = padded[keep][None, :-1]
 
