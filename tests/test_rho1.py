@@ -62,9 +62,10 @@ def brute_force_rho1(long: list[float], ref: list[float], kappa: float) -> list[
 
 
 def test_weights_are_a_top_kappa_of_the_excess_loss_per_sequence(env):
+    from tokenweight.data import load_prepared
     from tokenweight.scorecache import ScoreCache
     from tokenweight.scoring import token_nll
-    from tokenweight.train.scorers import FrozenScorer
+    from tokenweight.train.collate import PadCollator, TrainSequences
     from tokenweight.weighting import WeightingScheme
 
     model = tiny_model(n=N, seed=0).eval()
@@ -74,7 +75,9 @@ def test_weights_are_a_top_kappa_of_the_excess_loss_per_sequence(env):
     mask = torch.ones_like(ids)
     mask[1, 20:] = 0  # one shorter row: its own T
     long = token_nll(model, ids, mask)
-    ref = FrozenScorer(ScoreCache.open(env["cache"]))(model, ids, mask, index, long)
+    examples = TrainSequences(load_prepared(env["data"])[0]["train"], scores=ScoreCache.open(env["cache"]))
+    column = PadCollator(0)([examples[i] for i in index.tolist()])["short_nll"]  # the training path's column
+    ref = torch.where(mask[:, 1:].bool(), column[:, 1:], 0.0)
     scored = mask[:, 1:].bool()
     weights = WeightingScheme.parse(f"rho1:{KAPPA}")(long, ref, scored)
     for r in range(3):

@@ -1,6 +1,11 @@
 """tokenweight: token-weighted training for long-context language models.
 
-The core is three pure, tensor-in/tensor-out steps (docs/METHOD.md):
+One component does a token-weighted training step in any loop or Trainer (docs/INTEGRATION.md):
+:class:`TokenWeighting` (``tokenweight.token_weighting``), with the short-context NLL from
+:class:`SelfScorer`, :class:`FrozenScorer`, :class:`LongCEScorer` or a ``short_nll`` column, and
+:class:`TokenWeightingMixin` to put it into any ``transformers.Trainer`` (TRL's included).
+
+It is built from three pure, tensor-in/tensor-out steps (docs/METHOD.md):
 
 1. :func:`token_nll` / :func:`short_context_nll` (``tokenweight.scoring``): per-token NLL with full
    and with short context;
@@ -20,6 +25,17 @@ from tokenweight._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "TokenWeighting": "tokenweight.token_weighting",
+    "WeightedLoss": "tokenweight.token_weighting",
+    "NonFiniteLossError": "tokenweight.token_weighting",
+    "scored_tokens": "tokenweight.token_weighting",
+    "SelfScorer": "tokenweight.short_nll",
+    "FrozenScorer": "tokenweight.short_nll",
+    "LongCEScorer": "tokenweight.short_nll",
+    "TokenWeightingMixin": "tokenweight.train.trainer",
+    "token_weighted": "tokenweight.train.trainer",
+    "PadCollator": "tokenweight.train.collate",
+    "logit_postprocessing": "tokenweight.scoring",
     "token_nll": "tokenweight.scoring",
     "short_context_nll": "tokenweight.scoring",
     "window_starts": "tokenweight.scoring",

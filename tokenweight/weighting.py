@@ -287,12 +287,17 @@ class WeightingScheme:
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         groups: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Weights for ``long_nll``/``short_nll`` [b, T] (or [T]) -> float32 [b, T] (or [T]), detached.
 
         ``mask`` (bool or 0/1, same shape) marks scored tokens; unscored tokens get 0 and take no
         part in T, top-κ or normalization (their NLL values are never read, NaN included).
         ``generator`` breaks top-κ ties; None means a fresh one seeded with ``self.seed``.
+        ``keys`` (float64 of the same shape, uniform in [0, 1)): top-κ's random tie-breaking keys
+        themselves, instead of drawing them from ``generator``; a tie goes to the smaller key
+        (:func:`tokenweight.token_weighting.tie_keys` draws them from each sequence's content, so
+        that a sequence gets the same weights in any batch, on any process).
         ``short_nll`` may be None for uniform schemes.
 
         ``groups`` (integer, same shape; None: each row is one group): the group of every token,
@@ -309,6 +314,10 @@ class WeightingScheme:
         _check_shapes(long, short)
         m = torch.ones(long.shape, dtype=torch.bool, device=long.device) if mask is None else _as_mask(mask, long)
         g = None if groups is None else _as_groups(groups, long)
+        if keys is not None:
+            keys = torch.as_tensor(keys, device=long.device)
+            if keys.shape != long.shape or keys.dtype != torch.float64:
+                raise ValueError(f"keys must be a float64 tensor of shape {tuple(long.shape)}, got {tuple(keys.shape)}")
         if g is not None:
             m = m & (g >= 0)
         one_seq = long.dim() == 1
@@ -316,17 +325,18 @@ class WeightingScheme:
             long, m = long.unsqueeze(0), m.unsqueeze(0)
             short = None if short is None else short.unsqueeze(0)
             g = None if g is None else g.unsqueeze(0)
+            keys = None if keys is None else keys.unsqueeze(0)
         if self.is_uniform:
             w = m.to(torch.float32)
         elif short is None:
             raise ValueError(f"short_nll is required by weighting scheme {self} (only uniform schemes work without it)")
         elif g is None:
-            w = self._weights(long, short, m, generator)
+            w = self._weights(long, short, m, generator, keys)
         else:
-            w = self._grouped_weights(long, short, m, g, generator)
+            w = self._grouped_weights(long, short, m, g, generator, keys)
         return w.squeeze(0) if one_seq else w
 
-    def _grouped_weights(self, long, short, m, g, generator):
+    def _grouped_weights(self, long, short, m, g, generator, row_keys=None):
         """:meth:`_weights` with every ``(row, group)`` as a row of its own: its scored tokens, in
         order, are gathered into one row of a ``[G, T_max]`` batch, weighted, and put back. Top-κ's
         random keys are drawn in the ``[b, T]`` layout and gathered along, so a row that is one group
@@ -348,7 +358,8 @@ class WeightingScheme:
         keys = None
         if self.sparsification is not None:
             keys = torch.full(shape, 2.0, dtype=torch.float64, device=long.device)  # > every key: padding
-            keys[inv, pos] = self._keys(long.shape, generator, long.device).to(long.device)[rows, cols]
+            drawn = self._keys(long.shape, generator, long.device) if row_keys is None else row_keys
+            keys[inv, pos] = drawn.to(long.device)[rows, cols]
         w[rows, cols] = self._weights(gl, gs, gm, generator, keys)[inv, pos]
         return w
 

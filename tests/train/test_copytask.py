@@ -37,7 +37,7 @@ def test_rows_are_labelled_repeats_of_earlier_content(length, bos):
     for i in range(6):
         ex = ds[i]
         ids, labels = ex["input_ids"].tolist(), ex["labels"].tolist()
-        assert len(ids) == len(labels) == length and ex["index"] == i
+        assert len(ids) == len(labels) == length and set(ex) == {"input_ids", "labels"}
         assert (ids[0] == bos) if bos is not None else True
         assert not set(ids[1 if bos is not None else 0 :]) & special
         runs = labelled_runs(labels)
@@ -60,10 +60,9 @@ def test_seeded_per_example_and_different_across_examples():
 
 def test_collator_keeps_example_labels():
     ds = CopyTask(2, 9, 50, special_ids=[0], bos_token_id=0)
-    out = PadCollator(0)([ds[0], {"input_ids": [0, 7, 8], "index": 9}])
+    out = PadCollator(0)([ds[0], {"input_ids": [0, 7, 8]}])
     assert out["labels"][0].tolist() == ds[0]["labels"].tolist()
     assert out["labels"][1].tolist() == [0, 7, 8] + [IGNORE_INDEX] * 6
-    assert out["index"].tolist() == [0, 9]
 
 
 @pytest.mark.parametrize(
@@ -82,14 +81,13 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_with_copy_rows_replaces_an_even_share():
-    base = [{"input_ids": torch.tensor([0, 40 + i]), "index": 100 + i} for i in range(10)]
+    base = [{"input_ids": torch.tensor([0, 40 + i])} for i in range(10)]
     copy = CopyTask(10, 9, 30, special_ids=[0], bos_token_id=0)
     mixed = WithCopyRows(base, copy, 0.3)
     kinds = [mixed.is_copy(i) for i in range(10)]
     assert kinds == [False, False, False, True, False, False, True, False, False, True]  # floor((i+1)0.3) steps
     for i in range(10):
         ex = mixed[i]
-        assert ex["index"] == 100 + i
         expect = copy[i]["input_ids"] if kinds[i] else base[i]["input_ids"]
         assert torch.equal(ex["input_ids"], expect) and (("labels" in ex) == kinds[i])
     assert not any(WithCopyRows(base, copy, 0.0).is_copy(i) for i in range(10))

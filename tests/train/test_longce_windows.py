@@ -15,9 +15,9 @@ from tests.train.test_trainer import batch, targs
 from tests.train.train_helpers import BOS, dataset, make_prepared, sequences
 from tokenweight.cli.main import main
 from tokenweight.scoring import self_scored_short_nll, token_nll, truncated_context_nll
+from tokenweight.short_nll import LongCEScorer
 from tokenweight.train.collate import PadCollator, TrainSequences
 from tokenweight.train.config import TrainConfig
-from tokenweight.train.scorers import LongCEScorer
 from tokenweight.train.trainer import WeightedTrainer
 
 T, S = 16, 8
@@ -61,7 +61,7 @@ def test_training_weights_equal_the_published_loss_weight(tmp_path, gamma):
         train_dataset=TrainSequences(dataset(ROWS)),
         data_collator=PadCollator(0),
         scheme=f"longce:{gamma}",
-        scorer=LongCEScorer(T, S),
+        short=LongCEScorer(T, S),
     )
     b = batch(ROWS)
     _, mask, weights = trainer.forward_weights(model, b)

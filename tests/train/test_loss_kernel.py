@@ -24,10 +24,10 @@ from tokenweight.cli.main import main
 from tokenweight.errors import UsageError
 from tokenweight.logits import LogitPostprocessing
 from tokenweight.loss import chunked_nll
+from tokenweight.token_weighting import nll_output_layer
 from tokenweight.train.collate import PadCollator
 from tokenweight.train.config import RESUMABLE_CHANGES, PretrainConfig, TrainConfig
-from tokenweight.train.scorers import FrozenScorer
-from tokenweight.train.trainer import WeightedTrainer, nll_output_layer
+from tokenweight.train.trainer import WeightedTrainer
 
 V, D = 50, 16
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -314,26 +314,16 @@ def test_stage_check_names_the_model():
 
 
 # ------------------------------------------------------------------------------ the trainer
-class Table:
-    def __init__(self, t):
-        self.t = t
-
-    def read(self, idx):
-        return self.t[torch.as_tensor(idx, dtype=torch.long)]
-
-
-def trainer(tmp_path, model, loss_kernel, short):
-    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], remove_unused_columns=False, use_cpu=True)
-    return WeightedTrainer(
-        model=model, args=args, scheme="dense:0.75", scorer=FrozenScorer(Table(short)), loss_kernel=loss_kernel
-    )
+def trainer(tmp_path, model, loss_kernel):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    return WeightedTrainer(model=model, args=args, scheme="dense:0.75", loss_kernel=loss_kernel)
 
 
 def test_trainer_refuses_cce_on_cpu_and_unknown_kernels(tmp_path):
     with pytest.raises(UsageError, match="needs a CUDA GPU"):
-        trainer(tmp_path, tiny_model(), "cce", torch.zeros(1, 1))
+        trainer(tmp_path, tiny_model(), "cce")
     with pytest.raises(ValueError, match="loss_kernel must be one of chunked, cce, got 'x'"):
-        trainer(tmp_path, tiny_model(), "x", torch.zeros(1, 1))
+        trainer(tmp_path, tiny_model(), "x")
     with pytest.raises(ValueError, match="loss_kernel must be one of"):
         with nll_output_layer(nn.Linear(2, 3), torch.zeros(1, 1), 4, loss_kernel="fused"):
             pass
@@ -348,14 +338,14 @@ def test_trainer_weighted_loss_on_cce_equals_chunked(tmp_path, reference, monkey
 
     monkeypatch.setattr(T, "cce_problem", lambda device, dtype: None)  # as on a GPU with the package
     rows = sequences(3, 12, seed=5, short_every=2)
-    batch = PadCollator(0)([{"input_ids": r, "index": i} for i, r in enumerate(rows)])
-    short = torch.rand(3, 11, generator=torch.Generator().manual_seed(1)) * 4
+    short = torch.rand(3, 12, generator=torch.Generator().manual_seed(1)) * 4  # token-aligned column
+    batch = PadCollator(0)([{"input_ids": r, "short_nll": short[i, : len(r)]} for i, r in enumerate(rows)])
     results = {}
     for kernel in ("chunked", "cce"):
         model = tiny_model(n=16, tie=False)
         if softcap:
             model.config.model_type, model.config.final_logit_softcapping = "gemma2", softcap
-        t = trainer(tmp_path / kernel, model, kernel, short)
+        t = trainer(tmp_path / kernel, model, kernel)
         loss = t.compute_loss(model, batch, num_items_in_batch=(batch["labels"][:, 1:] != -100).sum())
         loss.backward()
         results[kernel] = (loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()})

@@ -13,9 +13,10 @@ import torch
 from tests.train.test_trainer import targs
 from tests.train.train_helpers import BOS, dataset, tiny_model
 from tokenweight.scoring import token_nll
+from tokenweight.short_nll import FrozenScorer, LongCEScorer, SelfScorer
+from tokenweight.token_weighting import document_forward, nll_output_layer
 from tokenweight.train.collate import PadCollator, TrainSequences, batch_doc_lengths, crop_doc_lengths
-from tokenweight.train.scorers import FrozenScorer, LongCEScorer, SelfScorer
-from tokenweight.train.trainer import WeightedTrainer, document_forward, nll_output_layer
+from tokenweight.train.trainer import WeightedTrainer
 
 W, S = 8, 5
 # Every document longer than w has more long-range tokens than sparse:0.3 keeps, so top-κ never
@@ -42,10 +43,8 @@ def batches(seed=0):
     """The packed batch (rows of DOCS) and the batch of the same documents as separate rows, with
     where each document lies in both: (packed, separate, [(row, start, length, separate row)])."""
     docs = documents(seed)
-    packed = PadCollator(0)(
-        [{"input_ids": r, "index": i, "doc_lengths": DOCS[i]} for i, r in enumerate(packed_rows(docs))]
-    )
-    separate = PadCollator(0)([{"input_ids": d, "index": 10 + i} for i, d in enumerate(docs)])
+    packed = PadCollator(0)([{"input_ids": r, "doc_lengths": DOCS[i]} for i, r in enumerate(packed_rows(docs))])
+    separate = PadCollator(0)([{"input_ids": d} for d in docs])
     where, d = [], 0
     for r, row in enumerate(DOCS):
         start = 0
@@ -60,8 +59,8 @@ def test_examples_and_batches():
     ds = dataset(packed_rows(docs)).add_column("doc_lengths", DOCS)
     seqs = TrainSequences(ds)
     assert seqs.packed and seqs.num_tokens == sum(map(sum, DOCS))
-    assert set(seqs[2]) == {"input_ids", "index", "doc_lengths"} and seqs[2]["doc_lengths"] == [20, 1, 16]
-    assert seqs[2]["input_ids"].tolist() == packed_rows(docs)[2] and seqs[2]["index"] == 2
+    assert set(seqs[2]) == {"input_ids", "doc_lengths"} and seqs[2]["doc_lengths"] == [20, 1, 16]
+    assert seqs[2]["input_ids"].tolist() == packed_rows(docs)[2]
     cropped = TrainSequences(ds, max_length=31)
     assert [cropped[i]["doc_lengths"] for i in range(3)] == [[30, 1], [31], [20, 1, 10]]
     assert cropped[0]["input_ids"].tolist() == packed_rows(docs)[0][:31]
@@ -75,7 +74,7 @@ def test_examples_and_batches():
     assert [win[i]["input_ids"].tolist() for i in range(len(win))] == [
         alone[i]["input_ids"].tolist() for i in range(len(alone))
     ]
-    assert win.num_tokens == alone.num_tokens and [win[i]["index"] for i in range(3)] == [0, 0, 0]
+    assert win.num_tokens == alone.num_tokens
     assert all("doc_lengths" not in win[i] for i in range(len(win)))
     # the collator: -100 at every document's first token, the lengths as a zero-padded tensor
     b = PadCollator(0)([seqs[i] for i in range(3)])
@@ -85,21 +84,15 @@ def test_examples_and_batches():
     assert ignored == [[0, 30], [0, 44], [1, 44], [1, 45], [2, 20], [2, 21], *[[2, j] for j in range(37, N)]]
     assert int((b["labels"][:, 1:] != -100).sum()) == sum(length - 1 for row in DOCS for length in row)
     with pytest.raises(ValueError, match="doc_lengths"):
-        PadCollator(0)([{"input_ids": [1, 5, 6], "index": 0, "doc_lengths": [2]}])
+        PadCollator(0)([{"input_ids": [1, 5, 6], "doc_lengths": [2]}])
 
 
-def frozen_cache(model, packed, separate):
-    """A fake score cache: a reference model's full-context NLL (Rho-1), packed rows at 0..2 and
-    separate documents at 10.., each computed per document as ``tokenweight score`` does."""
-    rows = {}
-    ref = token_nll(model, packed["input_ids"], packed["attention_mask"], batch_doc_lengths(packed["doc_lengths"]))
-    sep = token_nll(model, separate["input_ids"], separate["attention_mask"])
-    width = max(ref.shape[1], sep.shape[1])
-    for i in range(ref.shape[0]):
-        rows[i] = torch.nn.functional.pad(ref[i], (0, width - ref.shape[1]))
-    for i in range(sep.shape[0]):
-        rows[10 + i] = torch.nn.functional.pad(sep[i], (0, width - sep.shape[1]))
-    return types.SimpleNamespace(path="fake", read=lambda idx: torch.stack([rows[int(i)] for i in idx]))
+def with_column(model, batch):
+    """``batch`` with a ``short_nll`` column: a reference model's full-context NLL (Rho-1),
+    token-aligned, per document of packed rows (as ``tokenweight score`` computes it)."""
+    docs = batch_doc_lengths(batch.get("doc_lengths"))
+    ref = token_nll(model, batch["input_ids"], batch["attention_mask"], docs)
+    return {**batch, "short_nll": torch.nn.functional.pad(ref, (1, 0))}
 
 
 CASES = [
@@ -111,6 +104,8 @@ CASES = [
     ("dense:0.5", "longce"),
     ("rho1:0.6", "frozen"),
     ("dense:0.75", "frozen"),
+    ("rho1:0.6", "column"),
+    ("sparse:0.3", "column"),
 ]
 
 
@@ -120,12 +115,16 @@ def test_packed_step_equals_separate_documents(tmp_path, spec, kind):
     loss of the same documents as separate rows; gradients agree too."""
     model = tiny_model(n=N).train()
     packed, separate, where = batches()
+    reference = tiny_model(n=N, seed=1)
     scorer = {
         None: None,
         "self": SelfScorer(W, S, bos_token_id=BOS),
         "longce": LongCEScorer(6, 4),
-        "frozen": FrozenScorer(frozen_cache(tiny_model(n=N, seed=1), packed, separate)),
+        "frozen": FrozenScorer(reference, window=N),  # w >= n: the reference's full-context NLL
+        "column": None,
     }[kind]
+    if kind == "column":
+        packed, separate = with_column(reference, packed), with_column(reference, separate)
     trainers = {
         norm: WeightedTrainer(
             model=model,
@@ -133,7 +132,7 @@ def test_packed_step_equals_separate_documents(tmp_path, spec, kind):
             train_dataset=TrainSequences(dataset([[BOS, 5]])),
             data_collator=PadCollator(0),
             scheme=spec,
-            scorer=scorer,
+            short=scorer,
             weight_norm=norm,
         )
         for norm in ("sequence", "document")
@@ -160,7 +159,7 @@ def test_packed_step_equals_separate_documents(tmp_path, spec, kind):
         losses.append(loss.item())
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     assert abs(losses[0] - losses[1]) < 1e-6
-    logs = [trainers[k]._stats.to_logs() for k in ("document", "sequence")]  # what the log records
+    logs = [trainers[k]._stats["train"].to_logs() for k in ("document", "sequence")]  # what the log records
     assert logs[0]["scored_tokens"] == logs[1]["scored_tokens"] and logs[0]["tokens"] == logs[1]["tokens"] == 127
     for key in ("weighted_loss", "plain_loss", "weight_mean", "weight_std", "weight_zero_share"):
         assert logs[0][key] == pytest.approx(logs[1][key], abs=1e-5), key
@@ -179,7 +178,7 @@ def test_weight_norm_document_on_unpacked_batches_is_sequence(tmp_path):
             train_dataset=TrainSequences(dataset([[BOS, 5]])),
             data_collator=PadCollator(0),
             scheme="sparse:0.5",
-            scorer=SelfScorer(W, S, bos_token_id=BOS),
+            short=SelfScorer(W, S, bos_token_id=BOS),
             weight_norm=norm,
         )
         out.append(trainer.forward_weights(model, separate))

@@ -12,10 +12,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from tests.train.train_helpers import BOS, dataset, sequences, tiny_model
 from tokenweight.scoring import short_context_nll, token_nll
+from tokenweight.short_nll import SelfScorer
+from tokenweight.token_weighting import NonFiniteLossError, TokenBatch, nll_output_layer, tie_keys
 from tokenweight.train.callbacks import JsonlLogger
 from tokenweight.train.collate import PadCollator, TrainSequences
-from tokenweight.train.scorers import FrozenScorer, SelfScorer
-from tokenweight.train.trainer import NonFiniteLossError, WeightedTrainer, nll_output_layer
+from tokenweight.train.trainer import WeightedTrainer
 from tokenweight.weighting import WeightingScheme
 
 N, W, S = 48, 16, 12
@@ -74,7 +75,7 @@ def assert_grads_equal(a, b, atol=2e-7):
 
 
 def batch(rows):
-    return PadCollator(0)([{"input_ids": r, "index": i} for i, r in enumerate(rows)])
+    return PadCollator(0)([{"input_ids": r} for r in rows])
 
 
 def test_nll_output_layer_equals_full_logits_ce_and_restores_forward():
@@ -111,17 +112,12 @@ def test_gradient_accumulation_is_exact(tmp_path):
     """GA 2 × 2 == GA 1 × 4 (per-micro-batch token counts differ), for uniform == HF's plain CE
     and for a weighted scheme with self-scoring."""
 
-    def hf_collate(examples):
-        out = PadCollator(0)(examples)
-        del out["index"]
-        return out
-
-    hf, _ = run_grads(tmp_path / "hf", cls=Trainer, ga=2, bs=2, collator=hf_collate)
+    hf, _ = run_grads(tmp_path / "hf", cls=Trainer, ga=2, bs=2)
     uni2, _ = run_grads(tmp_path / "u2", ga=2, bs=2)
     uni1, _ = run_grads(tmp_path / "u1", ga=1, bs=4)
     assert_grads_equal(uni2, hf)
     assert_grads_equal(uni1, uni2)
-    kw = dict(scheme="dense:0.5", scorer=SelfScorer(W, S, bos_token_id=BOS))
+    kw = dict(scheme="dense:0.5", short=SelfScorer(W, S, bos_token_id=BOS))
     d2, _ = run_grads(tmp_path / "d2", ga=2, bs=2, **kw)
     d1, _ = run_grads(tmp_path / "d1", ga=1, bs=4, **kw)
     assert_grads_equal(d1, d2)
@@ -138,13 +134,14 @@ def test_self_scoring_weights_equal_hand_computation(tmp_path, spec):
         train_dataset=TrainSequences(dataset(ROWS)),
         data_collator=PadCollator(0),
         scheme=scheme,
-        scorer=SelfScorer(W, S, bos_token_id=BOS),
+        short=SelfScorer(W, S, bos_token_id=BOS),
     )
     b = batch(ROWS[:6])
     nll, mask, weights = trainer.forward_weights(model, b)
     long = token_nll(model, b["input_ids"], b["attention_mask"])
     short = short_context_nll(model, b["input_ids"], W, S, attention_mask=b["attention_mask"], bos_token_id=BOS)
-    ref = scheme(long, short, b["labels"][:, 1:] != -100, generator=trainer._generator(b["index"], long.device))
+    keys = tie_keys(TokenBatch.of(b), seed=0)  # the run's seed and each row's tokens
+    ref = scheme(long, short, b["labels"][:, 1:] != -100, keys=keys)
     torch.testing.assert_close(nll.detach(), long, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(weights, ref, rtol=1e-4, atol=1e-4)
     assert torch.equal(mask, b["labels"][:, 1:] != -100)
@@ -160,19 +157,14 @@ class FakeCache:
         return (torch.arange(N + 7, dtype=torch.float32)[None] % 5) * 0.3 + idx * 0.1
 
 
-def test_frozen_scorer_weights_use_cache_rows_by_index(tmp_path):
+def test_frozen_scores_come_as_the_rows_short_nll_column(tmp_path):
     model = tiny_model(n=N)
     scheme = WeightingScheme.parse("dense:0.25")
+    data = TrainSequences(dataset(ROWS), scores=FakeCache())
     trainer = WeightedTrainer(
-        model=model,
-        args=targs(tmp_path),
-        train_dataset=TrainSequences(dataset(ROWS)),
-        data_collator=PadCollator(0),
-        scheme=scheme,
-        scorer=FrozenScorer(FakeCache()),
+        model=model, args=targs(tmp_path), train_dataset=data, data_collator=PadCollator(0), scheme=scheme
     )
-    b = batch(ROWS[:4])
-    b["index"] = torch.tensor([5, 0, 7, 2])
+    b = PadCollator(0)([data[i] for i in (5, 0, 7, 2)])
     _, mask, weights = trainer.forward_weights(model, b)
     long = token_nll(model, b["input_ids"], b["attention_mask"])
     short = FakeCache().read([5, 0, 7, 2])[:, : long.shape[1]]
@@ -181,7 +173,7 @@ def test_frozen_scorer_weights_use_cache_rows_by_index(tmp_path):
 
 def test_logged_statistics_equal_hand_computation(tmp_path):
     model = tiny_model(n=N)
-    kw = dict(scheme="dense:0.5", scorer=SelfScorer(W, S, bos_token_id=BOS))
+    kw = dict(scheme="dense:0.5", short=SelfScorer(W, S, bos_token_id=BOS))
     probe = WeightedTrainer(
         model=model,
         args=targs(tmp_path / "p"),
@@ -241,7 +233,7 @@ def test_nan_guard_names_step_and_sequences(tmp_path):
         callbacks=[Poison()],
     )
     with pytest.raises(
-        NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 2 on train sequences \[2\]"
+        NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 2 in rows \[2\] of the micro-batch"
     ):
         trainer.train()
 
@@ -249,9 +241,8 @@ def test_nan_guard_names_step_and_sequences(tmp_path):
 def test_constructor_checks(tmp_path):
     model = tiny_model(n=N)
     common = dict(model=model, train_dataset=TrainSequences(dataset(ROWS)), data_collator=PadCollator(0))
-    with pytest.raises(ValueError, match="needs short-context NLL"):
-        WeightedTrainer(args=targs(tmp_path), scheme="dense:0.5", **common)
-    with pytest.raises(ValueError, match="remove_unused_columns"):
-        WeightedTrainer(args=TrainingArguments(output_dir=str(tmp_path), report_to="none"), **common)
+    trainer = WeightedTrainer(args=targs(tmp_path), scheme="dense:0.5", **common)  # no scorer: needs a column
+    with pytest.raises(ValueError, match="needs short-context NLL: pass short=SelfScorer"):
+        trainer.compute_loss(model, batch(ROWS[:2]))
     with pytest.raises(ValueError, match="chunk_size"):
         WeightedTrainer(args=targs(tmp_path), chunk_size=0, **common)

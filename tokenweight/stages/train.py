@@ -56,9 +56,9 @@ def train(config: TrainConfig) -> RunResult:
     """Run (or continue, or find finished) the training run ``config.out``."""
     from tokenweight.models import pretrained_context
     from tokenweight.scoring import resolve_stride
+    from tokenweight.token_weighting import check_trainable
     from tokenweight.train.runner import run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
-    from tokenweight.train.trainer import check_trainable
     from tokenweight.weighting import WeightingScheme
 
     config.validate()
@@ -115,13 +115,11 @@ def train(config: TrainConfig) -> RunResult:
         except ValueError as e:
             raise UsageError(f"cannot extend {config.model!r} to n = {n}: {e}") from None
 
-    scorer = None
-    if scheme.needs_short:
-        from tokenweight.train.scorers import FrozenScorer, LongCEScorer, SelfScorer
+    scorer = None  # frozen: the cache becomes the examples' short_nll column (TrainSequences)
+    if scheme.needs_short and config.scorer != "frozen":
+        from tokenweight.short_nll import LongCEScorer, SelfScorer
 
-        if config.scorer == "frozen":
-            scorer = FrozenScorer(cache)
-        elif longce:
+        if longce:
             scorer = LongCEScorer(
                 config.longce_trunc_len, config.longce_sliding_window, batch_size=config.score_batch_size
             )
@@ -132,7 +130,7 @@ def train(config: TrainConfig) -> RunResult:
 
     from tokenweight.train.collate import TrainSequences
 
-    dataset = TrainSequences(data.train, max_length=n, limit=config.max_train_sequences)
+    dataset = TrainSequences(data.train, max_length=n, limit=config.max_train_sequences, scores=cache)
     rope = model.config.get_text_config().rope_parameters
     run_config = {
         **config.to_dict(),

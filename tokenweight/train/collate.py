@@ -1,10 +1,10 @@
-"""Training examples and batches: sequences (or short windows of them) with their dataset index.
+"""Training examples and batches: sequences (or short windows of them), with their frozen scores.
 
 Why a dataset wrapper instead of the prepared ``datasets.Dataset`` as is:
 
-- every example carries ``index``, its row in the prepared train split, so that the frozen scorer
-  can read that row's cached short-context NLL and the NaN guard can name the sequences of a bad
-  batch;
+- with a score cache (``tokenweight score``), every example carries its row's short-context NLL as
+  a token-aligned ``short_nll`` column (:func:`tokenweight.short_nll.column_short_nll`), which the
+  token-weighting component reads like any user's own column: no dataset index is needed;
 - ``tokenweight pretrain`` trains at the short context ``w`` on the same prepared data: each
   sequence is cut into consecutive windows of ``w`` tokens (every window after the first starts with
   BOS when the sequence does, exactly as the short-context scorer's windows do, docs/METHOD.md);
@@ -14,8 +14,8 @@ Why a dataset wrapper instead of the prepared ``datasets.Dataset`` as is:
   are cut from each document separately, so that no window crosses a document.
 
 :class:`PadCollator` right-pads a list of examples into a batch; padding is masked out of the
-attention and labelled ``-100``, so it is neither scored nor counted (HF counts ``labels[:, 1:] !=
--100`` as ``num_items_in_batch``, the same positions the loss uses). Packed examples also get
+attention and labelled ``-100``, so it is neither scored nor counted (the component counts the
+same positions as its normaliser), and a ``short_nll`` column is padded with 0. Packed examples also get
 ``-100`` at the first token of every document (nothing of its own document precedes it) and the
 batch a ``doc_lengths`` tensor (:func:`batch_doc_lengths` turns it back into lists).
 """
@@ -62,7 +62,7 @@ def batch_doc_lengths(doc_lengths) -> list[list[int]] | None:
 
 
 class TrainSequences(Dataset):
-    """Examples ``{"input_ids": LongTensor[L], "index": int}`` from a prepared split.
+    """Examples ``{"input_ids": LongTensor[L]}`` (and ``short_nll``, ``doc_lengths``) from a prepared split.
 
     Args:
         ds: ``datasets.Dataset`` with an ``input_ids`` column (one prepared split).
@@ -73,8 +73,9 @@ class TrainSequences(Dataset):
         bos_token_id: with ``window``: windows after the first of a sequence that starts with this
             token get it as their first token.
         limit: use only the first ``limit`` sequences.
-
-    ``index`` is always the row of the *sequence* in ``ds`` (for a window: the sequence it is cut from).
+        scores: a :class:`tokenweight.scorecache.ScoreCache` of ``ds``'s rows (``tokenweight score``):
+            every example gets ``short_nll`` ``FloatTensor[L]``, its row's cached NLL token-aligned
+            (entry 0 unused, 0.0); not with ``window``.
     With a ``doc_lengths`` column (packed rows) every example has ``doc_lengths`` (the row's,
     cropped; padding beyond their sum is dropped), and windows are cut from every document on its
     own, BOS put back when the *document* starts with it: the windows of the documents as rows.
@@ -88,7 +89,11 @@ class TrainSequences(Dataset):
         window: int | None = None,
         bos_token_id: int | None = None,
         limit: int | None = None,
+        scores=None,
     ):
+        if scores is not None and window is not None:
+            raise ValueError("scores are for whole sequences: pass window=None with scores")
+        self.scores = scores
         for name, v in (("max_length", max_length), ("window", window), ("limit", limit)):
             if v is not None and (not isinstance(v, int) or v < (2 if name != "limit" else 1)):
                 raise ValueError(f"{name} must be None or an integer >= {2 if name != 'limit' else 1}, got {v!r}")
@@ -141,8 +146,18 @@ class TrainSequences(Dataset):
             if start > doc_start and self.bos_token_id is not None and first == self.bos_token_id:
                 ids[0] = self.bos_token_id
         elif self.packed:
-            return {"input_ids": ids[: int(self.lengths[row])], "index": row, "doc_lengths": self.doc_lengths[row]}
-        return {"input_ids": ids, "index": row}
+            ids = ids[: int(self.lengths[row])]
+        example = {"input_ids": ids}
+        if self.packed and self.window is None:
+            example["doc_lengths"] = self.doc_lengths[row]
+        if self.scores is not None:
+            nll = self.scores.read([row])[0]
+            if nll.shape[0] < len(ids) - 1:
+                raise ValueError(
+                    f"score cache holds {nll.shape[0] + 1}-token sequences but row {row} has {len(ids)} tokens"
+                )
+            example["short_nll"] = torch.cat([nll.new_zeros(1), nll[: len(ids) - 1]]).float()
+        return example
 
     @property
     def num_tokens(self) -> int:
@@ -153,7 +168,7 @@ class TrainSequences(Dataset):
 
 
 class PadCollator:
-    """Right-pad examples into ``input_ids``, ``attention_mask``, ``labels`` [b, L] and ``index`` [b].
+    """Right-pad examples into ``input_ids``, ``attention_mask``, ``labels`` [b, L] (and ``short_nll``).
 
     ``labels`` equal ``input_ids`` with ``-100`` at padding (HF's causal-LM convention: position t
     is predicted from positions < t, the shift happens in the loss), or an example's own
@@ -180,8 +195,18 @@ class PadCollator:
         for i, e in enumerate(examples):  # examples may bring their own labels (e.g. the copy task)
             if "labels" in e:
                 labels[i, : len(seqs[i])] = torch.as_tensor(e["labels"], dtype=torch.long)
-        index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
-        out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if any("short_nll" in e for e in examples):
+            if not all("short_nll" in e for e in examples):
+                raise ValueError("some examples have a 'short_nll' column and others not: score every example")
+            out["short_nll"] = torch.zeros(len(seqs), length, dtype=torch.float32)
+            for i, (e, s) in enumerate(zip(examples, seqs)):
+                column = torch.as_tensor(e["short_nll"], dtype=torch.float32)
+                if column.shape != s.shape:
+                    raise ValueError(
+                        f"example {i}: short_nll has {column.numel()} values for {len(s)} tokens (it is token-aligned)"
+                    )
+                out["short_nll"][i, : len(s)] = column
         if any("doc_lengths" in e for e in examples):
             docs = [[int(x) for x in e.get("doc_lengths", [len(s)])] for e, s in zip(examples, seqs)]
             for i, (lengths, s) in enumerate(zip(docs, seqs)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tokenweight.choices import LOSS_KERNELS, WEIGHT_NORMS
 from tokenweight.config import (
     RUNTIME_GROUP,
     RuntimeOptions,
@@ -29,14 +30,9 @@ SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_wi
 ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
 #: the short contexts of self-scoring: docs/METHOD.md's windows, or LongCE's (docs/SCORING.md)
 SHORT_CONTEXTS = ("method", "longce")
-#: the unit of the weights' normalisation (``weight_norm``): a row, or each document of a packed row
-WEIGHT_NORMS = ("sequence", "document")
 #: experiment trackers the HF Trainer reports to (``TrainingArguments.report_to``); ``none``: only
 #: ``OUT/log.jsonl``, which is always written
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "trackio", "none")
-#: per-token NLL of the output layer: ``chunked`` (tokenweight.loss, any device) or ``cce``
-#: (Cut-Cross-Entropy's Triton kernel, tokenweight.loss_kernels: CUDA, 16-bit, the ``cce`` extra)
-LOSS_KERNELS = ("chunked", "cce")
 
 _M = "model and data"
 _O = "optimisation"

@@ -31,7 +31,7 @@ MIN_SPAN, MAX_SPAN = 4, 32
 
 
 class CopyTask(Dataset):
-    """``num_rows`` examples ``{"input_ids", "labels": LongTensor[length], "index": i}``.
+    """``num_rows`` examples ``{"input_ids", "labels": LongTensor[length]}``.
 
     Args:
         num_rows: examples in one pass (``max_steps`` x global batch covers the run once).
@@ -86,7 +86,6 @@ class CopyTask(Dataset):
         return {
             "input_ids": torch.tensor(ids[: self.length], dtype=torch.long),
             "labels": torch.tensor(labels[: self.length], dtype=torch.long),
-            "index": int(i),
         }
 
     @property
@@ -102,8 +101,7 @@ class WithCopyRows(Dataset):
     rows in every batch it has to survive.
 
     Example ``i`` is a copy row when ``floor((i + 1) f) > floor(i f)`` (exactly ``floor(k f)`` of any
-    first ``k``, evenly spread, independent of the shuffling that happens later); it keeps the
-    ``index`` of the base example it replaces.
+    first ``k``, evenly spread, independent of the shuffling that happens later).
     """
 
     def __init__(self, base, copy: CopyTask, fraction: float):
@@ -125,5 +123,4 @@ class WithCopyRows(Dataset):
     def __getitem__(self, i: int) -> dict:
         if not self.is_copy(i):
             return self.base[i]
-        ex = self.copy[i]
-        return dict(ex, index=self.base[i]["index"])
+        return self.copy[i]

@@ -311,11 +311,18 @@ def _summary(trainer, result, plan: RunPlan, world: int) -> dict:
         "final_loss": last.get("weighted_loss"),
         "final_plain_loss": last.get("plain_loss"),
         "scheme": str(trainer.scheme),
-        "scorer": repr(trainer.scorer) if trainer.scorer is not None else None,
+        "scorer": _scorer_name(trainer.token_weighting),
         "resumed_from": str(plan.out / plan.checkpoint.name) if plan.checkpoint is not None else None,
         "world_size": world,
         "model": str(plan.out / MODEL),
     }
+
+
+def _scorer_name(token_weighting) -> str | None:
+    """What gave the run its short-context NLL: the scorer's repr, the score cache's column, or None."""
+    if not token_weighting.scheme.needs_short:
+        return None
+    return repr(token_weighting.short) if token_weighting.short is not None else "short_nll column (score cache)"
 
 
 def run_training(
@@ -382,7 +389,7 @@ def run_training(
             data_collator=PadCollator(pad),
             processing_class=tokenizer,
             scheme=scheme,
-            scorer=scorer,
+            short=scorer,
             chunk_size=chunk_size,
             callbacks=[JsonlLogger(work / "log.jsonl")],  # trackers: args.report_to (HF's own callbacks)
         )

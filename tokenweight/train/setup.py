@@ -54,11 +54,13 @@ def quiet_progress_bars() -> None:
 
 def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: float | None):
     """``config.init``: a fresh Llama with the tokenizer's special ids (seeded by ``config.seed``);
-    ``config.model``: loaded in float32 (the trainer handles mixed precision), refused when its
-    embeddings do not cover the tokenizer. Both get the attention implementation of the run's
-    runtime options (``auto``: the best the model supports on the device and dtype it trains in)."""
+    ``config.model``: loaded in float32 (the trainer handles mixed precision); refused before it is
+    loaded when it ships another tokenizer than the data's (:func:`tokenweight.identity.check_model_tokenizer`),
+    and after when its embeddings do not cover the tokenizer. Both get the attention implementation of
+    the run's runtime options (``auto``: the best the model supports on the device and dtype it trains in)."""
     from transformers import LlamaForCausalLM, set_seed
 
+    from tokenweight.identity import check_model_tokenizer
     from tokenweight.models import init_model, load_model
 
     runtime = config.runtime()
@@ -74,6 +76,7 @@ def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: flo
             pad_token_id=tokenizer.pad_token_id,
             attn_implementation=runtime.attention_for(LlamaForCausalLM),
         )
+    check_model_tokenizer(config.model, tokenizer, ref_name=f"the data {str(config.data)!r}")
     model = load_model(config.model, attn_implementation=runtime.attn_implementation, runtime=runtime)
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab < len(tokenizer):
