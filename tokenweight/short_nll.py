@@ -42,9 +42,15 @@ __all__ = ["SelfScorer", "LongCEScorer", "FrozenScorer", "column_short_nll", "SH
 SHORT_NLL_COLUMN = "short_nll"
 
 
-def _stride(n: int, window: int, stride: int | None) -> int:
-    """``stride``, or docs/METHOD.md's recommended one for this batch's length (ValueError when invalid)."""
-    return resolve_stride(max(n, window + 1), window, stride)
+def _stride(window: int, stride: int | None) -> int:
+    """``stride``, or ``3w/4`` (ValueError when the pair is invalid).
+
+    The default must not depend on the batch (a sequence's scores would change with the length it
+    is padded to): ``3w/4`` is docs/METHOD.md's recommendation ``(1 - w/n)·w`` at ``n = 4w``, the
+    paper's setting (6144 for w = 8192, n = 32768). Pass ``stride`` to match a score cache (whose
+    default is the recommendation for the data's ``n``).
+    """
+    return resolve_stride(4 * window, window, stride)
 
 
 class SelfScorer:
@@ -52,14 +58,13 @@ class SelfScorer:
 
     Args:
         window: ``w``, the most tokens a short context holds (>= 2).
-        stride: ``s``, distance of window starts (``1 <= s < w``); None: ``(1 - w/n)·w`` for the
-            batch's length ``n`` (docs/METHOD.md's recommendation).
+        stride: ``s``, distance of window starts (``1 <= s < w``); None: ``3w/4`` (:func:`_stride`).
         bos_token_id: windows after the first start with this token when the sequence does.
         batch_size: windows per forward pass (None: about 16k tokens per pass).
     """
 
     def __init__(self, window: int, stride: int | None = None, bos_token_id: int | None = None, batch_size=None):
-        _stride(window + 1, window, stride)  # validates window and stride (ValueError)
+        self.window, self.stride = window, _stride(window, stride)  # ValueError when invalid
         self.window, self.stride, self.bos_token_id, self.batch_size = window, stride, bos_token_id, batch_size
 
     def __call__(self, model: nn.Module, input_ids: Tensor, attention_mask, long_nll: Tensor, doc_lengths=None):
@@ -69,7 +74,7 @@ class SelfScorer:
             input_ids,
             long_nll,
             self.window,
-            _stride(input_ids.shape[1], self.window, self.stride),
+            self.stride,
             attention_mask=attention_mask,
             bos_token_id=self.bos_token_id,
             batch_size=self.batch_size,
@@ -140,8 +145,7 @@ class FrozenScorer:
                 f"scorer must be a transformers causal LM (a model object), got {type(scorer).__name__}: "
                 "load it with AutoModelForCausalLM.from_pretrained(...)"
             )
-        _stride(window + 1, window, stride)
-        self.scorer, self.window, self.stride = scorer.eval().requires_grad_(False), window, stride
+        self.scorer, self.window, self.stride = scorer.eval().requires_grad_(False), window, _stride(window, stride)
         self.bos_token_id, self.batch_size = bos_token_id, batch_size
 
     def __call__(self, model: nn.Module, input_ids: Tensor, attention_mask, long_nll: Tensor, doc_lengths=None):
@@ -150,7 +154,7 @@ class FrozenScorer:
             self.scorer,
             input_ids,
             self.window,
-            _stride(input_ids.shape[1], self.window, self.stride),
+            self.stride,
             attention_mask=attention_mask,
             bos_token_id=self.bos_token_id,
             batch_size=self.batch_size,

@@ -269,6 +269,9 @@ class TokenBatch:
     attention_mask: Tensor | None = None
     doc_lengths: list[list[int]] | None = None
     short_column: Tensor | None = None
+    #: the documents were read from restarting ``position_ids`` (a flattened, padding-free batch:
+    #: each document is an example of its own, and rows are an artefact of the collator)
+    flattened: bool = False
 
     @classmethod
     def of(cls, batch) -> TokenBatch:
@@ -298,8 +301,8 @@ class TokenBatch:
             docs = _docs_from_positions(pos, lengths)
         if docs is not None and len(docs) != ids.shape[0]:
             raise ValueError(f"doc_lengths has {len(docs)} rows but input_ids has {ids.shape[0]}")
-        column = batch.get(SHORT_NLL_COLUMN)
-        return cls(ids.long(), labels.long(), mask, docs, column)
+        flattened = docs is not None and batch.get("doc_lengths") is None
+        return cls(ids.long(), labels.long(), mask, docs, batch.get(SHORT_NLL_COLUMN), flattened)
 
     def scored(self) -> Tensor:
         """[b, n-1] bool: targets that count (label not -100, not a document's first token)."""
@@ -384,7 +387,10 @@ class TokenWeighting:
         chunk_size: positions per output-layer chunk of the loss (peak ``chunk_size · V · 4`` bytes).
         loss_kernel: ``"chunked"`` or ``"cce"`` (CUDA, 16-bit: :mod:`tokenweight.loss_kernels`).
         weight_norm: ``"sequence"`` (T, top-κ and normalisation per row, the paper's rule) or
-            ``"document"`` (per document of a packed row, as the documents alone).
+            ``"document"`` (per document of a packed row, as the documents alone); None (default):
+            ``"document"`` for padding-free batches (documents given by restarting ``position_ids``,
+            as HF's and TRL's flattening collators make them: each is an example, the row is the
+            whole micro-batch), ``"sequence"`` otherwise.
         seed: seed of sparse schemes' tie-breaking (:func:`tie_keys`).
     """
 
@@ -395,7 +401,7 @@ class TokenWeighting:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         loss_kernel: str = "chunked",
-        weight_norm: str = "sequence",
+        weight_norm: str | None = None,
         seed: int = 0,
     ):
         self.scheme = WeightingScheme.parse(scheme)
@@ -408,8 +414,8 @@ class TokenWeighting:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         if loss_kernel not in LOSS_KERNELS:
             raise ValueError(f"loss_kernel must be one of {', '.join(LOSS_KERNELS)}, got {loss_kernel!r}")
-        if weight_norm not in WEIGHT_NORMS:
-            raise ValueError(f"weight_norm must be one of {', '.join(WEIGHT_NORMS)}, got {weight_norm!r}")
+        if weight_norm is not None and weight_norm not in WEIGHT_NORMS:
+            raise ValueError(f"weight_norm must be None or one of {', '.join(WEIGHT_NORMS)}, got {weight_norm!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.short = short if self.scheme.needs_short else None
@@ -452,7 +458,8 @@ class TokenWeighting:
                 "(tokenweight.scorecache.add_short_nll)"
             )
         groups = None
-        if batch.doc_lengths is not None and self.weight_norm == "document":
+        norm = self.weight_norm or ("document" if batch.flattened else "sequence")
+        if batch.doc_lengths is not None and norm == "document":
             seg = segment_ids(batch.doc_lengths, batch.input_ids.shape[1], device=mask.device)[:, 1:]
             groups = torch.where(mask, seg, -1)
         keys = tie_keys(batch, self.seed) if self.scheme.sparsification is not None else None

@@ -183,7 +183,7 @@ def test_weight_norm_document_on_unpacked_batches_is_sequence(tmp_path):
         )
         out.append(trainer.forward_weights(model, separate))
     assert all(torch.equal(a, b) for a, b in zip(out[0], out[1]))
-    with pytest.raises(ValueError, match="weight_norm must be one of sequence, document"):
+    with pytest.raises(ValueError, match="weight_norm must be None or one of sequence, document"):
         WeightedTrainer(model=model, args=targs(tmp_path / "x"), train_dataset=[], weight_norm="row")
 
 

@@ -78,7 +78,7 @@ class TokenWeightingMixin:
         short=None,
         chunk_size: int | None = None,
         loss_kernel: str = "chunked",
-        weight_norm: str = "sequence",
+        weight_norm: str | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -156,13 +156,16 @@ class TokenWeightingMixin:
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 loss = loss * self.accelerator.num_processes
             if out.aux_loss is not None:
-                loss = loss + out.aux_loss / max(1, self.current_gradient_accumulation_steps)
+                loss = loss + out.aux_loss / self._accumulation_steps()
         else:  # no global count: local mean, accumulation handled here
-            steps = max(1, getattr(self, "current_gradient_accumulation_steps", 1))
-            loss = out.loss(None) / steps
+            loss = out.loss(None) / self._accumulation_steps()
         stats = WeightStats.of_batch(out.nll, out.mask, out.weights, batch.attention_mask, batch.input_ids)
         self._stats[mode] = stats if self._stats[mode] is None else self._stats[mode].merge(stats)
         return (loss, {"nll": out.nll, "weights": out.weights}) if return_outputs else loss
+
+    def _accumulation_steps(self) -> int:
+        """Micro-batches of the current optimizer step (HF sets it in ``train``; 1 outside)."""
+        return max(1, int(getattr(self, "current_gradient_accumulation_steps", 1)))
 
     def _check_finite(self, bad_rows: Tensor, nll: Tensor, mask: Tensor) -> None:
         flag = bad_rows.any().to(torch.int64).reshape(1)
