@@ -1,10 +1,13 @@
 """Training-step time of token-weighted schemes vs plain cross-entropy, same model and batch.
 
-Measures one optimizer step (forward, loss, backward, AdamW) through ``WeightedTrainer.compute_loss``
-for:
+Measures one optimizer step (forward, loss, backward, AdamW) through the token-weighting component
+(:class:`tokenweight.token_weighting.TokenWeighting`) for:
 
-- ``uniform``: plain CE on our code path (the baseline);
-- ``dense:0.75`` frozen: weights from cached short-context NLL (a dict lookup per step); targets
+- ``uniform``: plain CE on our code path (``WeightedTrainer.compute_loss``, the baseline);
+- ``dense:0.75`` frozen, the cached scores as the batch's ``short_nll`` column, three ways into the
+  one component: ``dense_frozen`` (``WeightedTrainer.compute_loss``, what ``tokenweight train``
+  runs), ``dense_frozen_mixin`` (``token_weighted(Trainer)``: the mixin on a stock HF ``Trainer``)
+  and ``dense_frozen_loop`` (``TokenWeighting(...)(model, batch).loss()`` in a plain loop); targets
   at most 1.03x uniform and at most 1.00x HF's own plain-CE step (``hf_loss``);
 - ``dense:0.75`` self: the live model re-scores every sequence on short windows without gradient;
   target at most 1.40x uniform at n/w = 4 (the arithmetic floor is about 1.33x: n/w - 1 + ... extra
@@ -32,23 +35,14 @@ import tempfile
 import time
 
 import torch
-from transformers import TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from tokenweight.io_utils import atomic_write_json
 from tokenweight.models import init_model
 from tokenweight.scoring import short_context_nll
-from tokenweight.train.scorers import FrozenScorer, SelfScorer
-from tokenweight.train.trainer import WeightedTrainer
-
-
-class MemoryCache:
-    """A score cache held in memory: ``read(indices) -> [len, n-1]`` (what ScoreCache.read returns)."""
-
-    def __init__(self, table: torch.Tensor):
-        self.table = table
-
-    def read(self, indices):
-        return self.table[torch.as_tensor(indices, dtype=torch.long)]
+from tokenweight.short_nll import SelfScorer
+from tokenweight.token_weighting import TokenWeighting
+from tokenweight.train.trainer import WeightedTrainer, token_weighted
 
 
 def build_model(args):
@@ -98,7 +92,9 @@ def main():
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--chunk-size", type=int, default=None, help="loss chunk (default: the trainer's)")
-    ap.add_argument("--variants", default="uniform,dense_frozen,dense_self,hf_loss")
+    ap.add_argument(
+        "--variants", default="uniform,dense_frozen,dense_frozen_mixin,dense_frozen_loop,dense_self,hf_loss"
+    )
     ap.add_argument(
         "--compare-chunk-size",
         type=int,
@@ -116,41 +112,31 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(3, args.vocab, (args.batch, args.n), device=args.device)
     ids[:, 0] = 1
-    batch = {
-        "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "labels": ids.clone(),
-        "index": torch.arange(args.batch, device=args.device),
-    }
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
     compute = getattr(torch, args.dtype)
     autocast = torch.autocast(args.device.split(":")[0], dtype=compute, enabled=args.autocast)
-    with torch.no_grad(), autocast:
-        table = short_context_nll(model, ids, args.window, stride, bos_token_id=1).cpu()
+    with torch.no_grad(), autocast:  # the frozen scores, as a token-aligned short_nll column
+        short = short_context_nll(model, ids, args.window, stride, bos_token_id=1)
+    scored = dict(batch, short_nll=torch.nn.functional.pad(short, (1, 0)))
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
     tmp = tempfile.mkdtemp()
-    targs = TrainingArguments(output_dir=tmp, report_to=[], remove_unused_columns=False, use_cpu=not cuda, bf16=False)
-    chunk = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
+    targs = TrainingArguments(output_dir=tmp, report_to=[], use_cpu=not cuda, bf16=False)
+    chunk = {"chunk_size": args.chunk_size or 1024}  # tokenweight train's --chunk-size default
     trainers = {
         "uniform": WeightedTrainer(model=model, args=targs, scheme="uniform", **chunk),
-        "dense_frozen": WeightedTrainer(
-            model=model, args=targs, scheme="dense:0.75", scorer=FrozenScorer(MemoryCache(table)), **chunk
-        ),
+        "dense_frozen": WeightedTrainer(model=model, args=targs, scheme="dense:0.75", **chunk),
+        "dense_frozen_mixin": token_weighted(Trainer)(model=model, args=targs, scheme="dense:0.75", **chunk),
         "dense_self": WeightedTrainer(
-            model=model,
-            args=targs,
-            scheme="dense:0.75",
-            scorer=SelfScorer(args.window, stride, bos_token_id=1),
-            **chunk,
+            model=model, args=targs, scheme="dense:0.75", short=SelfScorer(args.window, stride, bos_token_id=1), **chunk
         ),
     }
-    chunk_size = trainers["uniform"].chunk_size
+    loop = TokenWeighting("dense:0.75", **chunk)
+    chunk_size = chunk["chunk_size"]
     names = args.variants.split(",")
     if args.compare_chunk_size:
         c = args.compare_chunk_size
         trainers[f"uniform@{c}"] = WeightedTrainer(model=model, args=targs, scheme="uniform", chunk_size=c)
-        trainers[f"dense_frozen@{c}"] = WeightedTrainer(
-            model=model, args=targs, scheme="dense:0.75", scorer=FrozenScorer(MemoryCache(table)), chunk_size=c
-        )
+        trainers[f"dense_frozen@{c}"] = WeightedTrainer(model=model, args=targs, scheme="dense:0.75", chunk_size=c)
         names += [f"uniform@{c}", f"dense_frozen@{c}"]
     count = torch.tensor(args.batch * (args.n - 1), device=args.device)
 
@@ -162,9 +148,11 @@ def main():
         optim.zero_grad(set_to_none=True)
         with autocast:
             if name == "hf_loss":
-                loss = model(**{k: v for k, v in batch.items() if k != "index"}).loss
+                loss = model(**batch).loss
+            elif name == "dense_frozen_loop":
+                loss = loop(model, scored).loss()
             else:
-                loss = trainers[name].compute_loss(model, dict(batch), num_items_in_batch=count)
+                loss = trainers[name].compute_loss(model, dict(scored), num_items_in_batch=count)
         loss.backward()
         optim.step()
 
@@ -222,7 +210,9 @@ def main():
         f"{' grad-ckpt' if args.gradient_checkpointing else ''} chunk {chunk_size} on {device}; "
         f"median of {args.repeats}"
     )
-    targets = {"dense_frozen": " (targets <= 1.03x uniform, <= 1.00x hf_loss)", "dense_self": " (target <= 1.40x)"}
+    frozen = " (targets <= 1.03x uniform, <= 1.00x hf_loss)"
+    targets = {"dense_self": " (target <= 1.40x)"}
+    targets.update({k: frozen for k in ("dense_frozen", "dense_frozen_mixin", "dense_frozen_loop")})
     for k in names:
         hf = f"   {vs_hf[k]:.3f}x hf_loss" if vs_hf else ""
         mem = f"   peak {peak[k] / 2**30:.2f} GiB" if k in peak else ""

@@ -6,7 +6,7 @@
   self-scored and frozen. The model's output layer is untied, so ZeRO-3 partitions it (its weight
   is a ``[0]`` placeholder outside its forward) and the chunked loss's backward recomputes the logits
   from the weight ZeRO-3 gathers again for the backward of that module
-  (``tokenweight.train.trainer.nll_output_layer``): same losses (relative 1e-5) and final weights
+  (``tokenweight.token_weighting.nll_output_layer``): same losses (relative 1e-5) and final weights
   (absolute 1e-6) as one process. Needs ``deepspeed`` (the ``deepspeed`` and ``test`` extras):
   skipped without it.
 - **FSDP2**: accelerate never selects FSDP on a CPU (``AcceleratorState`` turns FSDP on only over a
@@ -152,16 +152,16 @@ def fsdp_steps(data: str, model_dir: str, scores: str, case: str, out_dir: str) 
 
     from tokenweight.data import load_prepared
     from tokenweight.scorecache import ScoreCache
+    from tokenweight.short_nll import SelfScorer
     from tokenweight.train.collate import PadCollator, TrainSequences
-    from tokenweight.train.scorers import FrozenScorer, SelfScorer
     from tokenweight.train.trainer import WeightedTrainer
 
-    args = TrainingArguments(output_dir=out_dir, report_to=[], remove_unused_columns=False, use_cpu=True)
+    args = TrainingArguments(output_dir=out_dir, report_to=[], use_cpu=True)
     world, rank = args.world_size, args.process_index
     model = AutoModelForCausalLM.from_pretrained(model_dir).train()
     scheme, kind = CASES[case]
-    scorer = SelfScorer(W, 12, bos_token_id=1) if kind == "self" else FrozenScorer(ScoreCache.open(scores))
-    trainer = WeightedTrainer(model=model, args=args, scheme=scheme, scorer=scorer)
+    scorer = SelfScorer(W, 12, bos_token_id=1) if kind == "self" else None  # frozen: the cache's column
+    trainer = WeightedTrainer(model=model, args=args, scheme=scheme, short=scorer)
     if world > 1:  # as Trainer.train does: shard after __init__, then create the optimizer
         shim = SimpleNamespace(
             state=SimpleNamespace(fsdp_plugin=fsdp_plugin()),
@@ -172,7 +172,8 @@ def fsdp_steps(data: str, model_dir: str, scores: str, case: str, out_dir: str) 
         model = trainer.model = fsdp2_prepare_model(shim, model)
         trainer.is_fsdp_enabled = True
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
-    dataset, collate = TrainSequences(load_prepared(data)[0]["train"]), PadCollator(0)
+    cache = ScoreCache.open(scores) if kind == "frozen" else None
+    dataset, collate = TrainSequences(load_prepared(data)[0]["train"], scores=cache), PadCollator(0)
     losses = []
     for step in range(STEPS):
         rows = [(4 * step + i) % len(dataset) for i in range(4)]

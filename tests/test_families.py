@@ -31,7 +31,7 @@ from tokenweight.errors import UsageError
 from tokenweight.loss import weighted_lm_loss, weighted_nll_loss
 from tokenweight.models import extend_context, pretrained_context, theta_for_extension
 from tokenweight.scoring import LOGIT_POSTPROCESSING, logit_postprocessing, output_layer_problem, token_nll
-from tokenweight.train.trainer import check_trainable, nll_output_layer
+from tokenweight.token_weighting import check_trainable, nll_output_layer
 
 W, N = 16, 64  # the matrix's short (pretraining) and long context
 PAD, BOS, EOS = 0, 1, 2  # tokenweight.data.tokenizer's special ids

@@ -362,17 +362,20 @@ class WeightedLoss:
     mask: Tensor
     short_nll: Tensor | None = None
 
-    def loss(self, num_items: int | float | Tensor | None = None) -> Tensor:
-        """``loss_sum / num_items`` (default: this batch's ``count``; 0 reads as 1) plus ``aux_loss``.
+    def loss(self, num_items: int | float | Tensor | None = None, micro_batches: int = 1) -> Tensor:
+        """``loss_sum / num_items + aux_loss / micro_batches`` (``num_items`` default: this batch's
+        ``count``; 0 reads as 1).
 
-        Under gradient accumulation or several processes pass ``num_items`` = the scored tokens of the
-        whole accumulated, multi-process batch (sum :func:`scored_tokens`): the gradients summed over
-        micro-batches (and averaged by DDP, times the number of processes) are then exactly those of one
-        process with the whole batch. Uniform weights give exactly ``model(labels=...).loss``.
+        Under gradient accumulation over ``micro_batches`` micro-batches pass ``num_items`` = the
+        scored tokens of the whole accumulated batch (sum :func:`scored_tokens`; all-reduced over
+        data-parallel processes, with the loss then multiplied by their number as DDP averages):
+        the summed gradients are exactly those of one process with the whole batch. The router loss
+        of an MoE is a mean per micro-batch, so it is averaged over them. Uniform weights give
+        exactly ``model(labels=...).loss``.
         """
         denom = self.count if num_items is None else torch.as_tensor(num_items, dtype=torch.float32)
         loss = self.loss_sum / denom.to(self.loss_sum.device).clamp(min=1)
-        return loss if self.aux_loss is None else loss + self.aux_loss.to(loss.device)
+        return loss if self.aux_loss is None else loss + self.aux_loss.to(loss.device) / micro_batches
 
 
 class TokenWeighting:

@@ -151,12 +151,9 @@ class TokenWeightingMixin:
         if mode == "eval":  # the model's own loss, as a stock Trainer's eval_loss
             loss = out.nll.sum() / out.count.clamp(min=1)
             loss = loss if out.aux_loss is None else loss + out.aux_loss
-        elif num_items_in_batch is not None:
-            loss = out.loss_sum / torch.as_tensor(num_items_in_batch, device=out.loss_sum.device).clamp(min=1)
-            if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                loss = loss * self.accelerator.num_processes
-            if out.aux_loss is not None:
-                loss = loss + out.aux_loss / self._accumulation_steps()
+        elif num_items_in_batch is not None:  # the global count: exact over accumulation and processes
+            scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            loss = out.loss(num_items_in_batch / scale, micro_batches=self._accumulation_steps())
         else:  # no global count: local mean, accumulation handled here
             loss = out.loss(None) / self._accumulation_steps()
         stats = WeightStats.of_batch(out.nll, out.mask, out.weights, batch.attention_mask, batch.input_ids)
