@@ -178,23 +178,12 @@ class Check:
         import torch
         from transformers import TrainingArguments
 
-        from tokenweight.train.scorers import FrozenScorer
         from tokenweight.train.trainer import WeightedTrainer
 
-        class Table:
-            def __init__(self, t):
-                self.t = t
-
-            def read(self, idx):
-                return self.t[torch.as_tensor(idx, dtype=torch.long)]
-
-        short = torch.rand(ids.shape[0], ids.shape[1] - 1) * 5
-        args = TrainingArguments(
-            output_dir=str(self.work / "attn"), report_to=[], remove_unused_columns=False, use_cpu=not self.cuda
-        )
-        trainer = WeightedTrainer(model=model, args=args, scheme="dense:0.75", scorer=FrozenScorer(Table(short)))
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-        batch["index"] = torch.arange(ids.shape[0], device=ids.device)
+        short = torch.rand(ids.shape, device=ids.device) * 5  # a token-aligned short_nll column
+        args = TrainingArguments(output_dir=str(self.work / "attn"), report_to=[], use_cpu=not self.cuda)
+        trainer = WeightedTrainer(model=model, args=args, scheme="dense:0.75")
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone(), "short_nll": short}
         model.zero_grad(set_to_none=True)
         if self.cuda:
             torch.cuda.synchronize()
