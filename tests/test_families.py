@@ -3,7 +3,7 @@
 - The chunked paths are each family's own numbers: the trainer's forward (chunked NLL, logit
   post-processing inside) equals ``model(input_ids, labels=...).loss``, the per-token
   ``F.cross_entropy`` of its logits and its gradients; the scorer's ``token_nll`` equals the
-  latter (float32, ~1e-6). Every family of ``tokenweight.scoring.LOGIT_POSTPROCESSING`` is here,
+  latter (float32, ~1e-6). Every family of ``tokenweight.logits.LOGIT_POSTPROCESSING`` is here,
   with its post-processing set where it changes the numbers.
 - The matrix: tiny random models of ten families saved WITH a tokenizer (a tiny byte-level BPE,
   trained with ``tokenizers``) go through the stages: prepare with ``tokenizer=MODEL_DIR``, score,
@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenweight.errors import UsageError
+from tokenweight.logits import LOGIT_POSTPROCESSING, logit_postprocessing, output_layer_problem
 from tokenweight.loss import weighted_lm_loss, weighted_nll_loss
 from tokenweight.models import extend_context, pretrained_context, theta_for_extension
-from tokenweight.scoring import LOGIT_POSTPROCESSING, logit_postprocessing, output_layer_problem, token_nll
+from tokenweight.scoring import token_nll
 from tokenweight.token_weighting import check_trainable, nll_output_layer
 
 W, N = 16, 64  # the matrix's short (pretraining) and long context

@@ -9,6 +9,7 @@ import pytest
 
 from tokenweight.errors import UsageError
 from tokenweight.identity import (
+    check_model_tokenizer,
     check_same_tokenizer,
     has_tokenizer,
     is_hub_id,
@@ -116,6 +117,34 @@ def test_load_tokenizer(trained, tmp_path):
     # a hub id that cannot be reached (tests run with HF_HUB_OFFLINE=1): a UsageError, not a traceback
     with pytest.raises(UsageError, match="^cannot load tokenizer 'tokenweight-tests/no-such-repo' "):
         load_tokenizer("tokenweight-tests/no-such-repo")
+
+
+def test_a_model_is_checked_against_the_data_by_the_tokenizer_it_ships(trained, tmp_path):
+    """Identity, never the size: a model saved with the data's tokenizer passes with more
+    embeddings than tokens; one saved with another tokenizer of the same size is refused; one
+    without a tokenizer is left to the embeddings check."""
+    from tests.tiny_models import save_tiny_llama
+
+    data = load_tokenizer(trained)
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    save_tiny_llama(tmp_path / "same", len(data) + 20, 0, tokenizer=trained, **shape)  # padded embeddings
+    check_model_tokenizer(tmp_path / "same", data, ref_name="the data 'D'")
+    save_tiny_llama(tmp_path / "bare", 8, 0, **shape)  # no tokenizer: not this check's business
+    check_model_tokenizer(tmp_path / "bare", data, ref_name="the data 'D'")
+    words = {**WORDS, **{f"x{i}": 7 + i for i in range(len(data) - len(WORDS))}}  # as many tokens, other ones
+    other = _word_level(words, **SPECIALS)
+    assert len(other) == len(data)
+    save_tiny_llama(tmp_path / "other", len(data), 0, tokenizer=other, **shape)
+    with pytest.raises(UsageError) as e:
+        check_model_tokenizer(tmp_path / "other", data, ref_name="the data 'D'")
+    msg = str(e.value)
+    assert msg.startswith(f"model {str(tmp_path / 'other')!r} uses a different tokenizer than the data 'D' (")
+    assert msg.endswith(
+        f"): prepare the data with --tokenizer {tmp_path / 'other'}, or pass a model trained with the data's tokenizer"
+    )
+    assert "\n" not in msg
+    with pytest.raises(UsageError, match="^model path .* does not exist"):
+        check_model_tokenizer(tmp_path / "missing", data, ref_name="the data 'D'")
 
 
 # ----------------------------------------------------------------------------- model digest

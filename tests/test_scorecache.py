@@ -375,3 +375,45 @@ def test_packed_data_is_scored_per_document(env, tmp_path):
     foreign = make_scorer(tmp_path / "foreign", tokenizer=tmp_path / "tok")
     with pytest.raises(UsageError, match="--align with packed data is not supported yet"):
         compute_scores(tmp_path / "d", data, foreign, window=16, device="cpu")
+
+
+def test_cache_of_other_data_is_refused_naming_both_folders_without_force(env, tmp_path):
+    """--force would overwrite the other data's scores: the fix is another folder for this data."""
+    data, scorer = env["data"], env["scorer"]
+    other = make_prepared(tmp_path / "other", n=40, count=11, seed=1)
+    foreign = tmp_path / "foreign"
+    compute_scores(foreign, other, scorer, window=16, stride=12, shard_size=3, device="cpu")
+    want = {"data": "data-0-40-11-64", "split": "train", "n": 40, "window": 16, "stride": 12}
+    with pytest.raises(UsageError) as e:
+        ScoreCache.open(foreign, expect=want, data_path=data)
+    assert str(e.value) == (
+        f"score cache {str(foreign)!r} was computed for data 'data-1-40-11-64' but training asks for "
+        f"'data-0-40-11-64': it holds the scores of --data {str(other.resolve())!r} (split 'train'), not of "
+        f"{str(data)!r}: score this data into another folder (`tokenweight score --data {data} --scorer {scorer} "
+        "--window 16 --stride 12 --out NEW_DIR`) and pass that folder instead"
+    )
+    with pytest.raises(UsageError) as e:  # a caller that does not know its data folder
+        ScoreCache.open(foreign, expect=want)
+    msg = str(e.value)
+    assert f"--data {str(other.resolve())!r} (split 'train'), not of the data given" in msg and "--force" not in msg
+    assert "`tokenweight score --data DATA_DIR --scorer" in msg
+    # another split of the same data: its scores too are not to be overwritten
+    val = tmp_path / "val"
+    compute_scores(val, data, scorer, window=16, stride=12, split="validation", device="cpu")
+    with pytest.raises(UsageError, match="computed for split 'validation' but training asks for 'train'") as e:
+        ScoreCache.open(val, expect={**want, "data": json.loads((val / META).read_text())["data"]})
+    assert "--force" not in str(e.value) and "(split 'validation'), not of the data given" in str(e.value)
+    # the same folder prepared again since: its old scores are of nothing left, --force is the fix
+    with pytest.raises(UsageError) as e:
+        ScoreCache.open(val, expect={"data": "new"}, data_path=data)
+    assert str(e.value).endswith(
+        f"it holds the scores of an earlier preparation of --data {str(data.resolve())!r}: rerun `tokenweight score "
+        f"--out {val} --force` with the same --data and --scorer"
+    )
+    # `tokenweight score --out` a cache of other data: another --out, not --force
+    with pytest.raises(UsageError) as e:
+        compute_scores(foreign, data, scorer, window=16, stride=12, shard_size=3, device="cpu")
+    assert str(e.value).endswith(
+        f"it holds the scores of --data {str(other.resolve())!r} (split 'train'), not of {str(data.resolve())!r}: "
+        "choose another --out for this data"
+    )

@@ -316,3 +316,55 @@ def test_packed_bad_doc_lengths(model):
         short_context_nll(model, ids, 8, 5, doc_lengths=PACKED_DOCS[:2])
     with pytest.raises(ValueError, match="positive integers"):
         truncated_context_nll(model, ids, 6, 4, doc_lengths=[[33], [0, 33], [25]])
+
+
+# ---- bad input: one ValueError naming the argument and the fix, never AttributeError/IndexError --
+SCORERS = {
+    "token_nll": lambda m, ids: token_nll(m, ids),
+    "short_context_nll": lambda m, ids: short_context_nll(m, ids, 8, 4),
+    "self_scored_short_nll": lambda m, ids: self_scored_short_nll(m, ids, torch.zeros(1, 19), 8, 4),
+    "truncated_context_nll": lambda m, ids: truncated_context_nll(m, ids, 8, 4),
+}
+LONG = "input_ids must be an integer tensor \\[b, n\\] \\(torch.long\\)"
+
+
+@pytest.mark.parametrize("name", SCORERS)
+@pytest.mark.parametrize(
+    "ids,needle",
+    [
+        ([[BOS] + [5] * 19], f"^{LONG}, got list: pass torch.tensor\\(ids\\)$"),
+        ("some text", f"^{LONG}, got str: tokenize it first"),
+        (torch.ones(1, 20), f"^{LONG}, got a torch.float32 tensor: pass input_ids.long\\(\\)$"),
+        (torch.ones(1, 20, dtype=torch.bool), f"^{LONG}, got a torch.bool tensor"),
+        (torch.ones(20, dtype=torch.long), f"^{LONG}, got shape \\(20,\\): pass input_ids\\[None\\] for one sequence$"),
+    ],
+)
+def test_scorers_refuse_ids_that_are_not_an_integer_matrix(model, name, ids, needle):
+    with pytest.raises(ValueError, match=needle):
+        SCORERS[name](model, ids)
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_scorers_refuse_ids_beyond_the_vocabulary_or_negative(model, name):
+    ids = random_ids(1, 20)
+    ids[0, 7] = 120  # the fixture's vocabulary has 97 tokens: a scorer with a smaller vocabulary than the data's
+    with pytest.raises(ValueError, match=r"^input_ids hold token id 120 but the model's vocabulary has 97 tokens "):
+        SCORERS[name](model, ids)
+    with pytest.raises(ValueError, match="score with a model that has the data's tokenizer$"):
+        SCORERS[name](model, ids)
+    ids[0, 7] = -100
+    with pytest.raises(ValueError, match=r"^input_ids hold the negative token id -100: pass real token ids"):
+        SCORERS[name](model, ids)
+
+
+def test_scorers_take_any_integer_dtype_and_check_the_other_arguments(model):
+    ids = random_ids(2, 20)
+    want = token_nll(model, ids)
+    assert torch.equal(token_nll(model, ids.int()), want)  # int32 ids (what datasets gives) are made long
+    assert torch.equal(short_context_nll(model, ids.int(), 8, 4), short_context_nll(model, ids, 8, 4))
+    with pytest.raises(ValueError, match=r"^attention_mask must be a tensor \[b, n\] .* got list: pass torch.tensor"):
+        token_nll(model, ids, [[1] * 20] * 2)
+    with pytest.raises(ValueError, match=r"^long_nll must be a float tensor of shape \(2, 19\) .* got list$"):
+        self_scored_short_nll(model, ids, [[0.0] * 19] * 2, 8, 4)
+    with pytest.raises(ValueError, match=r"^long_nll must be a float tensor of shape \(2, 19\) .* got shape \(2, 20\)"):
+        truncated_context_nll(model, ids, 8, 4, long_nll=torch.zeros(2, 20))

@@ -35,7 +35,7 @@ _EXPORTS = {
     "TokenWeightingMixin": "tokenweight.train.trainer",
     "token_weighted": "tokenweight.train.trainer",
     "PadCollator": "tokenweight.train.collate",
-    "logit_postprocessing": "tokenweight.scoring",
+    "logit_postprocessing": "tokenweight.logits",
     "token_nll": "tokenweight.scoring",
     "short_context_nll": "tokenweight.scoring",
     "window_starts": "tokenweight.scoring",

@@ -22,6 +22,10 @@ variable-length kernel's ``cu_seqlens`` (its flattening convention, as
 ``DataCollatorWithFlattening`` produces: no attention mask, positions restarting at 0), so no
 ``[n, n]`` mask is ever built.
 
+A forward pass that only reads the model's predictions (scoring, evaluation, heat maps) also takes
+:func:`prediction_kwargs`: a mixture-of-experts model's router loss is switched off there, since
+it would be computed from that mask (and fail on it).
+
 Pure functions on tensors; ``doc_lengths`` is a list (one entry per row) of lists of ints.
 """
 
@@ -39,6 +43,7 @@ __all__ = [
     "block_causal_mask",
     "forward_kwargs",
     "model_forward_kwargs",
+    "prediction_kwargs",
     "attn_implementation",
     "segments",
 ]
@@ -158,3 +163,23 @@ def model_forward_kwargs(model, doc_lengths: list[list[int]], n: int, device=Non
         return forward_kwargs(doc_lengths, n, impl, device=device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     return forward_kwargs(doc_lengths, n, impl, dtype=dtype, device=device)
+
+
+def prediction_kwargs(model) -> dict:
+    """The extra arguments of a forward pass (or ``generate``) that only reads ``model``'s predictions:
+    ``{"output_router_logits": False}`` when its config (or its text config) has that setting, else
+    ``{}`` (a model without routers need not take the argument).
+
+    A mixture-of-experts model (Mixtral, Qwen3-MoE, ...) saved with ``output_router_logits=True``
+    (as one trained with its router loss is) computes its load-balancing loss in every forward,
+    from its router logits and the ``attention_mask`` it was given, and that fails whenever the two
+    differ in shape: a 4D document mask, or a 2D mask that covers a KV cache (likelihood scoring,
+    generation). Its predictions do not depend on that loss, so every forward that only reads them
+    (scoring, evaluation, heat maps, the output-layer probe) switches it off; training forwards,
+    which want it, do not use this.
+    """
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if any(hasattr(c, "output_router_logits") for c in (config, text)):
+        return {"output_router_logits": False}
+    return {}

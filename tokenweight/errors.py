@@ -12,3 +12,8 @@ class UsageError(Exception):
 
 
 EXIT_USAGE = 2
+
+
+class InputError(UsageError, ValueError):
+    """Bad input to a library function that is also a command: a ``ValueError`` for Python callers
+    (``tokenweight.scorecache.add_short_nll``), a :class:`UsageError` (one line, exit 2) for the CLI."""

@@ -10,7 +10,8 @@ the reader of a cache can never disagree about what it was computed for.
   same files (measured: a qwen2 model folder loads as ``Qwen2Tokenizer``, which adds
   ``<|endoftext|>`` as UNK when missing and uses its own pre-tokenizer), and the same tokenizer
   saved by two library versions differs in bytes. :func:`check_same_tokenizer` refuses a pair
-  that differs, naming the first difference.
+  that differs, naming the first difference; :func:`check_model_tokenizer` refuses a model that
+  ships another tokenizer than the data's (``train``, ``pretrain``, ``eval``).
 - :func:`model_digest`: the same model = the same ``config.json`` (minus the volatile
   ``transformers_version`` and ``_name_or_path``) and the same weight files, digested by content
   with :func:`file_digest_sampled` (whole files up to 32 MiB, above that the size and 32 blocks of
@@ -184,6 +185,43 @@ def check_same_tokenizer(tok, ref, *, name: str, ref_name: str, fix: str) -> Non
         raise UsageError(
             f"{name} has special tokens {special_token_ids(tok)} but {ref_name} has {special_token_ids(ref)}: {fix}"
         )
+
+
+def model_tokenizer(name_or_path: str | os.PathLike):
+    """The tokenizer a model ships with, loaded as users load it (:func:`load_tokenizer` on the model's
+    folder or hub id: a qwen2 folder builds ``Qwen2Tokenizer``), or None when it has none.
+
+    A local folder without tokenizer files (:func:`has_tokenizer`) has none; so does a hub id whose
+    tokenizer cannot be loaded (none in the repository, or unreachable: loading the model then
+    reports the problem). ``UsageError`` for a missing path or a file (:func:`resolve_source`).
+    """
+    src = resolve_source(name_or_path, "model")
+    if is_hub_id(src):
+        try:
+            return load_tokenizer(src)
+        except UsageError:
+            return None
+    return load_tokenizer(src) if has_tokenizer(src) else None
+
+
+def check_model_tokenizer(name_or_path: str | os.PathLike, tokenizer, *, ref_name: str, fix: str | None = None) -> None:
+    """``UsageError`` when the model ``name_or_path`` ships a tokenizer (:func:`model_tokenizer`) that
+    is not ``tokenizer`` (:func:`check_same_tokenizer`: vocabulary and BOS/EOS/UNK, never the vocabulary
+    size: embeddings padded beyond the tokenizer are common). A model without a tokenizer passes:
+    whether its embeddings cover ``tokenizer`` is the caller's check. ``ref_name`` names where
+    ``tokenizer`` comes from (``"the data 'DIR'"``); ``fix`` defaults to preparing the data with
+    the model's tokenizer."""
+    own = model_tokenizer(name_or_path)
+    if own is None:
+        return
+    name = str(name_or_path)
+    check_same_tokenizer(
+        own,
+        tokenizer,
+        name=f"model {name!r}",
+        ref_name=ref_name,
+        fix=fix or f"prepare the data with --tokenizer {name}, or pass a model trained with the data's tokenizer",
+    )
 
 
 # ----------------------------------------------------------------------------- models

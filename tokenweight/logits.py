@@ -10,7 +10,7 @@ that computes what is needed from the hidden states it receives. Two things make
   ``c·tanh(z/c)``, Granite's ``z / s``, Cohere's ``z · s``, ...). :class:`LogitPostprocessing`
   is that change, applied by the replacement chunk by chunk with the model's own operations in
   the model's order (so the values are bitwise the model's), with its derivative for the loss;
-  which family does what is the one rule :func:`tokenweight.scoring.logit_postprocessing`.
+  which family does what is the one rule :func:`logit_postprocessing` (:data:`LOGIT_POSTPROCESSING`).
 - Inside :func:`replaced_output_layer` the model's own post-processing is switched to the
   identity (its settings set to ``None``/``1`` and restored on exit), so the model's forward
   returns the replacement's result unchanged. :func:`probe_output_layer` checks exactly that
@@ -21,13 +21,24 @@ that computes what is needed from the hidden states it receives. Two things make
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LogitPostprocessing", "probe_output_layer", "replaced_output_layer"]
+from tokenweight.documents import prediction_kwargs
+
+__all__ = [
+    "LOGIT_POSTPROCESSING",
+    "LogitPostprocessing",
+    "logit_postprocessing",
+    "output_layer_problem",
+    "probe_output_layer",
+    "replaced_output_layer",
+]
 
 _OPS = ("mul", "div", "softcap")
 
@@ -175,7 +186,7 @@ def probe_output_layer(model: nn.Module, post: LogitPostprocessing) -> str | Non
     model.eval()
     try:
         with torch.no_grad(), replaced_output_layer(model, marker, post):
-            out = model(input_ids=ids, use_cache=False)
+            out = model(input_ids=ids, use_cache=False, **prediction_kwargs(model))
     except Exception as e:  # noqa: BLE001 -- any failure means: this forward cannot be served this way
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         return f"its forward fails when its output layer is replaced ({type(e).__name__}: {first})"
@@ -188,3 +199,70 @@ def probe_output_layer(model: nn.Module, post: LogitPostprocessing) -> str | Non
     if not isinstance(logits, Tensor) or logits.shape != expected.shape or not torch.equal(logits.float(), expected):
         return "it changes its logits after the output layer in a way tokenweight has no rule for"
     return None
+
+
+class _Rule(NamedTuple):
+    """A family's logit post-processing: ``steps`` ``(op, where, attribute)`` in the forward's
+    order (op ``mul``/``div``/``softcap``; the value is the text config's ``attribute``, the
+    forward reads it at ``where``: ``"config"``, ``""`` the model, ``"model"`` its decoder)."""
+
+    steps: tuple[tuple[str, str, str], ...]
+    float32: bool = False
+
+
+_SOFTCAP = _Rule((("softcap", "config", "final_logit_softcapping"),))
+_GRANITE = _Rule((("div", "config", "logits_scaling"),))
+_COHERE = _Rule((("mul", "", "logit_scale"),))
+
+#: what each family of transformers 5.23 does to its logits after the output layer, by model_type,
+#: read from its ``*ForCausalLM.forward`` (the one place of these rules: the chunked loss, the
+#: trainer and the scorer all apply :func:`logit_postprocessing`): soft-capping ``c·tanh(z/c)``
+#: when ``final_logit_softcapping`` is not None (Gemma-2, Gemma-3 text, VaultGemma, NanoChat;
+#: Beam after upcasting to float32), Granite's ``z / logits_scaling``, HyperCLOVA X's
+#: ``z · logits_scaling``, Cohere's ``z · logit_scale``, Falcon-H1's ``z · lm_head_multiplier``.
+#: A family not listed is served only if it leaves the output layer's result unchanged
+#: (:func:`tokenweight.logits.probe_output_layer` checks that once per model).
+LOGIT_POSTPROCESSING: dict[str, _Rule] = {
+    **dict.fromkeys(("gemma2", "gemma3_text", "gemma4_text", "vaultgemma", "nanochat"), _SOFTCAP),
+    "beam": _Rule(_SOFTCAP.steps, float32=True),
+    **dict.fromkeys(("granite", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoeshared"), _GRANITE),
+    "hyperclovax": _Rule((("mul", "config", "logits_scaling"),)),
+    **dict.fromkeys(("cohere", "cohere2", "cohere2_moe"), _COHERE),
+    "falcon_h1": _Rule((("mul", "model", "lm_head_multiplier"),)),
+}
+
+
+def logit_postprocessing(config) -> LogitPostprocessing:
+    """What a model of ``config`` does to its logits after the output layer (empty: nothing).
+
+    The rule of its family (:data:`LOGIT_POSTPROCESSING`, by ``config.model_type``) with the
+    config's values: a soft-cap of None and a scale of 1 are left out (the model skips the first,
+    the second is the identity). The switches say how the model's own forward skips them.
+    """
+    rule = LOGIT_POSTPROCESSING.get(getattr(config, "model_type", None))
+    if rule is None:
+        return LogitPostprocessing()
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    ops, switches = [], []
+    for op, where, attribute in rule.steps:
+        value = getattr(text, attribute, None)
+        if value is None or (op != "softcap" and value == 1):
+            continue
+        ops.append((op, float(value)))
+        switches.append((where, attribute, None if op == "softcap" else 1.0))
+    return LogitPostprocessing(tuple(ops), rule.float32 and bool(ops), tuple(switches))
+
+
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> output_layer_problem
+
+
+def output_layer_problem(model: nn.Module) -> str | None:
+    """Why the chunked paths (scoring here, the training loss) cannot replace ``model``'s output
+    layer exactly, as a clause for a message; None when they can (:func:`tokenweight.logits.probe_output_layer`
+    with the family's :func:`logit_postprocessing`, run once per model object)."""
+    if model in _PROBED:
+        return _PROBED[model]
+    config = getattr(model, "config", None)
+    problem = probe_output_layer(model, logit_postprocessing(config) if config is not None else LogitPostprocessing())
+    _PROBED[model] = problem
+    return problem

@@ -28,7 +28,7 @@ upcasts the product itself, for exact NLLs from a bf16 model at the cost of a fl
 weight during each pass. Gradients come back in the inputs' dtypes.
 
 Models that change their logits after the output layer (Gemma-2's soft-capping, Granite's and
-Cohere's logit scales) pass ``postprocessing=tokenweight.scoring.logit_postprocessing(config)``:
+Cohere's logit scales) pass ``postprocessing=tokenweight.logits.logit_postprocessing(config)``:
 each chunk's logits are post-processed exactly as the model does it before the log-softmax, and
 the gradient goes through the same operations (for a soft-cap ``c·tanh(z/c)``: times
 ``1 - (out/c)^2``, kept in a second chunk buffer), so NLL and gradients are the model's own.
@@ -382,7 +382,7 @@ def _check_post(postprocessing) -> LogitPostprocessing | None:
     if postprocessing is not None and not isinstance(postprocessing, LogitPostprocessing):
         raise ValueError(
             "postprocessing must be None or a tokenweight.logits.LogitPostprocessing "
-            f"(tokenweight.scoring.logit_postprocessing(model.config)), got {_describe(postprocessing)}"
+            f"(tokenweight.logits.logit_postprocessing(model.config)), got {_describe(postprocessing)}"
         )
     return postprocessing or None
 
@@ -458,7 +458,7 @@ def chunked_nll(
             inputs' promoted dtype, or autocast's). ``torch.float32`` gives exact NLLs for bf16
             inputs at the cost of a float32 copy of the weight during each pass.
         postprocessing: what the model does to its logits after the output layer
-            (``tokenweight.scoring.logit_postprocessing(model.config)``: Gemma-2's soft-capping
+            (``tokenweight.logits.logit_postprocessing(model.config)``: Gemma-2's soft-capping
             ``c·tanh(z/c)``, Granite's ``z / s``, Cohere's ``z · s``, ...), applied to each chunk
             with the model's operations, in the product's dtype (float32 when the family upcasts
             first), so the NLL is the model's own; its derivative enters the gradient. A soft-cap

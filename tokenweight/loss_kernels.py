@@ -144,7 +144,7 @@ def cce_model_problem(model: nn.Module) -> str | None:
     """Why ``model``'s output layer cannot run on CCE (a bias, a logit post-processing CCE cannot
     express: :func:`cce_logit_mapping`), as one sentence naming the fix; None when it can. The
     machine's side (device, package, dtype) is :func:`cce_problem`."""
-    from tokenweight.scoring import logit_postprocessing
+    from tokenweight.logits import logit_postprocessing
 
     try:
         cce_logit_mapping(logit_postprocessing(model.config), getattr(model.get_output_embeddings(), "bias", None))

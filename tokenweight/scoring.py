@@ -29,46 +29,19 @@ large share of the work, and a quarter of every strided window is context that i
 
 from __future__ import annotations
 
-import weakref
 from collections import defaultdict
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenweight.logits import LogitPostprocessing, probe_output_layer, replaced_output_layer
-
-
-class _Rule(NamedTuple):
-    """A family's logit post-processing: ``steps`` ``(op, where, attribute)`` in the forward's
-    order (op ``mul``/``div``/``softcap``; the value is the text config's ``attribute``, the
-    forward reads it at ``where``: ``"config"``, ``""`` the model, ``"model"`` its decoder)."""
-
-    steps: tuple[tuple[str, str, str], ...]
-    float32: bool = False
-
-
-_SOFTCAP = _Rule((("softcap", "config", "final_logit_softcapping"),))
-_GRANITE = _Rule((("div", "config", "logits_scaling"),))
-_COHERE = _Rule((("mul", "", "logit_scale"),))
-
-#: what each family of transformers 5.23 does to its logits after the output layer, by model_type,
-#: read from its ``*ForCausalLM.forward`` (the one place of these rules: the chunked loss, the
-#: trainer and the scorer all apply :func:`logit_postprocessing`): soft-capping ``c·tanh(z/c)``
-#: when ``final_logit_softcapping`` is not None (Gemma-2, Gemma-3 text, VaultGemma, NanoChat;
-#: Beam after upcasting to float32), Granite's ``z / logits_scaling``, HyperCLOVA X's
-#: ``z · logits_scaling``, Cohere's ``z · logit_scale``, Falcon-H1's ``z · lm_head_multiplier``.
-#: A family not listed is served only if it leaves the output layer's result unchanged
-#: (:func:`tokenweight.logits.probe_output_layer` checks that once per model).
-LOGIT_POSTPROCESSING: dict[str, _Rule] = {
-    **dict.fromkeys(("gemma2", "gemma3_text", "gemma4_text", "vaultgemma", "nanochat"), _SOFTCAP),
-    "beam": _Rule(_SOFTCAP.steps, float32=True),
-    **dict.fromkeys(("granite", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoeshared"), _GRANITE),
-    "hyperclovax": _Rule((("mul", "config", "logits_scaling"),)),
-    **dict.fromkeys(("cohere", "cohere2", "cohere2_moe"), _COHERE),
-    "falcon_h1": _Rule((("mul", "model", "lm_head_multiplier"),)),
-}
+from tokenweight.documents import prediction_kwargs
+from tokenweight.logits import (
+    LogitPostprocessing,
+    logit_postprocessing,
+    output_layer_problem,
+    replaced_output_layer,
+)
 
 #: tokens per forward pass of stacked short windows when no batch size is given: large enough to
 #: keep a GPU busy, small enough for the activations of a small CPU model
@@ -95,42 +68,6 @@ def resolve_stride(n: int, window: int, stride: int | None = None) -> int:
     stride = default_stride(n, window) if stride is None else stride
     _check_window(window, stride)
     return stride
-
-
-def logit_postprocessing(config) -> LogitPostprocessing:
-    """What a model of ``config`` does to its logits after the output layer (empty: nothing).
-
-    The rule of its family (:data:`LOGIT_POSTPROCESSING`, by ``config.model_type``) with the
-    config's values: a soft-cap of None and a scale of 1 are left out (the model skips the first,
-    the second is the identity). The switches say how the model's own forward skips them.
-    """
-    rule = LOGIT_POSTPROCESSING.get(getattr(config, "model_type", None))
-    if rule is None:
-        return LogitPostprocessing()
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    ops, switches = [], []
-    for op, where, attribute in rule.steps:
-        value = getattr(text, attribute, None)
-        if value is None or (op != "softcap" and value == 1):
-            continue
-        ops.append((op, float(value)))
-        switches.append((where, attribute, None if op == "softcap" else 1.0))
-    return LogitPostprocessing(tuple(ops), rule.float32 and bool(ops), tuple(switches))
-
-
-_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> output_layer_problem
-
-
-def output_layer_problem(model: nn.Module) -> str | None:
-    """Why the chunked paths (scoring here, the training loss) cannot replace ``model``'s output
-    layer exactly, as a clause for a message; None when they can (:func:`tokenweight.logits.probe_output_layer`
-    with the family's :func:`logit_postprocessing`, run once per model object)."""
-    if model in _PROBED:
-        return _PROBED[model]
-    config = getattr(model, "config", None)
-    problem = probe_output_layer(model, logit_postprocessing(config) if config is not None else LogitPostprocessing())
-    _PROBED[model] = problem
-    return problem
 
 
 def head_logits(head: nn.Linear, hidden: Tensor, post: LogitPostprocessing) -> Tensor:
@@ -208,9 +145,11 @@ def _nll_at(
     input_ids: [B, L]; rows, cols, targets: [K] -> [K] float32. Logits are computed for the K
     requested positions only, post-processed as the model does (:func:`logit_postprocessing`):
     the model's own forward runs with its output layer replaced; a model whose output layer cannot
-    be replaced exactly (:func:`output_layer_problem`) runs unchanged, with full logits.
+    be replaced exactly (:func:`output_layer_problem`) runs unchanged, with full logits. A
+    mixture-of-experts model runs without its router loss (:func:`documents.prediction_kwargs`).
     """
     forward["attention_mask"] = attention_mask
+    forward.update(prediction_kwargs(model))
     split = _split_model(model)
     if split is None:
         logits = model(input_ids=input_ids, use_cache=False, **forward).logits
@@ -268,13 +207,9 @@ def token_nll(
     Returns:
         [b, n-1] float32; entry ``j`` is ``-log p(x_{j+1} | x_0..x_j)``; 0 where ``x_{j+1}`` is padding.
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
+    input_ids, lengths, out = _scorer_call(model, input_ids, attention_mask)
     b, n = input_ids.shape
-    device = _model_device(model)
-    input_ids = input_ids.to(device)
-    lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
-    out = torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+    device = input_ids.device
     if n < 2:
         return out
     if doc_lengths is not None:
@@ -383,20 +318,78 @@ def _documents(model: nn.Module, input_ids: Tensor, doc_lengths, attention_mask)
     return ids, None if bool(inside.all()) else inside.long(), valid, where, zeros
 
 
-def _windowed_call(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, batch_size: int | None
+def _scorer_call(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, batch_size: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The shared start of the windowed scorers: checked arguments, ``input_ids`` on the model's
+    """The shared start of every scorer: checked arguments (:func:`check_input_ids`; ``attention_mask``
+    a tensor or None; ``batch_size`` positive or None), ``input_ids`` as torch.long on the model's
     device, the rows' lengths ``[b]`` and the zero result ``[b, n-1]`` float32."""
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape [b, n], got {tuple(input_ids.shape)}")
+    check_input_ids(input_ids, model)
+    if attention_mask is not None and not isinstance(attention_mask, Tensor):
+        raise ValueError(
+            f"attention_mask must be a tensor [b, n] of 1 (token) and 0 (right padding) or None, got "
+            f"{type(attention_mask).__name__}: pass torch.tensor(mask)"
+        )
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     device = _model_device(model)
-    input_ids = input_ids.to(device)
+    input_ids = input_ids.to(device=device, dtype=torch.long)
     b, n = input_ids.shape
     lengths = _lengths(input_ids, attention_mask.to(device) if attention_mask is not None else None)
     return input_ids, lengths, torch.zeros(b, max(n - 1, 0), dtype=torch.float32, device=device)
+
+
+def check_input_ids(input_ids, model: nn.Module | None = None) -> None:
+    """``ValueError`` (one line: the problem and the fix) unless ``input_ids`` is an integer tensor
+    ``[b, n]`` whose ids the ``model`` can embed: none negative, none >= its input embeddings'
+    ``num_embeddings`` (a scorer with a smaller vocabulary than the data's tokenizer). One min/max
+    over the ids; a model without ``get_input_embeddings`` is not checked for the vocabulary."""
+    what = "input_ids must be an integer tensor [b, n] (torch.long)"
+    if isinstance(input_ids, str):
+        raise ValueError(f"{what}, got str: tokenize it first, torch.tensor([tokenizer(text)['input_ids']])")
+    if not isinstance(input_ids, Tensor):
+        raise ValueError(f"{what}, got {type(input_ids).__name__}: pass torch.tensor(ids)")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"{what}, got a {input_ids.dtype} tensor: pass input_ids.long()")
+    if input_ids.dim() != 2:
+        fix = "pass input_ids[None] for one sequence" if input_ids.dim() == 1 else "pass one row of ids per sequence"
+        raise ValueError(f"{what}, got shape {tuple(input_ids.shape)}: {fix}")
+    if input_ids.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.stack(torch.aminmax(input_ids)).tolist())
+    if lo < 0:
+        raise ValueError(
+            f"input_ids hold the negative token id {lo}: pass real token ids (mark padding with attention_mask, "
+            "not with -100)"
+        )
+    vocab = _vocab_size(model) if model is not None else None
+    if vocab is not None and hi >= vocab:
+        raise ValueError(
+            f"input_ids hold token id {hi} but the model's vocabulary has {vocab} tokens (ids 0..{vocab - 1}): "
+            "score with a model that has the data's tokenizer"
+        )
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    """``num_embeddings`` of the model's input embeddings; None for a module without them."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        emb = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    n = getattr(emb, "num_embeddings", None)
+    return int(n) if isinstance(n, int) else None
+
+
+def _check_long_nll(long_nll, shape: tuple[int, int]) -> None:
+    """``long_nll`` of the self-scoring and truncated scorers: a float tensor ``[b, n-1]``."""
+    if not isinstance(long_nll, Tensor) or not long_nll.dtype.is_floating_point or tuple(long_nll.shape) != shape:
+        got = f"shape {tuple(long_nll.shape)}" if isinstance(long_nll, Tensor) else type(long_nll).__name__
+        if isinstance(long_nll, Tensor) and not long_nll.dtype.is_floating_point:
+            got = f"a {long_nll.dtype} tensor"
+        raise ValueError(
+            f"long_nll must be a float tensor of shape {shape} (token_nll of the same model on input_ids), got {got}"
+        )
 
 
 def short_context_nll(
@@ -438,7 +431,7 @@ def short_context_nll(
         full-context NLL.
     """
     _check_window(window, stride)
-    input_ids, lengths, out = _windowed_call(model, input_ids, attention_mask, batch_size)
+    input_ids, lengths, out = _scorer_call(model, input_ids, attention_mask, batch_size)
     b, n = input_ids.shape
     if n < 2:
         return out
@@ -507,6 +500,8 @@ def self_scored_short_nll(
     ``doc_lengths``: packed rows, ``long_nll`` from the document-masked pass; window 0 of every
     *document* is copied from it, a document's first token gets 0 (:func:`short_context_nll`).
     """
+    check_input_ids(input_ids, model)
+    _check_long_nll(long_nll, (input_ids.shape[0], max(input_ids.shape[1] - 1, 0)))
     short = short_context_nll(
         model,
         input_ids,
@@ -570,12 +565,11 @@ def truncated_context_nll(
     document's first token gets 0; one of at most ``T`` tokens is all full context).
     """
     truncated_windows(0, trunc_len, sliding_window)  # validates trunc_len and sliding_window
-    input_ids, lengths, out = _windowed_call(model, input_ids, attention_mask, batch_size)
+    input_ids, lengths, out = _scorer_call(model, input_ids, attention_mask, batch_size)
     b, n = input_ids.shape
     device = input_ids.device
     if long_nll is not None:
-        if long_nll.shape != out.shape:
-            raise ValueError(f"long_nll must have shape {tuple(out.shape)}, got {tuple(long_nll.shape)}")
+        _check_long_nll(long_nll, tuple(out.shape))
         out.copy_(long_nll.detach().to(device=device, dtype=torch.float32))
     if n < 2:
         return out

@@ -53,9 +53,8 @@ from tokenweight.documents import (
     target_mask,
 )
 from tokenweight.errors import UsageError
-from tokenweight.logits import LogitPostprocessing, replaced_output_layer
+from tokenweight.logits import LogitPostprocessing, logit_postprocessing, output_layer_problem, replaced_output_layer
 from tokenweight.loss import DEFAULT_CHUNK_SIZE, chunked_nll, weighted_nll_loss
-from tokenweight.scoring import logit_postprocessing, output_layer_problem
 from tokenweight.short_nll import SHORT_NLL_COLUMN, column_short_nll
 from tokenweight.weighting import WeightingScheme
 
@@ -83,8 +82,8 @@ class NonFiniteLossError(UsageError):
 def check_trainable(model: nn.Module, name: str | None = None) -> None:
     """``UsageError`` (one line naming the model and the alternative) when the chunked loss cannot
     be ``model``'s own loss: its output layer is not an ``nn.Linear``, or its forward changes the
-    output layer's result in a way :func:`tokenweight.scoring.logit_postprocessing` has no rule for
-    (checked once per model with a forward of four tokens: :func:`tokenweight.scoring.output_layer_problem`)."""
+    output layer's result in a way :func:`tokenweight.logits.logit_postprocessing` has no rule for
+    (checked once per model with a forward of four tokens: :func:`tokenweight.logits.output_layer_problem`)."""
     problem = output_layer_problem(model)
     if problem is None:
         return

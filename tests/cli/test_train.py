@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,7 +202,8 @@ def test_nan_guard_exits_2_naming_step_and_sequences(env, capsys):
     capsys.readouterr()
     assert train(env, env["root"] / "nan", "--model", str(bad), "--batch-size", "10", "--max-steps", "2") == 2
     line = one_line_error(capsys)
-    assert f"non-finite training loss (nan) at step 1 on train sequences {sorted(seqs)}" in line
+    rows = re.search(r"non-finite training loss \(nan\) at step 1 in rows (\[[\d, ]*\]) of the micro-batch", line)
+    assert rows and len(json.loads(rows.group(1))) == len(seqs)  # the rows that hold the poisoned token
 
 
 @pytest.mark.parametrize(
@@ -230,6 +232,67 @@ def test_nan_guard_exits_2_naming_step_and_sequences(env, capsys):
 def test_bad_input_exits_2_with_one_line(env, capsys, extra, message):
     assert train(env, env["root"] / "bad", *extra) == 2
     assert message in one_line_error(capsys)
+
+
+def test_model_with_another_tokenizer_is_refused_in_one_line(env, capsys):
+    """A model that ships a tokenizer must ship the data's: compared by identity (vocabulary and
+    BOS/EOS/UNK), not size. A larger tokenizer (600 tokens over the data's 64, the reported case)
+    and one of the same size with other words are refused before the model is loaded; the data's
+    own tokenizer with embeddings padded beyond it trains; a model without a tokenizer is accepted
+    when its embeddings cover the data's (refused in one line otherwise)."""
+    from tests.test_scorecache import make_tokenizer as word_tokenizer
+    from tests.tiny_models import save_tiny_llama
+    from tests.train.train_helpers import make_tokenizer
+
+    root = env["root"] / "tokenizers"
+    shape = dict(hidden_size=32, num_attention_heads=2, max_position_embeddings=N, bos_token_id=BOS, eos_token_id=2)
+    make_tokenizer(root / "tok600", 600)  # the data's 64 words and 536 more
+    word_tokenizer(root / "same-size", 64, prefix="v")  # 64 tokens, other words
+    steps = ["--batch-size", "2", "--max-steps", "1", "--lr", "3e-3", "--warmup-steps", "1"]
+    data = str(env["data"])
+    capsys.readouterr()
+    for name, vocab, entries in (("tok600", 600, "600 vs 64 entries"), ("same-size", 64, "64 vs 64 entries")):
+        model = root / f"model-{name}"
+        save_tiny_llama(model, vocab, tokenizer=root / name, **shape)
+        capsys.readouterr()
+        for command in ("train", "pretrain"):
+            extra = ["--window", str(W)] if command == "pretrain" else []
+            assert train(env, root / "run", "--model", str(model), *steps, *extra, command=command) == 2
+            line = one_line_error(capsys)
+            assert line.startswith(
+                f"tokenweight: error: model {str(model)!r} uses a different tokenizer than the data {data!r} ({entries}"
+            )
+            assert line.endswith(
+                f": prepare the data with --tokenizer {model}, or pass a model trained with the data's tokenizer"
+            )
+    padded = root / "model-padded"  # the data's tokenizer, 96 embeddings for its 64 tokens
+    save_tiny_llama(padded, 96, tokenizer=env["data"] / "tokenizer", **shape)
+    assert train(env, root / "padded-run", "--model", str(padded), *steps) == 0
+    bare = root / "model-bare"  # no tokenizer, too few embeddings
+    save_tiny_llama(bare, 32, **shape)
+    capsys.readouterr()
+    assert train(env, root / "run", "--model", str(bare), *steps) == 2
+    assert "has 32 embeddings but the data's tokenizer has 64 tokens" in one_line_error(capsys)
+
+
+def test_score_cache_of_other_data_is_refused_without_force(env, capsys):
+    """`train --scores` with the cache of other data names the cache and the data it was made for,
+    and says to score this data into another folder, not to overwrite the other data's scores."""
+    from tests.train.train_helpers import tiny_model as scorer_model
+    from tokenweight.scorecache import compute_scores
+
+    root = env["root"] / "other-data"
+    other = make_prepared(root / "data", n=N, count=6, seed=3)
+    scorer_model(n=N).save_pretrained(root / "scorer")
+    foreign = root / "scores"
+    compute_scores(foreign, other, root / "scorer", window=W, device="cpu")
+    argv = ["--init", "tiny", "--scheme", "dense:0.5", "--scorer", "frozen", "--scores", str(foreign)]
+    capsys.readouterr()
+    assert train(env, root / "run", *argv) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"tokenweight: error: score cache {str(foreign)!r} was computed for data ")
+    assert f"it holds the scores of --data {str(other.resolve())!r} (split 'train'), not of " in line
+    assert "score this data into another folder (`tokenweight score --data " in line and "--force" not in line
 
 
 def test_pretrain_copy_task_trains_on_the_repeat_only(env, capsys):

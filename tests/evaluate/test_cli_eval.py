@@ -94,3 +94,27 @@ def test_bad_input_exits_2_with_one_line(tree, capsys, argv, needle):
     rc = main([a.replace("{tmp}", str(tree)) for a in argv])
     assert rc == 2
     assert needle in one_error_line(capsys)
+
+
+def test_model_with_another_tokenizer_is_refused_before_any_model_runs(tree, capsys):
+    """Every model folder that ships a tokenizer must ship the data's (identity, not size): one
+    line naming the model and the data; a model saved with the data's own tokenizer is evaluated."""
+    from tests.tiny_models import save_tiny_llama, tiny_bpe
+
+    data = tree / "data"
+    other = tiny_bpe(["a different corpus, other merges"] * 20, 300)
+    save_tiny_llama(tree / "foreign", 700, tokenizer=other, num_attention_heads=2, max_position_embeddings=256)
+    capsys.readouterr()
+    common = ["--data", str(data), "--window", "16", "--tasks", "none", "--max-sequences", "1"]
+    rc = main(["eval", str(tree / "m1"), str(tree / "foreign"), *common, "--out", str(tree / "refused")])
+    assert rc == 2
+    line = one_error_line(capsys)
+    assert line.startswith(
+        f"tokenweight: error: model {str(tree / 'foreign')!r} uses a different tokenizer than the data {str(data)!r} ("
+    )
+    assert line.endswith(
+        f": prepare the data with --tokenizer {tree / 'foreign'}, or pass a model trained with the data's tokenizer"
+    )
+    assert not (tree / "refused" / "results.json").exists()
+    save_tiny_llama(tree / "own", 720, tokenizer=data / "tokenizer", num_attention_heads=2, max_position_embeddings=256)
+    assert main(["eval", str(tree / "own"), *common, "--out", str(tree / "accepted")]) == 0

@@ -39,7 +39,8 @@ SUBCOMMANDS = {
 SUMMARIES = {
     "prepare": "tokenize a corpus (text folder, jsonl, parquet, saved/hub dataset, the stdlib) into n-token sequences",
     "pretrain": "pretrain at short context w with plain cross-entropy (the short-context base model)",
-    "score": "cache the short-context NLL of every training sequence under a frozen scorer (resumable, multi-process)",
+    "score": "cache the short-context NLL of every training sequence under a frozen scorer, or add it to any dataset "
+    "as a column (resumable, multi-process)",
     "train": "train with token-weighted loss at long context (self or frozen scoring; uniform = plain CE)",
     "eval": "evaluate models side by side: perplexity by position, LongPPL, episode recall, long-context tasks",
     "report": "build a report (markdown, html, plots) from an evaluation and its training runs",

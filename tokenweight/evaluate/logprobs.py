@@ -26,15 +26,18 @@ def logprobs_at(model, keep: Tensor, targets: Tensor, **forward) -> tuple[Tensor
         keep: ``[b, L]`` bool, the positions whose next-token distribution is needed; ``K`` of them.
         targets: ``[K]`` token ids, one per kept position in row-major order.
         forward: the forward's inputs (``input_ids``, ``attention_mask``, ``position_ids``,
-            ``past_key_values``, ``use_cache``).
+            ``past_key_values``, ``use_cache``); :func:`tokenweight.documents.prediction_kwargs`
+            is added.
 
     Returns:
         ``logp`` ``[K]`` float32 (log-softmax in float32 of the model's logits) and ``hit`` ``[K]``
         bool (the target is the argmax; ties go to the lowest id, as ``argmax``).
     """
+    from tokenweight.documents import prediction_kwargs
     from tokenweight.logits import replaced_output_layer
     from tokenweight.scoring import _split_model, head_logits
 
+    forward = {**forward, **prediction_kwargs(model)}  # a mixture of experts: no router loss
     split = _split_model(model)
     if split is None:  # this model's output layer cannot be replaced: its full logits
         out = _scores(model(**forward).logits[keep], targets, lambda z: z.float())

@@ -58,7 +58,7 @@ from tokenweight.evaluate.task_metrics import (
 )
 from tokenweight.evaluate.task_metrics import GROUP as TASKS_GROUP
 from tokenweight.evaluate.tasks.sources import HAYSTACK_HELP
-from tokenweight.identity import has_tokenizer, load_tokenizer
+from tokenweight.identity import check_model_tokenizer, has_tokenizer, load_tokenizer
 from tokenweight.io_utils import atomic_write_json
 
 IN_MEMORY = "<in-memory>"
@@ -219,16 +219,18 @@ def load_model(source, runtime=None):
     return (runtime or resolve_runtime()).load(source).eval()
 
 
-def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]):
+def _load_tokenizer(tokenizer, data_dir, models: Mapping[str, Any]) -> tuple[Any, str]:
+    """``(tokenizer, where it comes from)``: the one given, else the prepared data's, else the first
+    model folder's that holds one."""
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
-        return tokenizer
+        return tokenizer, "the tokenizer given"
     if tokenizer is not None:
-        return load_tokenizer(tokenizer)
+        return load_tokenizer(tokenizer), f"the tokenizer {str(tokenizer)!r}"
     if data_dir is not None:
-        return load_tokenizer(Path(data_dir) / "tokenizer")
+        return load_tokenizer(Path(data_dir) / "tokenizer"), f"the data {str(data_dir)!r}"
     for src in models.values():
         if isinstance(src, (str, Path)) and has_tokenizer(src):
-            return load_tokenizer(src)
+            return load_tokenizer(src), f"model {str(src)!r}"
     raise UsageError(
         "no tokenizer: pass --data PREPARED_DIR (its tokenizer/ is used) or a model folder that holds a tokenizer"
     )
@@ -383,7 +385,16 @@ def _load_inputs(models: Mapping[str, Any], tokenizer, data_dir, config: EvalCon
         rows, manifest = _load_validation(data_dir, config.max_sequences)
         batches = _batches(rows, config.batch_size, config.batch_tokens)
         n = max(len(r["input_ids"]) for r in rows)
-    tokenizer = _load_tokenizer(tokenizer, data_dir, models)
+    tok, ref_name = _load_tokenizer(tokenizer, data_dir, models)
+    fix = None  # the data's tokenizer (default fix: prepare the data with the model's)
+    if tokenizer is not None or data_dir is None:
+        fix = (
+            "pass the model's own tokenizer, or a model trained with this tokenizer"
+            if tokenizer is not None
+            else ("evaluate models with different tokenizers in separate runs, or pass --data PREPARED_DIR")
+        )
+    for src in (m for m in models.values() if isinstance(m, (str, Path))):  # before any model is loaded
+        check_model_tokenizer(src, tok, ref_name=ref_name, fix=fix)
     window = _resolve_window(config, manifest, n)
     lengths = sorted({int(x) for x in config.lengths})
     if not any(x <= window for x in lengths):
@@ -391,7 +402,7 @@ def _load_inputs(models: Mapping[str, Any], tokenizer, data_dir, config: EvalCon
     pos_edges = config.position_edges or (default_edges(n, window) if n else None)
     return _RunInputs(
         config=config,
-        tokenizer=tokenizer,
+        tokenizer=tok,
         rows=rows,
         manifest=manifest,
         batches=batches,

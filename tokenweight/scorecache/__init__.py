@@ -31,10 +31,16 @@ read), ``window``, ``stride``, ``dtype``, ``bos_token_id``, ``shard_size``; a sc
 tokenizer than the data's (its NLL moved onto the data's tokens by characters,
 ``tokenweight.alignment``) adds ``alignment`` and ``scorer_tokenizer``. A window ``>= n`` holds a
 reference model's full-context NLL (Rho-1).
+
+Any ``datasets.Dataset`` of token ids (shuffled, filtered, packed: rows of any lengths) gets the
+same scores as a column, token-aligned (:func:`add_short_nll`, ``tokenweight score --dataset``,
+:mod:`tokenweight.scorecache.column`): its rows are scored into a cache like this one, whose
+shards are then as wide as their longest row (``ragged`` in meta.json), and joined into the column.
 """
 
 from __future__ import annotations
 
+from tokenweight.scorecache.column import add_short_nll, column_stride
 from tokenweight.scorecache.compute import compute_scores, staging_dir
 from tokenweight.scorecache.layout import (
     COMPLETE,
@@ -56,7 +62,9 @@ __all__ = [
     "META",
     "SHARDS",
     "ScoreCache",
+    "add_short_nll",
     "check_scorer_tokenizer",
+    "column_stride",
     "compute_scores",
     "default_shard_size",
     "default_stride",

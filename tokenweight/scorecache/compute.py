@@ -22,27 +22,26 @@ from typing import Any
 
 from tokenweight.errors import UsageError
 from tokenweight.identity import (
-    has_tokenizer,
-    is_hub_id,
     load_tokenizer,
     model_digest,
-    resolve_local,
     tokenizer_digest,
 )
 from tokenweight.io_utils import atomic_write_bytes, atomic_write_json, fingerprint, read_json_object
 from tokenweight.scorecache.layout import (
     COMPLETE,
+    DATA_FIELDS,
     FORMAT,
     META,
     SHARDS,
     _first_difference,
+    _other_data,
     _shard_names,
     _shard_ok,
     _shard_path,
-    check_scorer_tokenizer,
     default_shard_size,
     shard_ranges,
 )
+from tokenweight.scorecache.scorer import ALIGN_CHOICES, ALIGNMENT, _scorer_folder  # noqa: F401 (ALIGN_CHOICES)
 from tokenweight.scoring import default_stride, windows_per_pass
 
 # ----------------------------------------------------------------------------- computing
@@ -100,10 +99,14 @@ def _prepare_out(out: Path, meta: dict, force: bool) -> tuple[Path, bool]:
             raise UsageError(f"--out {str(out)!r} exists and is not a score cache: choose an empty or new folder")
         if stale:
             k = (_first_difference(old, meta) or "fingerprint") if old.get("format") == FORMAT else "format"
+            want = meta.get(k, FORMAT)
+            head = f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for {want!r}"
+            which, replace = _other_data(old, k, meta["data_path"]) if k in DATA_FIELDS else ("", True)
+            if not replace:  # --force would overwrite the scores of the other data
+                raise UsageError(f"{head}: {which}: choose another --out for this data")
             raise UsageError(
-                f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for "
-                f"{meta.get(k, FORMAT)!r}: pass --force to recompute it (the old cache stays until the new one "
-                "is complete), rerun with the same settings, or choose another --out"
+                f"{head}: pass --force to recompute it (the old cache stays until the new one is complete), rerun "
+                "with the same settings, or choose another --out"
             )
     elif stale or (old is None and work.exists()):
         shutil.rmtree(work)
@@ -170,73 +173,6 @@ def _pad(rows: list, n: int):
     return ids, mask, lengths
 
 
-def _scorer_folder(scorer, data_tok, dtype: str, device: str, attn_implementation: str = "auto", align: str = "auto"):
-    """(local folder of the scorer, the model if it had to be loaded to find the folder, else None,
-    the scorer's tokenizer when its scores are aligned to the data's tokens by characters, else None).
-
-    Refuses (UsageError) a scorer whose vocabulary or saved tokenizer differs from the data's (unless
-    aligned: :func:`_aligned_tokenizer`) before anything is computed or written. A hub id is loaded
-    first (that fetches it into the HF cache) and then digested from its cached snapshot, like a
-    local folder.
-    """
-    from transformers import AutoConfig
-
-    from tokenweight.models import load_model
-
-    model = None
-    if is_hub_id(scorer):  # loading fetches it into the HF cache (UsageError when unreachable)
-        model = load_model(scorer, dtype=dtype, device=device, attn_implementation=attn_implementation)
-    folder = resolve_local(scorer, "scorer")  # UsageError for a missing path or a file
-    if not (folder / "config.json").is_file():
-        raise UsageError(f"scorer folder {str(scorer)!r} has no config.json: pass a folder saved with save_pretrained")
-    vocab = getattr(AutoConfig.from_pretrained(folder).get_text_config(), "vocab_size", None) or 0
-    scorer_tok = load_tokenizer(folder) if has_tokenizer(folder) else None
-    aligned = _aligned_tokenizer(scorer_tok, vocab, data_tok, str(scorer), align)
-    if aligned is None:
-        check_scorer_tokenizer(scorer_tok, vocab, data_tok, str(scorer))
-    return folder, model, aligned
-
-
-#: values of ``align``: auto = align exactly when the scorer's tokenizer differs from the data's
-ALIGN_CHOICES = ("auto", "always", "never")
-#: ``alignment`` of an aligned cache's identity: the rule of docs/SCORING.md (character overlap), version 1
-ALIGNMENT = "characters-1"
-
-
-def _aligned_tokenizer(scorer_tok, vocab: int, data_tok, name: str, align: str):
-    """The scorer's tokenizer when its scores are to be aligned to the data's tokens by characters
-    (docs/SCORING.md), else None (the scorer must then share the data's tokenizer).
-
-    ``align``: ``auto`` aligns when the scorer saved a tokenizer that differs from the data's
-    (:func:`tokenweight.identity.tokenizer_digest`); ``always`` also with the same tokenizer (it
-    gives the same scores, bitwise: a check of the aligned path); ``never`` refuses another
-    tokenizer. Refused in one line: ``always`` without a saved tokenizer, a tokenizer without an
-    offset mapping (not a fast tokenizer), a vocabulary larger than the scorer's embeddings.
-    """
-    if align not in ALIGN_CHOICES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
-    if align == "never" or (
-        align == "auto" and (scorer_tok is None or tokenizer_digest(scorer_tok) == tokenizer_digest(data_tok))
-    ):
-        return None
-    if scorer_tok is None:
-        raise UsageError(
-            f"scorer {name!r} has no saved tokenizer, so its tokens cannot be aligned to the data's: save its "
-            "tokenizer into the folder (tokenizer.save_pretrained), or pass --align auto"
-        )
-    if not getattr(scorer_tok, "is_fast", False):
-        raise UsageError(
-            f"scorer {name!r} has a tokenizer without character offsets ({type(scorer_tok).__name__}, not a fast "
-            "tokenizer), needed to align its tokens to the data's: save it as a fast tokenizer (tokenizer.json)"
-        )
-    if vocab < len(scorer_tok):
-        raise UsageError(
-            f"scorer {name!r} has a vocabulary of {vocab} tokens but its tokenizer has {len(scorer_tok)}: "
-            "pass a model folder whose tokenizer is the model's own"
-        )
-    return scorer_tok
-
-
 def _score_rows(
     model,
     rows: list,
@@ -249,10 +185,13 @@ def _score_rows(
     where: str,
     tokenizers: tuple | None = None,
     doc_lengths: list | None = None,
+    narrow: bool = False,
 ):
     """Short-context NLL of one shard's token lists: (nll [k, n-1] float32 CPU, lengths [k] int32,
     rows aligned by decoding token by token). ``doc_lengths``: packed rows (one list per row; a
-    row's tokens past their sum are padding and dropped), scored per document.
+    row's tokens past their sum are padding and dropped), scored per document. ``narrow``: nll is
+    ``[k, m-1]`` with ``m`` the shard's longest row (rows of any lengths: ``add_short_nll``); the
+    values are the same, since padding never changes a window (only the zeros past the rows go).
 
     Sequences go to ``short_context_nll`` in groups of about four forward passes' worth of
     windows (enough to fill every pass); the grouping depends only on the shard, never on the
@@ -267,7 +206,13 @@ def _score_rows(
 
     per_pass = batch_size or windows_per_pass(window)
     per_call = max(1, math.ceil(4 * per_pass / len(window_starts(n, window, stride))))
-    nll = torch.zeros(len(rows), max(n - 1, 0), dtype=torch.float32)
+    width = n
+    if narrow:
+        docs = [None] * len(rows) if doc_lengths is None else doc_lengths
+        width = max(
+            (len(r) if d is None else min(len(r), sum(int(x) for x in d)) for r, d in zip(rows, docs)), default=0
+        )
+    nll = torch.zeros(len(rows), max(width - 1, 0), dtype=torch.float32)
     lengths = torch.zeros(len(rows), dtype=torch.int32)
     per_token = 0
     for c in range(0, len(rows), per_call):
@@ -279,7 +224,7 @@ def _score_rows(
             raise UsageError(
                 f"{where} holds a sequence of {longest} tokens but the manifest says n = {n}: re-prepare the data"
             )
-        ids, mask, lens = _pad(chunk, n)
+        ids, mask, lens = _pad(chunk, longest if narrow else n)
         if tokenizers is not None:
             try:
                 scores = aligned_short_nll(model, chunk, *tokenizers, window, stride, n=n, batch_size=batch_size)
@@ -290,7 +235,7 @@ def _score_rows(
             nll[c : c + len(chunk)], per_token = scores.nll, per_token + scores.decoded_per_token
         else:
             try:
-                nll[c : c + len(chunk)] = short_context_nll(
+                nll[c : c + len(chunk), : max(ids.shape[1] - 1, 0)] = short_context_nll(
                     model,
                     ids,
                     window,
@@ -311,17 +256,24 @@ def _score_rows(
 
 @dataclass
 class _Inputs:
-    """The sequences to score and what identifies them."""
+    """The sequences to score and what identifies them: a prepared folder (:func:`_load_inputs`) or
+    any dataset of token ids (:mod:`tokenweight.scorecache.column`)."""
 
-    data: Path
-    split: str
-    rows: Any  # datasets.Dataset with the input_ids column
-    manifest: dict
-    n: int
+    data: Path | str  # the prepared folder, or how a dataset is named in messages
+    split: str | None
+    rows: Any  # datasets.Dataset with the input_ids column (and doc_lengths when packed), python format
+    manifest: dict  # its "fingerprint" identifies the rows (the cache's "data")
+    n: int  # the longest row: the cache's width
     count: int
-    tokenizer: Any
+    tokenizer: Any  # the data's tokenizer (its digest and BOS are the cache's); None: the scorer has none
     scorer_tokenizer: Any = None  # set when the scorer's tokens are aligned to the data's by characters
     packed: bool = False  # rows hold several documents (a doc_lengths column)
+    bos_token_id: int | None = None  # BOS put back at the start of every later window (default: the tokenizer's)
+    ragged: bool = False  # rows of any lengths: each shard is as wide as its longest row (``narrow``)
+
+    def __post_init__(self):
+        if self.bos_token_id is None and self.tokenizer is not None:
+            self.bos_token_id = self.tokenizer.bos_token_id
 
 
 def _load_inputs(data: Path, split: str, max_sequences: int | None) -> _Inputs:
@@ -340,7 +292,7 @@ def _load_inputs(data: Path, split: str, max_sequences: int | None) -> _Inputs:
 
 
 def _cache_meta(
-    inputs: _Inputs, scorer, folder: Path, window: int, stride: int, dtype: str, shard_size: int | None
+    inputs: _Inputs, scorer, scorer_digest: str, window: int, stride: int, dtype: str, shard_size: int | None
 ) -> dict:
     """meta.json: the identity (:data:`IDENTITY`), its fingerprint, the layout and where things came from."""
     identity = dict(
@@ -351,22 +303,24 @@ def _cache_meta(
         window=window,
         stride=stride,
         dtype=dtype,
-        tokenizer=tokenizer_digest(inputs.tokenizer),
-        scorer=model_digest(folder),
-        bos_token_id=inputs.tokenizer.bos_token_id,
+        tokenizer=None if inputs.tokenizer is None else tokenizer_digest(inputs.tokenizer),
+        scorer=scorer_digest,
+        bos_token_id=inputs.bos_token_id,
         shard_size=shard_size or default_shard_size(inputs.n),
     )
     if inputs.scorer_tokenizer is not None:  # only then: same-tokenizer caches keep their fingerprints
         identity.update(alignment=ALIGNMENT, scorer_tokenizer=tokenizer_digest(inputs.scorer_tokenizer))
     if inputs.packed:  # only then: caches of unpacked data keep their fingerprints
         identity.update(packed=True)
+    layout = {"ragged": True} if inputs.ragged else {}  # shards as wide as their longest row
     return dict(
         identity,
         format=FORMAT,
         fingerprint=fingerprint(identity),
         scorer_path=str(scorer),
-        data_path=str(inputs.data.resolve()),
+        data_path=str(inputs.data.resolve()) if isinstance(inputs.data, Path) else str(inputs.data),
         num_shards=len(shard_ranges(inputs.count, identity["shard_size"])),
+        **layout,
     )
 
 
@@ -413,6 +367,7 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
             f"sequences {a}..{b - 1} of {str(inputs.data)!r}",
             None if inputs.scorer_tokenizer is None else (inputs.tokenizer, inputs.scorer_tokenizer),
             part["doc_lengths"] if inputs.packed else None,
+            narrow=inputs.ragged,
         )
         blob = save(
             {"nll": nll, "lengths": lengths}, {"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)}
@@ -489,7 +444,7 @@ def compute_scores(
     float32 | bfloat16 | float16 (scores are stored as float32). ``device``: default cuda when
     available. ``attn_implementation``: :func:`tokenweight.models.load_model`'s (default: the best
     the scorer supports). ``align``: a scorer with another tokenizer than the data's (auto | always
-    | never, :func:`_aligned_tokenizer`; docs/SCORING.md). Continues an interrupted cache with the
+    | never, :func:`scorer._aligned_tokenizer`; docs/SCORING.md). Continues an interrupted cache with the
     same identity (and recomputes shards whose bytes no longer match complete.json); a complete one
     is left as it is; a different one is
     refused unless ``force``, which builds the new cache beside ``out`` and moves it into place when
@@ -505,36 +460,78 @@ def compute_scores(
     process was launched by torchrun for this call alone; ``already_complete``: the cache was
     complete before the call (nothing done).
     """
-    import torch
-
-    from tokenweight.models import load_model
     from tokenweight.scoring import window_starts
 
     if max_sequences is not None and max_sequences < 1:
         raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"shard_size must be >= 1 or None, got {shard_size}")
-    out = Path(out).expanduser()
     inputs = _load_inputs(Path(data), split, max_sequences)
     stride = default_stride(inputs.n, window) if stride is None else stride
     window_starts(inputs.n, window, stride)  # validates window and stride (ValueError)
 
+    def resolve(device: str):
+        folder, model, inputs.scorer_tokenizer = _scorer_folder(
+            scorer, inputs.tokenizer, dtype, device, attn_implementation, align
+        )
+        if inputs.packed and inputs.scorer_tokenizer is not None:
+            raise UsageError(
+                f"--align with packed data is not supported yet: {str(data)!r} was prepared with --pack and "
+                f"scorer {str(scorer)!r} has another tokenizer; use a scorer with the data's tokenizer, or "
+                "prepare the data without --pack"
+            )
+        return folder, model, model_digest(folder)
+
+    return _compute(
+        out,
+        inputs,
+        scorer,
+        resolve,
+        window=window,
+        stride=stride,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+        shard_size=shard_size,
+        force=force,
+        attn_implementation=attn_implementation,
+    )
+
+
+def _compute(
+    out: str | os.PathLike,
+    inputs: _Inputs,
+    scorer,
+    resolve,
+    *,
+    window: int,
+    stride: int,
+    batch_size: int | None,
+    dtype: str,
+    device: str | None,
+    shard_size: int | None,
+    force: bool,
+    attn_implementation: str,
+    finish=None,
+) -> dict:
+    """The cache of ``inputs`` into ``out``: :func:`compute_scores` for any rows (the caller has
+    checked ``window``/``stride``). ``resolve(device) -> (scorer folder or None, loaded model or
+    None, scorer digest)`` runs on every rank before anything is written (it may refuse the
+    scorer). ``finish(meta)``, when given, runs on every rank once the cache is complete, still
+    under the output lock and in the process group; its value is the result's ``"finished"``."""
+    import torch
+
+    from tokenweight.models import load_model
+
+    out = Path(out).expanduser()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rank, world, own_group = _dist_setup(device)
     if device == "cuda" and world > 1:
         device = f"cuda:{torch.cuda.current_device()}"
     try:
         with contextlib.ExitStack() as lock:
-            folder, model, inputs.scorer_tokenizer = _scorer_folder(
-                scorer, inputs.tokenizer, dtype, device, attn_implementation, align
-            )
-            if inputs.packed and inputs.scorer_tokenizer is not None:
-                raise UsageError(
-                    f"--align with packed data is not supported yet: {str(data)!r} was prepared with --pack and "
-                    f"scorer {str(scorer)!r} has another tokenizer; use a scorer with the data's tokenizer, or "
-                    "prepare the data without --pack"
-                )
-            meta = _cache_meta(inputs, scorer, folder, window, stride, dtype, shard_size)
+            folder, model, scorer_digest = resolve(device)
+            meta = _cache_meta(inputs, scorer, scorer_digest, window, stride, dtype, shard_size)
             work, was_complete = _claim(out, meta, force, rank, world, lock)
             ranges = shard_ranges(inputs.count, meta["shard_size"])
             mine = [
@@ -547,6 +544,7 @@ def compute_scores(
                 model = model or load_model(folder, dtype=dtype, device=device, attn_implementation=attn_implementation)
                 stats = _score_shards(work, meta, inputs, mine, model, rank, world, batch_size)
             every = _complete(out, work, meta, rank, world, stats, was_complete)
+            finished = None if finish is None else finish(meta)
         computed, tokens = sum(s[0] for s in every), sum(s[1] for s in every)
         seconds = max(s[2] for s in every)
         per_token = sum(s[3] for s in every)
@@ -563,6 +561,7 @@ def compute_scores(
             "decoded_per_token": per_token,
             "own_process_group": own_group,
             "already_complete": was_complete and work == out,
+            **({} if finish is None else {"finished": finished}),
         }
     finally:
         if own_group:

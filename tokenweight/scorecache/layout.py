@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tokenweight.errors import UsageError
@@ -27,6 +28,9 @@ IDENTITY = (
     "bos_token_id",
     "shard_size",
 )
+#: identity fields that say which data a cache holds the scores of: a cache that differs there
+#: belongs to other data, and is not to be recomputed in place (:func:`_stale_message`)
+DATA_FIELDS = ("data", "split", "n", "tokenizer")
 _HINT = {
     "window": "--window",
     "stride": "--stride",
@@ -98,13 +102,60 @@ def _first_difference(have: dict, want: dict) -> str | None:
     return next((k for k in IDENTITY if k in want and have.get(k) != want[k]), None)
 
 
-def _stale_message(path: Path, have: dict, want: dict, who: str) -> str:
+def _stale_message(path: Path, have: dict, want: dict, who: str, data_path: str | os.PathLike | None = None) -> str:
+    """The one line refusing the cache ``path`` (meta ``have``) for a caller that wants ``want``.
+
+    A cache of other data (:data:`DATA_FIELDS`) is not to be recomputed in place (``--force``
+    would overwrite that data's scores): the message names the data folder it was made for and
+    ``data_path`` (the caller's data, when given) and says to score that into another folder --
+    unless it was made for an earlier preparation of the same folder (:func:`_other_data`). Other
+    settings (window, stride, ...) name the flag that makes a matching cache."""
     k = _first_difference(have, want)
+    head = f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}"
+    if k in DATA_FIELDS:
+        which, replace = _other_data(have, k, data_path)
+        if not replace:
+            return (
+                f"{head}: {which}: score this data into another folder "
+                f"(`{_score_command(have, want, data_path)}`) and pass that folder instead"
+            )
+        return f"{head}: {which}: rerun `tokenweight score --out {path} --force` with the same --data and --scorer"
     fix = f"with {_HINT[k]} {want[k]}" if k in _HINT else "with the same --data and --scorer"
-    return (
-        f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}: "
-        f"rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache"
-    )
+    return f"{head}: rerun `tokenweight score --out {path} --force` {fix}, or use a matching cache"
+
+
+def _other_data(have: dict, k: str, data_path) -> tuple[str, bool]:
+    """``(what the cache holds, whether replacing it loses nothing)`` for a cache (meta ``have``)
+    that differs from the caller's data ``data_path`` (None: not known) in the field ``k``:
+    ``"it holds the scores of --data 'A' (split 'train'), not of 'B'"``, or, when ``A`` is ``B``
+    and ``k`` is not the split, the scores of an earlier preparation of that folder, which
+    ``--force`` may replace."""
+    made_for = have.get("data_path")
+    if data_path is not None and made_for == str(Path(data_path).resolve()) and k != "split":
+        return f"it holds the scores of an earlier preparation of --data {made_for!r}", True
+    where = f"--data {made_for!r}" if made_for else "other data"
+    this = repr(str(data_path)) if data_path is not None else "the data given"
+    return f"it holds the scores of {where} (split {have.get('split')!r}), not of {this}", False
+
+
+def _score_command(have: dict, want: dict, data_path) -> str:
+    """``tokenweight score ...`` making a cache like ``have`` (its scorer) for ``want`` (split, window,
+    stride) of the data ``data_path`` into a new folder."""
+    import shlex
+
+    def arg(v) -> str:
+        return shlex.quote(str(v))
+
+    parts = ["tokenweight score --data", arg(data_path) if data_path is not None else "DATA_DIR"]
+    if have.get("scorer_path"):
+        parts += ["--scorer", arg(have["scorer_path"])]
+    split = want.get("split", have.get("split"))
+    if split is not None and split != "train":
+        parts += ["--split", arg(split)]
+    for flag in ("window", "stride"):
+        if want.get(flag, have.get(flag)) is not None:
+            parts += [f"--{flag}", str(want.get(flag, have.get(flag)))]
+    return " ".join([*parts, "--out NEW_DIR"])
 
 
 def _shard_names(meta: dict) -> list[str]:

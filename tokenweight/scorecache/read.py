@@ -44,9 +44,16 @@ class ScoreCache:
         self._handles: OrderedDict = OrderedDict()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, expect: dict | None = None, who: str = "training") -> ScoreCache:
+    def open(
+        cls,
+        path: str | os.PathLike,
+        expect: dict | None = None,
+        who: str = "training",
+        data_path: str | os.PathLike | None = None,
+    ) -> ScoreCache:
         """Open the cache at ``path``; ``expect``: identity fields the caller requires (any of
-        ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line)."""
+        ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line).
+        ``data_path``: the caller's data folder, named when the cache holds other data's scores."""
         path = Path(path)
         if expect and (unknown := sorted(set(expect) - set(IDENTITY))):
             raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
@@ -61,7 +68,7 @@ class ScoreCache:
                 f"{FORMAT}: recompute it with `tokenweight score --force`"
             )
         if expect and _first_difference(meta, expect):
-            raise UsageError(_stale_message(path, meta, expect, who))
+            raise UsageError(_stale_message(path, meta, expect, who, data_path))
         ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
         done = read_json_object(path / COMPLETE)  # None when missing, or cut by a kill of an older version
         ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
@@ -120,7 +127,7 @@ class ScoreCache:
         import torch
 
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).tolist()
-        out = torch.empty(len(idx), max(self.n - 1, 0), dtype=torch.float32)
+        out = torch.zeros(len(idx), max(self.n - 1, 0), dtype=torch.float32)
         for r, i in enumerate(idx):
             if not 0 <= i < self.n_sequences:
                 raise UsageError(
@@ -129,7 +136,8 @@ class ScoreCache:
                     "--force` without --max-sequences (or with a larger one)"
                 )
             s, row = divmod(i, self.shard_size)
-            out[r] = self._handle(s).get_slice("nll")[row : row + 1][0]
+            got = self._handle(s).get_slice("nll")[row : row + 1][0]
+            out[r, : got.shape[0]] = got  # a ragged cache's shard is as wide as its longest row
         return out
 
 

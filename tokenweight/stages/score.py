@@ -4,6 +4,10 @@ Computed once into a sharded, fingerprinted cache (``tokenweight.scorecache``) t
 :func:`tokenweight.stages.train.train` reads with ``scorer="frozen"``. Interrupted at any moment,
 the same call continues: finished shards are kept. Under ``torchrun``/``accelerate launch`` every
 rank calls it and scores shards ``rank, rank + K, ...``.
+
+With ``dataset`` instead of ``data`` (any Hugging Face dataset of token ids: a saved folder or a
+hub id), the scores become a token-aligned column of that dataset, saved to ``OUT/dataset``
+(:func:`tokenweight.scorecache.add_short_nll`; docs/SCORING.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ class ScoreConfig(RuntimeOptions, StageConfig):
     float32; the runtime options are :class:`tokenweight.config.RuntimeOptions`)."""
 
     data: str | None = option(None, "prepared data folder (tokenweight prepare)", metavar="DIR")
+    dataset: str | None = option(
+        None,
+        "instead of --data: any dataset of token ids (a folder saved with save_to_disk, a prepared folder or a hub "
+        "id); its rows get a token-aligned column --column, saved to OUT/dataset",
+        metavar="DIR|ID",
+    )
+    column: str = option("short_nll", "with --dataset: name of the new column")
+    input_column: str = option("input_ids", "with --dataset: the column of token ids")
     scorer: str | None = option(
         None,
         "frozen scorer: model folder or hub id (another tokenizer than the data's: see --align)",
@@ -35,7 +47,9 @@ class ScoreConfig(RuntimeOptions, StageConfig):
     )
     out: str | None = option(None, "score cache folder to create or continue", metavar="DIR")
     window: int = option(256, "short context w in tokens")
-    stride: int | None = option(None, "window stride s, 1 <= s < w (none: (1 - w/n)·w, docs/METHOD.md)")
+    stride: int | None = option(
+        None, "window stride s, 1 <= s < w (none: (1 - w/n)·w, docs/METHOD.md; with --dataset: round(0.75·w))"
+    )
     batch_size: int | None = option(None, "windows per forward pass (none: about 16k tokens per pass)")
     split: str = option("train", "split of the prepared data to score")
     max_sequences: int | None = option(None, "score only the first N sequences")
@@ -51,7 +65,17 @@ class ScoreConfig(RuntimeOptions, StageConfig):
     force: bool = option(False, "recompute a cache made with other settings instead of refusing it")
 
     def validate(self) -> None:
-        check_required(self, "data", "scorer", "out", usage="tokenweight score --data DIR --scorer MODEL --out DIR")
+        usage = "tokenweight score --data DIR (or --dataset DIR|ID) --scorer MODEL --out DIR"
+        if self.data and self.dataset:
+            raise ValueError(f"data and dataset were both given: pass one of them ({usage})")
+        check_required(self, "dataset" if self.dataset else "data", "scorer", "out", usage=usage)
+        if self.dataset:
+            for name, given in (("verify", self.verify), ("max_sequences", self.max_sequences is not None)):
+                if given:
+                    raise ValueError(f"{name} applies to --data only: drop it with --dataset (every row is scored)")
+            if self.align == "always":
+                raise ValueError("align always applies to --data only: with --dataset the scorer shares its tokenizer")
+            check_required(self, "column", "input_column")
         check_int(self, "window", 2)
         check_int(self, "stride", 1, high=self.window - 1, optional=True)
         for name in ("batch_size", "max_sequences", "shard_size"):
@@ -79,6 +103,10 @@ class ScoreResult:
     verified: int = 0
     max_difference: float | None = None
     tolerance: float | None = None  # float32 only: other dtypes are not held to a bound
+    dataset: str | None = None  # with --dataset: OUT/dataset, the dataset with its new column
+    column: str | None = None  # with --dataset: the column's name
+    dataset_tokens: int = 0  # with --dataset: tokens of every row (also those cached before)
+    joined: bool = False  # with --dataset: OUT/dataset was written by this call
 
     @property
     def verify_failed(self) -> bool:
@@ -93,6 +121,8 @@ def score(config: ScoreConfig) -> ScoreResult:
     config.validate()
     runtime = config.runtime()
     quiet_progress_bars()
+    if config.dataset:
+        return _score_dataset(config, runtime)
     s = compute_scores(
         config.out,
         config.data,
@@ -117,6 +147,38 @@ def score(config: ScoreConfig) -> ScoreResult:
         result.verified, result.max_difference = _verify(config)
         result.tolerance = VERIFY_TOL_FP32 if config.dtype == "float32" else None
     return result
+
+
+def _score_dataset(config: ScoreConfig, runtime) -> ScoreResult:
+    """``--dataset``: the scores as a column of the dataset (:func:`tokenweight.scorecache.add_short_nll`)."""
+    from tokenweight.scorecache.column import _add_short_nll
+
+    _, s = _add_short_nll(
+        config.dataset,
+        config.scorer,
+        window=config.window,
+        stride=config.stride,
+        out=config.out,
+        column=config.column,
+        input_column=config.input_column,
+        bos_token_id=None,
+        batch_size=config.batch_size,
+        dtype=runtime.dtype,
+        device=runtime.device,
+        force=config.force,
+        split=config.split,
+        shard_size=config.shard_size,
+        attn_implementation=runtime.attn_implementation,
+    )
+    keys = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
+    return ScoreResult(
+        **{k: s[k] for k in keys},
+        meta=s["meta"],
+        dataset=s["dataset"],
+        column=config.column,
+        dataset_tokens=s["dataset_tokens"],
+        joined=s["joined"],
+    )
 
 
 def _rank() -> int:

@@ -42,7 +42,7 @@ def _open_cache(config: TrainConfig, data, window: int | None, stride: int | Non
         "stride": stride,
         "tokenizer": tokenizer_digest(data.tokenizer),
     }
-    cache = ScoreCache.open(config.scores, expect=expect)
+    cache = ScoreCache.open(config.scores, expect=expect, data_path=config.data)
     used = len(data.train) if config.max_train_sequences is None else min(len(data.train), config.max_train_sequences)
     if cache.n_sequences < used:
         raise UsageError(

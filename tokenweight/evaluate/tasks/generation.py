@@ -68,6 +68,7 @@ def generate_predictions(
     device = next(model.parameters()).device
     enc = [list(tokenizer(s.prompt, add_special_tokens=True, verbose=False)["input_ids"]) for s in samples]
     budgets = [_budget(s, max_new_tokens) for s in samples]
+    from tokenweight.documents import prediction_kwargs
     from tokenweight.evaluate.batching import token_groups
 
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
@@ -94,6 +95,7 @@ def generate_predictions(
                 num_beams=1,
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
+                **prediction_kwargs(model),  # a mixture of experts: no router loss at every step
             )
             new = gen[:, L:].cpu()
             for r, i in enumerate(idx):

@@ -70,6 +70,7 @@ def _continuation_logprobs(
         conts: ``conts[i][j]`` token ids of continuation ``j`` of sample ``i`` (non-empty).
         batch_size, batch_tokens: continuation rows per pass, and their tokens (cached prompt included).
     """
+    from tokenweight.documents import prediction_kwargs
     from tokenweight.evaluate.batching import token_groups
     from tokenweight.evaluate.logprobs import logprobs_at
 
@@ -83,7 +84,14 @@ def _continuation_logprobs(
         mask[i, L - len(c) :] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+        **prediction_kwargs(model),
+    )
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]: predicts continuation token 0
     cache = out.past_key_values
     ctx_len = mask.sum(-1)  # [B]
