@@ -44,7 +44,8 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     assert [set(row) for row in cce["timing"].values()] == [{"chunked"}, {"chunked"}]
 
     train = json.loads((tmp_path / "gpu_train_1b_16k.json").read_text())
-    assert set(train["ratio_vs_hf_loss"]) == {"uniform", "dense_frozen", "dense_self", "hf_loss"}
+    frozen = {"dense_frozen", "dense_frozen_mixin", "dense_frozen_loop"}  # trainer, mixin on Trainer, own loop
+    assert set(train["ratio_vs_hf_loss"]) == {"uniform", *frozen, "dense_self", "hf_loss"}
     assert train["gradient_checkpointing"] and train["autocast"] and not train["tie_word_embeddings"]
     memory = json.loads((tmp_path / "gpu_loss_memory_16k.json").read_text())
     assert memory["diffs_vs_naive"] and memory["config"]["dtype"] == "bfloat16"
