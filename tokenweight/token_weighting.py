@@ -100,9 +100,15 @@ def check_trainable(model: nn.Module, name: str | None = None) -> None:
 
 @contextlib.contextmanager
 def nll_output_layer(
-    head: nn.Linear, targets: Tensor, chunk_size: int, model: nn.Module | None = None, loss_kernel: str = "chunked"
+    head: nn.Linear,
+    targets: Tensor,
+    chunk_size: int,
+    model: nn.Module | None = None,
+    loss_kernel: str = "chunked",
+    aligned: bool = False,
 ):
-    """Make ``head(hidden [b, n, d])`` return the chunked NLL ``[b, n-1]`` of ``targets [b, n-1]``.
+    """Make ``head(hidden [b, n, d])`` return the chunked NLL ``[b, n-1]`` of ``targets [b, n-1]``
+    (``aligned``: ``[b, n]`` of pre-shifted ``targets [b, n]``, as a sequence shard's ``shift_labels``).
 
     The NLL at position ``t`` is that of ``targets[:, t]`` predicted from ``hidden[:, t]``. With
     ``model`` (whose output layer ``head`` is), the model's logit post-processing is applied inside
@@ -115,14 +121,17 @@ def nll_output_layer(
         raise ValueError(f"loss_kernel must be one of {', '.join(LOSS_KERNELS)}, got {loss_kernel!r}")
     post = logit_postprocessing(model.config) if model is not None else LogitPostprocessing()
 
+    extra = 0 if aligned else 1  # hidden positions beyond the targets: the last one predicts nothing
+
     def forward(hidden: Tensor) -> Tensor:
-        if hidden.shape[:-1] != (targets.shape[0], targets.shape[1] + 1):
+        if hidden.shape[:-1] != (targets.shape[0], targets.shape[1] + extra):
             raise ValueError(f"output layer got hidden states {tuple(hidden.shape)} for targets {tuple(targets.shape)}")
+        hidden = hidden[:, : targets.shape[1]]
         if loss_kernel == "cce":
             from tokenweight.loss_kernels import cce_nll
 
-            return cce_nll(hidden[:, :-1], head, targets, postprocessing=post)
-        return chunked_nll(hidden[:, :-1], head, targets, chunk_size=chunk_size, postprocessing=post)
+            return cce_nll(hidden, head, targets, postprocessing=post)
+        return chunked_nll(hidden, head, targets, chunk_size=chunk_size, postprocessing=post)
 
     if model is None:
         had, previous = "forward" in head.__dict__, head.__dict__.get("forward")
@@ -322,7 +331,10 @@ class TokenBatch:
 
 def scored_tokens(batch) -> Tensor:
     """The number of targets of ``batch`` that the loss counts (long scalar): the normaliser of
-    :class:`WeightedLoss`, summed over micro-batches and processes for a global mean."""
+    :class:`WeightedLoss`, summed over micro-batches and processes for a global mean. A sequence
+    shard (pre-shifted ``shift_labels``, :mod:`tokenweight.sequence_parallel`) counts its own."""
+    if isinstance(batch, Mapping) and isinstance(batch.get("shift_labels"), Tensor):
+        return (batch["shift_labels"] != IGNORE_INDEX).sum()
     return TokenBatch.of(batch).scored().sum()
 
 

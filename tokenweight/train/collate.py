@@ -176,16 +176,26 @@ class PadCollator:
     ``doc_lengths`` (packed), the batch gets ``doc_lengths`` ``[b, D]`` long (zero-padded; an
     example without them is one document) and ``labels`` get ``-100`` at every document's first
     token after the row's first.
+
+    ``pad_to_multiple_of``: the batch's length is rounded up to a multiple of it (sequence
+    parallelism splits every row into that many equal shards); ``return_position_ids``: the batch
+    gets ``position_ids`` ``[b, L]`` (0, 1, ... per row), which a sequence-parallel engine needs to
+    keep every token's global position after sharding (DeepSpeed's Ulysses requires them).
     """
 
-    def __init__(self, pad_token_id: int = 0):
+    def __init__(self, pad_token_id: int = 0, pad_to_multiple_of: int | None = None, return_position_ids: bool = False):
+        if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+            raise ValueError(f"pad_to_multiple_of must be None or an integer >= 1, got {pad_to_multiple_of!r}")
         self.pad_token_id = int(pad_token_id)
+        self.pad_to_multiple_of, self.return_position_ids = pad_to_multiple_of, bool(return_position_ids)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
         seqs = [torch.as_tensor(e["input_ids"], dtype=torch.long) for e in examples]
         length = max(len(s) for s in seqs)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
         ids = torch.full((len(seqs), length), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), length), dtype=torch.long)
         for i, s in enumerate(seqs):
@@ -196,6 +206,8 @@ class PadCollator:
             if "labels" in e:
                 labels[i, : len(seqs[i])] = torch.as_tensor(e["labels"], dtype=torch.long)
         out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.return_position_ids:
+            out["position_ids"] = torch.arange(length).repeat(len(seqs), 1)
         if any("short_nll" in e for e in examples):
             if not all("short_nll" in e for e in examples):
                 raise ValueError("some examples have a 'short_nll' column and others not: score every example")

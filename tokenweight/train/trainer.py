@@ -144,15 +144,40 @@ class TokenWeightingMixin:
                 raise NonFiniteLossError(f"{e} at step {self.state.global_step + 1}") from None
         return tw.result(nll, mask, aux, weights, short), nll
 
+    def _sequence_parallel(self):
+        """``(process group, gradient scale)`` under DeepSpeed's sequence parallelism, else None.
+
+        DeepSpeed sums the gradients of the ranks of a sequence group and averages over data-parallel
+        groups (ZeRO 0-2: divides by ``world / sp``), except ZeRO-3's default reduce-scatter, which
+        averages over the whole world: the loss is scaled by what it divides by."""
+        pc = getattr(self.accelerator, "parallelism_config", None)
+        if pc is None or pc.sp_backend != "deepspeed" or not pc.sp_enabled:
+            return None
+        from deepspeed.utils import groups
+
+        zero = (getattr(self.accelerator, "deepspeed_config", None) or {}).get("zero_optimization", {})
+        averaged_over_world = zero.get("stage", 0) == 3 and zero.get("reduce_scatter", True)
+        world = self.accelerator.num_processes
+        return groups._get_sequence_parallel_group(), world if averaged_over_world else world // pc.sp_size
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        batch = TokenBatch.of(inputs)
-        out, _ = self._weighted(model, batch)
+        sp = self._sequence_parallel() if model.training else None  # evaluation is not sharded
+        if sp is not None:  # a shard of every row: weights of the whole rows (tokenweight.sequence_parallel)
+            from tokenweight.sequence_parallel import sharded_loss
+
+            out, nll = sharded_loss(self.token_weighting, model, inputs, sp[0])
+            self._check_finite(self.token_weighting.nonfinite_rows(nll, out.mask), nll, out.mask)
+            batch = TokenBatch(inputs["input_ids"], inputs["shift_labels"], inputs.get("attention_mask"))
+        else:
+            batch = TokenBatch.of(inputs)
+            out, _ = self._weighted(model, batch)
         mode = "train" if model.training else "eval"
         if mode == "eval":  # the model's own loss, as a stock Trainer's eval_loss
             loss = out.nll.sum() / out.count.clamp(min=1)
             loss = loss if out.aux_loss is None else loss + out.aux_loss
         elif num_items_in_batch is not None:  # the global count: exact over accumulation and processes
             scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            scale = sp[1] if sp is not None else scale
             loss = out.loss(num_items_in_batch / scale, micro_batches=self._accumulation_steps())
         else:  # no global count: local mean, accumulation handled here
             loss = out.loss(None) / self._accumulation_steps()
