@@ -120,6 +120,50 @@ def test_zero3_two_processes_equal_one_process(env, case):
             assert y[k] == pytest.approx(x[k], rel=1e-5), k
 
 
+# ------------------------------------------------------------------------------------- sequence parallelism
+
+
+def test_sequence_parallel_cli_two_processes_equal_one_process(env):
+    """``train --sp-size 2 --deepspeed zero3`` under torchrun (every sequence split over the 2
+    processes, DeepSpeed's Ulysses; frozen sparse weights of the whole sequences) ends where one
+    process with the same sequences per step ends (tests/train/test_sequence_parallel.py has the
+    step-level checks for every scheme)."""
+    pytest.importorskip("deepspeed")
+    from tokenweight.cli.main import main
+
+    common = ["train", "--data", str(env["data"]), "--model", str(env["model"]), "--scheme", "sparse:0.3"]
+    common += ["--scorer", "frozen", "--scores", str(env["scores"]), "--max-steps", str(STEPS), "--lr", "3e-3"]
+    common += ["--save-steps", "100", "--warmup-steps", "1", "--report-to", "none"]
+    two = env["root"] / "sp-two"
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    run = subprocess.run(
+        [*torchrun, "-m", "tokenweight.cli.main", *common, "--deepspeed", "zero3", "--sp-size", "2"]
+        + ["--batch-size", "1", "--grad-accum", "2", "--out", str(two)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=launch_env(),
+        cwd=env["root"],
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    one = env["root"] / "sp-one"
+    assert main([*common, "--batch-size", "2", "--out", str(one)]) == 0
+    a, b = weights(one / "model"), weights(two / "model")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
+    for x, y in zip(log_lines(one), log_lines(two)):
+        for k in ("weighted_loss", "plain_loss", "weight_std", "scored_tokens"):
+            assert y[k] == pytest.approx(x[k], rel=1e-5), k
+
+
 # ------------------------------------------------------------------------------------- FSDP2
 
 

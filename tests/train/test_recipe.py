@@ -60,12 +60,15 @@ def test_deepspeed_configs(tmp_path):
         ("demo_pretrain", PretrainConfig),
         ("demo_train", TrainConfig),
         ("paper_llama3_8b_32k", TrainConfig),
+        ("paper_llama3_8b_128k_sp", TrainConfig),
     ],
 )
 def test_shipped_configs_are_valid_stage_configs(name, cls):
     values = load_config(CONFIG_DIR / f"{name}.yaml")  # unknown keys raise ValueError
     start = {} if "init" in values or "model" in values else {"init": "tiny"}
-    config = cls.from_dict({**values, **start, "data": "d", "out": "o"})
+    scores = {"scores": "s"} if values.get("scorer") == "frozen" else {}
+    runtime = {"attn_implementation": "auto"}  # flash_attention_2 is refused where it is not installed
+    config = cls.from_dict({**values, **start, **scores, **runtime, "data": "d", "out": "o"})
     config.validate()
     assert config.data == "d"
 
@@ -89,6 +92,18 @@ def test_paper_recipe_numbers():
         True,
     )
     assert c["deepspeed"] == "zero3" and c["rope_theta"] == pytest.approx(theta_for_extension(500_000, 4), rel=1e-12)
+
+
+def test_sequence_parallel_recipe_and_its_rules():
+    c = load_config(CONFIG_DIR / "paper_llama3_8b_128k_sp.yaml")
+    assert (c["n"], c["sp_size"], c["scorer"], c["deepspeed"]) == (131072, 8, "frozen", "zero3")
+    assert c["n"] % c["sp_size"] == 0
+    base = dict(data="d", out="o", model="m", scheme="dense:0.5", sp_size=2)
+    with pytest.raises(ValueError, match="sp_size: sequence parallelism runs on DeepSpeed's Ulysses: pass --deepspeed"):
+        TrainConfig(**base, scorer="frozen", scores="s").validate()
+    with pytest.raises(ValueError, match="sp_size: self-scoring under sequence parallelism is not supported"):
+        TrainConfig(**base, scorer="self", deepspeed="zero3").validate()
+    TrainConfig(**base, scorer="frozen", scores="s", deepspeed="zero3").validate()
 
 
 def test_accelerate_configs():

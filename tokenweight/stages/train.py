@@ -128,9 +128,17 @@ def train(config: TrainConfig) -> RunResult:
                 window, stride, bos_token_id=data.tokenizer.bos_token_id, batch_size=config.score_batch_size
             )
 
-    from tokenweight.train.collate import TrainSequences
+    from tokenweight.train.collate import PadCollator, TrainSequences
 
     dataset = TrainSequences(data.train, max_length=n, limit=config.max_train_sequences, scores=cache)
+    collator = None
+    if config.sp_size > 1:  # shards of equal length: every batch padded to n, with global positions
+        if dataset.packed:
+            raise UsageError("--sp-size: packed data (prepare --pack) under sequence parallelism is not supported")
+        if n % config.sp_size:
+            raise UsageError(f"--sp-size {config.sp_size} must divide the long context n = {n}: pass another --n")
+        pad = data.tokenizer.pad_token_id if data.tokenizer.pad_token_id is not None else data.tokenizer.eos_token_id
+        collator = PadCollator(pad or 0, pad_to_multiple_of=n, return_position_ids=True)
     rope = model.config.get_text_config().rope_parameters
     run_config = {
         **config.to_dict(),
@@ -155,6 +163,7 @@ def train(config: TrainConfig) -> RunResult:
         chunk_size=config.chunk_size,
         run_config=run_config,
         trainer_class=_trainer_class(config),
+        collator=collator,
     )
     return RunResult(out, summary)
 

@@ -48,7 +48,7 @@ _C = "checkpoints and logs"
 #: options added after runs were already being made: at their default they are left out of a run's
 #: settings, so that a run folder started before the option existed (which did what the default
 #: does) is still the same run; any other value is recorded and compared as usual
-OMITTED_AT_DEFAULT = frozenset({"weight_norm"})
+OMITTED_AT_DEFAULT = frozenset({"weight_norm", "sp_size"})
 
 RESUMABLE_CHANGES = frozenset(
     {
@@ -266,6 +266,13 @@ class TrainConfig(RunConfig):
         choices=WEIGHT_NORMS,
         group="token weighting",
     )
+    sp_size: int = option(
+        1,
+        "sequence parallelism: every sequence split into this many shards over as many processes (DeepSpeed "
+        "Ulysses through the HF Trainer: needs --deepspeed, frozen scoring, unpacked data, n divisible by it); "
+        "the weights are those of the whole sequence",
+        group="token weighting",
+    )
     n: int | None = option(None, "long context in tokens (none: the data's n)", group="context extension")
     rope_theta: float | None = option(
         None,
@@ -332,3 +339,13 @@ class TrainConfig(RunConfig):
         check_int(self, "base_context", 2, optional=True)
         if self.init and self.base_context is not None:
             raise ValueError("base_context describes a trained --model; an --init model is built for n directly")
+        check_int(self, "sp_size", 1)
+        if self.sp_size > 1 and not self.deepspeed:
+            raise ValueError(
+                "sp_size: sequence parallelism runs on DeepSpeed's Ulysses: pass --deepspeed zero3 (or a config)"
+            )
+        if self.sp_size > 1 and scheme.needs_short and self.scorer == "self":
+            raise ValueError(
+                "sp_size: self-scoring under sequence parallelism is not supported (the live model's attention is "
+                "split over the processes): score with tokenweight score and pass --scorer frozen --scores DIR"
+            )

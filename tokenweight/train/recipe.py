@@ -50,9 +50,34 @@ def load_deepspeed_config(spec: str | os.PathLike) -> dict:
     return config
 
 
-def training_arguments(recipe, out_dir: str | os.PathLike):
+def sequence_parallelism(sp_size: int, attn_implementation: str, cpu: bool):
+    """accelerate's ``ParallelismConfig`` for DeepSpeed's Ulysses over ``sp_size`` processes (None for 1).
+
+    On CPUs accelerate starts gloo but not DeepSpeed's communication layer, which Ulysses needs
+    before the Trainer is built: it is started here (gloo). The attention implementation is the
+    model's (Ulysses wraps it; eager is refused by DeepSpeed)."""
+    if sp_size <= 1:
+        return None
+    import deepspeed
+    from accelerate.utils import ParallelismConfig
+    from accelerate.utils.dataclasses import DeepSpeedSequenceParallelConfig
+
+    if cpu and not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+    if attn_implementation == "eager":
+        raise UsageError(
+            "--sp-size: DeepSpeed's Ulysses does not wrap eager attention: pass --attn-implementation sdpa"
+        )
+    handler = DeepSpeedSequenceParallelConfig(
+        sp_seq_length_is_variable=True, sp_attn_implementation=attn_implementation
+    )
+    return ParallelismConfig(sp_backend="deepspeed", sp_size=sp_size, sp_handler=handler)
+
+
+def training_arguments(recipe, out_dir: str | os.PathLike, attn_implementation: str = "sdpa"):
     """``TrainingArguments`` of a run (``recipe``: a :class:`~tokenweight.train.config.RunConfig`)
-    writing checkpoints to ``out_dir``."""
+    writing checkpoints to ``out_dir``; ``attn_implementation``: the model's (sequence parallelism
+    wraps it)."""
     from transformers import TrainingArguments
 
     # recipe: already validated by its stage (RunConfig.validate)
@@ -103,4 +128,7 @@ def training_arguments(recipe, out_dir: str | os.PathLike):
         use_cpu=runtime.device == "cpu",
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed,
+        parallelism_config=sequence_parallelism(
+            getattr(recipe, "sp_size", 1), attn_implementation, cpu=runtime.device == "cpu"
+        ),
     )

@@ -339,6 +339,7 @@ def run_training(
     plan: RunPlan | None = None,
     force: bool = False,
     trainer_class=None,
+    collator=None,
 ) -> dict:
     """Train ``model`` on ``train_dataset`` (``TrainSequences``) into the run folder ``out_dir``.
 
@@ -371,7 +372,7 @@ def run_training(
             except UsageError as e:
                 err = str(e)
         work = staging_dir(out) if force else out
-        args = training_arguments(recipe, work)
+        args = training_arguments(recipe, work, getattr(model.config, "_attn_implementation", None) or "sdpa")
         world = args.world_size
         mine, err = _share((mine, err), world)
         if err is not None:
@@ -386,7 +387,7 @@ def run_training(
             model=model,
             args=args,
             train_dataset=train_dataset,
-            data_collator=PadCollator(pad),
+            data_collator=collator or PadCollator(pad),
             processing_class=tokenizer,
             scheme=scheme,
             short=scorer,
