@@ -9,10 +9,12 @@ differently, so :func:`sharded_loss`:
 
 1. runs the model on its shard (``input_ids``, global ``position_ids``) with the output layer
    replaced by the chunked NLL of the pre-shifted targets ``shift_labels`` (entry ``t`` is the label
-   of global position ``r·L + t + 1``; the sequence's last entry is -100), as DeepSpeed's
-   ``UlyssesSPDataLoaderAdapter`` hands them over;
+   of the token after the one at global position ``position_ids[t]``; the sequence's last entry is
+   -100), as DeepSpeed's ``UlyssesSPDataLoaderAdapter`` and HF's context-parallel buffers hand them over;
 2. gathers, over the group, the per-token NLL (detached), the targets' mask, the token ids and the
-   token-aligned ``short_nll`` column (``b·n`` numbers each: nothing next to the activations), computes
+   token-aligned ``short_nll`` column (``b·n`` numbers each: nothing next to the activations), puts
+   them in sequence order by the shards' global ``position_ids`` (so any layout works: Ulysses'
+   contiguous shards, torch context parallelism's load-balanced chunks), computes
    the weights exactly as one process does on the whole sequence (:class:`TokenWeighting` ``.weigh``
    on the gathered batch: same scheme, same keys), and keeps its shard's slice;
 3. returns the shard's ``Σ w·nll`` with its local count; the caller divides by the count of every
@@ -98,6 +100,7 @@ def sharded_loss(tw: TokenWeighting, model: nn.Module, batch, group) -> tuple[We
     b, length = ids.shape
     if targets.shape != ids.shape:
         raise ValueError(f"shift_labels has shape {tuple(targets.shape)}, input_ids {tuple(ids.shape)}")
+    pos = pos.expand(b, -1) if pos.shape[0] == 1 else pos
     lm = unwrap(model)
     mask = targets != IGNORE_INDEX
     with nll_output_layer(lm.get_output_embeddings(), targets.masked_fill(~mask, IGNORE_INDEX), tw.chunk_size,
@@ -107,21 +110,31 @@ def sharded_loss(tw: TokenWeighting, model: nn.Module, batch, group) -> tuple[We
     aux = router_aux_loss(lm, outputs)
     weights = short = None
     if tw.scheme.needs_short:
-        rank, k = dist.get_rank(group), dist.get_world_size(group)
-        full = {"input_ids": gather_shards(ids, group)}  # [b, n], as one process sees the rows
-        n = full["input_ids"].shape[1]
-        long, full_mask = gather_shards(nll, group)[:, : n - 1], gather_shards(mask, group)[:, : n - 1]
+        # the shards in sequence order, whatever the engine's layout (Ulysses: contiguous by rank;
+        # torch's context parallelism: load-balanced chunks): placed by their global positions
+        order = gather_shards(pos, group).argsort(dim=1)
+        n = order.shape[1]
+        if not torch.equal(
+            gather_shards(pos, group).gather(1, order), torch.arange(n, device=pos.device).expand(b, -1)
+        ):
+            raise ValueError(
+                "the shards' position_ids are not one sequence's 0..n-1 (packed rows?): sequence parallelism takes "
+                "unpacked rows"
+            )
+
+        def whole(x: Tensor) -> Tensor:  # [b, L] shard -> [b, n] in sequence order
+            return gather_shards(x, group).gather(1, order)
+
+        full = {"input_ids": whole(ids)}  # as one process sees the rows
+        long, full_mask = whole(nll)[:, : n - 1], whole(mask)[:, : n - 1]
         full["labels"] = torch.cat(
             [full["input_ids"][:, :1], torch.where(full_mask, full["input_ids"][:, 1:], -100)], 1
         )
         for key in ("attention_mask", SHORT_NLL_COLUMN):
             if batch.get(key) is not None:
-                full[key] = gather_shards(batch[key], group)
-        whole = TokenBatch.of(full)
+                full[key] = whole(batch[key])
         with unsharded_attention():  # a FrozenScorer runs on the whole rows, as on one process
-            w_full, s_full = tw.weigh(lm, whole, long, full_mask)
-        pad = (0, 1)
-        weights = torch.nn.functional.pad(w_full, pad)[:, rank * length : (rank + 1) * length]
-        short = torch.nn.functional.pad(s_full, pad)[:, rank * length : (rank + 1) * length]
-        assert weights.shape == (b, length) and k * length == n
+            w_full, s_full = tw.weigh(lm, TokenBatch.of(full), long, full_mask)
+        weights = torch.nn.functional.pad(w_full, (0, 1)).gather(1, pos)  # this shard's targets
+        short = torch.nn.functional.pad(s_full, (0, 1)).gather(1, pos)
     return tw.result(nll, mask, aux, weights, short), nll

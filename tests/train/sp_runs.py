@@ -130,6 +130,85 @@ def run(case: str, out: str, stage: int) -> dict:
     return {"grads": grads, "weights": seen, "log": trainer.state.log_history[0]}
 
 
+class ShardView(torch.nn.Module):
+    """A stand-in for an engine that shards sequences (torch's context parallelism on GPUs): given
+    this rank's tokens at global ``position_ids``, it runs the model on the whole rows (gathered
+    over ``group``) and hands the output layer the hidden states of this rank's positions only, so
+    the forward computes exactly the shard's outputs, and backward the gradient of its loss."""
+
+    def __init__(self, model, group):
+        super().__init__()
+        self.inner, self.group = model, group
+        self.config = model.config
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, input_ids, position_ids, use_cache=False):
+        from tokenweight.sequence_parallel import gather_shards
+
+        pos = gather_shards(position_ids, self.group)
+        order = pos.argsort(dim=1)
+        ids = gather_shards(input_ids, self.group).gather(1, order)
+        hidden = self.inner.model(input_ids=ids, use_cache=False).last_hidden_state  # [b, n, d]
+        local = hidden.gather(1, position_ids[..., None].expand(-1, -1, hidden.shape[-1]))
+        return {"logits": self.get_output_embeddings()(local)}
+
+
+def load_balanced(n: int, k: int, rank: int) -> torch.Tensor:
+    """Global positions of ``rank``'s shard in torch's load-balanced layout: chunks ``rank`` and
+    ``2k - 1 - rank`` of ``2k`` equal chunks."""
+    c = n // (2 * k)
+    return torch.cat([torch.arange(rank * c, (rank + 1) * c), torch.arange((2 * k - 1 - rank) * c, (2 * k - rank) * c)])
+
+
+def manual(case: str) -> dict:
+    """Both rows through :func:`tokenweight.sequence_parallel.sharded_loss` in the load-balanced
+    layout, 2 processes: ``Σ loss_sum / N`` per rank, gradients summed over the group."""
+    import torch.distributed as dist
+
+    from tokenweight import PadCollator, TokenWeighting
+    from tokenweight.sequence_parallel import sharded_loss
+
+    scheme, kind = CASES[case]
+    model = tiny_model(n=N, seed=0).train()
+    view, group = ShardView(model, dist.group.WORLD), dist.group.WORLD
+    tw = TokenWeighting(scheme, source(kind), seed=0)
+    rank, k = dist.get_rank(), dist.get_world_size()
+    outs, weights = [], []
+    for row in rows():
+        batch = PadCollator(0, pad_to_multiple_of=N, return_position_ids=True)([row])
+        shift = torch.nn.functional.pad(batch["labels"], (0, 1), value=-100)[:, 1:]
+        mine = load_balanced(N, k, rank)
+        shard = {key: batch[key][:, mine] for key in ("input_ids", "attention_mask", "position_ids", "short_nll")}
+        out, _ = sharded_loss(tw, view, {**shard, "shift_labels": shift[:, mine]}, group)
+        outs.append(out)
+        weights.append(out.weights)
+    count = sum(o.count for o in outs).clone()
+    dist.all_reduce(count)
+    (sum(o.loss_sum for o in outs) / count).backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        dist.all_reduce(p.grad)
+        grads[name] = p.grad.clone()
+    return {"grads": grads, "weights": weights}
+
+
+if __name__ == "__main__" and sys.argv[2] == "manual":  # under torchrun: the load-balanced layout by hand
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    out = Path(sys.argv[1])
+    for case in CASES:
+        result = manual(case)
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, result["weights"])
+        if dist.get_rank() == 0:
+            torch.save({**result, "weights": everyone}, out / f"{case}-manual.pt")
+        dist.barrier()
+    sys.stdout.flush()
+    os._exit(0)
+
 if __name__ == "__main__":  # under torchrun
     import deepspeed
     import torch.distributed as dist

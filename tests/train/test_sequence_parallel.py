@@ -38,7 +38,7 @@ def reference(case: str) -> dict:
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("sp")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    for stage in (0, 3):
+    for stage in (0, 3, "manual"):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port())]
         run = subprocess.run(
             [*cmd, "-m", "tests.train.sp_runs", str(out), str(stage)],
@@ -78,6 +78,25 @@ def test_two_shards_equal_one_process_on_the_whole_rows(runs, case, stage):
             torch.allclose(whole[: len(w[0])], w[0], atol=1e-5) and not whole[len(w[0]) :].any()
             for w in want["weights"]
         ), f"{case}: the shards' weights are no row's weights"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(R.CASES))
+def test_load_balanced_shards_equal_one_process(runs, case):
+    """torch's context-parallel layout (chunks r and 2K-1-r of each row), sharded by hand in 2 gloo
+    processes (``sp_runs.ShardView`` computes each shard's outputs exactly): the shards are put in
+    sequence order by their positions, so weights and summed gradients are one process's."""
+    got, want = torch.load(runs / f"{case}-manual.pt"), reference(case)
+    for k, g in want["grads"].items():
+        torch.testing.assert_close(got["grads"][k], g, rtol=1e-4, atol=1e-5, msg=f"{case}: {k}")
+    if want["weights"][0] is None:
+        return
+    for row, w in enumerate(want["weights"]):
+        whole = torch.zeros(R.N)
+        for rank in range(2):
+            whole[R.load_balanced(R.N, 2, rank)] = got["weights"][rank][row][0]
+        torch.testing.assert_close(whole[: w.shape[1]], w[0], atol=1e-5, rtol=1e-5)
+        assert not whole[w.shape[1] :].any()
 
 
 def test_what_is_refused_under_sequence_parallelism():

@@ -145,12 +145,18 @@ class TokenWeightingMixin:
         return tw.result(nll, mask, aux, weights, short), nll
 
     def _sequence_parallel(self):
-        """``(process group, gradient scale)`` under DeepSpeed's sequence parallelism, else None.
+        """``(process group, gradient scale)`` when every sequence is sharded over a group, else None.
 
-        DeepSpeed sums the gradients of the ranks of a sequence group and averages over data-parallel
-        groups (ZeRO 0-2: divides by ``world / sp``), except ZeRO-3's default reduce-scatter, which
-        averages over the whole world: the loss is scaled by what it divides by."""
+        DeepSpeed's Ulysses (``sp_backend="deepspeed"``): DeepSpeed sums the gradients of the ranks
+        of a sequence group and averages over data-parallel groups (ZeRO 0-2: divides by ``world /
+        sp``), except ZeRO-3's default reduce-scatter, which averages over the whole world: the loss
+        is scaled by what it divides by (tests/train/test_sequence_parallel.py). torch's context
+        parallelism (``cp_backend="torch"``, FSDP2 over a mesh whose data-parallel dimension
+        includes ``cp``): FSDP2 averages over every rank, so the scale is the world size (not run
+        here: CUDA only, benchmarks/gpu_check.sh)."""
         pc = getattr(self.accelerator, "parallelism_config", None)
+        if pc is not None and getattr(pc, "cp_enabled", False) and pc.cp_backend == "torch":
+            return self.accelerator.torch_device_mesh["cp"].get_group(), self.accelerator.num_processes
         if pc is None or pc.sp_backend != "deepspeed" or not pc.sp_enabled:
             return None
         from deepspeed.utils import groups
@@ -159,6 +165,16 @@ class TokenWeightingMixin:
         averaged_over_world = zero.get("stage", 0) == 3 and zero.get("reduce_scatter", True)
         world = self.accelerator.num_processes
         return groups._get_sequence_parallel_group(), world if averaged_over_world else world // pc.sp_size
+
+    def _prepare_context_parallel_inputs(self, model, inputs):
+        """HF's context-parallel buffers, with the ``short_nll`` column sharded like ``input_ids``."""
+        context, inputs = super()._prepare_context_parallel_inputs(model, inputs)
+        keywords = getattr(context, "keywords", None)
+        if keywords and "buffers" in keywords and isinstance(inputs.get(SHORT_NLL_COLUMN), Tensor):
+            keywords["buffers"].append(inputs[SHORT_NLL_COLUMN])
+            keywords["buffer_seq_dims"].append(1)
+            keywords["no_restore_buffers"].add(inputs[SHORT_NLL_COLUMN])
+        return context, inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sp = self._sequence_parallel() if model.training else None  # evaluation is not sharded
