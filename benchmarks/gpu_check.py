@@ -20,6 +20,12 @@ summary ``OUT_DIR/gpu_check.json`` (status, seconds and result file of every sec
   FSDP2 (``accelerate launch --config_file tokenweight/configs/accelerate/fsdp.yaml``, 1 process)
   and under DeepSpeed ZeRO-3 (``--deepspeed zero3``, 1 process): the logged losses must agree
   (relative 1e-3), plus one FSDP bf16 run;
+- ``parallel`` (2 or more GPUs; skipped, saying so, on one and in the CPU smoke run): the
+  frozen-weighted ``tokenweight train`` with every sequence split over 2 GPUs, by DeepSpeed's
+  Ulysses (``--sp-size 2 --deepspeed zero3``) and by torch's context parallelism (``accelerate
+  launch`` with FSDP2 and ``--parallelism_config_cp_size 2``): the logged weighted and plain losses
+  must equal one process's on the whole sequences (relative 1e-3, bf16 attention kernels aside);
+  on CPU, tests/train/test_sequence_parallel.py checks both layouts exactly;
 - ``cce``: ``--loss-kernel cce`` (Cut-Cross-Entropy) against ``chunked_nll`` at 16k tokens and the
   1B head: per-token NLL and gradients (hidden, weight) in bf16, fp32 masters under bf16 autocast,
   with a soft-cap and scale, fp32 (NLL; training refused), and time and peak memory of both at
@@ -90,6 +96,7 @@ ESTIMATE = {
     "eval_16k": 90,
     "engines": 150,
     "cce": 40,  # last: the newest, optional check gives way to the others (or: --sections cce)
+    "parallel": 120,  # needs 2 GPUs: skipped, with the reason, on one
 }
 
 
@@ -302,6 +309,70 @@ class Check:
             "stdout": stdout.strip().splitlines()[-12:],
         }
 
+    def parallel(self) -> dict:
+        import torch
+
+        gpus = torch.cuda.device_count() if self.cuda else 0
+        if gpus < 2:
+            raise Skipped(
+                f"needs 2 GPUs (a sequence is split over processes, one GPU each), this machine has {gpus}; "
+                "tests/train/test_sequence_parallel.py checks Ulysses and the load-balanced layout on CPU"
+            )
+        s = self.size
+        data = self._prepared()
+        scores = self.work / "parallel_scores"
+        model = self.work / "parallel_model"
+        init = [PY, "-m", "tokenweight.cli.main", "pretrain", "--init", "base", "--data", data, "--window"]
+        self.run([*init, s["engine_window"], "--max-steps", 2, "--batch-size", 2, "--out", model])
+        score = [PY, "-m", "tokenweight.cli.main", "score", "--data", data, "--scorer", model / "model"]
+        self.run([*score, "--window", s["engine_window"], "--max-sequences", 8, "--out", scores])
+        train = ["-m", "tokenweight.cli.main", "train", "--model", model / "model", "--data", data]
+        train += ["--scheme", "sparse:0.3", "--scorer", "frozen", "--scores", scores, "--max-train-sequences", 8]
+        train += [
+            "--max-steps",
+            2,
+            "--warmup-steps",
+            1,
+            "--save-steps",
+            100,
+            "--report-to",
+            "none",
+            "--dtype",
+            "bfloat16",
+        ]
+        fsdp_yaml = ROOT / "tokenweight/configs/accelerate/fsdp.yaml"
+        cp = [PY, "-m", "accelerate.commands.launch", "--config_file", fsdp_yaml, "--num_processes", 2]
+        cp += ["--parallelism_config_dp_shard_size", 1, "--parallelism_config_cp_size", 2]
+        runs = {
+            "one": [PY, *train, "--batch-size", 2],
+            "ulysses_sp2": [PY, "-m", "torch.distributed.run", "--nproc_per_node", 2, *train, "--batch-size", 1]
+            + ["--grad-accum", 2, "--sp-size", 2, "--deepspeed", "zero3"],
+            "torch_cp2": [*cp, *train, "--batch-size", 2],
+        }
+        out, logs = {}, {}
+        for name, cmd in runs.items():
+            folder = self.work / f"parallel_{name}"
+            t = time.perf_counter()
+            try:
+                self.run([*cmd, "--out", folder])
+            except RuntimeError as e:
+                out[name] = {"status": "failed", "error": str(e)[-1500:]}
+                continue
+            logs[name] = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines()]
+            out[name] = {"seconds": time.perf_counter() - t, "weighted_loss": [x["weighted_loss"] for x in logs[name]]}
+        for name in ("ulysses_sp2", "torch_cp2"):
+            if name in logs and "one" in logs:
+                rel = max(
+                    abs(a[k] - b[k]) / abs(b[k])
+                    for a, b in zip(logs[name], logs["one"])
+                    for k in ("weighted_loss", "plain_loss")
+                )
+                out[name]["max_rel_loss_diff_vs_one"] = rel
+        bad = [k for k, v in out.items() if v.get("status") == "failed" or v.get("max_rel_loss_diff_vs_one", 0) >= 1e-3]
+        if bad:
+            raise RuntimeError(f"sequence-sharded runs differ from one process or failed: {bad}: {out}")
+        return out
+
     def engines(self) -> dict:
         s = self.size
         data = self._prepared()
@@ -384,7 +455,7 @@ def main() -> int:
             }
         entry["seconds"] = round(time.perf_counter() - t, 2)
         summary["sections"][name] = entry
-        if name in ("attention", "eval_16k", "engines"):
+        if name in ("attention", "eval_16k", "engines", "parallel"):
             check.path(name).write_text(json.dumps({**entry, "device": summary["device"]}, indent=2, default=str))
         print(f"{name:12s} {entry['status']:8s} {entry['seconds']:7.1f} s", flush=True)
     check.path("check").write_text(json.dumps(summary, indent=2, default=str))

@@ -34,7 +34,9 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["mode"] == "cpu-smoke"
     status = {k: v["status"] for k, v in summary["sections"].items()}
-    assert status == {**dict.fromkeys(SECTIONS, "ok"), "engines": status["engines"], "cce": status["cce"]}, status
+    others = {k: status[k] for k in ("engines", "cce", "parallel")}
+    assert status == {**dict.fromkeys(SECTIONS, "ok"), **others}, status
+    assert status["parallel"].startswith("skipped: needs 2 GPUs")
     assert status["engines"].startswith("skipped")
     assert status["cce"] == (
         "skipped: --loss-kernel cce needs a CUDA GPU (Triton), and this run's device is cpu: use --loss-kernel chunked"
