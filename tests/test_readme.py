@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_models import save_tiny_llama
+from tests.tiny_models import save_tiny_llama, tiny_mixtral
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 VOCAB = 300
@@ -24,7 +24,7 @@ TINY = dict(
 
 
 def save_family(path: Path, family: str) -> None:
-    from transformers import Gemma2Config, Gemma2ForCausalLM, MixtralConfig, MixtralForCausalLM
+    from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(1)
     if family == "llama":
@@ -41,10 +41,7 @@ def save_family(path: Path, family: str) -> None:
         )
         Gemma2ForCausalLM(config).save_pretrained(path)
     else:  # the router loss is part of model(labels=...).loss
-        config = MixtralConfig(
-            **TINY, num_local_experts=4, num_experts_per_tok=2, output_router_logits=True, router_aux_loss_coef=0.5
-        )
-        MixtralForCausalLM(config).save_pretrained(path)
+        tiny_mixtral(VOCAB, None, max_position_embeddings=1024).save_pretrained(path)
 
 
 def readme_code(tmp_path: Path, family: str) -> str:

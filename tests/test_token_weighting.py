@@ -85,15 +85,9 @@ def test_position_ids_flattening_equals_doc_lengths_and_separate_rows():
 
 
 def test_moe_router_loss_on_packed_rows_is_the_models_own():
-    from transformers import MixtralConfig, MixtralForCausalLM
+    from tests.tiny_models import tiny_mixtral
 
-    torch.manual_seed(0)
-    config = MixtralConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=128,
-        output_router_logits=True, router_aux_loss_coef=0.25,
-    )  # fmt: skip
-    model = MixtralForCausalLM(config)
+    model = tiny_mixtral(64, 0, router_aux_loss_coef=0.25)
     docs = ROWS[:3]
     ids = torch.tensor([[t for d in docs for t in d]])
     lengths = [[len(d) for d in docs]]

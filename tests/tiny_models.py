@@ -97,3 +97,30 @@ def tiny_bpe(texts, vocab_size: int, *, split_digits: bool = False, add_bos: boo
     if add_bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def tiny_mixtral(vocab_size: int, seed: int | None = 0, *, router_aux_loss_coef: float = 0.5, **config):
+    """A random ``MixtralForCausalLM`` (d 32, 2 layers, 4 experts, top-2) that returns its router
+    loss (``output_router_logits=True``), as a model trained for it is saved; ``config``: any other
+    ``MixtralConfig`` field (``max_position_embeddings`` defaults to 128)."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    cfg = MixtralConfig(
+        **{
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "max_position_embeddings": 128,
+            "output_router_logits": True,
+            "router_aux_loss_coef": router_aux_loss_coef,
+            **config,
+        }
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    return MixtralForCausalLM(cfg)

@@ -130,17 +130,12 @@ def test_evaluation_logs_the_models_own_loss_and_the_weighted_one(tmp_path):
 def test_an_moe_keeps_its_router_loss(tmp_path):
     """Mixtral with output_router_logits: uniform equals ``model(labels=...).loss`` = CE + coef·aux,
     in the component and in the mixin's step (one micro-batch)."""
-    from transformers import MixtralConfig, MixtralForCausalLM, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
+    from tests.tiny_models import tiny_mixtral
     from tokenweight import PadCollator, TokenWeighting, token_weighted
 
-    torch.manual_seed(0)
-    config = MixtralConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
-        output_router_logits=True, router_aux_loss_coef=0.5,
-    )  # fmt: skip
-    model = MixtralForCausalLM(config).train()
+    model = tiny_mixtral(64, 0, max_position_embeddings=64).train()
     batch = PadCollator(0)([{"input_ids": e["input_ids"]} for e in R.examples()[:3]])
     batch["labels"][0, :10] = -100
     want = model(**batch)
