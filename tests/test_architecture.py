@@ -55,6 +55,54 @@ def test_the_core_imports_nothing_of_the_edges():
         assert ours <= CORE_IMPORTS, (name, ours - CORE_IMPORTS)
 
 
+def _module_names() -> dict[str, Path]:
+    """``tokenweight.x.y`` -> file, packages by their ``__init__``."""
+    out = {}
+    for p in _modules():
+        parts = p.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the tokenweight modules it imports, at the top or inside functions (``from a.b
+    import c`` counts ``a.b`` and ``a.b.c`` when that is a module); packages' ``__init__`` (lazy
+    export tables) are left out, as the importer of a name resolves to the module defining it."""
+    names = _module_names()
+    packages = {m for m, p in names.items() if p.name == "__init__.py"}
+    graph = {}
+    for name, path in names.items():
+        if name in packages:
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {d for d in deps if d in names and d not in packages and d != name}
+    return graph
+
+
+def test_no_import_cycles_even_inside_functions():
+    graph, cycles, state = _import_graph(), [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(path[path.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
 def test_importing_the_demo_does_not_load_the_cli():
     code = "import sys, tokenweight.demo; print(sorted(m for m in sys.modules if m.startswith('tokenweight.cli')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -182,7 +182,7 @@ def test_bad_harness_input_is_one_line_before_anything_is_written(tree, tmp_path
 
 
 def test_shown_rows_and_metric_labels():
-    from tokenweight.evaluate.harness import metrics_of, shown_rows
+    from tokenweight.evaluate.results import metrics_of, shown_rows
 
     rows = [
         {"task": "mmlu", "group": True, "metrics": {"acc,none": 0.5, "acc_stderr,none": 0.1}},

@@ -36,21 +36,23 @@ def model_digest_or_none(source) -> str | None:
         raise
 
 
-def shared_key(cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluator, ev_source) -> dict | None:
+def shared_key(
+    cache_dir, cfg: dict, data_info: dict | None, tokenizer, evaluator, ev_source, *, schema, own_key_fields=()
+) -> dict | None:
     """The part of every model's cache key that the models of a run share; None: nothing is cached
-    (no ``cache_dir``, or an evaluator that cannot be fingerprinted)."""
+    (no ``cache_dir``, or an evaluator that cannot be fingerprinted). ``schema``: the results'
+    schema version; ``own_key_fields``: config fields keyed by records of their own (the
+    lm-eval harness's), left out here. The cache imports nothing of tokenweight.evaluate."""
     from tokenweight import __version__
-    from tokenweight.evaluate.harness import FIELDS as HARNESS_FIELDS
-    from tokenweight.evaluate.results import SCHEMA_VERSION
 
     shared = None
     ev_digest = model_digest_or_none(ev_source) if evaluator is not None and cache_dir is not None else None
     if cache_dir is not None and (evaluator is None or ev_digest is not None):
         shared = {
             "version": __version__,
-            "schema": SCHEMA_VERSION,
+            "schema": schema,
             # the lm-eval settings key the harness records of their own (tokenweight.evaluate.harness)
-            "config": {**{k: v for k, v in cfg.items() if k not in HARNESS_FIELDS}, "evaluator": None},
+            "config": {**{k: v for k, v in cfg.items() if k not in own_key_fields}, "evaluator": None},
             # packed data (tokenweight.evaluate.packed) adds its documents' layout; unpacked keys stay as they were
             "data": data_info and {k: data_info[k] for k in DATA_KEYS if k in data_info},
             "tokenizer": tokenizer_digest(tokenizer),

@@ -307,34 +307,3 @@ def model_harness(name, source, load, inputs, plan: HarnessPlan | None, cache_di
     if path is not None:
         write_record(path, entry, None)
     return entry
-
-
-# ----------------------------------------------------------------------------- reading results
-
-
-def shown_rows(harness: dict) -> list[dict]:
-    """The rows tables show: those of the requested names; every task row as well when a
-    requested name has no row of its own (a tag, which lm-eval expands into its tasks)."""
-    rows = harness["tasks"]
-    requested = set(harness.get("requested") or [])
-    shown = [r for r in rows if r["task"] in requested]
-    if requested - {r["task"] for r in rows}:
-        shown += [r for r in rows if not r["group"] and r["task"] not in requested]
-    return shown
-
-
-def metrics_of(row: dict) -> list[tuple[str, str, str | None]]:
-    """``(key, label, stderr key)`` of a row's metrics: ``("acc,none", "acc", "acc_stderr,none")``;
-    the filter is part of the label unless it is lm-eval's ``none``."""
-    out = []
-    for key in row["metrics"]:
-        name, _, filt = key.partition(",")
-        if name.endswith("_stderr"):
-            continue
-        stderr = f"{name}_stderr,{filt}"
-        out.append((key, name if filt == "none" else f"{name} ({filt})", stderr if stderr in row["metrics"] else None))
-    return out
-
-
-def higher_is_better(row: dict, key: str) -> bool | None:
-    return row.get("higher_is_better", {}).get(key.partition(",")[0])

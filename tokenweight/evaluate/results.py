@@ -219,7 +219,6 @@ def ruler_table(results: dict) -> str | None:
 
 def harness_table(results: dict) -> str | None:
     """lm-evaluation-harness: every shown metric (± its stderr) of every requested task, per model."""
-    from tokenweight.evaluate.harness import metrics_of, shown_rows
 
     models = [m for m in results["models"] if m.get("harness")]
     if not models:
@@ -258,3 +257,34 @@ def format_tables(results: dict) -> str:
     if skipped:
         parts.append("\n".join(f"skipped {sk['task']} at length {sk['length']}: {sk['reason']}" for sk in skipped))
     return "\n\n".join(parts) if parts else "(no metrics)"
+
+
+# ----------------------------------------------------------------------------- lm-evaluation-harness rows
+
+
+def shown_rows(harness: dict) -> list[dict]:
+    """The rows tables show: those of the requested names; every task row as well when a
+    requested name has no row of its own (a tag, which lm-eval expands into its tasks)."""
+    rows = harness["tasks"]
+    requested = set(harness.get("requested") or [])
+    shown = [r for r in rows if r["task"] in requested]
+    if requested - {r["task"] for r in rows}:
+        shown += [r for r in rows if not r["group"] and r["task"] not in requested]
+    return shown
+
+
+def metrics_of(row: dict) -> list[tuple[str, str, str | None]]:
+    """``(key, label, stderr key)`` of a row's metrics: ``("acc,none", "acc", "acc_stderr,none")``;
+    the filter is part of the label unless it is lm-eval's ``none``."""
+    out = []
+    for key in row["metrics"]:
+        name, _, filt = key.partition(",")
+        if name.endswith("_stderr"):
+            continue
+        stderr = f"{name}_stderr,{filt}"
+        out.append((key, name if filt == "none" else f"{name} ({filt})", stderr if stderr in row["metrics"] else None))
+    return out
+
+
+def higher_is_better(row: dict, key: str) -> bool | None:
+    return row.get("higher_is_better", {}).get(key.partition(",")[0])

@@ -43,6 +43,7 @@ from tokenweight.evaluate.cache import shared_key as _cache_shared
 from tokenweight.evaluate.cache import write_record as _write_cached
 from tokenweight.evaluate.effective_length import DEFAULT_THRESHOLD, add_summaries
 from tokenweight.evaluate.episodes import EpisodeRecall, score_episodes
+from tokenweight.evaluate.harness import FIELDS as HARNESS_FIELDS
 from tokenweight.evaluate.harness import GROUP as HARNESS
 from tokenweight.evaluate.harness import check_options as check_harness_options
 from tokenweight.evaluate.harness import model_harness, plan_harness
@@ -386,13 +387,10 @@ def _load_inputs(models: Mapping[str, Any], tokenizer, data_dir, config: EvalCon
         batches = _batches(rows, config.batch_size, config.batch_tokens)
         n = max(len(r["input_ids"]) for r in rows)
     tok, ref_name = _load_tokenizer(tokenizer, data_dir, models)
-    fix = None  # the data's tokenizer (default fix: prepare the data with the model's)
-    if tokenizer is not None or data_dir is None:
-        fix = (
-            "pass the model's own tokenizer, or a model trained with this tokenizer"
-            if tokenizer is not None
-            else ("evaluate models with different tokenizers in separate runs, or pass --data PREPARED_DIR")
-        )
+    fix = {  # the data's tokenizer: None, the default fix (prepare the data with the model's)
+        "given": "pass the model's own tokenizer, or a model trained with this tokenizer",
+        "none": "evaluate models with different tokenizers in separate runs, or pass --data PREPARED_DIR",
+    }.get("given" if tokenizer is not None else "none" if data_dir is None else "")
     for src in (m for m in models.values() if isinstance(m, (str, Path))):  # before any model is loaded
         check_model_tokenizer(src, tok, ref_name=ref_name, fix=fix)
     window = _resolve_window(config, manifest, n)
@@ -572,8 +570,9 @@ def _evaluate_models(models, tokenizer, data_dir, config, cache_dir) -> dict:
     cfg = {**_results_config(inputs), "task_inputs": task_inputs}
     data_info = _data_info(data_dir, inputs)
     shared = _cache_shared(
-        cache_dir, {**cfg, "ruler_threshold": None}, data_info, inputs.tokenizer, evaluator, ev_source
-    )
+        cache_dir, {**cfg, "ruler_threshold": None}, data_info, inputs.tokenizer, evaluator, ev_source,
+        schema=SCHEMA_VERSION, own_key_fields=HARNESS_FIELDS,
+    )  # fmt: skip
     entries, evaluator_info = _model_entries(models, inputs, evaluator, samples, cache_dir, shared, harness)
     return _results_document(cfg, data_info, evaluator_info, skipped, entries, t0)
 

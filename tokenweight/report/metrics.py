@@ -67,7 +67,7 @@ def _records(results: Mapping) -> list[Mapping]:
 
 def _harness_metrics(records: Sequence[Mapping]) -> list[Metric]:
     """One metric per shown (task, metric) of the models' lm-eval results, in first-seen order."""
-    from tokenweight.evaluate.harness import higher_is_better, metrics_of, shown_rows
+    from tokenweight.evaluate.results import higher_is_better, metrics_of, shown_rows
 
     out: dict[str, Metric] = {}
     for rec in records:
