@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test demo bench clean
+.PHONY: setup lint test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q tests
+
+# every test but those marked slow (end-to-end, multi-process, over 10 s): a few minutes on 2 cores
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 demo: setup
 	$(BIN)/tokenweight demo
