@@ -106,6 +106,7 @@ def test_quick_profile_pretrains_from_scratch(demo_dir):
     assert results["config"]["base_model"] == {"source": "from_scratch"}
 
 
+@pytest.mark.slow
 def test_html_is_self_contained(demo_dir):
     html = (demo_dir / "report" / "index.html").read_text()
     parser = _Collect()
@@ -154,6 +155,7 @@ def test_bad_step_overrides(tmp_path, capsys, flag, value, low):
     assert not (tmp_path / "d").exists()  # refused before anything is written
 
 
+@pytest.mark.slow
 def test_gate_stops_a_weak_base_model(demo_dir, tmp_path):
     """A base model below the gate stops the demo before scoring, with the gate's numbers kept."""
     import shutil

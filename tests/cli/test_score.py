@@ -126,6 +126,7 @@ def test_bad_input_exits_2_with_one_line(env, tmp_path, capsys):
     assert not d.exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     """Kill the CLI after its first shard lands, rerun it: the same cache as an uninterrupted run,
     shards written before the kill untouched, only the rest computed."""
