@@ -20,7 +20,9 @@ CORE = (
     "documents.py",
     "choices.py",
     "short_nll.py",
+    "exposure.py",
     "token_weighting.py",
+    "sequence_parallel.py",
 )
 #: what the core may import of tokenweight: itself (scoring -> weighting -> loss -> the component)
 CORE_IMPORTS = {f"tokenweight.{name[:-3]}" for name in CORE} | {"tokenweight.errors", "tokenweight.loss_kernels"}

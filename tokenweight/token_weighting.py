@@ -53,6 +53,7 @@ from tokenweight.documents import (
     target_mask,
 )
 from tokenweight.errors import UsageError
+from tokenweight.exposure import effective_context
 from tokenweight.logits import LogitPostprocessing, logit_postprocessing, output_layer_problem, replaced_output_layer
 from tokenweight.loss import DEFAULT_CHUNK_SIZE, chunked_nll, weighted_nll_loss
 from tokenweight.short_nll import SHORT_NLL_COLUMN, column_short_nll
@@ -406,6 +407,8 @@ class TokenWeighting:
             as HF's and TRL's flattening collators make them: each is an example, the row is the
             whole micro-batch), ``"sequence"`` otherwise.
         seed: seed of sparse schemes' tie-breaking (:func:`tie_keys`).
+        window: the base window ``w``, exposure balancing's default tail ``τ`` (``exact:<α>``,
+            :mod:`tokenweight.exposure`); default: the scorer's window.
     """
 
     def __init__(
@@ -417,8 +420,11 @@ class TokenWeighting:
         loss_kernel: str = "chunked",
         weight_norm: str | None = None,
         seed: int = 0,
+        window: int | None = None,
     ):
         self.scheme = WeightingScheme.parse(scheme)
+        #: the base window w: exposure balancing's default tail τ (default: the scorer's window)
+        self.window = window if window is not None else getattr(short, "window", None)
         if short is not None and not callable(short):
             raise ValueError(
                 f"short must be None (the batch's 'short_nll' column) or a scorer (SelfScorer, FrozenScorer, "
@@ -458,10 +464,12 @@ class TokenWeighting:
         """``(weights [b, n-1] or None, short [b, n-1] or None)`` from the detached ``nll``;
         ``scoring_model``: what self-scoring runs (the live model, or a wrapper that gathers its
         sharded parameters)."""
-        if not self.scheme.needs_short:
+        if self.scheme.is_uniform:
             return None, None
-        nll = nll.detach()
-        if self.short is not None:
+        nll, short = nll.detach(), None
+        if not self.scheme.needs_short:  # exposure balancing alone: positions, no scorer
+            pass
+        elif self.short is not None:
             short = self.short(scoring_model, batch.input_ids, batch.attention_mask, nll, batch.doc_lengths)
         elif batch.short_column is not None:
             short = column_short_nll(batch.short_column, batch.input_ids)
@@ -477,7 +485,11 @@ class TokenWeighting:
             seg = segment_ids(batch.doc_lengths, batch.input_ids.shape[1], device=mask.device)[:, 1:]
             groups = torch.where(mask, seg, -1)
         keys = tie_keys(batch, self.seed) if self.scheme.sparsification is not None else None
-        return self.scheme(nll, short, mask, groups=groups, keys=keys), short
+        prefix = None
+        if self.scheme.exposure is not None:  # each target's visible same-document prefix
+            prefix = effective_context(batch.input_ids.shape[1], batch.doc_lengths, device=mask.device)
+        weights = self.scheme(nll, short, mask, groups=groups, keys=keys, prefix=prefix, tail=self.window)
+        return weights, short
 
     @staticmethod
     def nonfinite_rows(nll: Tensor, mask: Tensor) -> Tensor:

@@ -10,9 +10,11 @@ its report all name the scheme with the same string.
 Spec grammar (case-insensitive, spaces ignored)::
 
     uniform | dense:<λ> | sparse:<κ> | longce:<γ> | ppmi:<s>:<κ> | npmi:<s>:<κ> | rho1:<κ>
+    exact:<α>[:<τ>]                      exposure balancing alone (EXACT, tokenweight.exposure)
     custom:[key=value[,key=value...]]    keys (each at most once, any order):
         cmp=difference|quotient   transforms=<t>[+<t>...] with t in abs, neg, exp, relu, shift:<s>
         trunc=<γ>   kappa=<κ>   norm=l1|softmax|none   lambda=<λ>   seed=<int>
+        exposure=<α>   tail=<τ>   base=<β>     (times exposure balancing, renormalised)
     e.g. custom:transforms=abs+shift:2,trunc=5,kappa=0.3,norm=l1,lambda=0.5,cmp=quotient,seed=3
 
 Conventions beyond docs/METHOD.md (each chosen so that results are exact and reproducible):
@@ -61,6 +63,7 @@ _NAMED = {  # name -> (positional parameters, builder)
         lambda s, k: WeightingScheme(transforms=(f"shift:{s}", "relu"), sparsification=k, normalization="l1"),
     ),
     "rho1": (("κ",), lambda k: WeightingScheme(sparsification=k, normalization="l1")),
+    "exact": (("α",), lambda a: WeightingScheme(exposure=a)),
 }
 _RANGES = {  # numeric field -> (symbol, valid range, test)
     "truncation": ("γ", "(0, inf)", lambda x: x > 0),
@@ -68,6 +71,9 @@ _RANGES = {  # numeric field -> (symbol, valid range, test)
     "interpolation": ("λ", "[0, 1]", lambda x: 0 <= x <= 1),
 }
 _KEYS = {  # custom-spec key (and field-name alias) -> field
+    "exposure": "exposure",
+    "tail": "exposure_tail",
+    "base": "exposure_base",
     "cmp": "comparison",
     "transforms": "transforms",
     "trunc": "truncation",
@@ -78,10 +84,10 @@ _KEYS = {  # custom-spec key (and field-name alias) -> field
 }
 _KEYS.update({field: field for field in list(_KEYS.values())})
 VALID_SPECS = (
-    "uniform, dense:<λ>, sparse:<κ>, longce:<γ>, ppmi:<s>:<κ>, npmi:<s>:<κ>, rho1:<κ>, or "
+    "uniform, dense:<λ>, sparse:<κ>, longce:<γ>, ppmi:<s>:<κ>, npmi:<s>:<κ>, rho1:<κ>, exact:<α>[:<τ>], or "
     "custom:key=value,... with keys cmp=difference|quotient, transforms=<t>+<t>... "
     "(t in abs, neg, exp, relu, shift:<s>), trunc=<γ>, kappa=<κ>, norm=l1|softmax|none, "
-    "lambda=<λ>, seed=<int>"
+    "lambda=<λ>, seed=<int>, exposure=<α>, tail=<τ>, base=<β>"
 )
 
 
@@ -128,6 +134,9 @@ class WeightingScheme:
     normalization: str | None = None
     interpolation: float | None = None
     seed: int = 0
+    exposure: float | None = None
+    exposure_tail: int | None = None
+    exposure_base: float = 2.0
 
     def __post_init__(self):
         def put(name, value):
@@ -159,23 +168,42 @@ class WeightingScheme:
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or not 0 <= self.seed < 2**64:
             raise ValueError(f"seed={self.seed!r} is invalid: must be an integer in [0, 2**64)")
         put("seed", int(self.seed))
+        if self.exposure is not None:
+            a = self.exposure
+            if isinstance(a, bool) or not isinstance(a, Real) or not math.isfinite(a) or a < 0:
+                raise ValueError(f"exposure={a!r} is invalid: α must be a finite number >= 0")
+            put("exposure", float(a))
+        t = self.exposure_tail
+        if t is not None:
+            if isinstance(t, float) and t.is_integer():
+                t = int(t)
+            if isinstance(t, bool) or not isinstance(t, Integral) or t < 1:
+                raise ValueError(f"exposure_tail={self.exposure_tail!r} is invalid: τ must be an integer >= 1")
+            put("exposure_tail", int(t))
+        b = self.exposure_base
+        if isinstance(b, bool) or not isinstance(b, Real) or not math.isfinite(b) or b <= 1:
+            raise ValueError(f"exposure_base={b!r} is invalid: β must be a finite number > 1")
+        put("exposure_base", float(b))
+        if self.exposure is None and (self.exposure_tail is not None or self.exposure_base != 2.0):
+            raise ValueError("exposure_tail and exposure_base need exposure=<α>")
 
     # ---- properties ---------------------------------------------------------------------------
     @property
     def is_uniform(self) -> bool:
-        """True when every scored token gets weight exactly 1, whatever the scores."""
+        """True when every scored token gets weight exactly 1, whatever the scores and positions."""
+        return not self.needs_short and not self.exposure
+
+    @property
+    def needs_short(self) -> bool:
+        """False when the weights do not depend on short-context NLL (callers may skip that pass):
+        no contrastive step, or λ = 1 (exposure balancing needs only positions)."""
         no_steps = not (
             self.transforms
             or self.truncation is not None
             or self.sparsification is not None
             or self.normalization is not None
         )
-        return no_steps or self.interpolation == 1
-
-    @property
-    def needs_short(self) -> bool:
-        """False when the weights do not depend on short-context NLL (callers may skip that pass)."""
-        return not self.is_uniform
+        return not (no_steps or self.interpolation == 1)
 
     # ---- specs --------------------------------------------------------------------------------
     @classmethod
@@ -198,6 +226,10 @@ class WeightingScheme:
                 raise bad(f"unknown scheme {kind!r}")
             names, build = _NAMED[kind]
             args = rest.split(":") if rest else []
+            if kind == "exact" and len(args) == 2:  # exact:<α>:<τ>
+                if not re.fullmatch(r"\d+", args[1]):
+                    raise bad(f"τ={args[1]!r} is not a positive integer")
+                return cls(exposure=float(args[0]), exposure_tail=int(args[1]))
             if len(args) != len(names):
                 raise bad(f"{kind} takes {len(names)} parameter(s) ({', '.join(names) or 'none'}), got {len(args)}")
             values = []
@@ -226,9 +258,9 @@ class WeightingScheme:
                 fields[field] = value
             elif field == "normalization":
                 fields[field] = None if value == "none" else value
-            elif field == "seed":
+            elif field in ("seed", "exposure_tail"):
                 if not re.fullmatch(r"\d+", value):
-                    raise bad(f"seed={value!r} is not a non-negative integer")
+                    raise bad(f"{key}={value!r} is not a non-negative integer")
                 fields[field] = int(value)
             elif value == "none":
                 fields[field] = None
@@ -248,7 +280,11 @@ class WeightingScheme:
                 "sparse": (self.sparsification,),
                 "longce": (self.truncation,),
                 "rho1": (self.sparsification,),
+                "exact": (self.exposure,),
             }
+            if self.exposure is not None and self.exposure_base == 2.0 and self.exposure_tail is not None:
+                if WeightingScheme(exposure=self.exposure, exposure_tail=self.exposure_tail) == self:
+                    return f"exact:{_fmt(self.exposure)}:{self.exposure_tail}"
             if len(shifts) == 1:
                 params["ppmi"] = params["npmi"] = (shifts[0], self.sparsification)
             for kind, values in params.items():
@@ -268,6 +304,12 @@ class WeightingScheme:
             parts.append(f"lambda={_fmt(self.interpolation)}")
         if self.seed != 0:
             parts.append(f"seed={self.seed}")
+        if self.exposure is not None:
+            parts.append(f"exposure={_fmt(self.exposure)}")
+            if self.exposure_tail is not None:
+                parts.append(f"tail={self.exposure_tail}")
+            if self.exposure_base != 2.0:
+                parts.append(f"base={_fmt(self.exposure_base)}")
         return "custom:" + ",".join(parts)
 
     # ---- tensors ------------------------------------------------------------------------------
@@ -288,6 +330,8 @@ class WeightingScheme:
         generator: torch.Generator | None = None,
         groups: torch.Tensor | None = None,
         keys: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
+        tail: int | None = None,
     ) -> torch.Tensor:
         """Weights for ``long_nll``/``short_nll`` [b, T] (or [T]) -> float32 [b, T] (or [T]), detached.
 
@@ -298,6 +342,9 @@ class WeightingScheme:
         themselves, instead of drawing them from ``generator``; a tie goes to the smaller key
         (:func:`tokenweight.token_weighting.tie_keys` draws them from each sequence's content, so
         that a sequence gets the same weights in any batch, on any process).
+        ``prefix`` (integer, same shape): every target's effective context, for exposure
+        balancing (:mod:`tokenweight.exposure`); ``tail``: its τ when the scheme has none (the base
+        window, which the caller knows).
         ``short_nll`` may be None for uniform schemes.
 
         ``groups`` (integer, same shape; None: each row is one group): the group of every token,
@@ -326,17 +373,24 @@ class WeightingScheme:
             short = None if short is None else short.unsqueeze(0)
             g = None if g is None else g.unsqueeze(0)
             keys = None if keys is None else keys.unsqueeze(0)
+        if self.exposure is not None:
+            if prefix is None:
+                raise ValueError(f"weighting scheme {self} balances exposure: pass prefix= (effective contexts)")
+            prefix = torch.as_tensor(prefix, device=long.device).expand(long.shape).reshape(m.shape)
+            tail = self.exposure_tail or tail
+            if tail is None:
+                raise ValueError(f"weighting scheme {self} has no tail τ: write exact:<α>:<τ> or pass tail= (w)")
         if self.is_uniform:
             w = m.to(torch.float32)
-        elif short is None:
+        elif short is None and self.needs_short:
             raise ValueError(f"short_nll is required by weighting scheme {self} (only uniform schemes work without it)")
         elif g is None:
-            w = self._weights(long, short, m, generator, keys)
+            w = self._weights(long, short, m, generator, keys, prefix, tail)
         else:
-            w = self._grouped_weights(long, short, m, g, generator, keys)
+            w = self._grouped_weights(long, short, m, g, generator, keys, prefix, tail)
         return w.squeeze(0) if one_seq else w
 
-    def _grouped_weights(self, long, short, m, g, generator, row_keys=None):
+    def _grouped_weights(self, long, short, m, g, generator, row_keys=None, prefix=None, tail=None):
         """:meth:`_weights` with every ``(row, group)`` as a row of its own: its scored tokens, in
         order, are gathered into one row of a ``[G, T_max]`` batch, weighted, and put back. Top-κ's
         random keys are drawn in the ``[b, T]`` layout and gathered along, so a row that is one group
@@ -354,17 +408,30 @@ class WeightingScheme:
         shape = (len(counts), int(counts.max()))
         gm = torch.zeros(shape, dtype=torch.bool, device=long.device).index_put_((inv, pos), torch.tensor(True))
         gl = long.new_zeros(shape).index_put_((inv, pos), long[rows, cols])
-        gs = short.new_zeros(shape).index_put_((inv, pos), short[rows, cols])
+        gs = (
+            long.new_zeros(shape) if short is None else short.new_zeros(shape).index_put_((inv, pos), short[rows, cols])
+        )
+        gp = None if prefix is None else prefix.new_zeros(shape).index_put_((inv, pos), prefix[rows, cols])
         keys = None
         if self.sparsification is not None:
             keys = torch.full(shape, 2.0, dtype=torch.float64, device=long.device)  # > every key: padding
             drawn = self._keys(long.shape, generator, long.device) if row_keys is None else row_keys
             keys[inv, pos] = drawn.to(long.device)[rows, cols]
-        w[rows, cols] = self._weights(gl, gs, gm, generator, keys)[inv, pos]
+        w[rows, cols] = self._weights(gl, gs, gm, generator, keys, gp, tail)[inv, pos]
         return w
 
-    def _weights(self, long, short, m, generator, keys=None):
-        """[b, T] float32 NLLs and bool mask -> [b, T] weights (steps 1-5 of docs/METHOD.md)."""
+    def _weights(self, long, short, m, generator, keys=None, prefix=None, tail=None):
+        """[b, T] float32 NLLs and bool mask -> [b, T] weights (steps 1-5 of docs/METHOD.md), times
+        exposure balancing (:func:`tokenweight.exposure.apply_exposure`) when the scheme has it."""
+        w = self._contrastive(long, short, m, generator, keys) if self.needs_short else m.to(torch.float32)
+        if self.exposure is None:
+            return w
+        from tokenweight.exposure import apply_exposure
+
+        return apply_exposure(w, prefix, m, self.exposure, tail, self.exposure_base)
+
+    def _contrastive(self, long, short, m, generator, keys=None):
+        """Steps 1-5 of docs/METHOD.md: [b, T] -> [b, T] float32 weights."""
         w = self.scores(torch.where(m, long, 0.0), torch.where(m, short, 0.0))
         for t in self.transforms:
             if t == "abs":

@@ -96,6 +96,18 @@ def test_pretrain_then_weighted_extension(env, capsys):
     assert all(math.isfinite(x["loss"]) and x["tokens_per_s"] > 0 for x in lines)
 
 
+def test_exposure_balancing_trains_without_a_scorer(env, capsys):
+    """``--scheme exact:<α>`` (EXACT's exposure balancing): no scorer, the tail τ defaults to the
+    window; the weights average 1 and are not uniform (targets past w get the extra mass)."""
+    out = env["root"] / "exact"
+    extra = ["--scheme", "exact:0.5", "--window", str(W), "--max-steps", "2"]
+    assert train(env, out, *TINY, *extra) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    lines = log_lines(out)
+    assert all(abs(x["weight_mean"] - 1) < 1e-6 and x["weight_std"] > 0.1 for x in lines)
+    assert json.loads((out / "run_config.json").read_text())["scheme"] == "exact:0.5"
+
+
 def test_frozen_scorer_and_its_cache_checks(env, capsys):
     from tokenweight.scorecache import compute_scores
 

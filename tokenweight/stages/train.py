@@ -162,7 +162,7 @@ def train(config: TrainConfig) -> RunResult:
         scorer=scorer,
         chunk_size=config.chunk_size,
         run_config=run_config,
-        trainer_class=_trainer_class(config),
+        trainer_class=_trainer_class(config, window or base),
         collator=collator,
     )
     return RunResult(out, summary)
@@ -179,12 +179,12 @@ def _check_loss_kernel(config, model) -> None:
             raise UsageError(f"model {config.model or config.init!r}: {problem}")
 
 
-def _trainer_class(config):
-    """``WeightedTrainer`` with the run's ``--loss-kernel`` (and ``--weight-norm``: train only)."""
+def _trainer_class(config, window: int | None = None):
+    """``WeightedTrainer`` with the run's ``--loss-kernel`` (and ``--weight-norm``: train only);
+    ``window``: the base window w (exposure balancing's default tail, ``exact:<α>``)."""
     from functools import partial
 
     from tokenweight.train.trainer import WeightedTrainer
 
-    return partial(
-        WeightedTrainer, loss_kernel=config.loss_kernel, weight_norm=getattr(config, "weight_norm", "sequence")
-    )
+    norm = getattr(config, "weight_norm", "sequence")
+    return partial(WeightedTrainer, loss_kernel=config.loss_kernel, weight_norm=norm, window=window)

@@ -61,7 +61,7 @@ class TokenWeightingMixin:
 
     Keyword arguments (besides the Trainer's): ``token_weighting`` (a ready
     :class:`~tokenweight.token_weighting.TokenWeighting`), or its parts ``scheme``, ``short``,
-    ``chunk_size``, ``loss_kernel``, ``weight_norm`` (see there; the tie-breaking seed is
+    ``chunk_size``, ``loss_kernel``, ``weight_norm``, ``window`` (see there; the tie-breaking seed is
     ``args.seed``). ``--loss-kernel cce`` is checked against the device, dtype and model at
     construction. Batches: what the component reads (its module docstring), from any collator.
     """
@@ -79,13 +79,20 @@ class TokenWeightingMixin:
         chunk_size: int | None = None,
         loss_kernel: str = "chunked",
         weight_norm: str | None = None,
+        window: int | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         if token_weighting is None:
             chunk = {} if chunk_size is None else {"chunk_size": chunk_size}
             token_weighting = TokenWeighting(
-                scheme, short, loss_kernel=loss_kernel, weight_norm=weight_norm, seed=self.args.seed, **chunk
+                scheme,
+                short,
+                loss_kernel=loss_kernel,
+                weight_norm=weight_norm,
+                seed=self.args.seed,
+                window=window,
+                **chunk,
             )
         self.token_weighting = token_weighting
         # HF counts the items of the accumulated batch (our rule: _get_num_items_in_batch) and passes them.

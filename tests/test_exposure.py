@@ -1,0 +1,116 @@
+"""Exposure balancing (EXACT): the factors and weights against a brute-force reference, its spec
+strings, its composition with a contrastive scheme, packed rows (the prefix restarts per document)
+and the component (no scorer needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.train.train_helpers import sequences, tiny_model
+from tokenweight.exposure import apply_exposure, bucket_histogram, effective_context, exposure_factors
+from tokenweight.weighting import WeightingScheme
+
+
+def brute(prefix: list[int], mask: list[bool], alpha: float, tail: int, base: float = 2.0, v=None) -> list[float]:
+    """The definition of tokenweight/exposure.py, one row, in plain Python."""
+    scored = [t for t, m in enumerate(mask) if m]
+    v = v or [1.0] * len(mask)
+    bucket = {t: math.floor(math.log(prefix[t], base) + 1e-9) for t in scored if prefix[t] >= tail}
+    if not bucket:
+        return [v[t] if mask[t] else 0.0 for t in range(len(mask))]
+    counts = {k: sum(1 for b in bucket.values() if b == k) for k in set(bucket.values())}
+    big_t = len(scored)
+    u = {t: 1 + (alpha * big_t / (len(counts) * counts[bucket[t]]) if t in bucket else 0.0) for t in scored}
+    total = sum(v[t] * u[t] for t in scored)
+    return [v[t] * u[t] * big_t / total if mask[t] else 0.0 for t in range(len(mask))]
+
+
+@pytest.mark.parametrize("alpha,tail", [(0.5, 8), (1.0, 16), (2.0, 1), (0.0, 4)])
+def test_weights_equal_brute_force(alpha, tail):
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.arange(1, 41)[None].repeat(3, 1)
+    mask = torch.rand(3, 40, generator=g) > 0.2
+    mask[2, 10:] = False  # a row whose scored targets are all before the tail for tail 16
+    w = WeightingScheme(exposure=alpha, exposure_tail=tail)(torch.zeros(3, 40), None, mask, prefix=prefix)
+    for r in range(3):
+        want = brute(prefix[r].tolist(), mask[r].tolist(), alpha, tail)
+        assert w[r].tolist() == pytest.approx(want, rel=1e-6, abs=1e-7)
+        assert w[r][mask[r]].mean().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_buckets_split_at_powers_of_the_base_and_share_the_extra_mass_equally():
+    prefix = torch.arange(1, 33)[None]  # tail 8: buckets 3 (8..15: 8 targets), 4 (16..31: 16), 5 (32: 1)
+    mask = torch.ones(1, 32, dtype=torch.bool)
+    u = exposure_factors(prefix, mask, alpha=0.75, tail=8)[0]
+    assert u[:7].eq(1).all()
+    extra = u - 1
+    assert extra[7:15].sum().item() == pytest.approx(extra[15:31].sum().item()) == pytest.approx(extra[31].item())
+    assert extra.sum().item() == pytest.approx(0.75 * 32)
+    assert bucket_histogram(prefix, mask) == {0: 1, 1: 2, 2: 4, 3: 8, 4: 16, 5: 1}
+    assert bucket_histogram(prefix, mask, base=4.0) == {0: 3, 1: 12, 2: 17}
+
+
+def test_composition_is_the_product_renormalised():
+    g = torch.Generator().manual_seed(1)
+    long, short = torch.rand(2, 30, generator=g) * 6, torch.rand(2, 30, generator=g) * 6
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    prefix = effective_context(31).expand(2, -1)
+    dense = WeightingScheme.parse("dense:0.75")(long, short, mask)
+    both = WeightingScheme.parse("custom:transforms=abs,norm=l1,lambda=0.75,exposure=0.5,tail=8")
+    w = both(long, short, mask, prefix=prefix)
+    for r in range(2):
+        want = brute(prefix[r].tolist(), mask[r].tolist(), 0.5, 8, v=dense[r].tolist())
+        assert w[r].tolist() == pytest.approx(want, rel=1e-5)
+    torch.testing.assert_close(apply_exposure(dense, prefix, mask, 0.5, 8), w)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "exact:0.5",
+        "exact:0.25:256",
+        "custom:exposure=1,tail=64,base=4",
+        "custom:transforms=abs,kappa=0.3,norm=l1,exposure=0.5",
+    ],
+)
+def test_specs_round_trip(spec):
+    scheme = WeightingScheme.parse(spec)
+    assert WeightingScheme.parse(str(scheme)) == scheme and str(scheme) == spec
+
+
+def test_bad_specs_and_missing_inputs():
+    with pytest.raises(ValueError, match="α must be a finite number >= 0"):
+        WeightingScheme.parse("exact:-1")
+    with pytest.raises(ValueError, match="τ='x' is not a positive integer"):
+        WeightingScheme.parse("exact:0.5:x")
+    with pytest.raises(ValueError, match="need exposure"):
+        WeightingScheme.parse("custom:tail=8")
+    with pytest.raises(ValueError, match="pass prefix="):
+        WeightingScheme.parse("exact:0.5:8")(torch.zeros(1, 4), None)
+    with pytest.raises(ValueError, match="has no tail"):
+        WeightingScheme.parse("exact:0.5")(torch.zeros(1, 4), None, prefix=torch.arange(1, 5)[None])
+    assert not WeightingScheme.parse("exact:0.5").needs_short  # positions only: no scorer
+
+
+def test_component_packed_rows_restart_the_prefix_per_document():
+    """exact on a packed row (weight_norm document) = its documents alone; on unpacked rows the
+    prefix of target j is j + 1; no scorer is needed."""
+    from tokenweight import PadCollator, TokenWeighting
+
+    docs = sequences(3, 40, seed=2, short_every=2)
+    model = tiny_model(n=128, seed=0)
+    tw = TokenWeighting("exact:0.5", window=8, weight_norm="document")
+    packed = PadCollator(0)([{"input_ids": [t for d in docs for t in d], "doc_lengths": [len(d) for d in docs]}])
+    out, alone = (
+        tw(model, packed),
+        TokenWeighting("exact:0.5", window=8)(model, PadCollator(0)([{"input_ids": d} for d in docs])),
+    )
+    start = 0
+    for k, d in enumerate(docs):
+        torch.testing.assert_close(out.weights[0, start : start + len(d) - 1], alone.weights[k, : len(d) - 1])
+        want = brute(list(range(1, len(d))), [True] * (len(d) - 1), 0.5, 8)
+        assert alone.weights[k, : len(d) - 1].tolist() == pytest.approx(want, rel=1e-5)
+        start += len(d)
