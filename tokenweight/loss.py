@@ -56,11 +56,9 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "chunked_nll", "weighted_nll_loss", "weighted_l
 
 _REDUCTIONS = ("mean", "sum")
 #: default positions per chunk. The peak is one float32 ``[chunk, V]`` buffer plus the gradients
-#: (weight ``[V, d]`` float32, hidden ``[n, d]``): at n 4096, V 32000, d 512 (fp32, 2-core CPU),
-#: 384 rows peak at 0.094x the full-logits loss (1024 rows: 0.147x, 256: 0.083x) for 8% more loss
-#: time than 1024 rows (256: 18%): smaller chunks mean smaller GEMMs and one more pass over the
-#: ``[V, d]`` weight-gradient accumulator each (benchmarks/RESULTS.md). The training stages keep
-#: their own ``--chunk-size`` default.
+#: (weight ``[V, d]`` float32, hidden ``[n, d]``); smaller chunks mean a lower peak but smaller GEMMs
+#: and one more pass over the ``[V, d]`` weight-gradient accumulator each: the trade-off measured in
+#: benchmarks/RESULTS.md chose this value. The training stages keep their own ``--chunk-size`` default.
 DEFAULT_CHUNK_SIZE = 384
 
 

@@ -69,8 +69,8 @@ class Preset:
 
 
 #: from-scratch Llama presets. Parameters at vocab 8192 (exact counts in tests/test_models.py):
-#: tiny ≈ 1.2M, small ≈ 3.2M (the CLI's default, sized to train on a CPU; its measured speed is in
-#: docs/TRAINING.md), shallow ≈ 1.4M (2 layers: the demo's base model, because few layers form the
+#: tiny ≈ 1.2M, small ≈ 3.2M (sized to train on a CPU; its measured speed is in docs/TRAINING.md),
+#: shallow ≈ 1.4M (2 layers: the demo's base model, because few layers form the
 #: copy task's induction head much sooner than the 6-layer small preset; docs/TRAINING.md has the
 #: measurements), mini ≈ 0.37M (the shallow model at a third of the width, one head: the demo's
 #: smaller frozen scorer, 4.5x fewer parameters than shallow at vocab 4096), base ≈ 11M, large ≈ 60M.
