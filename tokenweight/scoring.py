@@ -70,6 +70,13 @@ def resolve_stride(n: int, window: int, stride: int | None = None) -> int:
     return stride
 
 
+def window_stride(window: int, stride: int | None = None) -> int:
+    """``stride``, or ``round(0.75·w)`` when no sequence length decides it (ValueError when invalid):
+    docs/METHOD.md's ``(1 - w/n)·w`` at the paper's ``n = 4w`` (6144 for w = 8192). It depends on
+    the window alone, so a sequence's scores never depend on what it is batched or padded with."""
+    return resolve_stride(4 * window, window, stride) if isinstance(window, int) else _check_window(window, 1)
+
+
 def head_logits(head: nn.Linear, hidden: Tensor, post: LogitPostprocessing) -> Tensor:
     """float32 logits ``[..., V]`` of ``hidden [..., d]``, post-processed as the model does it (in
     the head's dtype, or in float32 for a family that upcasts first), so they equal the model's own

@@ -29,11 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from tokenweight.scoring import (
-    resolve_stride,
     self_scored_short_nll,
     short_context_nll,
     truncated_context_nll,
     truncated_windows,
+    window_stride,
 )
 
 __all__ = ["SelfScorer", "LongCEScorer", "FrozenScorer", "column_short_nll", "SHORT_NLL_COLUMN"]
@@ -43,14 +43,10 @@ SHORT_NLL_COLUMN = "short_nll"
 
 
 def _stride(window: int, stride: int | None) -> int:
-    """``stride``, or ``3w/4`` (ValueError when the pair is invalid).
-
-    The default must not depend on the batch (a sequence's scores would change with the length it
-    is padded to): ``3w/4`` is docs/METHOD.md's recommendation ``(1 - w/n)·w`` at ``n = 4w``, the
-    paper's setting (6144 for w = 8192, n = 32768). Pass ``stride`` to match a score cache (whose
-    default is the recommendation for the data's ``n``).
-    """
-    return resolve_stride(4 * window, window, stride)
+    """``stride``, or ``round(0.75·w)`` (:func:`tokenweight.scoring.window_stride`: not the batch's
+    length, or a sequence's scores would change with what it is padded to). Pass ``stride`` to match
+    a score cache (whose default is the recommendation for the data's ``n``)."""
+    return window_stride(window, stride)
 
 
 class SelfScorer:

@@ -55,12 +55,12 @@ def column_stride(window: int, stride: int | None = None) -> int:
     """``stride``, or ``round(0.75·window)`` (docs/METHOD.md's ``(1 - w/n)·w`` at the paper's
     ``n = 4w``: 6144 for ``w = 8192``), checked (ValueError unless ``window >= 2`` and
     ``1 <= stride < window``). It depends on the window alone, never on the dataset's rows."""
-    from tokenweight.scoring import default_stride, resolve_stride
+    from tokenweight.scoring import window_stride
 
     if not isinstance(window, int) or isinstance(window, bool) or window < 2:
         raise InputError(f"window must be an integer >= 2, got {window!r}: pass the short context in tokens")
     try:
-        return resolve_stride(4 * window, window, default_stride(4 * window, window) if stride is None else stride)
+        return window_stride(window, stride)
     except ValueError as e:
         raise InputError(f"{e}: pass a stride in [1, window) or none (round(0.75·window))") from None
 
