@@ -53,6 +53,19 @@ def test_buckets_split_at_powers_of_the_base_and_share_the_extra_mass_equally():
     assert bucket_histogram(prefix, mask, base=4.0) == {0: 3, 1: 12, 2: 17}
 
 
+@pytest.mark.parametrize("base", [2.0, 3.0, 4.0])
+def test_length_histogram_equals_counting_every_target(base):
+    lengths = [1, 2, 9, 40, 17, 64, 65, 300]
+    brute_counts: dict[int, int] = {}
+    for length in lengths:
+        for e in range(1, length):
+            k = math.floor(math.log(e, base) + 1e-9)
+            brute_counts[k] = brute_counts.get(k, 0) + 1
+    from tokenweight.exposure import length_histogram
+
+    assert length_histogram(lengths, base) == brute_counts
+
+
 def test_composition_is_the_product_renormalised():
     g = torch.Generator().manual_seed(1)
     long, short = torch.rand(2, 30, generator=g) * 6, torch.rand(2, 30, generator=g) * 6

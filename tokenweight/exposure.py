@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["effective_context", "exposure_factors", "apply_exposure", "bucket_histogram"]
+__all__ = ["effective_context", "exposure_factors", "apply_exposure", "bucket_histogram", "length_histogram"]
 
 
 def effective_context(n: int, doc_lengths: list[list[int]] | None = None, device=None) -> Tensor:
@@ -82,3 +82,24 @@ def bucket_histogram(prefix: Tensor, mask: Tensor, base: float = 2.0) -> dict[in
     bucket = torch.floor(torch.log(e) / math.log(base) + 1e-9).long()
     values, counts = torch.unique(bucket, return_counts=True)
     return {int(k): int(c) for k, c in zip(values.tolist(), counts.tolist())}
+
+
+def length_histogram(doc_lengths, base: float = 2.0) -> dict[int, int]:
+    """The exposure histogram of documents of the given token lengths: targets per bucket
+    ``floor(log_β e)`` over every document's targets ``e = 1 … L-1`` (what :func:`bucket_histogram`
+    gives for the same documents as rows), computed per bucket, not per token."""
+    if not base > 1:
+        raise ValueError(f"exposure bucket base must be > 1, got {base!r}")
+    lengths = [int(x) for x in doc_lengths if int(x) > 1]
+    out: dict[int, int] = {}
+    if not lengths:
+        return out
+    top = max(lengths) - 1
+    k = 0
+    while math.ceil(base**k) <= top:
+        lo, hi = math.ceil(base**k), math.ceil(base ** (k + 1)) - 1  # the integers of bucket k
+        count = sum(max(0, min(length - 1, hi) - lo + 1) for length in lengths)
+        if count:
+            out[k] = count
+        k += 1
+    return out

@@ -69,6 +69,11 @@ def test_plain_eval_with_run_folders(tree):
     assert cell(md, "Comparison", "ppl", "dense") == f"{ppl(2):.2f}"
     assert cell(md, "Difference vs uniform", "ppl", "dense") == f"{ppl(2) - ppl(1):+.2f} (n=1)"
     assert (root / "report_runs" / "index.html").is_file()
+    # the runs' training data's exposure histogram: 6 rows of 32 tokens, targets e = 1..31, tail e >= w = 8
+    exposure = res["exposure"]
+    assert exposure["buckets"] == {"0": 6, "1": 12, "2": 24, "3": 48, "4": 96} and exposure["tail"] == 8
+    assert exposure["tail_share"] == pytest.approx(6 * 24 / (6 * 31))
+    assert (root / "report_runs" / "exposure_histogram.png").is_file() and "exposure_histogram.png" in md
 
 
 def test_models_only(tree):

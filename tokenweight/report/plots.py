@@ -112,6 +112,27 @@ def plot_weight_histograms(sample: Mapping, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_exposure(exposure: Mapping, path: Path) -> Path | None:
+    """The training data's exposure histogram (EXACT, tokenweight.exposure): targets per log bucket
+    of their effective context (visible same-document prefix), the tail ``e >= τ`` in colour."""
+    buckets = {int(k): int(v) for k, v in (exposure.get("buckets") or {}).items()}
+    if not buckets:
+        return None
+    base, tail = float(exposure.get("base", 2.0)), int(exposure["tail"])
+    ks = sorted(buckets)
+    fig, axes = _figure(1, 1, size=(6.4, 3.4))
+    ax = axes[0][0]
+    total = sum(buckets.values())
+    colours = [_colour(1) if base ** (k + 1) > tail else "0.7" for k in ks]  # a bucket that reaches the tail
+    ax.bar(range(len(ks)), [buckets[k] / total for k in ks], color=colours)
+    ax.set_xticks(range(len(ks)), [f"{base**k:g}" for k in ks], rotation=45, fontsize="small")
+    ax.set_xlabel(f"effective context e (bucket from {base:g}^k)")
+    ax.set_ylabel("share of targets")
+    share = exposure.get("tail_share")
+    ax.set_title(f"{exposure.get('label', 'training data')}: targets with e >= {tail}: {share:.1%}", fontsize="small")
+    return _save(fig, path)
+
+
 def evaluation_document(results: Mapping) -> dict:
     """An evaluation-shaped document (docs/EVALUATION.md) of the base model, the models without
     runs and each group's mean."""
@@ -133,6 +154,8 @@ def write_plots(results: Mapping, out_dir: Path, sample: Mapping | None = None) 
     written = [plot_training_curves(results, out_dir / "training_curves.png")]
     if sample:
         written.append(plot_weight_histograms(sample, out_dir / "weight_histograms.png"))
+    if results.get("exposure"):
+        written.append(plot_exposure(results["exposure"], out_dir / "exposure_histogram.png"))
     doc = evaluation_document(results)
     if doc["models"]:
         written += write_eval_plots(doc, out_dir)
@@ -146,6 +169,9 @@ def caption(path: Path) -> str:
         "training_curves.png": "Training curves: weighted loss (what each run optimises), plain cross-entropy, "
         "and the logged weight statistics, per run (colour = setting, line style = seed).",
         "weight_histograms.png": "Token weights on the sample sequence under each scheme (log scale).",
+        "exposure_histogram.png": "Exposure histogram of the training data: share of targets by the length of "
+        "their visible same-document context (log buckets); coloured buckets reach the tail e >= w that "
+        "exposure balancing (exact:<α>) up-weights.",
         "ppl_by_position.png": (
             "Perplexity by token position (mean over seeds); the dashed line is the native window w."
         ),

@@ -110,6 +110,7 @@ def _run_record(folder: Path) -> dict:
         "train_summary": _read_json(folder / "summary.json", "run summary"),
         "n": cfg.get("n"),
         "window": cfg.get("window"),
+        "data": cfg.get("data"),
     }
 
 
@@ -151,13 +152,16 @@ def report(config: ReportConfig) -> ReportResult:
                 f"(labels: {', '.join(sorted(labels))}): pass those runs' folders or fix the label"
             )
         settings["compare"] = [pair.split(":") for pair in config.compare]
-    records = [{k: v for k, v in r.items() if k not in ("n", "window")} for r in runs]
+    records = [{k: v for k, v in r.items() if k not in ("n", "window", "data")} for r in runs]
     try:
         results = assemble_results(
             evaluation, config=settings, runs=records, base=base, models=others, machine=config.machine
         )
     except SchemaError as e:
         raise UsageError(f"cannot build the report: {e}") from None
+    data = next((r["data"] for r in runs if r.get("data")), None)
+    if data is not None and Path(data, "manifest.json").is_file():  # the runs' training data
+        results["exposure"] = _exposure(Path(data), int(window))
     sample = (
         _heatmap(config, window, sorted({r["scheme"] for r in runs} | set(config.schemes or [])))
         if config.heatmap_model
@@ -171,6 +175,24 @@ def report(config: ReportConfig) -> ReportResult:
             for tmp in out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
         return ReportResult(out, build_report(results, out, sample=sample))
+
+
+def _exposure(data: Path, window: int) -> dict:
+    """The exposure histogram of a prepared folder's training split (every document of a packed
+    row on its own; tokenweight.exposure), with the tail ``e >= w``'s share of the targets."""
+    from tokenweight.data import load_prepared
+    from tokenweight.exposure import length_histogram
+
+    train = load_prepared(data)[0]["train"]
+    if "doc_lengths" in train.column_names:
+        docs = [x for row in train["doc_lengths"] for x in row]
+    else:
+        docs = [len(x) for x in train["input_ids"]]
+    buckets = length_histogram(docs)
+    tail = sum(max(0, length - window) for length in docs)  # targets e = w .. L-1 of every document
+    total = sum(buckets.values()) or 1
+    buckets = {str(k): v for k, v in buckets.items()}  # JSON object keys
+    return {"label": data.name, "tail": window, "base": 2.0, "buckets": buckets, "tail_share": tail / total}
 
 
 def _match_runs(evaluation: dict, runs: list[dict], ev_file: Path) -> dict:
