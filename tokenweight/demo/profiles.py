@@ -7,13 +7,15 @@ from pathlib import Path
 
 from tokenweight.errors import UsageError
 
-#: (run name, scheme spec, scorer). κ = 0.2 for sparse: see :data:`SPARSE_KAPPA_WHY`.
+#: (run name, scheme spec, scorer). κ = 0.2 for sparse: see :data:`SPARSE_KAPPA_WHY`. ``exact``:
+#: EXACT's exposure balancing (no scorer: positions only; tail τ = the window w, α = 0.5).
 SCHEMES = (
     ("uniform", "uniform", "none"),
     ("dense-frozen", "dense:0.75", "frozen"),
     ("sparse-frozen", "sparse:0.2", "frozen"),
     ("longce-self", "longce:5", "self"),
     ("dense-self", "dense:0.75", "self"),
+    ("exact", "exact:0.5", "none"),
 )
 
 #: the run of the paper's fourth claim ("a much smaller model can be used for scoring without much
