@@ -123,6 +123,10 @@ def test_compute_heatmap_matches_library(tiny_tokenizer, tiny_llama):
     ref = short_context_nll(model, x, 8, 4, bos_token_id=tiny_tokenizer.bos_token_id)[0]
     assert t["self_scored"] and t["short_nll"][1:] == pytest.approx(ref.tolist(), abs=1e-5)
     assert t["weights"]["uniform"][1:] == [1.0] * 39
+    # exposure balancing: its tail defaults to the window, target j's effective context is j + 1
+    e = compute_heatmap(model, scorer, tiny_tokenizer, text, ["exact:0.5"], window=8, max_tokens=40)
+    want = WeightingScheme.parse("exact:0.5:8")(long[None], None, prefix=torch.arange(1, 40)[None])[0].tolist()
+    assert e["weights"]["exact:0.5"][1:] == pytest.approx(want) and want[0] < want[-1]
 
 
 def test_token_pieces_keep_spaces_and_multibyte(tiny_tokenizer):

@@ -300,9 +300,13 @@ def compute_heatmap_ids(
                 short[:, doc] = short_of(x[:, start : start + length], long[:, doc]).to(short.device)
             start += length
         scored = target_mask([doc_lengths], n, device=long.device)
+    from tokenweight.exposure import effective_context
+
+    prefix = effective_context(n, None if doc_lengths is None else [doc_lengths], device=long.device)
     weights = {}
-    for scheme in parsed:
-        weights[str(scheme)] = _unscored([None] + scheme(long, short, mask=scored)[0].tolist(), scored)
+    for scheme in parsed:  # exposure balancing (exact:<α>) reads the positions, its tail defaults to w
+        w = scheme(long, short, mask=scored, prefix=prefix, tail=window)
+        weights[str(scheme)] = _unscored([None] + w[0].tolist(), scored)
     sample = {
         "tokens": token_pieces(tokenizer, ids),
         "token_ids": ids,
