@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.distributed import free_port, launch_env
 from tests.train.train_helpers import make_prepared, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -45,16 +45,6 @@ N, W, STEPS = 64, 16, 3
 #: (measured max 1.1e-6 after 3 steps); an update of the wrong sign would differ by ~lr = 3e-3.
 FSDP_ATOL = 5e-6
 CASES = {"self": ("dense:0.5", "self"), "frozen": ("dense:0.75", "frozen")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,12 @@ router loss is kept."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.distributed import torchrun
 from tests.train import mixin_runs as R
 from tests.train.train_helpers import tiny_model
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def reference(case: str) -> dict:
@@ -54,27 +48,9 @@ def test_one_process_equals_the_examples_one_by_one(tmp_path, case):
 
 @pytest.mark.slow
 def test_two_processes_with_accumulation_equal_one_process(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    run = subprocess.run(
-        [*cmd, "-m", "tests.train.mixin_runs", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=500,
-        env=env,
-        cwd=ROOT,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun("-m", "tests.train.mixin_runs", tmp_path, timeout=500)
     for case in R.CASES:
         assert_same(torch.load(tmp_path / f"{case}.pt"), reference(case), f"{case} (2 processes)")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_default_remove_unused_columns_keeps_the_columns_and_no_index_is_needed(tmp_path):

@@ -6,18 +6,12 @@ every shard, the logged losses; and what is refused under it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.distributed import torchrun
 from tests.train import sp_runs as R
 from tests.train.train_helpers import tiny_model
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def reference(case: str) -> dict:
@@ -37,27 +31,9 @@ def reference(case: str) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("sp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     for stage in (0, 3, "manual"):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port())]
-        run = subprocess.run(
-            [*cmd, "-m", "tests.train.sp_runs", str(out), str(stage)],
-            capture_output=True,
-            text=True,
-            timeout=400,
-            env=env,
-            cwd=ROOT,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
+        torchrun("-m", "tests.train.sp_runs", out, stage)
     return out
-
-
-def port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
