@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.distributed import free_port, launch_env
+from tests.distributed import torchrun
 from tests.train.train_helpers import make_prepared, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -84,17 +83,7 @@ def test_zero3_two_processes_equal_one_process(env, case):
     if scorer == "frozen":
         common += ["--scores", str(env["scores"])]
     two = env["root"] / f"zero3-{case}"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    run = subprocess.run(
-        [*torchrun, "--master_port", str(free_port()), "-m", "tokenweight.cli.main", *common, "--deepspeed", "zero3"]
-        + ["--out", str(two)],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env=launch_env(),
-        cwd=env["root"],
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = torchrun("-m", "tokenweight.cli.main", *common, "--deepspeed", "zero3", "--out", two, cwd=env["root"])
     assert f"trained {STEPS} steps" in run.stdout
     one = env["root"] / f"one-{case}"
     assert main([*common, "--grad-accum", "2", "--out", str(one)]) == 0
@@ -125,25 +114,8 @@ def test_sequence_parallel_cli_two_processes_equal_one_process(env):
     common += ["--scorer", "frozen", "--scores", str(env["scores"]), "--max-steps", str(STEPS), "--lr", "3e-3"]
     common += ["--save-steps", "100", "--warmup-steps", "1", "--report-to", "none"]
     two = env["root"] / "sp-two"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    run = subprocess.run(
-        [*torchrun, "-m", "tokenweight.cli.main", *common, "--deepspeed", "zero3", "--sp-size", "2"]
-        + ["--batch-size", "1", "--grad-accum", "2", "--out", str(two)],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env=launch_env(),
-        cwd=env["root"],
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    sp = ["--deepspeed", "zero3", "--sp-size", "2", "--batch-size", "1", "--grad-accum", "2"]
+    torchrun("-m", "tokenweight.cli.main", *common, *sp, "--out", two, cwd=env["root"])
     one = env["root"] / "sp-one"
     assert main([*common, "--batch-size", "2", "--out", str(one)]) == 0
     a, b = weights(one / "model"), weights(two / "model")
@@ -230,10 +202,7 @@ def fsdp_steps(data: str, model_dir: str, scores: str, case: str, out_dir: str) 
 def test_fsdp2_two_processes_equal_one_process(env):
     out = env["root"] / "fsdp"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    cmd += ["-m", "tests.test_engines", str(env["data"]), str(env["model"]), str(env["scores"]), str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=launch_env(), cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun("-m", "tests.test_engines", env["data"], env["model"], env["scores"], out)
     for case in CASES:
         two = torch.load(out / f"{case}.pt")
         one = fsdp_steps(str(env["data"]), str(env["model"]), str(env["scores"]), case, str(out / "one"))

@@ -14,6 +14,13 @@ class UsageError(Exception):
 EXIT_USAGE = 2
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error quotes of a failure it explains."""
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
 class InputError(UsageError, ValueError):
     """Bad input to a library function that is also a command: a ``ValueError`` for Python callers
     (``tokenweight.scorecache.add_short_nll``), a :class:`UsageError` (one line, exit 2) for the CLI."""

@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tokenweight.errors import UsageError
+from tokenweight.errors import UsageError, first_line
 from tokenweight.io_utils import fingerprint
 
 #: a hub repository id: "name" or "org/name" (letters, digits, ".", "_", "-"; starting alphanumeric)
@@ -110,7 +110,7 @@ def resolve_local(name_or_path: str | os.PathLike, what: str = "model") -> Path:
         return Path(snapshot_download(src, local_files_only=True))
     except Exception as e:  # LocalEntryNotFoundError, an id the hub library refuses, ...
         raise UsageError(
-            f"{what} {src!r} is a hub id that is not in the local Hugging Face cache ({_first_line(e)}): "
+            f"{what} {src!r} is a hub id that is not in the local Hugging Face cache ({first_line(e)}): "
             "load it once with network access, or pass a local folder"
         ) from None
 
@@ -118,11 +118,6 @@ def resolve_local(name_or_path: str | os.PathLike, what: str = "model") -> Path:
 def has_tokenizer(folder: str | os.PathLike) -> bool:
     """True when the local ``folder`` holds tokenizer files (:data:`TOKENIZER_FILES`)."""
     return any((Path(folder) / f).is_file() for f in TOKENIZER_FILES)
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -147,7 +142,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, require_fast: bool = Fals
         tok = AutoTokenizer.from_pretrained(src)
     except Exception as e:  # network errors, broken files, unknown classes: all bad input here
         raise UsageError(
-            f"cannot load tokenizer {str(name_or_path)!r} ({_first_line(e)}): "
+            f"cannot load tokenizer {str(name_or_path)!r} ({first_line(e)}): "
             "pass a folder saved with save_pretrained (e.g. PREPARED_DIR/tokenizer) or a reachable hub id"
         ) from None
     if require_fast and getattr(tok, "backend_tokenizer", None) is None:

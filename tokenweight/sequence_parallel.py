@@ -112,11 +112,10 @@ def sharded_loss(tw: TokenWeighting, model: nn.Module, batch, group) -> tuple[We
     if tw.scheme.needs_short:
         # the shards in sequence order, whatever the engine's layout (Ulysses: contiguous by rank;
         # torch's context parallelism: load-balanced chunks): placed by their global positions
-        order = gather_shards(pos, group).argsort(dim=1)
+        positions = gather_shards(pos, group)
+        order = positions.argsort(dim=1)
         n = order.shape[1]
-        if not torch.equal(
-            gather_shards(pos, group).gather(1, order), torch.arange(n, device=pos.device).expand(b, -1)
-        ):
+        if not torch.equal(positions.gather(1, order), torch.arange(n, device=pos.device).expand(b, -1)):
             raise ValueError(
                 "the shards' position_ids are not one sequence's 0..n-1 (packed rows?): sequence parallelism takes "
                 "unpacked rows"

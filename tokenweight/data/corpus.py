@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenweight.errors import UsageError
+from tokenweight.errors import UsageError, first_line
 
 RECORD_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 STDLIB_CORPORA = ("stdlib", "stdlib-no-tests")
@@ -277,7 +277,7 @@ def _hub_dataset(name: str, split: str, config: str | None, text_field: str) -> 
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        msg = first_line(e)
         raise UsageError(
             f"input {name!r} is not a file or folder, and loading it as a Hugging Face hub dataset failed ({msg}): "
             "check the path, or the dataset id, --split and --dataset-config (and network access)"

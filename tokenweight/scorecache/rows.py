@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tokenweight.errors import InputError
+from tokenweight.errors import InputError, first_line
 
 #: rows per pass over the token ids when they are checked and digested
 _SCAN_ROWS = 4096
@@ -50,7 +50,7 @@ def _open_dataset(dataset, split: str | None) -> tuple[Any, str, str | None]:
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as e:
-            line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            line = first_line(e)
             raise InputError(
                 f"dataset {name!r} is a folder but not a saved dataset ({line}): pass a folder written by "
                 "Dataset.save_to_disk, or a hub dataset id"
@@ -67,7 +67,7 @@ def _open_dataset(dataset, split: str | None) -> tuple[Any, str, str | None]:
     try:
         return datasets.load_dataset(name, split=split), f"{name} (split {split!r})", split
     except Exception as e:
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        line = first_line(e)
         raise InputError(
             f"dataset {name!r} is not a folder, and loading it as a hub dataset failed ({line}): check the path, "
             "or the dataset id and split (and network access)"
