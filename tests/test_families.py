@@ -366,7 +366,7 @@ def test_base_context_of_a_config_that_already_holds_the_long_context(tmp_path):
 
 
 def test_train_config_base_context():
-    from tokenweight.train.config import TrainConfig
+    from tokenweight.stages.train import TrainConfig
 
     with pytest.raises(ValueError, match="base_context"):
         TrainConfig(model="m", data="d", out="o", base_context=1).validate()

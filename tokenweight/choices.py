@@ -7,3 +7,8 @@ them without importing torch (the core validates with these; the stage configs o
 LOSS_KERNELS = ("chunked", "cce")
 #: the unit of the weights' normalisation (``weight_norm``): a row, or each document of a packed row
 WEIGHT_NORMS = ("sequence", "document")
+#: default positions per output-layer chunk of the loss, for the library and the stages' ``--chunk-size``.
+#: The peak is one float32 ``[chunk, V]`` buffer plus the gradients (weight ``[V, d]`` float32, hidden
+#: ``[n, d]``); smaller chunks mean a lower peak but smaller GEMMs and one more pass over the ``[V, d]``
+#: weight-gradient accumulator each: the trade-off measured in benchmarks/RESULTS.md chose this value.
+DEFAULT_CHUNK_SIZE = 384

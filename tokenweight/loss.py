@@ -50,16 +50,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from tokenweight.choices import DEFAULT_CHUNK_SIZE
 from tokenweight.logits import LogitPostprocessing
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "chunked_nll", "weighted_nll_loss", "weighted_lm_loss"]
 
 _REDUCTIONS = ("mean", "sum")
-#: default positions per chunk. The peak is one float32 ``[chunk, V]`` buffer plus the gradients
-#: (weight ``[V, d]`` float32, hidden ``[n, d]``); smaller chunks mean a lower peak but smaller GEMMs
-#: and one more pass over the ``[V, d]`` weight-gradient accumulator each: the trade-off measured in
-#: benchmarks/RESULTS.md chose this value. The training stages keep their own ``--chunk-size`` default.
-DEFAULT_CHUNK_SIZE = 384
 
 
 def _head_params(lm_head: nn.Module | Tensor) -> tuple[Tensor, Tensor | None]:

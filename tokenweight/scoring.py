@@ -66,7 +66,7 @@ def resolve_stride(n: int, window: int, stride: int | None = None) -> int:
     """``stride``, or the recommended one for ``n``/``window`` when None; ValueError when the pair
     is not a valid short context (``window >= 2``, ``1 <= stride < window``)."""
     stride = default_stride(n, window) if stride is None else stride
-    _check_window(window, stride)
+    check_window(window, stride)
     return stride
 
 
@@ -74,7 +74,7 @@ def window_stride(window: int, stride: int | None = None) -> int:
     """``stride``, or ``round(0.75·w)`` when no sequence length decides it (ValueError when invalid):
     docs/METHOD.md's ``(1 - w/n)·w`` at the paper's ``n = 4w`` (6144 for w = 8192). It depends on
     the window alone, so a sequence's scores never depend on what it is batched or padded with."""
-    return resolve_stride(4 * window, window, stride) if isinstance(window, int) else _check_window(window, 1)
+    return resolve_stride(4 * window, window, stride) if isinstance(window, int) else check_window(window, 1)
 
 
 def head_logits(head: nn.Linear, hidden: Tensor, post: LogitPostprocessing) -> Tensor:
@@ -264,7 +264,7 @@ def window_starts(n: int, window: int, stride: int) -> list[int]:
     window``) unless the last one already ends there. ``n <= window`` gives ``[0]`` (full context).
     With ``(n - window) % stride == 0`` this is the reference implementation's ``range(0, n-w+1, s)``.
     """
-    _check_window(window, stride)
+    check_window(window, stride)
     if n <= window:
         return [0]
     starts = list(range(0, n - window + 1, stride))
@@ -273,7 +273,8 @@ def window_starts(n: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def _check_window(window: int, stride: int) -> None:
+def check_window(window: int, stride: int) -> None:
+    """The one rule of a short context: ``window >= 2`` and ``1 <= stride < window`` (ValueError)."""
     if not isinstance(window, int) or window < 2:
         raise ValueError(f"window must be an integer >= 2, got {window!r}")
     if not isinstance(stride, int) or not 1 <= stride < window:
@@ -437,7 +438,7 @@ def short_context_nll(
         0 where the target is padding. Rows (documents) of at most ``window`` tokens get the
         full-context NLL.
     """
-    _check_window(window, stride)
+    check_window(window, stride)
     input_ids, lengths, out = _scorer_call(model, input_ids, attention_mask, batch_size)
     b, n = input_ids.shape
     if n < 2:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tokenweight.choices import LOSS_KERNELS, WEIGHT_NORMS
+from tokenweight.choices import DEFAULT_CHUNK_SIZE, LOSS_KERNELS, WEIGHT_NORMS
 from tokenweight.documents import (
     attn_implementation,
     check_doc_lengths,
@@ -55,7 +55,7 @@ from tokenweight.documents import (
 from tokenweight.errors import UsageError
 from tokenweight.exposure import effective_context
 from tokenweight.logits import LogitPostprocessing, logit_postprocessing, output_layer_problem, replaced_output_layer
-from tokenweight.loss import DEFAULT_CHUNK_SIZE, chunked_nll, weighted_nll_loss
+from tokenweight.loss import chunked_nll, weighted_nll_loss
 from tokenweight.short_nll import SHORT_NLL_COLUMN, column_short_nll
 from tokenweight.weighting import WeightingScheme
 

@@ -13,9 +13,10 @@ from tokenweight.data.pipeline import PrepareConfig
 from tokenweight.demo import DemoConfig
 from tokenweight.errors import UsageError
 from tokenweight.evaluate.runner import EvalConfig
+from tokenweight.stages.pretrain import PretrainConfig
 from tokenweight.stages.report import ReportConfig
 from tokenweight.stages.score import ScoreConfig
-from tokenweight.train.config import PretrainConfig, TrainConfig
+from tokenweight.stages.train import TrainConfig
 
 STAGES = {
     "prepare": PrepareConfig,

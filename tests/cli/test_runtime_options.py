@@ -114,7 +114,8 @@ def test_training_models_get_the_attention_and_float32_weights(env):
     """Both training stages build their model with the run's attention; weights stay float32 (the
     Trainer autocasts: ``dtype`` is mixed precision), and ``dtype`` becomes the TrainingArguments flags."""
     from tokenweight.identity import load_tokenizer
-    from tokenweight.train.config import PretrainConfig, TrainConfig
+    from tokenweight.stages.pretrain import PretrainConfig
+    from tokenweight.stages.train import TrainConfig
     from tokenweight.train.recipe import training_arguments
     from tokenweight.train.setup import build_model
 

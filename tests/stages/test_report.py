@@ -13,8 +13,7 @@ from tests.train.train_helpers import make_prepared, make_tokenizer, tiny_model
 from tokenweight.errors import UsageError
 from tokenweight.stages.evaluate import EvalConfig, evaluate
 from tokenweight.stages.report import ReportConfig, report
-from tokenweight.stages.train import train
-from tokenweight.train.config import TrainConfig
+from tokenweight.stages.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,7 @@ def test_demo_recipe_forms_an_induction_head(tmp_path):
     training set cannot pass; chance accuracy is 1/4092.
     """
     from tokenweight.models import init_model
-    from tokenweight.train.config import PretrainConfig
+    from tokenweight.stages.pretrain import PretrainConfig
     from tokenweight.train.runner import run_training
 
     vocab, steps, batch = 4096, 700, 32
@@ -123,7 +123,7 @@ def test_demo_recipe_forms_an_induction_head(tmp_path):
         save_steps=steps,
         logging_steps=50,
     )
-    run_training(model=model, tokenizer=tok, train_dataset=train, recipe=recipe, out_dir=tmp_path / "run")
+    run_training(model=model, tokenizer=tok, train_dataset=train, config=recipe, out_dir=tmp_path / "run")
     held_out = CopyTask(64, 64, vocab, special_ids=special, bos_token_id=bos, seed=12345)
     ids = torch.stack([held_out[i]["input_ids"] for i in range(64)])
     labels = torch.stack([held_out[i]["labels"] for i in range(64)])

@@ -16,8 +16,8 @@ from tests.train.train_helpers import BOS, dataset, make_prepared, sequences
 from tokenweight.cli.main import main
 from tokenweight.scoring import self_scored_short_nll, token_nll, truncated_context_nll
 from tokenweight.short_nll import LongCEScorer
+from tokenweight.stages.train import TrainConfig
 from tokenweight.train.collate import PadCollator, TrainSequences
-from tokenweight.train.config import TrainConfig
 from tokenweight.train.trainer import WeightedTrainer
 
 T, S = 16, 8

@@ -24,9 +24,11 @@ from tokenweight.cli.main import main
 from tokenweight.errors import UsageError
 from tokenweight.logits import LogitPostprocessing
 from tokenweight.loss import chunked_nll
+from tokenweight.stages.pretrain import PretrainConfig
+from tokenweight.stages.train import TrainConfig
 from tokenweight.token_weighting import nll_output_layer
 from tokenweight.train.collate import PadCollator
-from tokenweight.train.config import RESUMABLE_CHANGES, PretrainConfig, TrainConfig
+from tokenweight.train.runner import RESUMABLE_CHANGES
 from tokenweight.train.trainer import WeightedTrainer
 
 V, D = 50, 16
@@ -301,16 +303,19 @@ def test_cli_refuses_cce_here_with_one_line_before_any_work(tmp_path, capsys):
         assert not out.exists()
 
 
-def test_stage_check_names_the_model():
-    from tokenweight.stages.train import _check_loss_kernel
+def test_the_trainer_check_names_the_model(tmp_path, monkeypatch):
+    """The model's side of CCE is checked once, by the trainer, before any step."""
+    import tokenweight.train.trainer as T
 
+    monkeypatch.setattr(T, "cce_problem", lambda device, dtype: None)  # as on a GPU with the package
     model = tiny_model()
-    _check_loss_kernel(TrainConfig(init="tiny", data="d", out="o"), model)
-    _check_loss_kernel(TrainConfig(init="tiny", data="d", out="o", loss_kernel="cce"), model)
+    model.config._name_or_path = "tiny"
+    trainer(tmp_path, model, "chunked")
+    trainer(tmp_path, model, "cce")
     model.lm_head = nn.Linear(32, model.config.vocab_size)
-    _check_loss_kernel(TrainConfig(init="tiny", data="d", out="o"), model)  # chunked: a bias is fine
+    trainer(tmp_path, model, "chunked")  # chunked: a bias is fine
     with pytest.raises(UsageError, match="^model 'tiny': --loss-kernel cce: CCE has no bias term"):
-        _check_loss_kernel(TrainConfig(init="tiny", data="d", out="o", loss_kernel="cce"), model)
+        trainer(tmp_path, model, "cce")
 
 
 # ------------------------------------------------------------------------------ the trainer

@@ -12,7 +12,9 @@ from tokenweight.cli.main import load_yaml as load_config
 from tokenweight.demo import render_default_configs
 from tokenweight.errors import UsageError
 from tokenweight.models import theta_for_extension
-from tokenweight.train.config import PretrainConfig, RunConfig, TrainConfig
+from tokenweight.stages.pretrain import PretrainConfig
+from tokenweight.stages.runs import RunConfig
+from tokenweight.stages.train import TrainConfig
 from tokenweight.train.recipe import CONFIG_DIR, load_deepspeed_config, training_arguments
 
 

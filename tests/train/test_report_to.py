@@ -10,9 +10,10 @@ import pytest
 
 from tests.train.train_helpers import make_prepared
 from tokenweight.errors import UsageError
-from tokenweight.stages.train import train
-from tokenweight.train.config import RESUMABLE_CHANGES, RunConfig, TrainConfig
+from tokenweight.stages.runs import RunConfig
+from tokenweight.stages.train import TrainConfig, train
 from tokenweight.train.recipe import training_arguments
+from tokenweight.train.runner import RESUMABLE_CHANGES
 
 
 @pytest.fixture(scope="module")

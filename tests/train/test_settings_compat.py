@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tokenweight.errors import UsageError
-from tokenweight.train.config import OMITTED_AT_DEFAULT, TrainConfig
-from tokenweight.train.runner import SETTINGS, plan_run
+from tokenweight.stages.train import TrainConfig
+from tokenweight.train.runner import OMITTED_AT_DEFAULT, SETTINGS, plan_run
 
 
 def _started(folder, settings):

@@ -12,7 +12,7 @@ settings on an existing run are refused (--force replaces it).
 
 from __future__ import annotations
 
-from tokenweight.train.config import PretrainConfig as CONFIG
+from tokenweight.stages.pretrain import PretrainConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:

@@ -161,8 +161,14 @@ def _scorer_tokenizer(scorer):
 
 
 def _check_stride(stride: int | None, window: int) -> None:
-    if stride is not None and stride >= window:
-        raise UsageError(f"--stride {stride} is not below the window {window}: pass a stride in [1, {window - 1}]")
+    """The short-context rule (:func:`tokenweight.scoring.check_window`) as a one-line usage error."""
+    from tokenweight.scoring import check_window
+
+    if stride is not None:
+        try:
+            check_window(window, stride)
+        except ValueError as e:
+            raise UsageError(f"--window/--stride: {e}") from None
 
 
 def page(body: str, title: str) -> str:

@@ -18,7 +18,7 @@ several GPUs:
 
 from __future__ import annotations
 
-from tokenweight.train.config import TrainConfig as CONFIG
+from tokenweight.stages.train import TrainConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:

@@ -84,7 +84,7 @@ class BaseModelSteps:
         twin = type(self)(Path("runs/demo"), self.profile)
         pre, warmup = twin.prepare_configs()[0], twin.warmup_config()
 
-        from tokenweight.train.config import RESUMABLE_CHANGES
+        from tokenweight.train.runner import RESUMABLE_CHANGES
 
         def strip(config) -> dict:  # what decides the weights: no paths, no logging or saving cadence
             return {k: v for k, v in config.to_dict().items() if k not in PATH_FIELDS and k not in RESUMABLE_CHANGES}

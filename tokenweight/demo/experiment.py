@@ -108,7 +108,7 @@ class Demo(BaseModelSteps):
     def warmup_config(self, small: bool = False):
         """The induction warm-up (None when the profile has none); ``small``: of the smaller scorer,
         the same recipe from its own preset."""
-        from tokenweight.train.config import PretrainConfig
+        from tokenweight.stages.pretrain import PretrainConfig
 
         p = self.profile
         if not p.copy_steps:
@@ -131,7 +131,7 @@ class Demo(BaseModelSteps):
         )
 
     def pretrain_config(self, small: bool = False):
-        from tokenweight.train.config import PretrainConfig
+        from tokenweight.stages.pretrain import PretrainConfig
 
         p = self.profile
         warmup, base = self._base_folders(small)
@@ -163,7 +163,7 @@ class Demo(BaseModelSteps):
         )
 
     def train_config(self, name: str, scheme: str, scorer: str, seed: int):
-        from tokenweight.train.config import TrainConfig
+        from tokenweight.stages.train import TrainConfig
 
         p = self.profile
         return TrainConfig(
@@ -181,6 +181,7 @@ class Demo(BaseModelSteps):
             seed=seed,
             warmup_steps=max(1, p.extend_steps // 10),
             save_steps=max(1, p.extend_steps // 2),
+            chunk_size=1024,  # the demo's rows in one chunk: its published numbers were made so
         )
 
     def eval_config(self):

@@ -15,16 +15,57 @@ Why the demo needs them, and what they achieve, is in docs/TRAINING.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from tokenweight.config import check_choice, check_float, check_int, option
 from tokenweight.errors import UsageError
-from tokenweight.stages.runs import RunResult, plan_stage
-from tokenweight.train.config import PretrainConfig
+from tokenweight.stages.runs import OPTIMISATION, SCHEDULERS, RunConfig, RunResult, plan_stage
 
 __all__ = ["PretrainConfig", "pretrain"]
 
 
+@dataclass
+class PretrainConfig(RunConfig):
+    """``tokenweight pretrain``: plain next-token training at the short context ``w``."""
+
+    max_steps: int = option(300, "optimizer steps", group=OPTIMISATION)
+    batch_size: int = option(16, "sequences per device and micro-batch", group=OPTIMISATION)
+    lr: float = option(2e-3, "peak learning rate", group=OPTIMISATION)
+    lr_scheduler: str = option("cosine", "HF scheduler name", choices=SCHEDULERS, group=OPTIMISATION)
+    warmup_steps: int = option(20, "linear warm-up steps", group=OPTIMISATION)
+    window: int = option(256, "short context w in tokens: every prepared sequence is cut into windows of w")
+    rope_theta: float | None = option(None, "RoPE base of --init models (none: 10000)")
+    task: str = option(
+        "lm",
+        "lm: next-token training on --data; copy: synthetic repeats of random tokens, loss on the repeat only "
+        "(an induction warm-up; --data only gives the tokenizer)",
+        choices=("lm", "copy"),
+    )
+    copy_fraction: float = option(0.0, "with --task lm: share of the training windows replaced by copy-task rows")
+    copy_length: int | None = option(None, "tokens per copy-task row (none: --window)")
+
+    def validate(self) -> None:
+        super().validate()
+        check_int(self, "window", 2)
+        check_float(self, "rope_theta", low=0, low_open=True, optional=True)
+        check_choice(self, "task")
+        check_float(self, "copy_fraction", low=0, high=1, high_open=True)
+        length = self.row_length
+        if (self.task == "copy" or self.copy_fraction) and not 4 <= length <= self.window:
+            raise ValueError(
+                f"copy_length: copy rows need 4 to --window ({self.window}) tokens (BOS and a token to copy, "
+                f"twice), got {length}: set --copy-length or --window"
+            )
+
+    @property
+    def row_length(self) -> int:
+        """Tokens per copy-task row."""
+        return self.window if self.copy_length is None else self.copy_length
+
+
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or continue, or find finished) the pretraining run ``config.out``."""
-    from tokenweight.stages.train import _check_loss_kernel, _trainer_class
+    from tokenweight.token_weighting import TokenWeighting
     from tokenweight.train.runner import run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars, world_size
 
@@ -36,7 +77,6 @@ def pretrain(config: PretrainConfig) -> RunResult:
     data = load_train_data(config.data)
     tokenizer = data.tokenizer
     model = build_model(config, tokenizer, config.window, config.rope_theta)
-    _check_loss_kernel(config, model)
     if config.model and base_context(model) < config.window:
         raise UsageError(
             f"model {config.model!r} has max_position_embeddings {base_context(model)} < --window "
@@ -59,14 +99,12 @@ def pretrain(config: PretrainConfig) -> RunResult:
         model=model,
         tokenizer=tokenizer,
         train_dataset=dataset,
-        recipe=config,
-        out_dir=out,
+        config=config,
+        token_weighting=TokenWeighting(
+            "uniform", chunk_size=config.chunk_size, loss_kernel=config.loss_kernel, seed=config.seed
+        ),
         plan=plan,
-        scheme="uniform",
-        scorer=None,
-        chunk_size=config.chunk_size,
         run_config={**config.to_dict(), "command": "pretrain", "n": data.n},
-        trainer_class=_trainer_class(config),
     )
     return RunResult(out, summary)
 

@@ -75,7 +75,7 @@ def sequence_parallelism(sp_size: int, attn_implementation: str, cpu: bool):
 
 
 def training_arguments(recipe, out_dir: str | os.PathLike, attn_implementation: str = "sdpa"):
-    """``TrainingArguments`` of a run (``recipe``: a :class:`~tokenweight.train.config.RunConfig`)
+    """``TrainingArguments`` of a run (``recipe``: a :class:`~tokenweight.stages.runs.RunConfig`)
     writing checkpoints to ``out_dir``; ``attn_implementation``: the model's (sequence parallelism
     wraps it)."""
     from transformers import TrainingArguments

@@ -29,9 +29,42 @@ from pathlib import Path
 
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_write_json, output_lock, read_json_object, replace_dir, tmp_dir_for
-from tokenweight.train.config import OMITTED_AT_DEFAULT, RESUMABLE_CHANGES
 
-__all__ = ["RESUMABLE_CHANGES", "RunPlan", "last_complete_checkpoint", "plan_run", "run_training", "staging_dir"]
+#: settings that may change between an interrupted run and the command that continues it: they
+#: do not change what is trained (where and how often it is saved or logged, how data is loaded).
+#: Not ``max_steps``: it shapes the learning-rate schedule and the copy task's rows, and a finished
+#: run rerun with more steps must not be taken for done. ``device`` and ``attn_implementation``: where
+#: a run continues and with which attention kernel (the same function, other rounding); likewise
+#: ``loss_kernel`` (a run begun with ``cce`` on a GPU may continue with ``chunked``); ``dtype``
+#: (mixed precision) is part of what is trained.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "report_to",
+        "dataloader_workers",
+        "out",
+        "force",
+        "device",
+        "attn_implementation",
+        "loss_kernel",
+    }
+)
+#: options added after runs were already being made: at their default they are left out of a run's
+#: settings, so that a run folder started before the option existed (which did what the default
+#: does) is still the same run; any other value is recorded and compared as usual
+OMITTED_AT_DEFAULT = frozenset({"weight_norm", "sp_size"})
+
+__all__ = [
+    "OMITTED_AT_DEFAULT",
+    "RESUMABLE_CHANGES",
+    "RunPlan",
+    "last_complete_checkpoint",
+    "plan_run",
+    "run_training",
+    "staging_dir",
+]
 
 SETTINGS, RUN_CONFIG, SUMMARY, MODEL = "settings.json", "run_config.json", "summary.json", "model"
 #: written into ``checkpoint-<step>/`` after every process has saved its part of it
@@ -330,38 +363,43 @@ def run_training(
     model,
     tokenizer,
     train_dataset,
-    recipe,
-    out_dir,
-    scheme="uniform",
-    scorer=None,
-    chunk_size: int = 1024,
+    config,
+    token_weighting=None,
+    out_dir=None,
     run_config: dict | None = None,
     plan: RunPlan | None = None,
-    force: bool = False,
-    trainer_class=None,
     collator=None,
 ) -> dict:
     """Train ``model`` on ``train_dataset`` (``TrainSequences``) into the run folder ``out_dir``.
 
-    ``run_config``: every option of the run (written to ``run_config.json``). ``plan``: the
-    caller's :func:`plan_run` (its settings and ``force`` are used; the plan is made again under
-    the lock, by the main process, and shared with the others); without one, the settings are
-    ``run_config`` minus :data:`RESUMABLE_CHANGES` and ``force`` applies. A ``done`` run is not
-    touched. Under torchrun every rank calls it. Returns the summary (also ``OUT/summary.json``);
-    for a run that was already done, that summary plus ``"already_done": True``.
+    ``config``: the run's options (a ``RunConfig``: ``tokenweight.stages.runs``), the one channel
+    of its settings to the Trainer (:func:`tokenweight.train.recipe.training_arguments`);
+    ``out_dir`` defaults to ``config.out``. ``token_weighting``: the loss, a
+    :class:`~tokenweight.token_weighting.TokenWeighting` (None: uniform, the config's chunk size,
+    kernel and seed). ``run_config``: every option of the run (written to ``run_config.json``).
+    ``plan``: the caller's :func:`plan_run` (its settings and ``force`` are used; the plan is made
+    again under the lock, by the main process, and shared with the others); without one, the
+    settings are ``run_config`` minus :data:`RESUMABLE_CHANGES` and ``config.force`` applies. A
+    ``done`` run is not touched. Under torchrun every rank calls it. Returns the summary (also
+    ``OUT/summary.json``); for a run that was already done, that summary plus ``"already_done": True``.
     """
     import transformers
 
+    from tokenweight.token_weighting import TokenWeighting
     from tokenweight.train.callbacks import JsonlLogger, install_progress, place_tensorboard
     from tokenweight.train.collate import PadCollator
     from tokenweight.train.recipe import training_arguments
     from tokenweight.train.trainer import WeightedTrainer
 
     transformers.logging.set_verbosity_warning()
-    out = Path(out_dir).expanduser()
+    out = Path(out_dir if out_dir is not None else config.out).expanduser()
     run_config = dict(run_config or {})
     settings = plan.settings if plan is not None else comparable_settings(run_config)
-    force = plan.force if plan is not None else force
+    force = plan.force if plan is not None else bool(getattr(config, "force", False))
+    if token_weighting is None:
+        token_weighting = TokenWeighting(
+            "uniform", chunk_size=config.chunk_size, loss_kernel=config.loss_kernel, seed=config.seed
+        )
     with output_lock(out):  # rank 0 only (the launcher stops a refused job's other ranks)
         mine, err = None, None
         if _is_main_launch_process():  # before the process group: the other ranks wait at its set-up
@@ -372,7 +410,7 @@ def run_training(
             except UsageError as e:
                 err = str(e)
         work = staging_dir(out) if force else out
-        args = training_arguments(recipe, work, getattr(model.config, "_attn_implementation", None) or "sdpa")
+        args = training_arguments(config, work, getattr(model.config, "_attn_implementation", None) or "sdpa")
         world = args.world_size
         mine, err = _share((mine, err), world)
         if err is not None:
@@ -383,15 +421,13 @@ def run_training(
         keep = args.save_total_limit
         args.save_total_limit = None  # rotation: CheckpointMarker, after the new checkpoint is marked
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        trainer = (trainer_class or WeightedTrainer)(
+        trainer = WeightedTrainer(
             model=model,
             args=args,
             train_dataset=train_dataset,
             data_collator=collator or PadCollator(pad),
             processing_class=tokenizer,
-            scheme=scheme,
-            short=scorer,
-            chunk_size=chunk_size,
+            token_weighting=token_weighting,
             callbacks=[JsonlLogger(work / "log.jsonl")],  # trackers: args.report_to (HF's own callbacks)
         )
         trainer.add_callback(checkpoint_marker(trainer, keep))

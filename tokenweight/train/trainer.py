@@ -98,11 +98,16 @@ class TokenWeightingMixin:
         # HF counts the items of the accumulated batch (our rule: _get_num_items_in_batch) and passes them.
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
-        check_trainable(self.model, getattr(getattr(self.model, "config", None), "_name_or_path", None) or None)
-        if token_weighting.loss_kernel == "cce":  # before any step: device, package, dtype, the output layer
+        # the model's side is checked here, once, before any step (the machine's side of CCE too,
+        # for library callers; the CLI's configs refuse CCE on a machine without it earlier)
+        name = getattr(getattr(self.model, "config", None), "_name_or_path", None) or None
+        check_trainable(self.model, name)
+        if token_weighting.loss_kernel == "cce":
             head_dtype = self.model.get_output_embeddings().weight.dtype
             mixed = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else head_dtype
-            problem = cce_problem(self.args.device, mixed) or cce_model_problem(self.model)
+            problem = cce_problem(self.args.device, mixed)
+            if problem is None and (problem := cce_model_problem(self.model)) is not None and name:
+                problem = f"model {name!r}: {problem}"
             if problem is not None:
                 raise UsageError(problem)
         self.timer = StepTimer()
