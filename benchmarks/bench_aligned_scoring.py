@@ -34,7 +34,8 @@ from tokenweight.data import load_prepared
 from tokenweight.data.tokenizer import train_tokenizer
 from tokenweight.io_utils import atomic_write_json
 from tokenweight.models import PRESETS
-from tokenweight.scoring import _plan, default_stride, short_context_nll, window_starts, windows_per_pass
+from tokenweight.scoring import short_context_nll
+from tokenweight.windows import default_stride, plan_windows, window_starts, windows_per_pass
 
 
 def _pad(rows: list[list[int]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +50,7 @@ def _alignment_only(rows, data_tok, scorer_tok, window: int, stride: int) -> Non
     texts = token_spans(data_tok, rows)
     for row, tt, (_, spans) in zip(rows, texts, encode_spans(scorer_tok, [t.text for t in texts])):
         dsp, ssp = split_shared(tt.spans), split_shared(torch.cat([torch.zeros(1, 2, dtype=torch.long), spans]))
-        plan = sorted((w[1], w[2], w[3]) for g in _plan([len(row)], window, stride, False).values() for w in g)
+        plan = sorted((w[1], w[2], w[3]) for g in plan_windows([len(row)], window, stride, False).values() for w in g)
         wins = aligned_windows(dsp, ssp, plan, True)
         targets = torch.cat([torch.arange(p, q) for _, p, q in wins])
         transfer(torch.zeros(len(targets)), ssp[targets], dsp)

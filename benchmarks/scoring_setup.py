@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from tokenweight.data import prepare
 from tokenweight.identity import load_tokenizer
 from tokenweight.models import init_model
+from tokenweight.stages.prepare import PrepareConfig, prepare
 
 
 def add_scoring_args(ap: argparse.ArgumentParser, *, tokens: int, repeats: int, threads: int, out: str) -> None:
@@ -37,7 +37,7 @@ def prepare_stdlib(args: argparse.Namespace):
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "data"
-    prepare(out=data, corpus="stdlib", n=args.n, vocab_size=4096, max_tokens=args.tokens)
+    prepare(PrepareConfig(out=str(data), corpus="stdlib", n=args.n, vocab_size=4096, max_tokens=args.tokens))
     return tmp, data, load_tokenizer(str(data / "tokenizer"))
 
 

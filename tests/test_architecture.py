@@ -14,6 +14,7 @@ PACKAGE = Path(tokenweight.__file__).parent
 OUTSIDE = "/".join(("..", "shared"))
 CORE = (
     "scoring.py",
+    "windows.py",
     "weighting.py",
     "loss.py",
     "logits.py",
@@ -55,6 +56,15 @@ def test_the_core_imports_nothing_of_the_edges():
     for name in CORE:
         ours = {n for n in _imports(PACKAGE / name) if n.startswith("tokenweight")}
         assert ours <= CORE_IMPORTS, (name, ours - CORE_IMPORTS)
+
+
+def test_evaluate_sits_below_the_stages_and_the_report():
+    """evaluate/ takes the stage's EvalConfig by its fields and leaves tables and figures to
+    tokenweight.report; its cache imports nothing of evaluate/ (imports inside functions included)."""
+    above = ("tokenweight.stages", "tokenweight.report", "tokenweight.cli", "tokenweight.demo")
+    found = {str(p.relative_to(PACKAGE)): sorted(n for n in _imports(p) if n.startswith(above)) for p in _modules()}
+    assert {k: v for k, v in found.items() if k.startswith("evaluate/") and v} == {}
+    assert {n for n in _imports(PACKAGE / "evaluate" / "cache.py") if n.startswith("tokenweight.evaluate")} == set()
 
 
 def _module_names() -> dict[str, Path]:
@@ -115,12 +125,6 @@ def test_no_module_points_outside_the_repository():
     for p in [*_modules(), *Path(PACKAGE.parent, "docs").glob("*.md"), PACKAGE.parent / "README.md"]:
         text = p.read_text(encoding="utf-8")
         assert OUTSIDE not in text and "STACK" + "_NOTES" not in text, p
-
-
-def test_modules_stay_small():
-    """One job per module, small enough to read in one sitting."""
-    big = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 600}
-    assert big == {}
 
 
 def test_test_helpers_are_imported_by_name():

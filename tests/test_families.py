@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokenweight.context_extension import extend_context, pretrained_context, theta_for_extension
 from tokenweight.errors import UsageError
 from tokenweight.logits import LOGIT_POSTPROCESSING, logit_postprocessing, output_layer_problem
 from tokenweight.loss import weighted_lm_loss, weighted_nll_loss
-from tokenweight.models import extend_context, pretrained_context, theta_for_extension
 from tokenweight.scoring import token_nll
 from tokenweight.token_weighting import check_trainable, nll_output_layer
 

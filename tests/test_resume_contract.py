@@ -28,7 +28,7 @@ from tests.test_scorecache import make_scorer
 from tests.train.train_helpers import make_prepared
 from tokenweight.cli.main import main  # noqa: E402
 from tokenweight.errors import UsageError  # noqa: E402
-from tokenweight.io_utils import lock_path, output_lock  # noqa: E402
+from tokenweight.outputs import lock_path, output_lock  # noqa: E402
 from tokenweight.train.runner import (  # noqa: E402
     CHECKPOINT_MARK,
     _tidy,
@@ -200,7 +200,7 @@ def test_tidy_drops_partial_checkpoints_and_temporaries(tmp_path):
 
 HOLD = """
 import sys, time
-from tokenweight.io_utils import output_lock
+from tokenweight.outputs import output_lock
 with output_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)
@@ -303,7 +303,8 @@ def _corpus(root: Path) -> Path:
 
 def test_prepared_data_checksums_and_settings(tmp_path):
     from tokenweight.data import load_prepared
-    from tokenweight.data.pipeline import PrepareConfig, prepare
+    from tokenweight.data.pipeline import prepare
+    from tokenweight.stages.prepare import PrepareConfig
 
     corpus = _corpus(tmp_path / "corpus")
     cfg = dict(inputs=[str(corpus)], n=32, vocab_size=300, val_fraction=0.25)
@@ -339,7 +340,8 @@ def test_prepared_data_checksums_and_settings(tmp_path):
 
 
 def test_damaged_evaluation_cache_entry_is_refused(tmp_path):
-    from tokenweight.evaluate.runner import _read_cached, _write_cached
+    from tokenweight.evaluate.cache import read_record as _read_cached
+    from tokenweight.evaluate.cache import write_record as _write_cached
 
     path = tmp_path / "entry.json"
     _write_cached(path, {"name": "m", "perplexity": {"overall": {"ppl": 3.5}}}, None)

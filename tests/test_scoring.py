@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import tokenweight.scoring as scoring
 from tests.tiny_models import tiny_llama
-from tokenweight import short_context_nll, token_nll, window_starts
+from tokenweight import short_context_nll, token_nll
 from tokenweight.scoring import self_scored_short_nll, truncated_context_nll
 
 BOS = 1
@@ -55,19 +55,6 @@ def brute_force_short(model, ids_1d, window, stride, bos=None):
                 out[p - 1] = nll[j]
     assert not torch.isnan(out).any()
     return out
-
-
-def test_window_starts_match_reference_when_divisible():
-    assert window_starts(32, 8, 6) == [0, 6, 12, 18, 24]
-    assert window_starts(32768, 8192, 6144) == list(range(0, 32768 - 8192 + 1, 6144))
-    assert len(window_starts(32768, 8192, 6144)) == 32768 // 8192 + 1
-
-
-def test_window_starts_any_length():
-    assert window_starts(30, 8, 6) == [0, 6, 12, 18, 22]  # last window aligned to the end
-    assert window_starts(8, 8, 3) == [0]
-    assert window_starts(5, 8, 3) == [0]
-    assert window_starts(9, 8, 7) == [0, 1]
 
 
 def test_token_nll_equals_full_logits(model):

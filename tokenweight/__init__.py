@@ -38,7 +38,7 @@ _EXPORTS = {
     "logit_postprocessing": "tokenweight.logits",
     "token_nll": "tokenweight.scoring",
     "short_context_nll": "tokenweight.scoring",
-    "window_starts": "tokenweight.scoring",
+    "window_starts": "tokenweight.windows",
     "WeightingScheme": "tokenweight.weighting",
     "weighted_lm_loss": "tokenweight.loss",
     "chunked_nll": "tokenweight.loss",

@@ -241,7 +241,7 @@ def aligned_windows(
     """The scorer's windows ``(start, first, end)`` (scorer token positions) for the data's windows.
 
     ``data_windows``: ``(t, first, end)`` of every short window of a data sequence: it holds data
-    tokens ``t … end-1`` and scores ``first … end-1`` (``tokenweight.scoring``'s plan). Scorer token
+    tokens ``t … end-1`` and scores ``first … end-1`` (:func:`tokenweight.windows.plan_windows`). Scorer token
     ``i >= 1`` belongs to the data token :func:`owners` gives (the one holding its first
     character); it is scored by the data window that scores that data token, so that every scorer
     token whose owner is a data target is scored exactly once (owner 0 is never a target, as data
@@ -289,7 +289,7 @@ def aligned_short_nll(
     Each row (data token ids, BOS first when the data has one) is decoded to text with the
     character span of every data token (:func:`token_spans`); the text is tokenized for the scorer
     (:func:`encode_spans`), after the scorer's BOS when it has one. The data's short windows
-    (``window``/``stride`` in data tokens, ``tokenweight.scoring``'s windows) become the scorer's
+    (``window``/``stride`` in data tokens, the windows of :mod:`tokenweight.windows`) become the scorer's
     (:func:`aligned_windows`), run as in ``short_context_nll`` (same batching, the first token of
     every later window replaced by the scorer's BOS). Every scored scorer token's NLL is then
     distributed over the data tokens by character overlap (:func:`transfer` of
@@ -301,9 +301,10 @@ def aligned_short_nll(
     ``j+1``, 0 past a row's end; ``n`` default: the longest row) on the CPU. ``ValueError`` for a
     row without character spans or a scorer tokenizer without offsets.
     """
-    from tokenweight.scoring import _check_window, _model_device, _plan, _run_windows, windows_per_pass
+    from tokenweight.scoring import _model_device, _run_windows
+    from tokenweight.windows import check_window, plan_windows, windows_per_pass
 
-    _check_window(window, stride)
+    check_window(window, stride)
     rows = [[int(x) for x in r] for r in rows]
     n = max((len(r) for r in rows), default=0) if n is None else n
     result = torch.zeros(len(rows), max(n - 1, 0), dtype=torch.float32)
@@ -318,7 +319,9 @@ def aligned_short_nll(
         if bos is not None:
             ids, spans = [bos, *ids], torch.cat([torch.zeros(1, 2, dtype=torch.long), spans])
         dsp, ssp = split_shared(tt.spans), split_shared(spans)
-        data_windows = sorted((w[1], w[2], w[3]) for g in _plan([len(row)], window, stride, False).values() for w in g)
+        data_windows = sorted(
+            (w[1], w[2], w[3]) for g in plan_windows([len(row)], window, stride, False).values() for w in g
+        )
         wins = aligned_windows(dsp, ssp, data_windows, bos is not None)
         for u, p, q in wins:
             groups[q - u].append((r, u, p, q))

@@ -23,7 +23,7 @@ import math
 import typing
 from typing import Any
 
-from tokenweight.models import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
+from tokenweight.runtime import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
 
 _MISSING = dataclasses.MISSING
 
@@ -52,6 +52,19 @@ class StageConfig:
 
     def validate(self) -> None:  # pragma: no cover - every stage overrides it
         """Raise ``ValueError`` naming the field, the value and its valid range."""
+
+    def check(self) -> None:
+        """:meth:`validate`, with its ``ValueError`` as a :class:`~tokenweight.errors.ConfigError`:
+        what every stage function calls first, the one place a config is checked (the CLI only
+        translates the error into a one-line message naming the flag)."""
+        from tokenweight.errors import ConfigError
+
+        try:
+            self.validate()
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(str(e), type(self)) from None
 
     @classmethod
     def field_types(cls) -> dict[str, Any]:
@@ -91,7 +104,7 @@ class RuntimeOptions:
     """The runtime options, the same on every stage that runs a model (score, pretrain, train,
     eval, demo; ``tokenweight show`` has the same flags): a mixin of the stage configs
     (``class ScoreConfig(RuntimeOptions, StageConfig)``). The rules (what runs where, what ``auto``
-    means) live once, in :func:`tokenweight.models.resolve_runtime`; :meth:`runtime` applies them.
+    means) live once, in :func:`tokenweight.runtime.resolve_runtime`; :meth:`runtime` applies them.
     ``RUNTIME_TRAINING``: the stage trains, so ``dtype`` is mixed precision (float32 master weights).
     """
 
@@ -115,8 +128,8 @@ class RuntimeOptions:
     )
 
     def runtime(self):
-        """The checked :class:`tokenweight.models.Runtime` (ValueError naming the option)."""
-        from tokenweight.models import resolve_runtime
+        """The checked :class:`tokenweight.runtime.Runtime` (ValueError naming the option)."""
+        from tokenweight.runtime import resolve_runtime
 
         check_choice(self, "dtype")
         check_choice(self, "attn_implementation")

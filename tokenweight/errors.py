@@ -14,6 +14,16 @@ class UsageError(Exception):
 EXIT_USAGE = 2
 
 
+class ConfigError(ValueError):
+    """A stage config that failed its ``validate()`` (:meth:`tokenweight.config.StageConfig.check`):
+    a ``ValueError`` for Python callers; the CLI writes the field's name as its flag, prints one line
+    and exits 2. ``config_class``: the config whose field the message names."""
+
+    def __init__(self, message: str, config_class: type):
+        super().__init__(message)
+        self.config_class = config_class
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none): what a
     one-line error quotes of a failure it explains."""

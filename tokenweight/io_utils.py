@@ -4,9 +4,10 @@ Every file or folder the pipeline writes goes through these helpers, so that a c
 never leaves a half-written output that looks complete: data goes to a temporary sibling first and
 is moved into place with ``os.replace`` (atomic on POSIX within one filesystem).
 
-Also here: :func:`output_lock` (one writer per output folder; a second one is refused at once),
-:func:`sha256_file` / :func:`check_file` (content checksums recorded at completion and verified
-once per process when a file is first read), :func:`clean_temporaries` (what a killed writer left).
+Also here: :func:`sha256_file` / :func:`check_file` (content checksums recorded at completion and
+verified once per process when a file is first read), :func:`clean_temporaries` (what a killed
+writer left). What a command does with an output that exists (one writer, resume, refusal, force)
+is :mod:`tokenweight.outputs`.
 """
 
 from __future__ import annotations
@@ -14,20 +15,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (what a plain ``open`` or ``mkdir`` takes off the permissions)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -40,25 +40,35 @@ def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     whoever could read a normally written file.)
     """
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     return Path(name)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it is renamed to ``path``.
+
+    For writers that want a file name (``torch.save``, ``safetensors.save_file``, matplotlib).
+    ``suffix``: the temporary's before ``.tmp`` (default: ``path``'s, which such writers may need).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
+    tmp = _tmp_sibling(path, suffix=path.suffix if suffix is None else suffix)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    with atomic_file(path, suffix="") as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -69,29 +79,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it is renamed to ``path``.
-
-    For writers that want a file name (``torch.save``, ``safetensors.save_file``, matplotlib).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path, suffix=path.suffix)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def tmp_dir_for(path: str | os.PathLike) -> Path:
     """A new empty folder next to ``path`` (same filesystem, so it can be renamed onto it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual permissions
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; outputs get the usual permissions
     return tmp
 
 
@@ -179,7 +172,8 @@ def clean_temporaries(path: str | os.PathLike) -> list[Path]:
 
     Those are the hidden siblings made by :func:`tmp_dir_for`, :func:`atomic_file` and
     :func:`replace_dir` (``.NAME.XXXXXXXX[.suffix].tmp`` and ``.NAME.XXXXXXXX.old``); call it only
-    while holding :func:`output_lock` on ``path`` (no live writer then). Returns what was removed.
+    while holding :func:`tokenweight.outputs.output_lock` on ``path`` (no live writer then).
+    Returns what was removed.
     """
     path = Path(path)
     pat = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}(\.[^/]*)?\.(tmp|old)$")
@@ -190,88 +184,6 @@ def clean_temporaries(path: str | os.PathLike) -> list[Path]:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
                 gone.append(p)
     return gone
-
-
-# ----------------------------------------------------------------------------- one writer per output
-
-_held: dict[str, int] = {}  # lock files this process holds -> nesting depth
-_held_mutex = threading.Lock()
-
-
-def lock_path(path: str | os.PathLike) -> Path:
-    """The lock file of output ``path``: the hidden sibling ``.NAME.lock`` (it survives a
-    :func:`replace_dir` of ``path``, and is removed when the lock is released)."""
-    path = Path(path).expanduser().absolute()
-    return path.parent / f".{path.name}.lock"
-
-
-@contextlib.contextmanager
-def output_lock(path: str | os.PathLike, *, every_rank: bool = False) -> Iterator[Path]:
-    """Hold the write lock of output ``path`` (a file or folder) for the ``with`` block.
-
-    A second process asking for the same output is refused at once with a one-line
-    :class:`~tokenweight.errors.UsageError` (it never waits and never touches the output); the
-    kernel drops the lock of a killed process (``flock``), so a rerun after ``kill -9`` proceeds.
-    Re-entrant within one process.
-
-    Under torchrun/accelerate (``RANK`` set) only rank 0 takes it, unless ``every_rank``: the ranks
-    of one job write one output together, and a refused job's rank 0 fails, after which the
-    launcher stops its other ranks (code where every rank writes should share rank 0's outcome
-    before writing, as :func:`tokenweight.scorecache.compute_scores` does).
-    """
-    from tokenweight.errors import UsageError
-
-    lock = lock_path(path)
-    if not every_rank and os.environ.get("RANK", "0") != "0":
-        yield lock
-        return
-    key = str(lock)
-    with _held_mutex:
-        if _held.get(key):
-            _held[key] += 1
-            nested = True
-        else:
-            nested = False
-    if nested:
-        try:
-            yield lock
-        finally:
-            with _held_mutex:
-                _held[key] -= 1
-        return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-            finally:
-                os.close(fd)
-            raise UsageError(
-                f"{str(Path(path))!r} is being written by another process (pid {holder}, lock {lock}): "
-                "wait for it to finish, or write to another output folder"
-            ) from None
-        try:  # the file may have been released and removed between our open and our lock: retry
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        with _held_mutex:
-            _held[key] = 1
-        yield lock
-    finally:
-        with _held_mutex:
-            _held.pop(key, None)
-        with contextlib.suppress(OSError):
-            os.unlink(lock)  # while still locked: a waiting opener then sees another inode and retries
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- content checksums

@@ -6,18 +6,13 @@ aligned like the labels of a causal LM: entry ``j`` of the ``[b, n-1]`` result i
 and then gives exactly what their documents give run one by one (a document's first token: 0).
 
 - :func:`token_nll`: full context, one forward pass.
-- :func:`short_context_nll`: the *short-context* NLL of docs/METHOD.md. A short-context model must not
-  see further back than ``window`` tokens. A banded attention mask does not achieve that (every
-  layer widens the receptive field by the band), so the sequence is cut into separate windows:
-  starts ``0, s, 2s, ...`` and a last window aligned to the end of the sequence. Window 0 scores
-  positions ``1 … window-1``; window ``k >= 1`` scores only the positions that no earlier window
-  scored (its last ``stride`` positions, fewer for the end-aligned last window), so every scored
-  token sees at least ``window - stride`` tokens of context. When ``(n - window) % stride == 0``
-  these are exactly the windows of the paper's reference implementation.
-- :func:`truncated_context_nll`: the short context of Fang et al. (LongPPL, LongCE): raw slices of
-  ``trunc_len + sliding_window`` tokens every ``sliding_window`` tokens, each scoring its last
-  ``sliding_window`` targets, the last one cut at the end (:func:`truncated_windows`). The same
-  batched runner as :func:`short_context_nll`.
+- :func:`short_context_nll`: the *short-context* NLL of docs/METHOD.md: every token scored in a
+  separate window of at most ``window`` tokens (which windows, and which targets each scores:
+  :mod:`tokenweight.windows`). :func:`self_scored_short_nll`: the same, for the model that also
+  gave the full-context NLL (its window 0 is that pass).
+- :func:`truncated_context_nll`: the short context of Fang et al. (LongPPL, LongCE), windowed by
+  :func:`tokenweight.windows.truncated_windows`. The same batched runner as
+  :func:`short_context_nll`.
 
 Why it is fast: all windows of a batch are stacked and run together (windows of equal length need
 no attention mask at all), the model's output layer is replaced for the pass
@@ -42,39 +37,7 @@ from tokenweight.logits import (
     output_layer_problem,
     replaced_output_layer,
 )
-
-#: tokens per forward pass of stacked short windows when no batch size is given: large enough to
-#: keep a GPU busy, small enough for the activations of a small CPU model
-TOKENS_PER_PASS = 16384
-
-
-def windows_per_pass(window: int) -> int:
-    """Default number of ``window``-token windows stacked into one forward pass."""
-    return max(1, TOKENS_PER_PASS // window)
-
-
-def default_stride(n: int, window: int) -> int:
-    """The recommended stride ``(1 - w/n)·w``, rounded, in ``[1, window)`` (docs/METHOD.md).
-
-    It gives ``n/w`` extra windows (6144 for 32768/8192, the paper's setting). For ``n <= window``
-    the stride is irrelevant (one window covers the sequence) and this returns 1.
-    """
-    return int(min(window - 1, max(1, round((1 - window / n) * window))))
-
-
-def resolve_stride(n: int, window: int, stride: int | None = None) -> int:
-    """``stride``, or the recommended one for ``n``/``window`` when None; ValueError when the pair
-    is not a valid short context (``window >= 2``, ``1 <= stride < window``)."""
-    stride = default_stride(n, window) if stride is None else stride
-    check_window(window, stride)
-    return stride
-
-
-def window_stride(window: int, stride: int | None = None) -> int:
-    """``stride``, or ``round(0.75·w)`` when no sequence length decides it (ValueError when invalid):
-    docs/METHOD.md's ``(1 - w/n)·w`` at the paper's ``n = 4w`` (6144 for w = 8192). It depends on
-    the window alone, so a sequence's scores never depend on what it is batched or padded with."""
-    return resolve_stride(4 * window, window, stride) if isinstance(window, int) else check_window(window, 1)
+from tokenweight.windows import check_window, plan_windows, truncated_windows, windows_per_pass
 
 
 def head_logits(head: nn.Linear, hidden: Tensor, post: LogitPostprocessing) -> Tensor:
@@ -257,52 +220,6 @@ def _check_packed(doc_lengths, b: int, lengths: Tensor | None) -> None:
         raise ValueError("doc_lengths must sum to each row's length (its attention_mask)")
 
 
-def window_starts(n: int, window: int, stride: int) -> list[int]:
-    """Start positions of the short-context windows for a sequence of ``n`` tokens.
-
-    ``0, stride, 2·stride, …`` while the window fits, then one window aligned to the end (``n -
-    window``) unless the last one already ends there. ``n <= window`` gives ``[0]`` (full context).
-    With ``(n - window) % stride == 0`` this is the reference implementation's ``range(0, n-w+1, s)``.
-    """
-    check_window(window, stride)
-    if n <= window:
-        return [0]
-    starts = list(range(0, n - window + 1, stride))
-    if starts[-1] != n - window:
-        starts.append(n - window)
-    return starts
-
-
-def check_window(window: int, stride: int) -> None:
-    """The one rule of a short context: ``window >= 2`` and ``1 <= stride < window`` (ValueError)."""
-    if not isinstance(window, int) or window < 2:
-        raise ValueError(f"window must be an integer >= 2, got {window!r}")
-    if not isinstance(stride, int) or not 1 <= stride < window:
-        raise ValueError(f"stride must be an integer in [1, window) = [1, {window}), got {stride!r}")
-
-
-def _plan(lengths: list[int], window: int, stride: int, skip_first_window: bool) -> dict[int, list[tuple]]:
-    """Windows to run, grouped by window length.
-
-    Returns {window_length: [(row, start, first_target, end), ...]} where the window covers tokens
-    ``[start, start + window_length)`` of ``row`` and scores the targets ``first_target … end-1``
-    (absolute positions). Grouping by length lets every group run without an attention mask.
-    """
-    groups: dict[int, list[tuple]] = defaultdict(list)
-    for row, length in enumerate(lengths):
-        if length < 2:
-            continue
-        prev_end = 0
-        for k, start in enumerate(window_starts(length, window, stride)):
-            end = min(start + window, length)
-            first = start + 1 if k == 0 else prev_end
-            prev_end = end
-            if k == 0 and skip_first_window:
-                continue
-            groups[end - start].append((row, start, first, end))
-    return groups
-
-
 def _documents(model: nn.Module, input_ids: Tensor, doc_lengths, attention_mask) -> tuple:
     """Packed rows (``n >= 2``) as one row per document, so that every window rule applies to each
     document as to a sequence: ``(ids [D, m], mask [D, m] or None, valid [D, m-1], where, zeros [b,
@@ -449,7 +366,7 @@ def short_context_nll(
         out[where] = short[valid]
         return out
     starts_with_bos = (input_ids[:, 0] == bos_token_id).tolist() if bos_token_id is not None else [False] * b
-    groups = _plan(lengths.tolist(), window, stride, skip_first_window)
+    groups = plan_windows(lengths.tolist(), window, stride, skip_first_window)
     _run_windows(model, input_ids, groups, batch_size or windows_per_pass(window), out, bos_token_id, starts_with_bos)
     return out
 
@@ -463,7 +380,7 @@ def _run_windows(
     bos_token_id: int | None = None,
     starts_with_bos: list[bool] | None = None,
 ) -> None:
-    """Run the windows of ``groups`` (:func:`_plan`'s layout), ``per_pass`` at a time, writing the
+    """Run the windows of ``groups`` (:func:`plan_windows`'s layout), ``per_pass`` at a time, writing the
     NLL of every scored target ``t`` into ``out[row, t - 1]``. A window starting after 0 in a row
     with ``starts_with_bos[row]`` gets ``bos_token_id`` as its first token (docs/METHOD.md, step 1)."""
     device = input_ids.device
@@ -530,23 +447,6 @@ def self_scored_short_nll(
     k = window - 1
     short[:, :k] = long_nll[:, :k].detach().to(device=short.device, dtype=short.dtype)
     return short
-
-
-def truncated_windows(n: int, trunc_len: int, sliding_window: int) -> list[tuple[int, int, int]]:
-    """Fang et al.'s short-context windows (LongPPL and LongCE) for a sequence of ``n`` tokens.
-
-    ``(start, first, end)`` per window: the window is the raw slice ``[start, end)`` and scores the
-    targets ``first … end-1``, where ``start = 0, S, 2S, …`` while ``start < n - T``, ``first =
-    start + T`` and ``end = min(start + T + S, n)`` (``T = trunc_len``, ``S = sliding_window``;
-    ``PKU-ML/LongPPL``'s ``find_key_token`` and ``finetune.py``'s ``loss_weight``). So target ``p >=
-    T`` sees the ``T + (p - T) % S`` tokens from ``((p - T) // S)·S`` on; targets before ``T`` are in
-    no window. Unlike :func:`window_starts`, the last window is cut at the end of the sequence
-    (it is not aligned to it) and windows are never given a BOS.
-    """
-    for name, v in (("trunc_len", trunc_len), ("sliding_window", sliding_window)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return [(s, s + trunc_len, min(s + trunc_len + sliding_window, n)) for s in range(0, n - trunc_len, sliding_window)]
 
 
 def truncated_context_nll(

@@ -32,9 +32,8 @@ from tokenweight.scoring import (
     self_scored_short_nll,
     short_context_nll,
     truncated_context_nll,
-    truncated_windows,
-    window_stride,
 )
+from tokenweight.windows import truncated_windows, window_stride
 
 __all__ = ["SelfScorer", "LongCEScorer", "FrozenScorer", "column_short_nll", "SHORT_NLL_COLUMN"]
 
@@ -43,7 +42,7 @@ SHORT_NLL_COLUMN = "short_nll"
 
 
 def _stride(window: int, stride: int | None) -> int:
-    """``stride``, or ``round(0.75·w)`` (:func:`tokenweight.scoring.window_stride`: not the batch's
+    """``stride``, or ``round(0.75·w)`` (:func:`tokenweight.windows.window_stride`: not the batch's
     length, or a sequence's scores would change with what it is padded to). Pass ``stride`` to match
     a score cache (whose default is the recommendation for the data's ``n``)."""
     return window_stride(window, stride)

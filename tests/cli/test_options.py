@@ -9,10 +9,10 @@ import yaml
 
 from tokenweight.cli.main import build_parser, main, stage_config
 from tokenweight.cli.options import config_from_args, flag, flag_message
-from tokenweight.data.pipeline import PrepareConfig
 from tokenweight.demo import DemoConfig
 from tokenweight.errors import UsageError
-from tokenweight.evaluate.runner import EvalConfig
+from tokenweight.stages.evaluate import EvalConfig
+from tokenweight.stages.prepare import PrepareConfig
 from tokenweight.stages.pretrain import PretrainConfig
 from tokenweight.stages.report import ReportConfig
 from tokenweight.stages.score import ScoreConfig

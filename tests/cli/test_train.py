@@ -18,7 +18,7 @@ import torch
 
 from tests.train.train_helpers import BOS, make_prepared, tiny_model  # noqa: E402
 from tokenweight.cli.main import main  # noqa: E402
-from tokenweight.models import THETA_EXPONENT  # noqa: E402
+from tokenweight.context_extension import THETA_EXPONENT  # noqa: E402
 
 N, W = 64, 16
 TINY = ["--init", "tiny", "--batch-size", "2", "--lr", "3e-3", "--warmup-steps", "1"]

@@ -10,8 +10,9 @@ from tests.data.conftest import make_docs
 from tokenweight.cli.main import main
 from tokenweight.data import load_prepared, packed_lengths
 from tokenweight.data.packing import Packer, Piece, pack_pieces
-from tokenweight.data.pipeline import PrepareConfig, prepare
+from tokenweight.data.pipeline import prepare
 from tokenweight.errors import UsageError
+from tokenweight.stages.prepare import PrepareConfig
 
 
 def _piece(tag: int, size: int, eps=(), doc=None, first=True):

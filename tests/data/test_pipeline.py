@@ -8,9 +8,10 @@ import pytest
 
 from tokenweight.data import load_prepared
 from tokenweight.data.corpus import open_corpus
-from tokenweight.data.pipeline import PrepareConfig, prepare, val_mask
+from tokenweight.data.pipeline import prepare, val_mask
 from tokenweight.errors import UsageError
 from tokenweight.identity import load_tokenizer, tokenizer_digest
+from tokenweight.stages.prepare import PrepareConfig
 
 
 def _run(out, **kw):

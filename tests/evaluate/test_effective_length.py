@@ -50,8 +50,10 @@ def test_eval_results_and_table_carry_it(tmp_path, monkeypatch):
     effective length is 256; the likelihood rows stay beside it."""
     from tests.evaluate.test_eval_runner import make_model, make_tokenizer
     from tokenweight.evaluate import tasks as T
-    from tokenweight.evaluate.results import check_results, format_tables
-    from tokenweight.evaluate.runner import EvalConfig, evaluate_models
+    from tokenweight.evaluate.results import check_results
+    from tokenweight.evaluate.runner import evaluate_models
+    from tokenweight.report.evaluation import format_tables
+    from tokenweight.stages.evaluate import EvalConfig
 
     tok = make_tokenizer(tmp_path / "tok")
     model = make_model(tmp_path / "m", len(tok), seed=0)

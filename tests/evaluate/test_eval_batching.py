@@ -15,8 +15,9 @@ import torch
 from tests.evaluate.test_eval_runner import make_model, make_prepared, make_tokenizer
 from tokenweight.evaluate.batching import token_groups
 from tokenweight.evaluate.episodes import score_episodes
-from tokenweight.evaluate.runner import EvalConfig, evaluate_models
+from tokenweight.evaluate.runner import evaluate_models
 from tokenweight.evaluate.tasks import Sample, generate_predictions, score_likelihood
+from tokenweight.stages.evaluate import EvalConfig
 
 
 def test_token_groups():

@@ -19,7 +19,8 @@ from transformers import LlamaForCausalLM
 from tests import tiny_models
 from tests.evaluate.test_eval_runner import make_tokenizer  # noqa: E402
 from tokenweight.evaluate import tasks as T  # noqa: E402
-from tokenweight.evaluate.runner import EvalConfig, evaluate_models  # noqa: E402
+from tokenweight.evaluate.runner import evaluate_models  # noqa: E402
+from tokenweight.stages.evaluate import EvalConfig  # noqa: E402
 
 
 def tiny_llama(vocab: int, seed: int) -> LlamaForCausalLM:

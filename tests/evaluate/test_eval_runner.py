@@ -8,9 +8,11 @@ import torch
 
 from tests.tiny_models import save_tiny_llama, tiny_bpe
 from tokenweight.evaluate.lm_metrics import PositionPerplexity
-from tokenweight.evaluate.results import SCHEMA_VERSION, check_results, format_tables
-from tokenweight.evaluate.runner import EvalConfig, evaluate_models, write_outputs
+from tokenweight.evaluate.results import SCHEMA_VERSION, check_results
+from tokenweight.evaluate.runner import evaluate_models
+from tokenweight.report.evaluation import format_tables, write_outputs
 from tokenweight.scoring import token_nll
+from tokenweight.stages.evaluate import EvalConfig
 
 
 def make_tokenizer(path, vocab=700):
@@ -129,6 +131,25 @@ def test_longppl_every_candidate_is_key_at_extreme_thresholds(setup):
         assert lp["key_tokens"] == lp["eligible_tokens"] > 0 and lp["key_share"] == 1.0
 
 
+def test_native_and_lm_eval_tasks_get_the_same_lengths(setup, monkeypatch):
+    """The window joins --lengths when none lies inside it, for the native tasks and lm-eval's RULER
+    tasks alike (one rule, tokenweight.evaluate.inputs.task_lengths); lm-eval gets the run's
+    tokenizer folder (here the data's)."""
+    import tokenweight.evaluate.runner as runner
+
+    tmp, tok, a, b, rows = setup
+    seen = {}
+
+    def plan_harness(config, *, lengths, tokenizer_folder):
+        seen.update(lengths=list(lengths), tokenizer_folder=tokenizer_folder)
+
+    monkeypatch.setattr(runner, "plan_harness", plan_harness)
+    cfg = EvalConfig(tasks=[], lengths=[128, 64, 128], window=16, harness=["ruler"])
+    res = evaluate_models({"A": a}, data_dir=tmp / "data", config=cfg)
+    assert res["config"]["lengths"] == seen["lengths"] == [16, 64, 128]
+    assert seen["tokenizer_folder"] == str(tmp / "data" / "tokenizer")
+
+
 def test_write_outputs(setup, tmp_path):
     tmp, tok, a, b, rows = setup
     cfg = EvalConfig(tasks=[], window=16, batch_size=4)
@@ -226,7 +247,7 @@ def test_cache_resumes_without_running_models(setup, tmp_path, monkeypatch):
     def no_load(source, runtime=None):
         raise AssertionError(f"model {source} loaded although cached")
 
-    monkeypatch.setattr(runner, "load_model", no_load)
+    monkeypatch.setattr(runner, "evaluation_model", no_load)
     again = evaluate_models(
         {"a2": models["A"], "B": models["B"]}, data_dir=tmp / "data", config=cfg, cache_dir=tmp_path
     )

@@ -18,13 +18,16 @@ from tests.train.train_helpers import make_tokenizer, tiny_model
 from tokenweight.cli.main import main
 from tokenweight.evaluate import harness as harness_mod
 from tokenweight.evaluate import runner
-from tokenweight.evaluate.results import check_results, format_tables
+from tokenweight.evaluate.results import check_results
+from tokenweight.report.evaluation import format_tables
 from tokenweight.stages.evaluate import EvalConfig, evaluate
 
 pytest.importorskip("lm_eval")
 
 TASK = "tw_toy_mc"
 DOCS = 16
+#: the run's task lengths: EvalConfig's default lengths, the shortest inside the window (no data: w = 256)
+LENGTHS = [256, 512, 1024]
 
 
 def _docs() -> list[dict]:
@@ -123,7 +126,9 @@ def test_harness_numbers_are_lm_evals_and_brute_force(tree, tmp_path):
             model="hf",
             model_args=f"pretrained={tree / name},dtype=float32",
             tasks=[TASK],
-            task_manager=harness_mod.plan_harness(config(tree, tmp_path), [str(tree / "a")]).manager(),
+            task_manager=harness_mod.plan_harness(
+                config(tree, tmp_path), lengths=LENGTHS, tokenizer_folder=str(tree / "a")
+            ).manager(),
             device="cpu",
             log_samples=False,
         )["results"][TASK]
@@ -163,7 +168,7 @@ def one_error_line(capsys) -> str:
 
 
 def test_bad_harness_input_is_one_line_before_anything_is_written(tree, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(runner, "evaluation_model", lambda *a, **k: pytest.fail("a model was loaded"))
     base = ["eval", str(tree / "a"), str(tree / "b"), "--names", "a,b", "--tasks", "none"]
     out = tmp_path / "out"
     include = ["--harness-include", str(tree / "tasks")]

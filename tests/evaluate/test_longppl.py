@@ -16,7 +16,8 @@ from tokenweight.evaluate.longppl import (
     save_key_spans,
     spans_to_targets,
 )
-from tokenweight.scoring import token_nll, truncated_context_nll, truncated_windows
+from tokenweight.scoring import token_nll, truncated_context_nll
+from tokenweight.windows import truncated_windows
 
 
 def test_key_token_selection_by_hand():

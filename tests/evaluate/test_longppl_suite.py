@@ -11,7 +11,8 @@ import pytest
 
 from tests.evaluate.longppl_helpers import bpe_tokenizer, corpus, tiny_llama
 from tokenweight.evaluate import compute_longppl
-from tokenweight.evaluate.runner import EvalConfig, evaluate_models
+from tokenweight.evaluate.runner import evaluate_models
+from tokenweight.stages.evaluate import EvalConfig
 
 SETTINGS = dict(longppl_trunc_len=16, longppl_sliding_window=8, longppl_alpha=2.0, longppl_beta=-8.0)
 

@@ -11,8 +11,9 @@ from tests.evaluate.test_eval_runner import make_model, make_tokenizer
 from tokenweight.evaluate.episodes import score_episodes
 from tokenweight.evaluate.lm_metrics import PositionPerplexity
 from tokenweight.evaluate.packed import document_nll, split_documents
-from tokenweight.evaluate.runner import EvalConfig, evaluate_models
+from tokenweight.evaluate.runner import evaluate_models
 from tokenweight.scoring import token_nll
+from tokenweight.stages.evaluate import EvalConfig
 
 N, W = 48, 16
 EDGES = [0, 8, 16, 32, 48]
@@ -169,7 +170,7 @@ def test_unpacked_folder_takes_the_former_path_bitwise(setup):
     """An unpacked folder: the runner's numbers are bitwise those of the former computation (one
     plain ``token_nll`` and ``score_episodes`` per padded batch, the row's offset as position)."""
     from tokenweight.evaluate.episodes import EpisodeRecall
-    from tokenweight.evaluate.runner import _batches
+    from tokenweight.evaluate.inputs import batches as _batches
 
     tmp, tok, model, docs, rows = setup
     res = evaluate_models({"A": model}, data_dir=tmp / "docs", config=_config())

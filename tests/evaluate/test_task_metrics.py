@@ -47,7 +47,8 @@ def test_each_sample_reserves_the_budget_it_is_generated_with(tmp_path):
 
 def test_eval_reads_qa_files_and_haystack_options(tmp_path):
     from tests.evaluate.test_eval_runner import make_model, make_tokenizer
-    from tokenweight.evaluate.runner import EvalConfig, evaluate_models
+    from tokenweight.evaluate.runner import evaluate_models
+    from tokenweight.stages.evaluate import EvalConfig
 
     tok = make_tokenizer(tmp_path / "tok")
     model = make_model(tmp_path / "m", len(tok), seed=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tokenweight.report.heatmap import compute_heatmap, heatmap_html, token_pieces
-from tokenweight.scoring import default_stride
+from tokenweight.windows import default_stride
 
 
 class _Panels(HTMLParser):

@@ -34,7 +34,8 @@ def _prepared(path, tokenizer, n=40, num=3):
 
 @pytest.mark.slow
 def test_report_of_a_real_evaluation(tmp_path, tiny_tokenizer):
-    from tokenweight.evaluate import EvalConfig, evaluate_models
+    from tokenweight.evaluate import evaluate_models
+    from tokenweight.stages import EvalConfig
 
     _prepared(tmp_path / "data", tiny_tokenizer)
     names = ["base", "u0", "d0", "u1", "d1"]

@@ -220,9 +220,10 @@ def test_train_and_pretrain_on_a_packed_prepared_folder(tmp_path):
     and the frozen cache is marked packed (its numbers: tests/test_scorecache.py)."""
     from tests.data.conftest import make_docs
     from tokenweight.data import load_prepared
-    from tokenweight.data.pipeline import PrepareConfig, prepare
+    from tokenweight.data.pipeline import prepare
     from tokenweight.data.tokenizer import train_tokenizer
     from tokenweight.scorecache import ScoreCache, compute_scores
+    from tokenweight.stages.prepare import PrepareConfig
     from tokenweight.stages.pretrain import PretrainConfig, pretrain
     from tokenweight.stages.train import TrainConfig, train
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from tokenweight.cli.main import load_yaml as load_config
+from tokenweight.context_extension import theta_for_extension
 from tokenweight.demo import render_default_configs
 from tokenweight.errors import UsageError
-from tokenweight.models import theta_for_extension
 from tokenweight.stages.pretrain import PretrainConfig
 from tokenweight.stages.runs import RunConfig
 from tokenweight.stages.train import TrainConfig

@@ -7,7 +7,7 @@ command, and one more model later evaluates only that one.
 
 from __future__ import annotations
 
-from tokenweight.evaluate.runner import EvalConfig as CONFIG
+from tokenweight.stages.evaluate import EvalConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:

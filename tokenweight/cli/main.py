@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from tokenweight.errors import EXIT_USAGE, UsageError
+from tokenweight.errors import EXIT_USAGE, ConfigError, UsageError
 
 #: subcommand name -> module under tokenweight.cli
 SUBCOMMANDS = {
@@ -103,16 +103,15 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def stage_config(cls, args: argparse.Namespace):
-    """The validated config of a stage from ``--config`` and the flags (ValueError -> UsageError)."""
+    """The config of a stage from ``--config`` and the flags (a value that does not parse ->
+    UsageError); the stage function validates it (:meth:`tokenweight.config.StageConfig.check`)."""
     from tokenweight.cli.options import config_from_args, flag_message
 
     base = load_yaml(args.config) if getattr(args, "config", None) else {}
     try:
-        config = config_from_args(cls, args, base)
-        config.validate()
+        return config_from_args(cls, args, base)
     except ValueError as e:
         raise UsageError(flag_message(str(e), cls)) from None
-    return config
 
 
 def _command(argv: list[str]) -> str | None:
@@ -147,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(rc or 0)
     except UsageError as e:
         print(f"tokenweight: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as e:  # a stage's config refused by its validate(): the field as its flag
+        from tokenweight.cli.options import flag_message
+
+        print(f"tokenweight: error: {flag_message(str(e), e.config_class)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tokenweight: interrupted (outputs written so far are complete; rerun to continue)", file=sys.stderr)

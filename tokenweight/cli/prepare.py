@@ -13,7 +13,7 @@ examples:
 
 from __future__ import annotations
 
-from tokenweight.data.pipeline import PrepareConfig as CONFIG
+from tokenweight.stages.prepare import PrepareConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:

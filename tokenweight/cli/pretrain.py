@@ -16,10 +16,10 @@ from tokenweight.stages.pretrain import PretrainConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:
+    from tokenweight.outputs import launch_rank
     from tokenweight.stages.pretrain import pretrain
-    from tokenweight.train.setup import is_main_process
 
     result = pretrain(config)
-    if is_main_process():
+    if launch_rank() == 0:
         print(result.line("pretrained"))
     return 0

@@ -17,10 +17,11 @@ from tokenweight.stages.score import ScoreConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:
+    from tokenweight.outputs import launch_rank
     from tokenweight.stages.score import score
 
     r = score(config)
-    if r.world_size > 1 and _rank() != 0:
+    if r.world_size > 1 and launch_rank() != 0:
         return 0
     procs = f" on {r.world_size} processes" if r.world_size > 1 else ""
     if r.dataset is not None:
@@ -63,9 +64,3 @@ def _dataset_summary(r, procs: str) -> int:
         f"{r.computed} rows computed now, {r.cached} already cached"
     )
     return 0
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=None, help="window stride s (default: (1 - w/n)·w)")
     parser.add_argument("--max-tokens", type=int, default=1024, help="use the first N tokens of the text")
     from tokenweight.config import RUNTIME_GROUP
-    from tokenweight.models import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
+    from tokenweight.runtime import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
 
     runtime = parser.add_argument_group(RUNTIME_GROUP)  # the same options as the stages' RuntimeOptions
     runtime.add_argument(
@@ -133,7 +133,7 @@ def _max_positions(model) -> int | None:
 
 
 def _tokenizer(args):
-    from tokenweight.models import load_tokenizer
+    from tokenweight.identity import load_tokenizer
 
     if args.tokenizer:
         return load_tokenizer(args.tokenizer)
@@ -161,8 +161,8 @@ def _scorer_tokenizer(scorer):
 
 
 def _check_stride(stride: int | None, window: int) -> None:
-    """The short-context rule (:func:`tokenweight.scoring.check_window`) as a one-line usage error."""
-    from tokenweight.scoring import check_window
+    """The short-context rule (:func:`tokenweight.windows.check_window`) as a one-line usage error."""
+    from tokenweight.windows import check_window
 
     if stride is not None:
         try:
@@ -183,8 +183,8 @@ def page(body: str, title: str) -> str:
 
 
 def _runtime(args):
-    """The checked runtime options (tokenweight.models.resolve_runtime), bad ones as one line."""
-    from tokenweight.models import resolve_runtime
+    """The checked runtime options (tokenweight.runtime.resolve_runtime), bad ones as one line."""
+    from tokenweight.runtime import resolve_runtime
 
     try:
         return resolve_runtime(args.device, args.dtype, args.attn_implementation)

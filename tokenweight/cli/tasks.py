@@ -51,6 +51,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tokenweight.config import coerce
 from tokenweight.errors import UsageError
 
 HELP = "RULER's tasks: list them, or export samples as RULER JSONL"
@@ -104,27 +105,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _list(value, name: str, cast):
-    items = value if isinstance(value, (list, tuple)) else [x for x in str(value).split(",") if x.strip()]
+def _list(value, name: str, item: type) -> list:
+    """A comma-separated flag (or a YAML list) of ``item`` values, read as every list option is
+    (:func:`tokenweight.config.coerce`); a bad or empty one is one line."""
+    try:
+        texts = coerce(value, list[str], name)
+    except ValueError:  # None
+        texts = []
     out = []
-    for x in items:
+    for x in texts:
         try:
-            out.append(cast(str(x).strip()))
+            out.append(coerce(x, item, name))
         except ValueError:
-            raise UsageError(
-                f"{name} has {str(x).strip()!r}, which is not a valid value: pass a comma-separated list"
-            ) from None
+            raise UsageError(f"{name} has {x!r}, which is not a valid value: pass a comma-separated list") from None
     if not out:
         raise UsageError(f"{name} is empty: pass a comma-separated list")
     return out
 
 
 def _int(value, name: str) -> int:
+    """An integer flag, read as every integer option is (:func:`tokenweight.config.coerce`)."""
     try:
-        if isinstance(value, bool) or float(value) != int(float(value)):
-            raise ValueError
-        return int(float(value))
-    except (TypeError, ValueError):
+        return coerce(value, int, name)
+    except ValueError:
         raise UsageError(f"{name} {value!r} is not an integer: pass a whole number") from None
 
 

@@ -22,10 +22,10 @@ from tokenweight.stages.train import TrainConfig as CONFIG
 
 
 def run(config: CONFIG) -> int:
+    from tokenweight.outputs import launch_rank
     from tokenweight.stages.train import train
-    from tokenweight.train.setup import is_main_process
 
     result = train(config)
-    if is_main_process():
+    if launch_rank() == 0:
         print(result.line("trained"))
     return 0

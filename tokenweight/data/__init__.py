@@ -9,7 +9,8 @@ Modules, one job each:
 - ``sequences``: chunk a document into sequences of ``n`` tokens (never across documents);
 - ``packing``: with ``--pack``, put documents' short pieces back to back into rows of at most ``n``;
 - ``writer``: stream sequences into the ``train``/``validation`` datasets and count them;
-- ``pipeline``: ``prepare(out, PrepareConfig)``, fingerprinted and atomic.
+- ``pipeline``: ``prepare(out, config)``, fingerprinted and atomic (``config``: the stage's
+  ``PrepareConfig``, :mod:`tokenweight.stages.prepare`).
 
 The folder layout is the data contract of docs/ARCHITECTURE.md; docs/DATA.md describes it in full.
 """
@@ -69,12 +70,4 @@ def packed_lengths(ds) -> list[list[int]] | None:
     return [[int(x) for x in row] for row in ds.select_columns(["doc_lengths"]).with_format(None)["doc_lengths"]]
 
 
-def prepare(out, config=None, *, force: bool = False, **options):
-    """``pipeline.prepare`` with options as keywords: ``prepare("data/", n=256, max_documents=50)``."""
-    from tokenweight.data.pipeline import PrepareConfig
-    from tokenweight.data.pipeline import prepare as _prepare
-
-    return _prepare(out, config or PrepareConfig(**options), force=force)
-
-
-__all__ = ["load_prepared", "packed_lengths", "prepare"]
+__all__ = ["load_prepared", "packed_lengths"]

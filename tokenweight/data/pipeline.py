@@ -23,158 +23,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tokenweight.config import StageConfig, check_choice, check_float, check_int, check_required, option
-from tokenweight.data.corpus import STDLIB_CORPORA, Corpus, open_corpus
-from tokenweight.data.episodes import DocEpisodes, EpisodeConfig, inject_batch, parse_distance
+from tokenweight.data.corpus import Corpus, open_corpus
+from tokenweight.data.episodes import DocEpisodes, EpisodeConfig, inject_batch
 from tokenweight.data.sequences import capacity, chunk_document
-from tokenweight.data.tokenizer import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, MIN_VOCAB_SIZE
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_dir, atomic_write_json, checksums, fingerprint, read_json_object
+from tokenweight.outputs import first_difference, foreign_output, other_settings, output_lock
 
 if TYPE_CHECKING:
     from tokenweight.data.tokenizer import Encoder
 
 FORMAT = "tokenweight.prepared/1"
-MAX_N = 1 << 20
 #: documents are processed in batches of about this many characters (bounded memory, and large
 #: enough for the tokenizer's parallel batch API)
 BATCH_CHARS = 1_000_000
-DEFAULT_EPISODES_PER_1K = 2.0
-
-
-@dataclass
-class PrepareConfig(StageConfig):
-    """Stage ``prepare``: every option (``tokenweight prepare --help``; docs/DATA.md)."""
-
-    inputs: list[str] = option(
-        factory=list,
-        help="folders of text files, .jsonl/.parquet files, saved dataset folders or hub dataset ids "
-        "(none: the embedded stdlib corpus)",
-        positional=True,
-        metavar="INPUT",
-    )
-    out: str | None = option(None, "output folder (required)", metavar="DIR")
-    corpus: str | None = option(
-        None,
-        "embedded corpus: the .py files of this Python's standard library (the default when no INPUT)",
-        choices=STDLIB_CORPORA,
-    )
-    text_field: str = option("text", "text column of jsonl/parquet/datasets")
-    split: str = option("train", "split of a dataset dict or hub dataset")
-    dataset_config: str | None = option(None, "configuration name of a hub dataset")
-    tokenizer: str | None = option(
-        None, "HF tokenizer folder or hub id (none: train a byte-level BPE with single-digit tokens)"
-    )
-    vocab_size: int = option(DEFAULT_VOCAB_SIZE, "vocabulary of the trained tokenizer")
-    tokenizer_train_chars: int = option(5_000_000, "characters of training documents the tokenizer learns from")
-    n: int = option(1024, "sequence length in tokens, BOS included")
-    val_fraction: float = option(0.05, "share of documents held out as validation (whole documents)")
-    min_tail: int | None = option(
-        None,
-        "keep each document's incomplete last sequence when it has at least this many tokens (none: drop tails; "
-        "with --pack: keep every tail of >= 2 tokens)",
-    )
-    pack: bool = option(
-        False,
-        "pack documents' short pieces (tails, short documents) back to back into rows of at most n tokens, with "
-        "a doc_lengths column (models attend within a document only)",
-    )
-    max_documents: int | None = option(None, "use at most this many documents")
-    max_tokens: int | None = option(None, "stop once train holds this many tokens")
-    skip_documents: int = option(
-        0, "skip this many documents of the corpus' fixed order first (disjoint slices for several runs)"
-    )
-    after: str | None = option(
-        None,
-        "start after the last document used by that prepared folder (same corpus): disjoint data",
-        metavar="PREPARED_DIR",
-    )
-    episodes_per_1k: float | None = option(
-        None,
-        f"injected definition-use episodes per 1000 tokens (none: {DEFAULT_EPISODES_PER_1K} for the stdlib "
-        "corpus, 0 = off for inputs)",
-    )
-    episode_distance: str | None = option(
-        None, "token distance between definition and use values (none: 16: = up to what fits)", metavar="MIN:MAX"
-    )
-    episode_digits: int = option(7, "digits of an episode value")
-    episode_style: str = option(
-        "restate",
-        "the line that repeats an episode's value: restate (NAME = VALUE again, copyable) or assert "
-        "(assert NAME == VALUE / print(NAME, VALUE), a harder look-up)",
-        choices=("restate", "assert"),
-    )
-    seed: int = option(0, "seed of the episodes")
-    workers: int = option(0, "0: the tokenizer's own threads; 1: one thread; K > 1: K processes")
-    force: bool = option(False, "redo even when the output is up to date, and replace one made with other settings")
-
-    def is_stdlib(self) -> bool:
-        return self.corpus in STDLIB_CORPORA or (self.corpus is None and not self.inputs)
-
-    def kept_tail(self) -> int | None:
-        """The smallest kept tail in tokens (BOS included; None: tails dropped): ``min_tail``, and
-        with ``pack`` 2 when not given (every tail that has a target is packed)."""
-        return 2 if self.pack and self.min_tail is None else self.min_tail
-
-    def episode_config(self) -> EpisodeConfig | None:
-        """None when episodes are off (the default for user corpora)."""
-        per_1k = self.episodes_per_1k
-        if per_1k is None:
-            per_1k = DEFAULT_EPISODES_PER_1K if self.is_stdlib() else 0.0
-        if per_1k == 0:
-            return None
-        lo, hi = parse_distance(self.episode_distance or "16:")
-        return EpisodeConfig(
-            per_1k=float(per_1k), min_distance=lo, max_distance=hi, digits=self.episode_digits, style=self.episode_style
-        )
-
-    def validate(self) -> None:
-        """Raise ValueError naming the option, the value and its valid range."""
-        check_required(self, "out", usage="tokenweight prepare [INPUT ...] --out DIR")
-        check_int(self, "n", 2, high=MAX_N)
-        check_float(self, "val_fraction", low=0, high=1, high_open=True)
-        check_int(self, "min_tail", 2, high=self.n, optional=True)
-        check_int(self, "max_documents", 1, optional=True)
-        check_int(self, "max_tokens", self.n, optional=True)
-        check_int(self, "skip_documents", 0)
-        if self.tokenizer is None:
-            check_int(self, "vocab_size", MIN_VOCAB_SIZE, high=MAX_VOCAB_SIZE)
-        check_int(self, "tokenizer_train_chars", 1)
-        check_int(self, "workers", 0)
-        if self.corpus is not None:
-            check_choice(self, "corpus")
-        check_choice(self, "episode_style")
-        try:
-            ep = self.episode_config()
-        except ValueError as e:
-            raise ValueError(
-                f"episode options: {e}: check --episodes-per-1k (0-20), --episode-distance MIN:MAX, "
-                "--episode-digits (1-18) and --episode-style"
-            ) from None
-        if ep is not None:
-            fits = ep.max_fitting(capacity(self.n, 0))
-            if ep.min_distance > fits:
-                raise ValueError(
-                    f"episode_distance {self.episode_distance!r}: with n={self.n} an episode fits only up to "
-                    f"~{fits} tokens apart: lower MIN or raise --n"
-                )
-
-    def identity(self) -> dict:
-        """The options that change the output (not ``workers``, not the ``after`` path itself)."""
-        d = asdict(self)
-        for k in ("workers", "after", "inputs", "corpus", "out", "force"):  # inputs: by content, after: as the skip
-            d.pop(k)
-        if self.tokenizer is not None:  # a given tokenizer counts by its definition, not its path
-            for k in ("tokenizer", "vocab_size", "tokenizer_train_chars"):
-                d.pop(k)
-        ep = self.episode_config()
-        d["episodes_per_1k"] = ep.to_dict() if ep else None
-        d.pop("episode_distance"), d.pop("episode_digits"), d.pop("episode_style")
-        if self.pack:  # min_tail as applied: --pack alone and --pack --min-tail 2 give the same folder
-            d["min_tail"] = self.kept_tail()
-        else:  # absent when off: folders prepared before --pack existed keep their fingerprint
-            d.pop("pack")
-        return d
 
 
 def val_mask(count: int, fraction: float) -> np.ndarray:
@@ -189,7 +51,7 @@ def val_mask(count: int, fraction: float) -> np.ndarray:
     return np.array([-((-(k + 1) * f) // 1) > -((-k * f) // 1) for k in i], dtype=bool)
 
 
-def _resolve_skip(cfg: PrepareConfig, corpus: Corpus) -> int:
+def _resolve_skip(cfg, corpus: Corpus) -> int:
     skip = cfg.skip_documents
     if cfg.after is not None:
         m = _read_manifest(Path(cfg.after))
@@ -266,7 +128,7 @@ def _run(jobs: Iterator[tuple[object, _Job]], workers: int) -> Iterator[tuple[ob
                 fut.cancel()
 
 
-def _train_tokenizer(cfg: PrepareConfig, corpus: Corpus, train_ids: np.ndarray):
+def _train_tokenizer(cfg, corpus: Corpus, train_ids: np.ndarray):
     from tokenweight.data.tokenizer import train_tokenizer
 
     def texts():
@@ -281,23 +143,24 @@ def _train_tokenizer(cfg: PrepareConfig, corpus: Corpus, train_ids: np.ndarray):
     return train_tokenizer(texts(), cfg.vocab_size)
 
 
-def prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tuple[dict, bool]:
+def prepare(out: str | Path, cfg, *, force: bool = False) -> tuple[dict, bool]:
     """Write a prepared folder; returns ``(manifest, wrote)`` (``wrote=False``: up to date).
 
     The resume contract: the same settings find the folder up to date (and intact: its recorded
     checksums are verified; a damaged folder is rebuilt); other settings are refused with one line
     naming the first difference unless ``force``; the new folder replaces the old one only when
     complete, so a kill leaves the old one (or nothing) and the same command starts over. A second
-    process writing ``out`` is refused at once (:func:`tokenweight.io_utils.output_lock`).
+    process writing ``out`` is refused at once (the output protocol: :mod:`tokenweight.outputs`).
     """
-    from tokenweight.io_utils import clean_temporaries, output_lock
+    from tokenweight.io_utils import clean_temporaries
 
+    (cfg if out is None else replace(cfg, out=str(out))).check()  # the one check of the options, first
     with output_lock(Path(out).expanduser()):
         clean_temporaries(Path(out).expanduser())  # what a killed prepare left next to it
         return _prepare(out, cfg, force=force)
 
 
-def _settings(corpus_fp: str, tok_id, cfg: PrepareConfig, skip: int) -> dict:
+def _settings(corpus_fp: str, tok_id, cfg, skip: int) -> dict:
     """What the output depends on, flat (its fingerprint is the folder's; recorded in the manifest)."""
     settings = {**cfg.identity(), "inputs": corpus_fp, "tokenizer_identity": tok_id, "skip": skip, "format": FORMAT}
     return json.loads(json.dumps(settings, default=str))  # as it reads back from manifest.json
@@ -324,13 +187,9 @@ def _refuse_other_settings(out: Path, old: dict, settings: dict) -> None:
         was, settings = {"fingerprint": old.get("fingerprint")}, {"fingerprint": fingerprint(_fp_parts(settings))}
     absent = {"pack": False}  # settings left out of the identity at their default
     # pack first: it changes min_tail's meaning, and is the difference to name
-    keys = ["pack", *(k for k in settings if k != "pack"), *(k for k in was if k not in settings and k != "pack")]
-    k = next((k for k in keys if was.get(k, absent.get(k)) != settings.get(k, absent.get(k))), None) or keys[1]
-    raise UsageError(
-        f"--out {str(out)!r} was prepared with {k} = {was.get(k, absent.get(k))!r}, this command has "
-        f"{k} = {settings.get(k, absent.get(k))!r}: rerun with the same settings, choose another --out, or pass "
-        "--force to replace it"
-    )
+    keys = ["pack", *(k for k in [*settings, *was] if k != "pack")]
+    k = first_difference(was, settings, keys, defaults=absent) or keys[1]
+    raise other_settings(out, "was prepared", k, was.get(k, absent.get(k)), settings.get(k, absent.get(k)))
 
 
 def _intact(out: Path, manifest: dict) -> bool:
@@ -344,7 +203,7 @@ def _intact(out: Path, manifest: dict) -> bool:
     return True
 
 
-def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tuple[dict, bool]:
+def _prepare(out: str | Path, cfg, *, force: bool = False) -> tuple[dict, bool]:
     from tqdm.auto import tqdm
 
     from tokenweight import __version__
@@ -353,7 +212,6 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
     from tokenweight.identity import load_tokenizer, tokenizer_digest
 
     cfg = replace(cfg, out=str(out))
-    cfg.validate()
     out = Path(out).expanduser()
     corpus = open_corpus(
         cfg.inputs, cfg.corpus, text_field=cfg.text_field, split=cfg.split, dataset_config=cfg.dataset_config
@@ -375,7 +233,7 @@ def _prepare(out: str | Path, cfg: PrepareConfig, *, force: bool = False) -> tup
     if old is not None and old.get("fingerprint") != fp and not force:
         _refuse_other_settings(out, old, settings)
     if out.exists() and old is None and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {str(out)!r} exists and is not a prepared folder: choose a new or empty folder")
+        raise foreign_output(out, "a prepared folder")
     if corpus.skipped:
         s = corpus.summary()
         why = ", ".join(f"{v} {k}" for k, v in sorted(s["skipped_reasons"].items()))

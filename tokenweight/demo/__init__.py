@@ -74,7 +74,7 @@ def run_demo(config: DemoConfig) -> Path:
     """The whole experiment of ``config`` (the library entry of ``tokenweight demo``)."""
     from tokenweight.train.setup import quiet_progress_bars
 
-    config.validate()
+    config.check()
     quiet_progress_bars()  # no library loading bars in logs (stderr not a terminal); ours stay
     if config.threads:
         import torch

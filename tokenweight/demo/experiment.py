@@ -22,6 +22,10 @@ from tokenweight.demo.profiles import (
 from tokenweight.errors import UsageError
 from tokenweight.io_utils import atomic_write_json
 
+#: the loss chunk of every training stage of the demo: its rows in one chunk, as its published
+#: numbers and its shipped base model were made (the library's default is smaller)
+DEMO_CHUNK_SIZE = 1024
+
 
 @dataclass
 class Demo(BaseModelSteps):
@@ -78,7 +82,7 @@ class Demo(BaseModelSteps):
 
     # ---------------------------------------------------------------- the stage configs
     def prepare_configs(self) -> list:
-        from tokenweight.data.pipeline import PrepareConfig
+        from tokenweight.stages.prepare import PrepareConfig
 
         p = self.profile
         low = max(8, p.window // 16)
@@ -128,6 +132,7 @@ class Demo(BaseModelSteps):
             lr_scheduler="constant_with_warmup",
             warmup_steps=max(1, p.copy_steps // 25),
             save_steps=max(1, p.copy_steps // 2),
+            chunk_size=DEMO_CHUNK_SIZE,
         )
 
     def pretrain_config(self, small: bool = False):
@@ -147,6 +152,7 @@ class Demo(BaseModelSteps):
             lr=p.pretrain_lr,
             warmup_steps=max(1, p.pretrain_steps // 20),
             save_steps=max(1, p.pretrain_steps // 3),
+            chunk_size=DEMO_CHUNK_SIZE,
             copy_fraction=p.copy_fraction,
             copy_length=p.copy_length if p.copy_fraction else None,
         )
@@ -181,11 +187,11 @@ class Demo(BaseModelSteps):
             seed=seed,
             warmup_steps=max(1, p.extend_steps // 10),
             save_steps=max(1, p.extend_steps // 2),
-            chunk_size=1024,  # the demo's rows in one chunk: its published numbers were made so
+            chunk_size=DEMO_CHUNK_SIZE,
         )
 
     def eval_config(self):
-        from tokenweight.evaluate.runner import EvalConfig
+        from tokenweight.stages.evaluate import EvalConfig
 
         p = self.profile
         models = self.models()

@@ -23,8 +23,8 @@ the tokenizer and the lm_eval version: a rerun with other harness tasks evaluate
 results again, never the rest of the suite.
 
 RULER's synthetic tasks (``ruler``, ``niah_*``) are given the metadata they need the way lm-eval's
-``--metadata`` does: the tokenizer (its folder: the prepared data's, else the first model's) and
-``max_seq_lengths`` = the evaluation's ``--lengths``.
+``--metadata`` does: the folder of the evaluation's tokenizer and ``max_seq_lengths`` = the task
+lengths of the native tasks (both resolved once, by :mod:`tokenweight.evaluate.inputs`).
 """
 
 from __future__ import annotations
@@ -111,13 +111,14 @@ def _runtime(config) -> dict | None:
     return {"device": rt.device, "dtype": rt.dtype, "attn_implementation": rt.attn_implementation}
 
 
-def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPlan | None:
+def plan_harness(config, *, lengths, tokenizer_folder: str | None) -> HarnessPlan | None:
     """The harness settings of ``config`` checked against lm-eval; None without ``--harness``.
 
-    ``models``, ``data_dir``, ``tokenizer``: as given to ``evaluate_models``; they say which
-    tokenizer folder RULER's tasks size their prompts with. One line (``UsageError``) for lm_eval
-    missing, a missing include folder, unknown task names, or a task whose data or packages are
-    missing (the tasks' data are loaded here, once); no model is loaded.
+    ``lengths``: the run's task lengths (:func:`tokenweight.evaluate.inputs.task_lengths`) and
+    ``tokenizer_folder``: the folder of its tokenizer (None: in memory), with which RULER's tasks
+    size their prompts. One line (``UsageError``) for lm_eval missing, a missing include folder,
+    unknown task names, or a task whose data or packages are missing (the tasks' data are loaded
+    here, once); no model is loaded.
     """
     if not config.harness:
         return None
@@ -134,10 +135,9 @@ def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPla
             )
         include = str(folder.resolve())
     tasks = tuple(dict.fromkeys(t.strip() for t in config.harness))
-    metadata = {"max_seq_lengths": sorted({int(x) for x in config.lengths})}
-    source = _tokenizer_folder(models, data_dir, tokenizer)
-    if source:
-        metadata["tokenizer"] = source
+    metadata = {"max_seq_lengths": [int(x) for x in lengths]}
+    if tokenizer_folder:
+        metadata["tokenizer"] = tokenizer_folder
     digest = _folder_digest(include) if include else None
     plan = HarnessPlan(tasks, include, digest, config.harness_limit, config.harness_num_fewshot, json.dumps(metadata))
     known = set(plan.manager().all_tasks)
@@ -155,24 +155,9 @@ def plan_harness(config, models=(), data_dir=None, tokenizer=None) -> HarnessPla
     return plan
 
 
-def _tokenizer_folder(models, data_dir, tokenizer) -> str | None:
-    """The folder of the evaluation's tokenizer (the rule of ``evaluate_models``), None if in memory."""
-    from tokenweight.identity import has_tokenizer
-
-    if tokenizer is not None:
-        folder = tokenizer if isinstance(tokenizer, (str, Path)) else getattr(tokenizer, "name_or_path", None)
-        return str(folder) if folder and Path(folder).is_dir() else None
-    if data_dir is not None and (Path(data_dir) / "tokenizer").is_dir():
-        return str(Path(data_dir) / "tokenizer")
-    for m in models:
-        if isinstance(m, (str, Path)) and Path(m).is_dir() and has_tokenizer(m):
-            return str(m)
-    return None
-
-
 @functools.lru_cache(maxsize=4)
 def _task_manager(include: str | None, include_digest: str | None, metadata: str):
-    """lm-eval's task index (its own tasks and ``include``'s), built once per process: ~7 s."""
+    """lm-eval's task index (its own tasks and ``include``'s), built once per process."""
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=include, metadata=json.loads(metadata))

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tokenweight.evaluate.longppl import encode, padded, spans_to_targets
+from tokenweight.evaluate.results import IN_MEMORY
 
-IN_MEMORY = "<in-memory>"
 DATA_TOKENIZER = "<the data's tokenizer>"
 
 
@@ -186,7 +186,7 @@ def longppl_judge(
     """``(judge, evaluator source)`` of a run, or ``(None, None)`` without held-out rows or when no
     held-out text has an evaluator token beyond ``longppl_trunc_len`` (a warning says so).
 
-    ``config``: the :class:`tokenweight.evaluate.runner.EvalConfig` (``evaluator``: a name of
+    ``config``: the :class:`tokenweight.stages.evaluate.EvalConfig` (``evaluator``: a name of
     ``models``, a folder or hub id, or a model object; None: the first model); ``load``: the
     runner's model loader.
     """

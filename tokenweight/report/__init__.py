@@ -10,9 +10,10 @@ Python API (names load lazily)::
     build_report(results, "runs/report", sample=sample)
 
 Modules: ``schema`` (the results document and its validator), ``training`` (log.jsonl, summaries),
-``metrics`` (per-run values, means over seeds, seed-paired differences), ``verdict``, ``tables``,
-``plots``, ``heatmap``, ``markdown``, ``html``, ``build``. The schema is documented in
-docs/REPORT.md.
+``metrics`` (per-run values, means over seeds, seed-paired differences), ``verdict``, ``tables``
+(tables as data; markdown, HTML and plain text), ``plots`` (every PNG figure: an evaluation's and
+a report's), ``evaluation`` (one evaluation's output folder: results.json, table.txt, figures),
+``heatmap``, ``markdown``, ``html``, ``build``. The schema is documented in docs/REPORT.md.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ _EXPORTS = {
     "heatmap_html": "tokenweight.report.heatmap",
     "compute_heatmap": "tokenweight.report.heatmap",
     "aggregate": "tokenweight.report.metrics",
+    "write_outputs": "tokenweight.report.evaluation",
+    "format_tables": "tokenweight.report.evaluation",
+    "write_evaluation_plots": "tokenweight.report.plots",
 }
 
 __all__ = sorted(_EXPORTS)

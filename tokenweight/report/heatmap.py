@@ -250,8 +250,9 @@ def compute_heatmap_ids(
     import torch
 
     from tokenweight.identity import tokenizer_digest
-    from tokenweight.scoring import default_stride, self_scored_short_nll, short_context_nll, token_nll
+    from tokenweight.scoring import self_scored_short_nll, short_context_nll, token_nll
     from tokenweight.weighting import WeightingScheme
+    from tokenweight.windows import default_stride
 
     if not isinstance(window, int) or window < 2:
         raise ValueError(f"window must be an integer >= 2, got {window!r}")

@@ -14,7 +14,9 @@ downwards and fit the page width):
 - *runs*: every single run (one row per seed, metrics as columns), the numbers behind the means
   (the perplexities in a second table when there are many metrics).
 
-A :class:`Table` holds already formatted cells, so the markdown and the HTML show identical text.
+A :class:`Table` holds already formatted cells, so the markdown and the HTML show identical text;
+:func:`to_text` renders one as plain text (the console tables of an evaluation,
+:mod:`tokenweight.report.evaluation`).
 """
 
 from __future__ import annotations
@@ -236,6 +238,21 @@ def to_html(table: Table) -> str:
     if table.note:
         out.append(f'<p class="note">{esc(table.note)}</p>')
     return "\n".join(out)
+
+
+def to_text(table: Table) -> str:
+    """Plain text (the console and ``table.txt`` of an evaluation): the title, then the columns
+    padded to their widths (the first left-aligned, the others right-aligned) under a rule of
+    dashes; the note is not shown."""
+    cells = [list(map(str, table.headers))] + [[str(c) for c in r] for r in table.rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(table.headers))]
+    lines = [table.title]
+    for k, r in enumerate(cells):
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(parts).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def tables_markdown(tables: Sequence[Table]) -> str:

@@ -16,8 +16,9 @@ Layout of a cache folder ``OUT/``::
 Every file is written atomically (``tokenweight.io_utils``), so a killed run leaves only whole
 shards; a rerun with the same options skips them (nothing recomputed, lost or duplicated) and
 recomputes shards whose bytes differ from complete.json's checksums. One process writes a cache at a
-time (``tokenweight.io_utils.output_lock``); ``force`` builds the new cache in the hidden sibling
-``.OUT.force`` and moves it onto ``OUT`` when complete, so the old one stays usable until then. Under
+time; ``force`` builds the new cache in the hidden sibling ``.OUT.force`` and moves it onto ``OUT``
+when complete, so the old one stays usable until then (the output protocol of every stage,
+``tokenweight.outputs``; the cache's side of it: ``tokenweight.scorecache.shards``). Under
 ``torchrun``/``accelerate launch`` shard ``i`` belongs to rank ``i % world_size``; rank 0 writes
 ``meta.json`` before and ``complete.json`` after a barrier. Batches never straddle shards, so the
 numbers do not depend on how many processes computed them (bitwise, for fp32 on CPU).
@@ -40,8 +41,9 @@ shards are then as wide as their longest row (``ragged`` in meta.json), and join
 
 from __future__ import annotations
 
+from tokenweight.outputs import staging_dir
 from tokenweight.scorecache.column import add_short_nll, column_stride
-from tokenweight.scorecache.compute import compute_scores, staging_dir
+from tokenweight.scorecache.compute import compute_scores
 from tokenweight.scorecache.layout import (
     COMPLETE,
     FORMAT,
@@ -53,7 +55,7 @@ from tokenweight.scorecache.layout import (
     shard_ranges,
 )
 from tokenweight.scorecache.read import ScoreCache, verify
-from tokenweight.scoring import default_stride, windows_per_pass
+from tokenweight.windows import default_stride, windows_per_pass
 
 __all__ = [
     "COMPLETE",

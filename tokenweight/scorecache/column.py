@@ -55,7 +55,7 @@ def column_stride(window: int, stride: int | None = None) -> int:
     """``stride``, or ``round(0.75·window)`` (docs/METHOD.md's ``(1 - w/n)·w`` at the paper's
     ``n = 4w``: 6144 for ``w = 8192``), checked (ValueError unless ``window >= 2`` and
     ``1 <= stride < window``). It depends on the window alone, never on the dataset's rows."""
-    from tokenweight.scoring import window_stride
+    from tokenweight.windows import window_stride
 
     if not isinstance(window, int) or isinstance(window, bool) or window < 2:
         raise InputError(f"window must be an integer >= 2, got {window!r}: pass the short context in tokens")
@@ -168,7 +168,7 @@ def _run(
     shard_size,
     attn_implementation,
 ):
-    from tokenweight.models import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
+    from tokenweight.runtime import ATTN_IMPLEMENTATIONS, RUNTIME_DTYPES
     from tokenweight.scorecache.compute import _compute, _Inputs
     from tokenweight.scorecache.layout import default_shard_size
 
@@ -258,7 +258,7 @@ def _run(
 
 def _refuse_other_rows(out: Path, digest: str, count: int, label: str, force: bool) -> None:
     """A cache in ``out`` of other rows is refused (unless ``force``) in this stage's words; any other
-    difference (window, scorer, ...) is the cache's own refusal (``_claim``), under its lock."""
+    difference (window, scorer, ...) is the cache's own refusal (:func:`.shards.claim`), under its lock."""
     from tokenweight.io_utils import read_json_object
     from tokenweight.scorecache.layout import FORMAT, META
 
@@ -280,9 +280,9 @@ def _finish(ds, out: Path, meta: dict, column: str, input_column: str, lengths) 
     into ``out/dataset`` unless it is there already; then every rank loads it. ``(dataset, joined now)``."""
     import datasets
 
-    from tokenweight.scorecache.compute import _from_rank0
+    from tokenweight.outputs import from_rank0, launch_rank, launch_world_size
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launch_world_size()
     want = {
         "cache": meta["fingerprint"],
         "column": column,
@@ -292,7 +292,7 @@ def _finish(ds, out: Path, meta: dict, column: str, input_column: str, lengths) 
         "columns": ds.column_names,
     }
     joined, err = False, None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank() == 0:
         try:
             target = out / DATASET
             have = None
@@ -305,9 +305,9 @@ def _finish(ds, out: Path, meta: dict, column: str, input_column: str, lengths) 
                 joined = True
         except UsageError as e:
             err = str(e)
-    if (err := _from_rank0(err, world)) is not None:
+    if (err := from_rank0(err, world)) is not None:
         raise InputError(err)
-    return datasets.load_from_disk(str(out / DATASET)), _from_rank0(joined, world)
+    return datasets.load_from_disk(str(out / DATASET)), from_rank0(joined, world)
 
 
 def _join(ds, out: Path, meta: dict, column: str, lengths, marker: dict) -> None:

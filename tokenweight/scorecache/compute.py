@@ -1,4 +1,4 @@
-"""Computing a score cache: shards scored by every rank, checked, completed (resumable, lockable).
+"""Computing a score cache: the scores of every shard (the folder's mechanics: :mod:`.shards`).
 
 Packed data (a ``doc_lengths`` column: ``tokenweight prepare --pack``) is scored per document:
 ``short_context_nll(doc_lengths=...)`` windows every document as a sequence of its own (its
@@ -10,13 +10,10 @@ on packed data (not supported yet).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,139 +23,13 @@ from tokenweight.identity import (
     model_digest,
     tokenizer_digest,
 )
-from tokenweight.io_utils import atomic_write_bytes, atomic_write_json, fingerprint, read_json_object
-from tokenweight.scorecache.layout import (
-    COMPLETE,
-    DATA_FIELDS,
-    FORMAT,
-    META,
-    SHARDS,
-    _first_difference,
-    _other_data,
-    _shard_names,
-    _shard_ok,
-    _shard_path,
-    default_shard_size,
-    shard_ranges,
-)
+from tokenweight.io_utils import fingerprint
+from tokenweight.scorecache.layout import FORMAT, default_shard_size, shard_ranges
 from tokenweight.scorecache.scorer import ALIGN_CHOICES, ALIGNMENT, _scorer_folder  # noqa: F401 (ALIGN_CHOICES)
-from tokenweight.scoring import default_stride, windows_per_pass
+from tokenweight.scorecache.shards import claim, complete, dist_setup, missing_shards, write_shard
+from tokenweight.windows import default_stride, windows_per_pass
 
-# ----------------------------------------------------------------------------- computing
-
-
-def _dist_setup(device: str) -> tuple[int, int, bool]:
-    """(rank, world_size, initialised_here) from torchrun/accelerate's env (RANK, WORLD_SIZE)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, False
-    import torch
-    import torch.distributed as dist
-
-    if device.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    # Ranks wait for each other at the end: the default 30 min timeout is too short for big runs.
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=48))
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _from_rank0(value, world: int):
-    """Rank 0's ``value`` on every rank (an error message included, so all ranks fail alike)."""
-    if world == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def staging_dir(out: Path) -> Path:
-    """Where ``force`` builds the new cache: the hidden sibling ``.NAME.force``, moved onto ``out``
-    when complete (the old cache stays readable until then)."""
-    return out.parent / f".{out.name}.force"
-
-
-def _prepare_out(out: Path, meta: dict, force: bool) -> tuple[Path, bool]:
-    """Rank 0, holding the lock: ``(folder to write, already complete)``.
-
-    The folder is ``out``, or with ``force`` its staging sibling (a forced run killed earlier with
-    the same identity is continued there; another one is discarded). Refuses a foreign or stale
-    ``out`` unless ``force``; writes meta.json; drops temporaries of killed runs and
-    :func:`_check_complete` drops shards whose bytes differ from complete.json's checksums.
-    """
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a file: pass a folder for the score cache")
-    work = staging_dir(out) if force else out
-    old = read_json_object(work / META)
-    stale = old is not None and (old.get("format") != FORMAT or old.get("fingerprint") != meta["fingerprint"])
-    if not force:
-        if old is None and out.is_dir() and any(p.name != SHARDS for p in out.iterdir()):
-            raise UsageError(f"--out {str(out)!r} exists and is not a score cache: choose an empty or new folder")
-        if stale:
-            k = (_first_difference(old, meta) or "fingerprint") if old.get("format") == FORMAT else "format"
-            want = meta.get(k, FORMAT)
-            head = f"score cache {str(out)!r} holds scores for {k} {old.get(k)!r} but this run asks for {want!r}"
-            which, replace = _other_data(old, k, meta["data_path"]) if k in DATA_FIELDS else ("", True)
-            if not replace:  # --force would overwrite the scores of the other data
-                raise UsageError(f"{head}: {which}: choose another --out for this data")
-            raise UsageError(
-                f"{head}: pass --force to recompute it (the old cache stays until the new one is complete), rerun "
-                "with the same settings, or choose another --out"
-            )
-    elif stale or (old is None and work.exists()):
-        shutil.rmtree(work)
-        old = None
-    work.mkdir(parents=True, exist_ok=True)
-    if old is None:
-        atomic_write_json(work / META, meta)
-    for p in (work / SHARDS).glob(".*.tmp"):  # temporaries of a killed run
-        p.unlink(missing_ok=True)
-    return work, _check_complete(work, meta)
-
-
-def _check_complete(work: Path, meta: dict) -> bool:
-    """Whether ``work`` is a complete cache whose every shard has the bytes recorded in
-    complete.json. Otherwise complete.json goes first (a kill then leaves an incomplete cache),
-    then every damaged shard (so that it is recomputed); a complete.json without checksums (older
-    versions) is rewritten with them. Reads every shard: cheap next to computing one."""
-    from tokenweight.io_utils import sha256_file
-
-    done = read_json_object(work / COMPLETE)
-    if done is None:
-        return False
-    sums = done.get("checksums") or {}
-    bad = []
-    for rel in _shard_names(meta):
-        c, f = sums.get(rel), work / rel
-        if c is not None and f.is_file() and (f.stat().st_size != c["bytes"] or sha256_file(f) != c["sha256"]):
-            bad.append(f)
-    if done.get("fingerprint") == meta["fingerprint"] and set(sums) == set(_shard_names(meta)) and not bad:
-        return True
-    (work / COMPLETE).unlink()
-    for f in bad:
-        f.unlink()
-    return False
-
-
-def _claim(out: Path, meta: dict, force: bool, rank: int, world: int, stack: contextlib.ExitStack) -> tuple[Path, bool]:
-    """Every rank: ``(folder to write, already complete)``, decided by rank 0 under the output lock
-    (held until ``stack`` closes); a refusal reaches every rank, so that all fail alike."""
-    from tokenweight.io_utils import output_lock
-
-    decided = None
-    if rank == 0:
-        try:
-            stack.enter_context(output_lock(out))
-            decided = _prepare_out(out, meta, force)
-        except UsageError as e:
-            decided = str(e)
-    decided = _from_rank0(decided, world)
-    if isinstance(decided, str):
-        raise UsageError(decided)
-    return decided
+# ----------------------------------------------------------------------------- scoring rows
 
 
 def _pad(rows: list, n: int):
@@ -202,7 +73,8 @@ def _score_rows(
     import torch
 
     from tokenweight.alignment import aligned_short_nll
-    from tokenweight.scoring import short_context_nll, window_starts
+    from tokenweight.scoring import short_context_nll
+    from tokenweight.windows import window_starts
 
     per_pass = batch_size or windows_per_pass(window)
     per_call = max(1, math.ceil(4 * per_pass / len(window_starts(n, window, stride))))
@@ -324,22 +196,9 @@ def _cache_meta(
     )
 
 
-def _canonical_header(blob: bytes) -> bytes:
-    """A safetensors file with its header metadata in sorted order: safetensors writes it in hash
-    order, which differs between processes; sorted, equal scores give equal bytes (and checksums)."""
-    size = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + size])
-    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
-    text = json.dumps(header, separators=(",", ":")).encode()
-    if len(text) > size:  # not safetensors' compact JSON (never seen): keep its bytes
-        return blob
-    return blob[:8] + text + b" " * (size - len(text)) + blob[8 + size :]
-
-
 def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], model, rank: int, world: int, batch_size):
     """Compute and write ``shards`` (this rank's missing ones): ``(sequences, tokens, seconds,
     sequences aligned by decoding token by token)``."""
-    from safetensors.torch import save
     from tqdm.auto import tqdm
 
     ranges = shard_ranges(inputs.count, meta["shard_size"])
@@ -369,55 +228,12 @@ def _score_shards(work: Path, meta: dict, inputs: _Inputs, shards: list[int], mo
             part["doc_lengths"] if inputs.packed else None,
             narrow=inputs.ragged,
         )
-        blob = save(
-            {"nll": nll, "lengths": lengths}, {"fingerprint": meta["fingerprint"], "start": str(a), "stop": str(b)}
-        )
-        atomic_write_bytes(_shard_path(work, i), _canonical_header(blob))
+        write_shard(work, i, meta, a, b, nll, lengths)
         computed += b - a
         tokens += int(lengths.sum())
         per_token += decoded
     bar.close()
     return computed, tokens, time.perf_counter() - t0, per_token
-
-
-def _complete(out: Path, work: Path, meta: dict, rank: int, world: int, stats: tuple, was_complete: bool) -> list:
-    """After every rank scored its shards: rank 0 checks that all are there, writes complete.json
-    with each shard's sha256 and, for a forced run, moves the new cache onto ``out``. Returns every
-    rank's ``stats``."""
-    from tokenweight.io_utils import replace_dir, sha256_file
-
-    every = [stats]
-    if world > 1:
-        import torch.distributed as dist
-
-        every = [None] * world
-        dist.all_gather_object(every, stats)  # also the barrier before the marker
-    err = None
-    if rank == 0:
-        ranges = shard_ranges(meta["n_sequences"], meta["shard_size"])
-        missing = [i for i, r in enumerate(ranges) if not _shard_ok(_shard_path(work, i), meta["fingerprint"], *r)]
-        if missing:
-            err = f"score cache {str(work)!r} misses shards {missing[:5]} after scoring: rerun `tokenweight score`"
-        else:
-            if not was_complete:
-                sums = {
-                    rel: {"sha256": sha256_file(work / rel), "bytes": (work / rel).stat().st_size}
-                    for rel in _shard_names(meta)
-                }
-                atomic_write_json(
-                    work / COMPLETE,
-                    {
-                        "fingerprint": meta["fingerprint"],
-                        "num_shards": len(ranges),
-                        "n_sequences": meta["n_sequences"],
-                        "checksums": sums,
-                    },
-                )
-            if work != out:
-                replace_dir(work, out)
-    if (err := _from_rank0(err, world)) is not None:
-        raise RuntimeError(err)
-    return every
 
 
 def compute_scores(
@@ -446,10 +262,11 @@ def compute_scores(
     the scorer supports). ``align``: a scorer with another tokenizer than the data's (auto | always
     | never, :func:`scorer._aligned_tokenizer`; docs/SCORING.md). Continues an interrupted cache with the
     same identity (and recomputes shards whose bytes no longer match complete.json); a complete one
-    is left as it is; a different one is
-    refused unless ``force``, which builds the new cache beside ``out`` and moves it into place when
-    complete. A second process writing ``out`` is refused at once (:func:`output_lock`). Under
-    ``torchrun`` every rank must call it (each scores its own shards; rank 0 holds the lock).
+    is left as it is; a different one is refused unless ``force``, which builds the new cache beside
+    ``out`` and moves it into place when complete. A second process writing ``out`` is refused at
+    once (the output protocol: :mod:`tokenweight.outputs`; the folder's mechanics:
+    :mod:`tokenweight.scorecache.shards`). Under ``torchrun`` every rank must call it (each scores
+    its own shards; rank 0 holds the lock).
 
     Returns (same on every rank) ``{"out", "sequences", "computed", "cached", "tokens",
     "seconds", "tokens_per_s", "world_size", "aligned", "decoded_per_token", "own_process_group",
@@ -460,7 +277,7 @@ def compute_scores(
     process was launched by torchrun for this call alone; ``already_complete``: the cache was
     complete before the call (nothing done).
     """
-    from tokenweight.scoring import window_starts
+    from tokenweight.windows import window_starts
 
     if max_sequences is not None and max_sequences < 1:
         raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
@@ -525,25 +342,20 @@ def _compute(
 
     out = Path(out).expanduser()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world, own_group = _dist_setup(device)
+    rank, world, own_group = dist_setup(device)
     if device == "cuda" and world > 1:
         device = f"cuda:{torch.cuda.current_device()}"
     try:
         with contextlib.ExitStack() as lock:
             folder, model, scorer_digest = resolve(device)
             meta = _cache_meta(inputs, scorer, scorer_digest, window, stride, dtype, shard_size)
-            work, was_complete = _claim(out, meta, force, rank, world, lock)
-            ranges = shard_ranges(inputs.count, meta["shard_size"])
-            mine = [
-                i
-                for i in range(rank, len(ranges), world)
-                if not _shard_ok(_shard_path(work, i), meta["fingerprint"], *ranges[i])
-            ]
+            work, was_complete = claim(out, meta, force, rank, world, lock)
+            mine = missing_shards(work, meta, rank, world)
             stats = (0, 0, 0.0, 0)
             if mine:
                 model = model or load_model(folder, dtype=dtype, device=device, attn_implementation=attn_implementation)
                 stats = _score_shards(work, meta, inputs, mine, model, rank, world, batch_size)
-            every = _complete(out, work, meta, rank, world, stats, was_complete)
+            every = complete(out, work, meta, rank, world, stats, was_complete)
             finished = None if finish is None else finish(meta)
         computed, tokens = sum(s[0] for s in every), sum(s[1] for s in every)
         seconds = max(s[2] for s in every)

@@ -9,6 +9,7 @@ from tokenweight.errors import UsageError
 from tokenweight.identity import (
     check_same_tokenizer,
 )
+from tokenweight.outputs import first_difference
 
 FORMAT = 1
 META, COMPLETE, SHARDS = "meta.json", "complete.json", "shards"
@@ -97,9 +98,9 @@ def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_
         )
 
 
-def _first_difference(have: dict, want: dict) -> str | None:
+def identity_difference(have: dict, want: dict) -> str | None:
     """The first identity field (in ``IDENTITY`` order) present in ``want`` where ``have`` differs."""
-    return next((k for k in IDENTITY if k in want and have.get(k) != want[k]), None)
+    return first_difference(have, want, [k for k in IDENTITY if k in want])
 
 
 def _stale_message(path: Path, have: dict, want: dict, who: str, data_path: str | os.PathLike | None = None) -> str:
@@ -110,7 +111,7 @@ def _stale_message(path: Path, have: dict, want: dict, who: str, data_path: str 
     ``data_path`` (the caller's data, when given) and says to score that into another folder --
     unless it was made for an earlier preparation of the same folder (:func:`_other_data`). Other
     settings (window, stride, ...) name the flag that makes a matching cache."""
-    k = _first_difference(have, want)
+    k = identity_difference(have, want)
     head = f"score cache {str(path)!r} was computed for {k} {have.get(k)!r} but {who} asks for {want[k]!r}"
     if k in DATA_FIELDS:
         which, replace = _other_data(have, k, data_path)

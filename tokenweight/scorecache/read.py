@@ -16,11 +16,11 @@ from tokenweight.scorecache.layout import (
     IDENTITY,
     META,
     SHARDS,
-    _first_difference,
     _shard_names,
     _shard_ok,
     _shard_path,
     _stale_message,
+    identity_difference,
     shard_ranges,
 )
 
@@ -67,7 +67,7 @@ class ScoreCache:
                 f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
                 f"{FORMAT}: recompute it with `tokenweight score --force`"
             )
-        if expect and _first_difference(meta, expect):
+        if expect and identity_difference(meta, expect):
             raise UsageError(_stale_message(path, meta, expect, who, data_path))
         ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
         done = read_json_object(path / COMPLETE)  # None when missing, or cut by a kill of an older version

@@ -65,11 +65,12 @@ class PretrainConfig(RunConfig):
 
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or continue, or find finished) the pretraining run ``config.out``."""
+    from tokenweight.outputs import launch_world_size
     from tokenweight.token_weighting import TokenWeighting
     from tokenweight.train.runner import run_training
-    from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars, world_size
+    from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
 
-    config.validate()
+    config.check()
     out, plan = plan_stage(config, "pretrain")
     if plan.state == "done":
         return RunResult(out, plan.summary, already_done=True)
@@ -83,7 +84,7 @@ def pretrain(config: PretrainConfig) -> RunResult:
             f"{config.window}: pretrain with a smaller --window"
         )
     if config.task == "copy":
-        rows = config.max_steps * config.batch_size * config.grad_accum * world_size()
+        rows = config.max_steps * config.batch_size * config.grad_accum * launch_world_size()
         dataset = _copy_task(config, tokenizer, rows)
     else:
         from tokenweight.train.collate import TrainSequences

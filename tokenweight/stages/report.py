@@ -119,7 +119,7 @@ def report(config: ReportConfig) -> ReportResult:
     from tokenweight.report import assemble_results, build_report
     from tokenweight.report.schema import SchemaError
 
-    config.validate()
+    config.check()
     ev_path = Path(config.evaluation)
     ev_file = ev_path / "results.json" if ev_path.is_dir() else ev_path
     evaluation = _read_json(ev_file, "evaluation")
@@ -167,7 +167,7 @@ def report(config: ReportConfig) -> ReportResult:
         if config.heatmap_model
         else None
     )
-    from tokenweight.io_utils import output_lock
+    from tokenweight.outputs import output_lock
 
     out = Path(config.out)
     with output_lock(out):

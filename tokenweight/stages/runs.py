@@ -30,7 +30,7 @@ from tokenweight.config import (
     check_required,
     option,
 )
-from tokenweight.models import RUNTIME_DTYPES
+from tokenweight.runtime import RUNTIME_DTYPES
 
 SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant", "cosine_with_min_lr")
 #: experiment trackers the HF Trainer reports to (``TrainingArguments.report_to``); ``none``: only

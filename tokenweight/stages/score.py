@@ -85,6 +85,10 @@ class ScoreConfig(RuntimeOptions, StageConfig):
         self.validate_runtime()
 
 
+#: the fields of :class:`ScoreResult` that both kinds of ``score`` call return as they are
+_COUNTS = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
+
+
 @dataclass
 class ScoreResult:
     """What one ``score`` call did (the same on every rank)."""
@@ -115,10 +119,11 @@ class ScoreResult:
 
 def score(config: ScoreConfig) -> ScoreResult:
     """Create, continue or find complete the score cache ``config.out``; optionally verify it."""
+    from tokenweight.outputs import launch_rank
     from tokenweight.scorecache import compute_scores
     from tokenweight.train.setup import quiet_progress_bars
 
-    config.validate()
+    config.check()
     runtime = config.runtime()
     quiet_progress_bars()
     if config.dataset:
@@ -139,11 +144,9 @@ def score(config: ScoreConfig) -> ScoreResult:
         force=config.force,
         align=config.align,
     )
-    keys = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
-    keys += ("aligned", "decoded_per_token")
     meta = json.loads((Path(config.out) / "meta.json").read_text(encoding="utf-8"))
-    result = ScoreResult(**{k: s[k] for k in keys}, meta=meta)
-    if config.verify and _rank() == 0:
+    result = ScoreResult(**{k: s[k] for k in (*_COUNTS, "aligned", "decoded_per_token")}, meta=meta)
+    if config.verify and launch_rank() == 0:
         result.verified, result.max_difference = _verify(config)
         result.tolerance = VERIFY_TOL_FP32 if config.dtype == "float32" else None
     return result
@@ -170,21 +173,14 @@ def _score_dataset(config: ScoreConfig, runtime) -> ScoreResult:
         shard_size=config.shard_size,
         attn_implementation=runtime.attn_implementation,
     )
-    keys = ("out", "sequences", "computed", "cached", "tokens", "seconds", "tokens_per_s", "world_size")
     return ScoreResult(
-        **{k: s[k] for k in keys},
+        **{k: s[k] for k in _COUNTS},
         meta=s["meta"],
         dataset=s["dataset"],
         column=config.column,
         dataset_tokens=s["dataset_tokens"],
         joined=s["joined"],
     )
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
 
 
 def _verify(config: ScoreConfig) -> tuple[int, float]:

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 from tokenweight.choices import WEIGHT_NORMS
 from tokenweight.config import check_choice, check_float, check_int, option
+from tokenweight.context_extension import ROPE_SCALING_TYPES
 from tokenweight.errors import UsageError
-from tokenweight.models import ROPE_SCALING_TYPES
-from tokenweight.scoring import check_window
 from tokenweight.stages.runs import RunConfig, RunResult, plan_stage
+from tokenweight.windows import check_window
 
 __all__ = ["TrainConfig", "train"]
 
@@ -178,7 +178,7 @@ class TrainConfig(RunConfig):
 
 def train(config: TrainConfig) -> RunResult:
     """Run (or continue, or find finished) the training run ``config.out``."""
-    from tokenweight.models import extend_context, pretrained_context
+    from tokenweight.context_extension import extend_context, pretrained_context
     from tokenweight.token_weighting import TokenWeighting
     from tokenweight.train.collate import PadCollator, TrainSequences
     from tokenweight.train.runner import run_training
@@ -186,7 +186,7 @@ def train(config: TrainConfig) -> RunResult:
     from tokenweight.weighting import WeightingScheme
 
     # 1. the input, checked once; a finished run is found before anything is loaded
-    config.validate()
+    config.check()
     scheme = WeightingScheme.parse(config.scheme)
     out, plan = plan_stage(config, "train")
     if plan.state == "done":
@@ -300,8 +300,8 @@ def _open_cache(config: TrainConfig, data, window: int | None, stride: int | Non
 def _short_context(config: TrainConfig, n: int, base: int, window, stride, longce: bool, frozen: bool):
     """``(window, stride)`` of the run's short context: the given ones, the cache's, or the model's base
     context w and the recommended stride; UsageError when no short context shorter than n exists."""
-    from tokenweight.scoring import resolve_stride
     from tokenweight.weighting import WeightingScheme
+    from tokenweight.windows import resolve_stride
 
     needs_short = WeightingScheme.parse(config.scheme).needs_short
     if longce and n <= config.longce_trunc_len:

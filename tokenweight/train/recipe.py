@@ -7,7 +7,7 @@ token-weighted loss: ``remove_unused_columns=False`` (the batch carries ``index`
 ``tokenweight.train.trainer``), per-step logging, safetensors checkpoints with optimizer state (so
 that the same command continues an interrupted run: ``tokenweight.train.runner``), and non-padding
 input-token counting (kept in the checkpoint, so token totals survive a resume). The runtime options
-(``tokenweight.models.resolve_runtime``): ``dtype`` bfloat16/float16 is ``bf16``/``fp16`` mixed
+(``tokenweight.runtime.resolve_runtime``): ``dtype`` bfloat16/float16 is ``bf16``/``fp16`` mixed
 precision over float32 master weights, ``device`` cpu is ``use_cpu``. ``report_to``
 goes to HF's own tracker integrations as it is (TensorBoard's folder is set to ``OUT/tensorboard``
 by :func:`tokenweight.train.callbacks.place_tensorboard`). Multi-GPU strategies come from the

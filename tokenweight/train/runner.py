@@ -16,7 +16,8 @@ The resume contract (docs/TRAINING.md): the same command continues a killed run 
 are restored, so it ends bitwise where an uninterrupted run ends); a run killed before its first
 checkpoint starts over; a finished run is left as it is (:func:`plan_run` says ``done``); other
 settings are refused unless ``force``, which trains in the hidden sibling ``.OUT.force`` and moves
-it onto ``OUT`` only when it is complete. The writer holds :func:`tokenweight.io_utils.output_lock`.
+it onto ``OUT`` only when it is complete. The writer holds :func:`tokenweight.outputs.output_lock`
+(the output protocol: :mod:`tokenweight.outputs`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenweight.errors import UsageError
-from tokenweight.io_utils import atomic_write_json, output_lock, read_json_object, replace_dir, tmp_dir_for
+from tokenweight.io_utils import atomic_write_json, read_json_object, replace_dir, tmp_dir_for
+from tokenweight.outputs import (
+    check_not_file,
+    first_difference,
+    foreign_output,
+    from_rank0,
+    launch_rank,
+    move_into_place,
+    other_settings,
+    output_lock,
+    staging_dir,
+    work_folder,
+)
 
 #: settings that may change between an interrupted run and the command that continues it: they
 #: do not change what is trained (where and how often it is saved or logged, how data is loaded).
@@ -109,12 +122,6 @@ class RunPlan:
         return f"{self.out}: training from step 0{where}"
 
 
-def staging_dir(out: str | os.PathLike) -> Path:
-    """Where a forced run is built: the hidden sibling ``.NAME.force`` (same filesystem)."""
-    out = Path(out)
-    return out.parent / f".{out.name}.force"
-
-
 def comparable_settings(settings: dict | None) -> dict:
     """``settings`` without the keys that may change on resume (:data:`RESUMABLE_CHANGES`), as JSON."""
     return json.loads(
@@ -162,11 +169,10 @@ def _recorded(folder: Path) -> dict | None:
     return rec
 
 
-def _first_difference(old: dict, new: dict) -> str | None:
+def _differing_setting(old: dict, new: dict) -> str | None:
     """The first setting of ``new`` that ``old`` lacks or has otherwise; an option of
     :data:`OMITTED_AT_DEFAULT` recorded in ``old`` only (``new`` has it at its default) differs too."""
-    keys = [*new, *(k for k in old if k in OMITTED_AT_DEFAULT and k not in new)]
-    return next((k for k in keys if old.get(k, None) != new.get(k, None)), None)
+    return first_difference(old, new, [*new, *(k for k in old if k in OMITTED_AT_DEFAULT and k not in new)])
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -188,7 +194,7 @@ def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False)
     ``settings``: what identifies the run (keys in :data:`RESUMABLE_CHANGES` are ignored); it is
     compared, key by key, with the settings the folder was started with. Cheap (a few small JSON
     files), so call it before loading a model; :func:`run_training` plans again under the lock.
-    A folder that another process is writing is refused (:func:`tokenweight.io_utils.output_lock`).
+    A folder that another process is writing is refused (:func:`tokenweight.outputs.output_lock`).
 
     - ``out`` missing or empty: ``fresh``.
     - started or finished with the same settings: ``resume`` from the last complete checkpoint,
@@ -200,15 +206,14 @@ def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False)
     """
     out = Path(out).expanduser()
     new = comparable_settings(settings)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"run folder {str(out)!r} is a file: pass a folder as --out")
+    check_not_file(out, "the run")
     if out.parent.is_dir():  # another process writing ``out`` is refused now, before a model is loaded
         with output_lock(out):
             pass
     if force:
         work = staging_dir(out)
         old = _recorded(work)
-        if old is None or _first_difference(old, new) is not None:
+        if old is None or _differing_setting(old, new) is not None:
             return RunPlan(out, "fresh", new, work=work, force=True)
         state, ckpt, _ = _inspect(work, new)
         if state == "done":  # complete but not yet moved into place: a zero-step resume finishes it
@@ -217,18 +222,12 @@ def plan_run(out: str | os.PathLike, settings: dict | None, force: bool = False)
     old = _recorded(out)
     if old is None:
         if _visible(out):
-            raise UsageError(
-                f"--out {str(out)!r} exists and is not a run folder (no {SETTINGS}): choose an empty or new folder"
-            )
+            raise foreign_output(out, f"a run folder (no {SETTINGS})")
         return RunPlan(out, "fresh", new)
     state, ckpt, summary = _inspect(out, new)
-    if (k := _first_difference(old, new)) is not None:
+    if (k := _differing_setting(old, new)) is not None:
         what = "holds a finished run" if state == "done" else "holds a started run"
-        raise UsageError(
-            f"--out {str(out)!r} {what} with {k} = {old.get(k)!r}, "
-            f"this command has {k} = {new.get(k, 'its default')!r}: "
-            "rerun with the same settings, choose another --out, or pass --force to replace it"
-        )
+        raise other_settings(out, what, k, old.get(k), new.get(k, "its default"))
     return RunPlan(out, state, new, checkpoint=ckpt, summary=summary)
 
 
@@ -314,21 +313,6 @@ def checkpoint_marker(trainer, keep: int | None):
     return CheckpointMarker()
 
 
-def _is_main_launch_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _share(value, world: int):
-    """Rank 0's ``value`` on every rank (the process group exists once TrainingArguments is built)."""
-    if world <= 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _summary(trainer, result, plan: RunPlan, world: int) -> dict:
     state = trainer.state
     last = next((h for h in reversed(state.log_history) if "weighted_loss" in h), {})
@@ -402,17 +386,17 @@ def run_training(
         )
     with output_lock(out):  # rank 0 only (the launcher stops a refused job's other ranks)
         mine, err = None, None
-        if _is_main_launch_process():  # before the process group: the other ranks wait at its set-up
+        if launch_rank() == 0:  # before the process group: the other ranks wait at its set-up
             try:
                 mine = plan_run(out, settings, force=force)
                 if mine.state != "done":
                     _tidy(mine, run_config)
             except UsageError as e:
                 err = str(e)
-        work = staging_dir(out) if force else out
+        work = work_folder(out, force)
         args = training_arguments(config, work, getattr(model.config, "_attn_implementation", None) or "sdpa")
         world = args.world_size
-        mine, err = _share((mine, err), world)
+        mine, err = from_rank0((mine, err), world)  # the process group exists once TrainingArguments is built
         if err is not None:
             raise UsageError(err)
         plan = mine
@@ -439,7 +423,6 @@ def run_training(
         summary = _summary(trainer, result, plan, world)
         if trainer.is_world_process_zero():
             atomic_write_json(work / SUMMARY, summary)
-            if plan.staged:
-                replace_dir(work, out)  # the old run stays whole until here
+            move_into_place(work, out)  # the old run stays whole until here
         trainer.accelerator.wait_for_everyone()
     return summary

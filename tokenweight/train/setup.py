@@ -90,11 +90,3 @@ def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: flo
 def base_context(model) -> int:
     """The model's native context: ``max_position_embeddings`` of its (text) config."""
     return int(model.config.get_text_config().max_position_embeddings)
-
-
-def world_size() -> int:
-    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0

@@ -1,4 +1,4 @@
-"""RULER's long-context tasks: generation, length fitting, export, scoring.
+"""RULER's long-context tasks: generation, length fitting, export, string-match metrics.
 
 Contract (other modules code against this; keep it stable)::
 
@@ -45,10 +45,10 @@ missing, answer ambiguous) raises ``GenerationBug``.
 Modules: ``sample`` (records, checks), ``vocab`` (word lists, random values), ``essay`` (the
 shipped essay), ``haystack`` (noise, essay and corpus haystacks, needle placement), ``sources``
 (``--haystack`` and QA files by name), ``fit`` (length fitting), ``niah``, ``variable_tracking``,
-``words`` (cwe, fwe), ``qa`` (qa_1, qa_2), ``registry`` (TASKS, generate_samples), ``scoring``
-(RULER metrics), ``likelihood`` (teacher-forced answer scores), ``generation`` (greedy decoding),
-``export`` (JSONL). Torch-based names load lazily: generating or exporting samples never imports
-torch.
+``words`` (cwe, fwe), ``qa`` (qa_1, qa_2), ``registry`` (TASKS, generate_samples),
+``string_match`` (RULER's string-match metrics), ``likelihood`` (teacher-forced answer scores),
+``generation`` (greedy decoding), ``export`` (JSONL). Torch-based names load lazily: generating or
+exporting samples never imports torch.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from tokenweight.evaluate.tasks.haystack import Haystack
 from tokenweight.evaluate.tasks.qa import QADataset, read_qa
 from tokenweight.evaluate.tasks.registry import TASKS, generate_samples
 from tokenweight.evaluate.tasks.sample import GenerationBug, LengthTooShortError, Sample, TaskSpec
-from tokenweight.evaluate.tasks.scoring import score_generation, string_match_all, string_match_part
+from tokenweight.evaluate.tasks.string_match import score_generation, string_match_all, string_match_part
 
 _LAZY = {
     "score_likelihood": "tokenweight.evaluate.tasks.likelihood",

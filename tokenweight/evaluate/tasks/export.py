@@ -25,7 +25,8 @@ from pathlib import Path
 
 from tokenweight.evaluate.tasks.sample import LengthTooShortError, Sample
 from tokenweight.identity import tokenizer_digest
-from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint, output_lock, replace_dir
+from tokenweight.io_utils import atomic_write_json, atomic_write_text, fingerprint, read_json_object
+from tokenweight.outputs import first_difference, move_into_place, other_settings, output_lock, work_folder
 
 #: RULER's fields, in RULER's order (``token_position_answer``: NIAH only)
 RULER_FIELDS = ("index", "input", "outputs", "length", "length_w_model_temp", "answer_prefix", "token_position_answer")
@@ -127,7 +128,8 @@ def export_suite(
     still match their recorded sha256 are kept); a folder exported with other settings (seed,
     samples, depths, haystack, tokenizer, tasks, lengths) is refused with one line naming the first
     difference unless ``force``, which exports into the hidden sibling ``.OUT.force`` and moves it
-    onto ``OUT`` when complete. A second process writing ``OUT`` is refused at once.
+    onto ``OUT`` when complete. A second process writing ``OUT`` is refused at once (the output
+    protocol: :mod:`tokenweight.outputs`).
 
     Returns:
         The manifest: ``{"settings", "files": {relpath: {"task", "length", "samples",
@@ -165,17 +167,8 @@ def export_suite(
     with output_lock(out):
         work, old = _claim(out, {**settings, "jobs": [list(j) for j in jobs]}, force)
         manifest = _export(work, old, settings, jobs, tokenizer, num_samples, seed, options, qa, warn)
-        if work != out:
-            replace_dir(work, out)
+        move_into_place(work, out)
     return manifest
-
-
-def _read_manifest(folder: Path) -> dict:
-    try:
-        old = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return old if isinstance(old, dict) else {}
 
 
 def _claim(out: Path, settings: dict, force: bool) -> tuple[Path, dict]:
@@ -183,24 +176,16 @@ def _claim(out: Path, settings: dict, force: bool) -> tuple[Path, dict]:
     refuses an ``out`` exported with other settings unless ``force``."""
     import shutil
 
-    from tokenweight.errors import UsageError
-
     settings = json.loads(json.dumps(settings))
-    work = out.parent / f".{out.name}.force" if force else out
-    old = _read_manifest(work)
+    work = work_folder(out, force)
+    old = read_json_object(work / "manifest.json") or {}
     was = {**(old.get("settings") or {}), "jobs": old.get("jobs")} if old else None
     if was is not None and was.get("jobs") is None:  # written before jobs were recorded: not compared
         was["jobs"] = settings["jobs"]
     # another version is not refused: its files are regenerated (their fingerprints differ)
-    differs = was is not None and next(
-        (k for k in settings if k != "tokenweight_version" and was.get(k) != settings[k]), None
-    )
+    differs = was is not None and first_difference(was, settings, [k for k in settings if k != "tokenweight_version"])
     if differs and not force:
-        raise UsageError(
-            f"--out {str(out)!r} was exported with {differs} = {was.get(differs)!r}, this command has "
-            f"{differs} = {settings[differs]!r}: rerun with the same settings, choose another --out, or pass "
-            "--force to replace it"
-        )
+        raise other_settings(out, "was exported", differs, was.get(differs), settings[differs])
     if force and was != settings and work.exists():
         shutil.rmtree(work)
         old = {}

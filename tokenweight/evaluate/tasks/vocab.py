@@ -138,28 +138,27 @@ def distinct_values(
     return out
 
 
-def variable_names(rng: random.Random, count: int, num_letters: int = 5, exclude=frozenset()) -> list[str]:
-    """``count`` distinct upper-case names of ``num_letters`` letters (RULER's ``VAR`` names)."""
+def _distinct_strings(rng: random.Random, count: int, letters: str, length: int, exclude=frozenset()) -> list[str]:
+    """``count`` distinct random strings of ``length`` of ``letters``, none in ``exclude``, in the
+    order drawn (a repeat is drawn again)."""
     out: list[str] = []
     seen = set(exclude)
     while len(out) < count:
-        v = "".join(rng.choices(string.ascii_uppercase, k=num_letters))
+        v = "".join(rng.choices(letters, k=length))
         if v not in seen:
             seen.add(v)
             out.append(v)
     return out
 
 
+def variable_names(rng: random.Random, count: int, num_letters: int = 5, exclude=frozenset()) -> list[str]:
+    """``count`` distinct upper-case names of ``num_letters`` letters (RULER's ``VAR`` names)."""
+    return _distinct_strings(rng, count, string.ascii_uppercase, num_letters, exclude)
+
+
 def coded_words(rng: random.Random, count: int, length: int = 6) -> list[str]:
     """``count`` distinct random lower-case strings of ``length`` letters (RULER's coded words)."""
-    out: list[str] = []
-    seen: set[str] = set()
-    while len(out) < count:
-        w = "".join(rng.choices(string.ascii_lowercase, k=length))
-        if w not in seen:
-            seen.add(w)
-            out.append(w)
-    return out
+    return _distinct_strings(rng, count, string.ascii_lowercase, length)
 
 
 def word_pool(rng: random.Random, count: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""tokenweight.models' runtime rules: resolve_runtime, the attention choice, and what load_model gives
+"""tokenweight.runtime's rules (resolve_runtime), the attention choice, and what load_model gives
 (dtype of the parameters, config._attn_implementation, device). Tiny local models only (~2 s)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import torch
 from tokenweight import models as M
 from tokenweight.config import RuntimeOptions
 from tokenweight.errors import UsageError
-from tokenweight.models import choose_attn_implementation, init_model, load_model, resolve_runtime
+from tokenweight.models import choose_attn_implementation, init_model, load_model
+from tokenweight.runtime import Runtime, resolve_runtime
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def gemma2(tmp_path_factory):
 
 def test_auto_runtime_on_this_machine():
     rt = resolve_runtime()
-    assert rt == M.Runtime("cuda" if torch.cuda.is_available() else "cpu", "float32", "auto")
+    assert rt == Runtime("cuda" if torch.cuda.is_available() else "cpu", "float32", "auto")
     assert RuntimeOptions().runtime() == rt
 
 
@@ -149,6 +150,6 @@ def test_training_loads_float32_and_chooses_for_where_it_trains(llama, monkeypat
         return "sdpa"  # flash_attn is not really installed here: load with sdpa
 
     monkeypatch.setattr(M, "choose_attn_implementation", spy)
-    m = load_model(llama, runtime=M.Runtime("cuda", "bfloat16", "auto"))
+    m = load_model(llama, runtime=Runtime("cuda", "bfloat16", "auto"))
     assert seen == {"device": "cuda", "dtype": "bfloat16", "choice": "flash_attention_2"}
     assert m.dtype == torch.float32 and next(m.parameters()).device.type == "cpu"

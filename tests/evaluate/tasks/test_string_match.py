@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenweight.evaluate.tasks import Sample, score_generation, string_match_all, string_match_part
-from tokenweight.evaluate.tasks.scoring import postprocess
+from tokenweight.evaluate.tasks.string_match import postprocess
 
 
 def test_string_match_by_hand():
