@@ -182,6 +182,16 @@ def check_same_tokenizer(tok, ref, *, name: str, ref_name: str, fix: str) -> Non
         )
 
 
+def check_vocabulary(vocab_size: int, tokenizer, *, name: str, tokenizer_name: str, fix: str) -> None:
+    """The one rule of a model and a tokenizer it reads: its embedding matrix covers every id of the
+    tokenizer (a larger one is fine: padded matrices are common). UsageError (one line) otherwise,
+    e.g. ``model 'x' has a vocabulary of 32 tokens but the data's tokenizer has 64: <fix>``."""
+    if vocab_size < len(tokenizer):
+        raise UsageError(
+            f"{name} has a vocabulary of {vocab_size} tokens but {tokenizer_name} has {len(tokenizer)}: {fix}"
+        )
+
+
 def model_tokenizer(name_or_path: str | os.PathLike):
     """The tokenizer a model ships with, loaded as users load it (:func:`load_tokenizer` on the model's
     folder or hub id: a qwen2 folder builds ``Qwen2Tokenizer``), or None when it has none.

@@ -149,6 +149,12 @@ def lock_path(path: str | os.PathLike) -> Path:
     return path.parent / f".{path.name}.lock"
 
 
+def holds_lock(path: str | os.PathLike) -> bool:
+    """True while this process holds :func:`output_lock` of ``path`` (a plan made inside it is current)."""
+    with _held_mutex:
+        return bool(_held.get(str(lock_path(path))))
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike, *, every_rank: bool = False) -> Iterator[Path]:
     """Hold the write lock of output ``path`` (a file or folder) for the ``with`` block.

@@ -284,7 +284,7 @@ def test_model_with_another_tokenizer_is_refused_in_one_line(env, capsys):
     save_tiny_llama(bare, 32, **shape)
     capsys.readouterr()
     assert train(env, root / "run", "--model", str(bare), *steps) == 2
-    assert "has 32 embeddings but the data's tokenizer has 64 tokens" in one_line_error(capsys)
+    assert "has a vocabulary of 32 tokens but the data's tokenizer has 64" in one_line_error(capsys)
 
 
 def test_score_cache_of_other_data_is_refused_without_force(env, capsys):

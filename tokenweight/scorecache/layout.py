@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tokenweight.errors import UsageError
 from tokenweight.identity import (
     check_same_tokenizer,
+    check_vocabulary,
 )
 from tokenweight.outputs import first_difference
 
@@ -82,12 +82,13 @@ def check_scorer_tokenizer(scorer_tok, scorer_vocab_size: int, data_tok, scorer_
     matrices are common), and a tokenizer saved with it must be the same tokenizer
     (:func:`tokenweight.identity.check_same_tokenizer`: same vocabulary mapping and BOS/EOS/UNK).
     """
-    need = len(data_tok)
-    if scorer_vocab_size < need:
-        raise UsageError(
-            f"scorer {scorer_name!r} has a vocabulary of {scorer_vocab_size} tokens but the data's "
-            f"tokenizer has {need}: score with a model trained with the data's tokenizer"
-        )
+    check_vocabulary(
+        scorer_vocab_size,
+        data_tok,
+        name=f"scorer {scorer_name!r}",
+        tokenizer_name="the data's tokenizer",
+        fix="score with a model trained with the data's tokenizer",
+    )
     if scorer_tok is not None:
         check_same_tokenizer(
             scorer_tok,

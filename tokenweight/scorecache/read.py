@@ -55,8 +55,6 @@ class ScoreCache:
         ``IDENTITY``). A missing, stale or incomplete cache raises ``UsageError`` (one line).
         ``data_path``: the caller's data folder, named when the cache holds other data's scores."""
         path = Path(path)
-        if expect and (unknown := sorted(set(expect) - set(IDENTITY))):
-            raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
         if not (path / META).is_file():
             raise UsageError(
                 f"{str(path)!r} is not a score cache (no {META}): create it with `tokenweight score --out {path}`"
@@ -67,8 +65,8 @@ class ScoreCache:
                 f"score cache {str(path)!r} has format {meta.get('format')!r}, this version reads "
                 f"{FORMAT}: recompute it with `tokenweight score --force`"
             )
-        if expect and identity_difference(meta, expect):
-            raise UsageError(_stale_message(path, meta, expect, who, data_path))
+        if expect:
+            _require(path, meta, expect, who, data_path)
         ranges = shard_ranges(int(meta["n_sequences"]), int(meta["shard_size"]))
         done = read_json_object(path / COMPLETE)  # None when missing, or cut by a kill of an older version
         ok = [_shard_ok(_shard_path(path, i), meta["fingerprint"], *r) for i, r in enumerate(ranges)]
@@ -86,6 +84,12 @@ class ScoreCache:
                 "options to finish it"
             )
         return cls(path, meta, sums)
+
+    def require(self, expect: dict, who: str = "training", data_path: str | os.PathLike | None = None) -> ScoreCache:
+        """This cache, when its identity has every field of ``expect`` (as :meth:`open`'s
+        ``expect``: for a caller that reads the cache's own window first); UsageError otherwise."""
+        _require(self.path, self.meta, expect, who, data_path)
+        return self
 
     def __len__(self) -> int:
         return self.n_sequences
@@ -206,3 +210,11 @@ def _packed_lengths(cache: ScoreCache, indices: Sequence[int]) -> list[list[int]
             "packed data it was computed from: pass its doc_lengths to verify"
         )
     return list(split.select([int(i) for i in indices])["doc_lengths"])
+
+
+def _require(path: Path, meta: dict, expect: dict, who: str, data_path) -> None:
+    """The one check of a cache's identity against what its reader requires (one line when stale)."""
+    if unknown := sorted(set(expect) - set(IDENTITY)):
+        raise ValueError(f"expect has unknown field(s) {unknown}: valid fields are {', '.join(IDENTITY)}")
+    if identity_difference(meta, expect):
+        raise UsageError(_stale_message(path, meta, expect, who, data_path))

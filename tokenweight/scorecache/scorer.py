@@ -7,7 +7,14 @@ import hashlib
 import json
 
 from tokenweight.errors import InputError, UsageError
-from tokenweight.identity import has_tokenizer, is_hub_id, load_tokenizer, resolve_local, tokenizer_digest
+from tokenweight.identity import (
+    check_vocabulary,
+    has_tokenizer,
+    is_hub_id,
+    load_tokenizer,
+    resolve_local,
+    tokenizer_digest,
+)
 from tokenweight.scorecache.layout import check_scorer_tokenizer
 
 
@@ -79,11 +86,13 @@ def _aligned_tokenizer(scorer_tok, vocab: int, data_tok, name: str, align: str):
             f"scorer {name!r} has a tokenizer without character offsets ({type(scorer_tok).__name__}, not a fast "
             "tokenizer), needed to align its tokens to the data's: save it as a fast tokenizer (tokenizer.json)"
         )
-    if vocab < len(scorer_tok):
-        raise UsageError(
-            f"scorer {name!r} has a vocabulary of {vocab} tokens but its tokenizer has {len(scorer_tok)}: "
-            "pass a model folder whose tokenizer is the model's own"
-        )
+    check_vocabulary(
+        vocab,
+        scorer_tok,
+        name=f"scorer {name!r}",
+        tokenizer_name="its tokenizer",
+        fix="pass a model folder whose tokenizer is the model's own",
+    )
     return scorer_tok
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from tokenweight.config import check_choice, check_float, check_int, option
 from tokenweight.errors import UsageError
-from tokenweight.stages.runs import OPTIMISATION, SCHEDULERS, RunConfig, RunResult, plan_stage
+from tokenweight.stages.runs import OPTIMISATION, SCHEDULERS, RunConfig, RunResult, planned_run
 
 __all__ = ["PretrainConfig", "pretrain"]
 
@@ -65,15 +65,19 @@ class PretrainConfig(RunConfig):
 
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or continue, or find finished) the pretraining run ``config.out``."""
+    config.check()
+    with planned_run(config, "pretrain") as plan:  # a finished run is found before anything is loaded
+        if plan.state == "done":
+            return RunResult(plan.out, plan.summary, already_done=True)
+        return RunResult(plan.out, _pretrain(config, plan))
+
+
+def _pretrain(config: PretrainConfig, plan) -> dict:
     from tokenweight.outputs import launch_world_size
     from tokenweight.token_weighting import TokenWeighting
     from tokenweight.train.runner import run_training
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
 
-    config.check()
-    out, plan = plan_stage(config, "pretrain")
-    if plan.state == "done":
-        return RunResult(out, plan.summary, already_done=True)
     quiet_progress_bars()
     data = load_train_data(config.data)
     tokenizer = data.tokenizer
@@ -96,7 +100,7 @@ def pretrain(config: PretrainConfig) -> RunResult:
             from tokenweight.train.copytask import WithCopyRows
 
             dataset = WithCopyRows(dataset, _copy_task(config, tokenizer, len(dataset)), config.copy_fraction)
-    summary = run_training(
+    return run_training(
         model=model,
         tokenizer=tokenizer,
         train_dataset=dataset,
@@ -107,7 +111,6 @@ def pretrain(config: PretrainConfig) -> RunResult:
         plan=plan,
         run_config={**config.to_dict(), "command": "pretrain", "n": data.n},
     )
-    return RunResult(out, summary)
 
 
 def _copy_task(config: PretrainConfig, tokenizer, rows: int):

@@ -16,6 +16,7 @@ folder's lock, so that the same command always does the right thing (docs/TRAINI
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,10 +182,15 @@ class RunResult:
         )
 
 
-def plan_stage(config, command: str):
-    """``(out, plan)`` of a training stage: its run folder planned from the config's settings,
-    before any model is loaded (a folder with other settings is refused here)."""
+@contextmanager
+def planned_run(config, command: str):
+    """The run folder of a training stage, planned once (:func:`tokenweight.train.runner.plan_run`)
+    from the config's settings and held for the ``with`` block (:func:`tokenweight.outputs.output_lock`):
+    a finished run is found, and a folder with other settings refused, before any model is loaded,
+    and no other process can change the folder between the plan and the end of training."""
+    from tokenweight.outputs import output_lock
     from tokenweight.train.runner import plan_run
 
-    out = Path(config.out)
-    return out, plan_run(out, {"command": command, **config.settings()}, force=config.force)
+    out = Path(config.out).expanduser()
+    with output_lock(out) if out.parent.is_dir() else nullcontext():
+        yield plan_run(out, {"command": command, **config.settings()}, force=config.force)

@@ -32,7 +32,7 @@ from tokenweight.choices import WEIGHT_NORMS
 from tokenweight.config import check_choice, check_float, check_int, option
 from tokenweight.context_extension import ROPE_SCALING_TYPES
 from tokenweight.errors import UsageError
-from tokenweight.stages.runs import RunConfig, RunResult, plan_stage
+from tokenweight.stages.runs import RunConfig, RunResult, planned_run
 from tokenweight.windows import check_window
 
 __all__ = ["TrainConfig", "train"]
@@ -178,6 +178,15 @@ class TrainConfig(RunConfig):
 
 def train(config: TrainConfig) -> RunResult:
     """Run (or continue, or find finished) the training run ``config.out``."""
+    config.check()  # 1. the input, checked once
+    with planned_run(config, "train") as plan:  # a finished run is found before anything is loaded
+        if plan.state == "done":
+            return RunResult(plan.out, plan.summary, already_done=True)
+        return RunResult(plan.out, _train(config, plan))
+
+
+def _train(config: TrainConfig, plan) -> dict:
+    """The whole step, top to bottom: data, model, short-context NLL, the component, the run."""
     from tokenweight.context_extension import extend_context, pretrained_context
     from tokenweight.token_weighting import TokenWeighting
     from tokenweight.train.collate import PadCollator, TrainSequences
@@ -185,12 +194,7 @@ def train(config: TrainConfig) -> RunResult:
     from tokenweight.train.setup import base_context, build_model, load_train_data, quiet_progress_bars
     from tokenweight.weighting import WeightingScheme
 
-    # 1. the input, checked once; a finished run is found before anything is loaded
-    config.check()
     scheme = WeightingScheme.parse(config.scheme)
-    out, plan = plan_stage(config, "train")
-    if plan.state == "done":
-        return RunResult(out, plan.summary, already_done=True)
     quiet_progress_bars()
 
     # 2. the data, the long context n, and (frozen scoring) the score cache of the same data
@@ -258,7 +262,7 @@ def train(config: TrainConfig) -> RunResult:
         "packed": dataset.packed,
     }
     # 6. the run: its folder, the HF Trainer with the component, checkpoints, the final model
-    summary = run_training(
+    return run_training(
         model=model,
         tokenizer=data.tokenizer,
         train_dataset=dataset,
@@ -268,7 +272,6 @@ def train(config: TrainConfig) -> RunResult:
         run_config=run_config,
         collator=collator,
     )
-    return RunResult(out, summary)
 
 
 def _open_cache(config: TrainConfig, data, window: int | None, stride: int | None):
@@ -276,9 +279,9 @@ def _open_cache(config: TrainConfig, data, window: int | None, stride: int | Non
     from tokenweight.identity import tokenizer_digest
     from tokenweight.scorecache import ScoreCache
 
-    probe = ScoreCache.open(config.scores)
-    window = window or int(probe.meta["window"])
-    stride = stride or int(probe.meta["stride"])
+    cache = ScoreCache.open(config.scores)
+    window = window or int(cache.meta["window"])
+    stride = stride or int(cache.meta["stride"])
     expect = {
         "data": data.manifest.get("fingerprint"),
         "split": "train",
@@ -287,7 +290,7 @@ def _open_cache(config: TrainConfig, data, window: int | None, stride: int | Non
         "stride": stride,
         "tokenizer": tokenizer_digest(data.tokenizer),
     }
-    cache = ScoreCache.open(config.scores, expect=expect, data_path=config.data)
+    cache.require(expect, data_path=config.data)
     used = len(data.train) if config.max_train_sequences is None else min(len(data.train), config.max_train_sequences)
     if cache.n_sequences < used:
         raise UsageError(

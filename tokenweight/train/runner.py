@@ -35,6 +35,7 @@ from tokenweight.outputs import (
     first_difference,
     foreign_output,
     from_rank0,
+    holds_lock,
     launch_rank,
     move_into_place,
     other_settings,
@@ -361,8 +362,9 @@ def run_training(
     ``out_dir`` defaults to ``config.out``. ``token_weighting``: the loss, a
     :class:`~tokenweight.token_weighting.TokenWeighting` (None: uniform, the config's chunk size,
     kernel and seed). ``run_config``: every option of the run (written to ``run_config.json``).
-    ``plan``: the caller's :func:`plan_run` (its settings and ``force`` are used; the plan is made
-    again under the lock, by the main process, and shared with the others); without one, the
+    ``plan``: the caller's :func:`plan_run` (its settings and ``force`` are used; made while the
+    caller holds the folder's lock, as ``tokenweight.stages.runs.planned_run`` does, it is used as
+    it is, else made again under the lock; by the main process, and shared with the others); without one, the
     settings are ``run_config`` minus :data:`RESUMABLE_CHANGES` and ``config.force`` applies. A
     ``done`` run is not touched. Under torchrun every rank calls it. Returns the summary (also
     ``OUT/summary.json``); for a run that was already done, that summary plus ``"already_done": True``.
@@ -378,6 +380,7 @@ def run_training(
     transformers.logging.set_verbosity_warning()
     out = Path(out_dir if out_dir is not None else config.out).expanduser()
     run_config = dict(run_config or {})
+    given = plan if plan is not None and holds_lock(out) else None  # made under the lock held since
     settings = plan.settings if plan is not None else comparable_settings(run_config)
     force = plan.force if plan is not None else bool(getattr(config, "force", False))
     if token_weighting is None:
@@ -387,8 +390,8 @@ def run_training(
     with output_lock(out):  # rank 0 only (the launcher stops a refused job's other ranks)
         mine, err = None, None
         if launch_rank() == 0:  # before the process group: the other ranks wait at its set-up
-            try:
-                mine = plan_run(out, settings, force=force)
+            try:  # the caller's plan when made under the lock it still holds (planned_run), else planned now
+                mine = given if given is not None else plan_run(out, settings, force=force)
                 if mine.state != "done":
                     _tidy(mine, run_config)
             except UsageError as e:

@@ -60,7 +60,7 @@ def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: flo
     the run's runtime options (``auto``: the best the model supports on the device and dtype it trains in)."""
     from transformers import LlamaForCausalLM, set_seed
 
-    from tokenweight.identity import check_model_tokenizer
+    from tokenweight.identity import check_model_tokenizer, check_vocabulary
     from tokenweight.models import init_model, load_model
 
     runtime = config.runtime()
@@ -78,12 +78,13 @@ def build_model(config, tokenizer, max_position_embeddings: int, rope_theta: flo
         )
     check_model_tokenizer(config.model, tokenizer, ref_name=f"the data {str(config.data)!r}")
     model = load_model(config.model, attn_implementation=runtime.attn_implementation, runtime=runtime)
-    vocab = model.get_input_embeddings().weight.shape[0]
-    if vocab < len(tokenizer):
-        raise UsageError(
-            f"model {config.model!r} has {vocab} embeddings but the data's tokenizer has {len(tokenizer)} "
-            "tokens: use a model trained with the data's tokenizer"
-        )
+    check_vocabulary(
+        model.get_input_embeddings().weight.shape[0],
+        tokenizer,
+        name=f"model {config.model!r}",
+        tokenizer_name="the data's tokenizer",
+        fix="use a model trained with the data's tokenizer",
+    )
     return model
 
 
