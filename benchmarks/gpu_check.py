@@ -25,7 +25,7 @@ summary ``OUT_DIR/gpu_check.json`` (status, seconds and result file of every sec
   Ulysses (``--sp-size 2 --deepspeed zero3``) and by torch's context parallelism (``accelerate
   launch`` with FSDP2 and ``--parallelism_config_cp_size 2``): the logged weighted and plain losses
   must equal one process's on the whole sequences (relative 1e-3, bf16 attention kernels aside);
-  on CPU, tests/train/test_sequence_parallel.py checks both layouts exactly;
+  on CPU, tests/train/test_trainer_sequence_parallel.py checks both layouts exactly;
 - ``cce``: ``--loss-kernel cce`` (Cut-Cross-Entropy) against ``chunked_nll`` at 16k tokens and the
   1B head: per-token NLL and gradients (hidden, weight) in bf16, fp32 masters under bf16 autocast,
   with a soft-cap and scale, fp32 (NLL; training refused), and time and peak memory of both at
@@ -36,7 +36,7 @@ Sections run in this order while the time budget lasts (a section that would not
 and says so); a failing section is recorded with its error and the others still run; the exit code
 is 1 when any section failed (not when one is skipped). ``--cpu-smoke`` (automatic without CUDA)
 runs the same sections at tiny sizes on the CPU in seconds, into a temporary folder unless
-``--out-dir`` is given (the engines section is left to tests/test_engines.py there).
+``--out-dir`` is given (the engines section is left to tests/contracts/test_engines.py there).
 
     bash benchmarks/gpu_check.sh [--cpu-smoke] [--out-dir DIR] [--budget SECONDS]
 """
@@ -316,7 +316,7 @@ class Check:
         if gpus < 2:
             raise Skipped(
                 f"needs 2 GPUs (a sequence is split over processes, one GPU each), this machine has {gpus}; "
-                "tests/train/test_sequence_parallel.py checks Ulysses and the load-balanced layout on CPU"
+                "tests/train/test_trainer_sequence_parallel.py checks Ulysses and the load-balanced layout on CPU"
             )
         s = self.size
         data = self._prepared()
@@ -432,7 +432,7 @@ def main() -> int:
     if check.smoke and not args.sections:
         sections.remove("engines")
         summary["sections"]["engines"] = {
-            "status": "skipped: CPU smoke (tests/test_engines.py runs the engines on CPU)"
+            "status": "skipped: CPU smoke (tests/contracts/test_engines.py runs the engines on CPU)"
         }
     for name in sections:
         left = check.deadline - time.monotonic()

@@ -1,6 +1,6 @@
 """Launching a test's worker module under ``torchrun`` with 2 gloo processes on the CPU, the one
-way the multi-process tests (tests/test_engines.py, tests/train/test_mixin.py,
-tests/train/test_sequence_parallel.py) start their workers."""
+way the multi-process tests (tests/contracts/test_engines.py, tests/train/test_trainer_mixin.py,
+tests/train/test_trainer_sequence_parallel.py) start their workers."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_scorecache import make_scorer
+from tests.scorecache.test_scorecache import make_scorer
 from tokenweight.alignment import (
     aligned_short_nll,
     aligned_windows,

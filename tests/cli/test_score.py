@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_scorecache import make_prepared, make_scorer, make_tokenizer  # noqa: E402
+from tests.scorecache.test_scorecache import make_prepared, make_scorer, make_tokenizer  # noqa: E402
 from tokenweight.cli.main import main  # noqa: E402
 from tokenweight.scorecache import COMPLETE, ScoreCache, compute_scores  # noqa: E402
 

@@ -252,7 +252,7 @@ def test_model_with_another_tokenizer_is_refused_in_one_line(env, capsys):
     and one of the same size with other words are refused before the model is loaded; the data's
     own tokenizer with embeddings padded beyond it trains; a model without a tokenizer is accepted
     when its embeddings cover the data's (refused in one line otherwise)."""
-    from tests.test_scorecache import make_tokenizer as word_tokenizer
+    from tests.scorecache.test_scorecache import make_tokenizer as word_tokenizer
     from tests.tiny_models import save_tiny_llama
     from tests.train.train_helpers import make_tokenizer
 

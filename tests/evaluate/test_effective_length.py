@@ -48,7 +48,7 @@ def test_summary_by_hand():
 def test_eval_results_and_table_carry_it(tmp_path, monkeypatch):
     """End to end: generation scored perfect at 256 and empty at 512 (a stub generator), so the
     effective length is 256; the likelihood rows stay beside it."""
-    from tests.evaluate.test_eval_runner import make_model, make_tokenizer
+    from tests.evaluate.test_runner import make_model, make_tokenizer
     from tokenweight.evaluate import tasks as T
     from tokenweight.evaluate.results import check_results
     from tokenweight.evaluate.runner import evaluate_models

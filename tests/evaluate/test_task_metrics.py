@@ -25,7 +25,7 @@ def test_task_names_and_qa_files():
 
 
 def test_each_sample_reserves_the_budget_it_is_generated_with(tmp_path):
-    from tests.evaluate.test_eval_runner import make_tokenizer
+    from tests.evaluate.test_runner import make_tokenizer
     from tokenweight.evaluate import tasks as T
 
     tok = make_tokenizer(tmp_path / "tok")
@@ -46,7 +46,7 @@ def test_each_sample_reserves_the_budget_it_is_generated_with(tmp_path):
 
 
 def test_eval_reads_qa_files_and_haystack_options(tmp_path):
-    from tests.evaluate.test_eval_runner import make_model, make_tokenizer
+    from tests.evaluate.test_runner import make_model, make_tokenizer
     from tokenweight.evaluate.runner import evaluate_models
     from tokenweight.stages.evaluate import EvalConfig
 

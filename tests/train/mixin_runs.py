@@ -1,5 +1,5 @@
 """One optimizer step of the token-weighting mixin on a stock ``Trainer`` or TRL's ``SFTTrainer``,
-the same in one process and under ``torchrun`` (2 gloo processes), for tests/train/test_mixin.py.
+the same in one process and under ``torchrun`` (2 gloo processes), for tests/train/test_trainer_mixin.py.
 
 ``python -m torch.distributed.run --nproc_per_node 2 -m tests.train.mixin_runs OUT`` runs every
 case of :data:`CASES` with batch 2 per process and accumulation 2 and saves rank 0's results to

@@ -1,6 +1,6 @@
 """One optimizer step of the token-weighting mixin under DeepSpeed's Ulysses sequence parallelism
 (HF ``Trainer`` + ``accelerate``'s ``ParallelismConfig(sp_backend="deepspeed", sp_size=2)``), on CPU
-with 2 gloo processes, for tests/train/test_sequence_parallel.py.
+with 2 gloo processes, for tests/train/test_trainer_sequence_parallel.py.
 
 ``python -m torch.distributed.run --nproc_per_node 2 -m tests.train.sp_runs OUT STAGE`` runs every
 case of :data:`CASES` under ZeRO stage ``STAGE`` (sequence shards of 2 rows x accumulation 2) and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_scorecache import make_tokenizer  # noqa: E402
+from tests.scorecache.test_scorecache import make_tokenizer  # noqa: E402
 from tokenweight.train.collate import IGNORE_INDEX, PadCollator  # noqa: E402
 from tokenweight.train.copytask import CopyTask, WithCopyRows  # noqa: E402
 

@@ -162,7 +162,7 @@ class TokenWeightingMixin:
         DeepSpeed's Ulysses (``sp_backend="deepspeed"``): DeepSpeed sums the gradients of the ranks
         of a sequence group and averages over data-parallel groups (ZeRO 0-2: divides by ``world /
         sp``), except ZeRO-3's default reduce-scatter, which averages over the whole world: the loss
-        is scaled by what it divides by (tests/train/test_sequence_parallel.py). torch's context
+        is scaled by what it divides by (tests/train/test_trainer_sequence_parallel.py). torch's context
         parallelism (``cp_backend="torch"``, FSDP2 over a mesh whose data-parallel dimension
         includes ``cp``): FSDP2 averages over every rank, so the scale is the world size (not run
         here: CUDA only, benchmarks/gpu_check.sh)."""

@@ -129,6 +129,25 @@ def test_no_module_points_outside_the_repository():
 
 def test_test_helpers_are_imported_by_name():
     """Tests import their helpers as ``tests.<dir>.<module>``: no ``sys.path`` edits."""
-    tests = Path(__file__).parent
+    tests = Path(__file__).parents[1]
     edits = [str(p.relative_to(tests)) for p in tests.rglob("*.py") if "sys.path" in p.read_text(encoding="utf-8")]
     assert edits == [str(Path(__file__).relative_to(tests))]  # this file names it, nothing else
+
+
+def test_tests_mirror_the_package():
+    """``tests/<package path>/test_<module>[_<aspect>].py`` tests the module ``tokenweight/<package
+    path>/<module>.py`` (``<module>`` may be the package's own name, for its ``__init__``);
+    cross-cutting contracts (several packages at once, the docs, the engines) live in
+    ``tests/contracts/``."""
+    tests = Path(__file__).parents[1]
+    strays = []
+    for p in sorted(tests.rglob("test_*.py")):
+        rel = p.relative_to(tests)
+        if rel.parts[0] == "contracts":
+            continue
+        package = PACKAGE.joinpath(*rel.parts[:-1])
+        modules = {q.stem for q in package.glob("*.py") if q.stem != "__init__"} | {package.name}
+        name = p.stem[len("test_") :]
+        if not package.is_dir() or not any(name == m or name.startswith(f"{m}_") for m in modules):
+            strays.append(str(rel))
+    assert strays == []

@@ -217,7 +217,7 @@ def test_flash_attention_flattens_the_batch_into_one_row():
 def test_train_and_pretrain_on_a_packed_prepared_folder(tmp_path):
     """``prepare --pack`` (the data stage), then ``score``, ``pretrain`` and ``train`` (frozen and
     self-scoring, weight_norm document) on it: the runs finish, every document's weights average 1,
-    and the frozen cache is marked packed (its numbers: tests/test_scorecache.py)."""
+    and the frozen cache is marked packed (its numbers: tests/scorecache/test_scorecache.py)."""
     from tests.data.conftest import make_docs
     from tokenweight.data import load_prepared
     from tokenweight.data.pipeline import prepare

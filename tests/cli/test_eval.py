@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.evaluate.test_eval_runner import make_model, make_prepared, make_tokenizer  # noqa: E402
+from tests.evaluate.test_runner import make_model, make_prepared, make_tokenizer  # noqa: E402
 from tokenweight.cli.main import main  # noqa: E402
 
 

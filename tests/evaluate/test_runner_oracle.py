@@ -17,7 +17,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from tests import tiny_models
-from tests.evaluate.test_eval_runner import make_tokenizer  # noqa: E402
+from tests.evaluate.test_runner import make_tokenizer  # noqa: E402
 from tokenweight.evaluate import tasks as T  # noqa: E402
 from tokenweight.evaluate.runner import evaluate_models  # noqa: E402
 from tokenweight.stages.evaluate import EvalConfig  # noqa: E402

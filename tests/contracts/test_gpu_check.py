@@ -1,7 +1,7 @@
 """``benchmarks/gpu_check.sh --cpu-smoke``: the GPU validation script runs end to end at tiny sizes.
 
 The same sections and code paths as on a GPU (benchmarks/gpu_check.py), on the CPU: every section
-but ``engines`` (tests/test_engines.py runs those on CPU) ends ``ok`` and writes its result file;
+but ``engines`` (tests/contracts/test_engines.py runs those on CPU) ends ``ok`` and writes its result file;
 ``cce`` runs its script, says why Cut-Cross-Entropy was skipped here, and times ``chunked_nll``.
 About 30 s on 2 cores (six Python processes).
 """
@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("attention", "train_1b", "loss_memory", "scoring_1b", "eval_16k")
 
 

@@ -37,7 +37,7 @@ from tests.train.train_helpers import make_prepared, tiny_model
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N, W, STEPS = 64, 16, 3
 #: final-weight tolerance of FSDP2 vs one process: the sharded reduction sums in another order, and
 #: AdamW's first steps divide by sqrt(v) ~ |g|, which magnifies relative noise of tiny gradients
@@ -105,7 +105,7 @@ def test_zero3_two_processes_equal_one_process(env, case):
 def test_sequence_parallel_cli_two_processes_equal_one_process(env):
     """``train --sp-size 2 --deepspeed zero3`` under torchrun (every sequence split over the 2
     processes, DeepSpeed's Ulysses; frozen sparse weights of the whole sequences) ends where one
-    process with the same sequences per step ends (tests/train/test_sequence_parallel.py has the
+    process with the same sequences per step ends (tests/train/test_trainer_sequence_parallel.py has the
     step-level checks for every scheme)."""
     pytest.importorskip("deepspeed")
     from tokenweight.cli.main import main
@@ -202,7 +202,7 @@ def fsdp_steps(data: str, model_dir: str, scores: str, case: str, out_dir: str) 
 def test_fsdp2_two_processes_equal_one_process(env):
     out = env["root"] / "fsdp"
     out.mkdir()
-    torchrun("-m", "tests.test_engines", env["data"], env["model"], env["scores"], out)
+    torchrun("-m", "tests.contracts.test_engines", env["data"], env["model"], env["scores"], out)
     for case in CASES:
         two = torch.load(out / f"{case}.pt")
         one = fsdp_steps(str(env["data"]), str(env["model"]), str(env["scores"]), case, str(out / "one"))

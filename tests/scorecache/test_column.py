@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_scorecache import BOS, load_scorer, make_packed, make_prepared, make_scorer
+from tests.scorecache.test_scorecache import BOS, load_scorer, make_packed, make_prepared, make_scorer
 from tokenweight.cli.main import main
 from tokenweight.scorecache import ScoreCache, add_short_nll, column_stride, compute_scores
 from tokenweight.scorecache.column import DATASET, _add_short_nll

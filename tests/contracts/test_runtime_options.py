@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_scorecache import make_prepared, make_scorer
+from tests.scorecache.test_scorecache import make_prepared, make_scorer
 from tokenweight import models as M
 from tokenweight.cli.main import main
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.evaluate.test_eval_runner import make_model, make_prepared, make_tokenizer
+from tests.evaluate.test_runner import make_model, make_prepared, make_tokenizer
 from tokenweight.evaluate.batching import token_groups
 from tokenweight.evaluate.episodes import score_episodes
 from tokenweight.evaluate.runner import evaluate_models

@@ -10,7 +10,7 @@ import torch
 
 from tests.tiny_models import save_tiny_llama, tiny_mixtral
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 VOCAB = 300
 TINY = dict(
     vocab_size=VOCAB,

@@ -9,7 +9,7 @@ import torch
 
 from tests.tiny_models import save_tiny_llama, tiny_bpe
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "INTEGRATION.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "INTEGRATION.md"
 TEXTS = [
     f"def f{i}(x):\n    return x * {i} + {i * i}\nclass C{i}:\n    value = {i}\n# task {i}: add\n" for i in range(40)
 ]

@@ -229,7 +229,7 @@ def test_unknown_postprocessing_is_refused_for_training_and_scored_by_the_model_
 def test_non_linear_output_layer_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     from transformers import LlamaForCausalLM
 
-    from tests.test_scorecache import make_prepared
+    from tests.scorecache.test_scorecache import make_prepared
     from tokenweight.cli.main import main
 
     model = LlamaForCausalLM(_llama_config())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.evaluate.packed_helpers import documents, pack, save_prepared
-from tests.evaluate.test_eval_runner import make_model, make_tokenizer
+from tests.evaluate.test_runner import make_model, make_tokenizer
 from tokenweight.cli.main import main
 from tokenweight.report.heatmap import compute_heatmap_ids, heatmap_html, sample_html
 from tokenweight.scoring import self_scored_short_nll, short_context_nll, token_nll

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_scorecache import make_scorer
+from tests.scorecache.test_scorecache import make_scorer
 from tests.train.train_helpers import make_prepared
 from tokenweight.cli.main import main  # noqa: E402
 from tokenweight.errors import UsageError  # noqa: E402

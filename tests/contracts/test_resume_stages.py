@@ -1,4 +1,4 @@
-"""The resume contract for the stages that tests/test_resume_contract.py does not kill: prepare,
+"""The resume contract for the stages that tests/contracts/test_resume_contract.py does not kill: prepare,
 eval, tasks export and the whole demo. Each is killed with SIGKILL at seeded random moments, the
 same command is run again, and its outputs are compared bitwise with an uninterrupted run (timings
 aside); a rerun of a finished output is a no-op."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_resume_contract import _cli, _kill_when, snapshot
+from tests.contracts.test_resume_contract import _cli, _kill_when, snapshot
 
 pytestmark = pytest.mark.slow
 

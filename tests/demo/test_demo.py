@@ -100,7 +100,7 @@ def test_base_model_recipe_copy_warmup_then_mixed_rows(demo_dir):
 
 @pytest.mark.slow
 def test_quick_profile_pretrains_from_scratch(demo_dir):
-    """Only the default profile ships a base model (tests/test_demo_base.py): quick pretrains its own."""
+    """Only the default profile ships a base model (tests/demo/test_base.py): quick pretrains its own."""
     assert json.loads((demo_dir / "demo_settings.json").read_text())["base_model"] == {"source": "from_scratch"}
     results = json.loads((demo_dir / "report" / "results.json").read_text())
     assert results["config"]["base_model"] == {"source": "from_scratch"}

@@ -7,7 +7,7 @@ import torch
 
 from tests.evaluate.packed_helpers import documents, pack, save_prepared
 from tests.evaluate.test_episodes import brute_force, tiny_model
-from tests.evaluate.test_eval_runner import make_model, make_tokenizer
+from tests.evaluate.test_runner import make_model, make_tokenizer
 from tokenweight.evaluate.episodes import score_episodes
 from tokenweight.evaluate.lm_metrics import PositionPerplexity
 from tokenweight.evaluate.packed import document_nll, split_documents

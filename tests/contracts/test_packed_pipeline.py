@@ -1,7 +1,7 @@
 """The whole pipeline on packed data, from the command line: prepare --pack, pretrain, score
 --verify, train --weight-norm document (frozen), eval and report with the heat map of a packed
-row. Each stage's numbers are tested elsewhere against brute force (tests/train/test_packed.py,
-tests/evaluate/test_packed_eval.py, tests/test_scorecache.py); this checks that they connect."""
+row. Each stage's numbers are tested elsewhere against brute force (tests/train/test_trainer_packed.py,
+tests/evaluate/test_packed.py, tests/scorecache/test_scorecache.py); this checks that they connect."""
 
 import json
 
