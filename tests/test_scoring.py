@@ -355,3 +355,60 @@ def test_scorers_take_any_integer_dtype_and_check_the_other_arguments(model):
         self_scored_short_nll(model, ids, [[0.0] * 19] * 2, 8, 4)
     with pytest.raises(ValueError, match=r"^long_nll must be a float tensor of shape \(2, 19\) .* got shape \(2, 20\)"):
         truncated_context_nll(model, ids, 8, 4, long_nll=torch.zeros(2, 20))
+
+
+# ------------------------------------------------------------------------------ context_kl (LongFilter's score)
+def brute_force_kl(model, ids_1d, window, stride, bos=None):
+    """KL(p_long || p_short) of every target, each window run on its own (the first window that scores a
+    target gives its short context, as brute_force_short); targets of window 0: 0."""
+    n = ids_1d.shape[0]
+    with torch.no_grad():
+        long = torch.log_softmax(model(ids_1d[None]).logits[0].float(), -1)  # [n, V]
+    out = torch.zeros(n - 1)
+    if n <= window:
+        return out
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    done = set(range(1, window))  # window 0's targets: no shorter context
+    for start in starts[1:]:
+        win = ids_1d[start : start + window].clone()
+        if bos is not None and ids_1d[0] == bos:
+            win[0] = bos
+        with torch.no_grad():
+            short = torch.log_softmax(model(win[None]).logits[0].float(), -1)
+        for j in range(window - 1):
+            p = start + j + 1  # target position
+            if p not in done:
+                done.add(p)
+                lp = long[p - 1]
+                out[p - 1] = (lp.exp() * (lp - short[j])).sum()
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 3, 6])
+@pytest.mark.parametrize("bos", [None, BOS])
+def test_context_kl_equals_brute_force(model, stride, bos):
+    window, n = 8, 29
+    ids = random_ids(2, n, seed=stride, bos=bos is not None)
+    got = scoring.context_kl(model, ids, window, stride, bos_token_id=bos, batch_size=2)
+    for r in range(2):
+        torch.testing.assert_close(got[r], brute_force_kl(model, ids[r], window, stride, bos), atol=ATOL, rtol=0)
+    assert bool((got >= 0).all()) and bool((got[:, : window - 1] == 0).all())
+
+
+def test_context_kl_padding_and_short_rows(model):
+    window, stride, n = 8, 5, 33
+    ids = random_ids(3, n, seed=9)
+    lengths = [33, 12, 8]  # longer than w, a little longer, = w (no shorter context: all 0)
+    mask = torch.zeros_like(ids)
+    for r, L in enumerate(lengths):
+        mask[r, :L] = 1
+        ids[r, L:] = 0
+    got = scoring.context_kl(model, ids, window, stride, attention_mask=mask, bos_token_id=BOS)
+    for r, L in enumerate(lengths):
+        torch.testing.assert_close(
+            got[r, : L - 1], brute_force_kl(model, ids[r, :L], window, stride, BOS), atol=ATOL, rtol=0
+        )
+        assert torch.all(got[r, L - 1 :] == 0)
+    assert torch.all(got[2] == 0)

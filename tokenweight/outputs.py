@@ -1,6 +1,6 @@
 """The output protocol: what a command does with the output folder it is told to write.
 
-Every stage that writes a folder (prepare, score, pretrain/train, ``tasks export``) keeps the same
+Every stage that writes a folder (prepare, score, select, pretrain/train, ``tasks export``) keeps the same
 contract, and these are its rules, each written once:
 
 - **One writer** (:func:`output_lock`): a second process asking for the same output is refused at

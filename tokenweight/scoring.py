@@ -497,3 +497,56 @@ def truncated_context_nll(
             groups[end - start].append((row, start, first, end))
     _run_windows(model, input_ids, groups, batch_size or windows_per_pass(trunc_len + sliding_window), out)
     return out
+
+
+def context_kl(
+    model: nn.Module,
+    input_ids: Tensor,
+    window: int,
+    stride: int,
+    attention_mask: Tensor | None = None,
+    bos_token_id: int | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Per-target ``KL(p_long || p_short)``: how much the context beyond the short window changes the
+    model's prediction (LongFilter's token score, docs/METHOD.md "Selection").
+
+    ``p_long`` is the model's next-token distribution with the whole row before the target,
+    ``p_short`` with the short context of :func:`short_context_nll` (the same windows, stride and
+    BOS rule). Targets of the first window have no shorter context (``p_short = p_long``): 0.
+
+    Args: as :func:`short_context_nll` (unpacked rows; ``batch_size``: windows per forward pass).
+
+    Returns:
+        [b, n-1] float32 >= 0, aligned like :func:`token_nll`; 0 where the target is padding or in
+        the first window. Full logits of one row (and of ``batch_size`` windows) at a time.
+    """
+    check_window(window, stride)
+    input_ids, lengths, out = _scorer_call(model, input_ids, attention_mask, batch_size)
+    b, n = input_ids.shape
+    if n < 2:
+        return out
+    per_pass = batch_size or windows_per_pass(window)
+    forward = prediction_kwargs(model)
+    with _eval_mode(model):
+        for row in range(b):
+            length = int(lengths[row])
+            groups = plan_windows([length], window, stride, skip_first_window=True)
+            if not groups:
+                continue
+            ids = input_ids[row : row + 1, :length]
+            long_logp = torch.log_softmax(model(input_ids=ids, use_cache=False, **forward).logits[0].float(), -1)
+            bos = bos_token_id is not None and int(ids[0, 0]) == bos_token_id
+            for size, windows in sorted(groups.items()):
+                for i in range(0, len(windows), per_pass):
+                    batch = windows[i : i + per_pass]
+                    win = torch.stack([ids[0, start : start + size] for _, start, _, _ in batch])
+                    if bos:
+                        win[:, 0] = bos_token_id  # every window here starts after 0
+                    logits = model(input_ids=win, use_cache=False, **forward).logits.float()
+                    for k, (_, start, first, end) in enumerate(batch):
+                        t = torch.arange(first, end, device=ids.device)
+                        short = torch.log_softmax(logits[k, t - start - 1], -1)
+                        long = long_logp[t - 1]
+                        out[row, t - 1] = (long.exp() * (long - short)).sum(-1).clamp(min=0)
+    return out

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "prepare": "prepare",
     "pretrain": "pretrain",
     "score": "score",
+    "select": "select",
     "train": "train",
     "eval": "eval",
     "report": "report",
@@ -41,6 +42,8 @@ SUMMARIES = {
     "pretrain": "pretrain at short context w with plain cross-entropy (the short-context base model)",
     "score": "cache the short-context NLL of every training sequence under a frozen scorer, or add it to any dataset "
     "as a column (resumable, multi-process)",
+    "select": "keep the documents of prepared data whose text needs long context most (LongFilter's KL or the "
+    "paper's mean |d|), as a new prepared folder",
     "train": "train with token-weighted loss at long context (self or frozen scoring; uniform = plain CE)",
     "eval": "evaluate models side by side: perplexity by position, LongPPL, episode recall, long-context tasks",
     "report": "build a report (markdown, html, plots) from an evaluation and its training runs",

@@ -2,6 +2,7 @@
 
     stages.prepare.prepare(PrepareConfig) -> PrepareResult    corpus -> tokenized sequences
     stages.score.score(ScoreConfig) -> ScoreResult            frozen short-context NLL cache
+    stages.select.select(SelectConfig) -> SelectResult        the data that needs long context most
     stages.pretrain.pretrain(PretrainConfig) -> RunResult     short-context base model
     stages.train.train(TrainConfig) -> RunResult              context extension, token-weighted loss
     stages.evaluate.evaluate(EvalConfig) -> EvalResult        models side by side
@@ -33,6 +34,8 @@ _EXPORTS = {
     "PrepareResult": "tokenweight.stages.prepare",
     "ScoreConfig": "tokenweight.stages.score",
     "ScoreResult": "tokenweight.stages.score",
+    "SelectConfig": "tokenweight.stages.select",
+    "SelectResult": "tokenweight.stages.select",
     "PretrainConfig": "tokenweight.stages.pretrain",
     "TrainConfig": "tokenweight.stages.train",
     "RunResult": "tokenweight.stages.runs",
