@@ -89,8 +89,17 @@ def _clean(text: str) -> str:
 class Corpus:
     """All documents of all inputs, in listing order, plus what was skipped."""
 
-    def __init__(self, description: str, sources: list[_Source], skipped: list[tuple[str, str]], files: int):
+    def __init__(
+        self,
+        description: str,
+        sources: list[_Source],
+        skipped: list[tuple[str, str]],
+        files: int,
+        source_inputs: list[int] | None = None,
+    ):
         self.description, self.sources, self.skipped, self.files = description, sources, skipped, files
+        #: the input (its index in ``open_corpus``'s ``inputs``) each source was read from
+        self.source_inputs = source_inputs if source_inputs is not None else [0] * len(sources)
         self.offsets = np.cumsum([0] + [len(s.keys) for s in sources])
         prefix = len(sources) > 1
         self.keys = [f"{j}:{k}" if prefix else k for j, s in enumerate(sources) for k in s.keys]
@@ -114,6 +123,11 @@ class Corpus:
             for p, t in zip(pos, texts):
                 out[p] = t
         return out
+
+    def input_of(self) -> np.ndarray:
+        """``[documents]``: the input every document comes from (its index among the inputs)."""
+        per_source = [np.full(len(s.keys), i, dtype=np.int64) for s, i in zip(self.sources, self.source_inputs)]
+        return np.concatenate(per_source) if per_source else np.zeros(0, dtype=np.int64)
 
     def selection_order(self) -> np.ndarray:
         """Doc ids ordered by a hash of their keys: a fixed pseudo-random order.
@@ -325,17 +339,18 @@ def open_corpus(
         files = _walk(root, (".py",), exclude)
         sources = _file_sources(corpus, root, files, text_field, skipped)
         return Corpus(corpus, sources, skipped, len(files))
-    sources, n_files = [], 0
-    for inp in inputs:
+    sources, n_files, source_inputs = [], 0, []
+    for i, inp in enumerate(inputs):
         path = Path(inp).expanduser()
+        before = len(sources)
         if path.is_dir():
             if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
                 sources.append(_saved_dataset(path, split, text_field))
                 n_files += 1
-                continue
-            files = _walk(path, None, {"__pycache__"})
-            n_files += len(files)
-            sources.extend(_file_sources(str(path), path, files, text_field, skipped))
+            else:
+                files = _walk(path, None, {"__pycache__"})
+                n_files += len(files)
+                sources.extend(_file_sources(str(path), path, files, text_field, skipped))
         elif path.is_file():
             n_files += 1
             sources.extend(_file_sources(str(path), path, [path], text_field, skipped))
@@ -347,4 +362,5 @@ def open_corpus(
                 f"input {inp!r} does not exist: pass a folder of text files, a .jsonl/.parquet file, "
                 "a saved dataset folder, a hub dataset id, or --corpus stdlib"
             )
-    return Corpus(", ".join(inputs), sources, skipped, n_files)
+        source_inputs += [i] * (len(sources) - before)
+    return Corpus(", ".join(inputs), sources, skipped, n_files, source_inputs)

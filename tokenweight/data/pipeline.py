@@ -160,6 +160,14 @@ def prepare(out: str | Path, cfg, *, force: bool = False) -> tuple[dict, bool]:
         return _prepare(out, cfg, force=force)
 
 
+def _mixture(cfg, ratios: list[float], budgets: list[int], w) -> list[dict]:
+    """The manifest's ``mixture``: per input its ratio, its token budget and what it gave the train split."""
+    return [
+        {"input": str(inp), "ratio": r, "budget": b, "tokens": m["tokens"], "documents": m["documents"]}
+        for inp, r, b, m in zip(cfg.inputs, ratios, budgets, w.mixed)
+    ]
+
+
 def _settings(corpus_fp: str, tok_id, cfg, skip: int) -> dict:
     """What the output depends on, flat (its fingerprint is the folder's; recorded in the manifest)."""
     settings = {**cfg.identity(), "inputs": corpus_fp, "tokenizer_identity": tok_id, "skip": skip, "format": FORMAT}
@@ -263,7 +271,10 @@ def _prepare(out: str | Path, cfg, *, force: bool = False) -> tuple[dict, bool]:
         tail_min = None if min_tail is None else max(1, min_tail - (cfg.n - cap))
         encoder = Encoder(tok, parallel=cfg.workers == 0)
         extra = 1 if eos is not None else 0
-        w = writer.SplitWriters(tmp, cfg.max_tokens, cfg.n if cfg.pack else None, min_tail or 2)
+        ratios = cfg.mix_ratios()  # a mixture: each input's share of max_tokens (validated with the options)
+        budgets = None if ratios is None else [int(r * cfg.max_tokens) for r in ratios]
+        w = writer.SplitWriters(tmp, cfg.max_tokens, cfg.n if cfg.pack else None, min_tail or 2, budgets)
+        input_of = corpus.input_of()
         jobs = (
             (ids, _Job(texts, encoder, ep, cap, tail_min, extra, [[cfg.seed, int(d)] for d in ids]))
             for ids, texts in _batches(order, corpus)
@@ -281,6 +292,7 @@ def _prepare(out: str | Path, cfg, *, force: bool = False) -> tuple[dict, bool]:
                         chunks,
                         res.planned,
                         res.injected,
+                        int(input_of[doc_id]),
                     )
                     pos += 1
                     if w.full:
@@ -309,6 +321,7 @@ def _prepare(out: str | Path, cfg, *, force: bool = False) -> tuple[dict, bool]:
                 "after": cfg.after,
             },
             "episodes": w.episode_summary(ep),
+            **({} if ratios is None else {"mixture": _mixture(cfg, ratios, budgets, w)}),
             "options": {
                 **{k: v for k, v in asdict(cfg).items() if k not in ("out", "force")},
                 **({"packed": True} if cfg.pack else {}),

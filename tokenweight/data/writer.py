@@ -56,12 +56,23 @@ class SplitWriters:
     None: every row is one document's sequence, as without ``--pack``.
     """
 
-    def __init__(self, folder: Path, max_tokens: int | None, pack_n: int | None = None, min_piece: int = 2):
+    def __init__(
+        self,
+        folder: Path,
+        max_tokens: int | None,
+        pack_n: int | None = None,
+        min_piece: int = 2,
+        budgets: list[int] | None = None,
+    ):
         from datasets.arrow_writer import ArrowWriter
 
         from tokenweight.data.packing import Packer
 
         self.folder, self.max_tokens, self.full = Path(folder), max_tokens, False
+        #: a mixture (unpacked rows): train tokens allowed per input, in place of ``max_tokens``; ``full``
+        #: once every input's budget is reached; per input, tokens and documents written
+        self.budgets = budgets
+        self.mixed = [{"tokens": 0, "documents": 0, "full": False} for _ in budgets or []]
         self.work = self.folder / ".work"
         self.work.mkdir()
         packed = pack_n is not None
@@ -74,9 +85,15 @@ class SplitWriters:
         self.distances: list[np.ndarray] = []
         self.planned = self.injected = 0
 
-    def add(self, split: str, doc_id: int, text_tokens: int, chunks: Chunked, planned: int, injected: int) -> None:
-        """Add one document's sequences (train stops, and ``full`` is set, at ``max_tokens``)."""
+    def add(
+        self, split: str, doc_id: int, text_tokens: int, chunks: Chunked, planned: int, injected: int, group: int = 0
+    ) -> None:
+        """Add one document's sequences (train stops, and ``full`` is set, at ``max_tokens``; in a
+        mixture, the document's input ``group`` stops at its budget, and ``full`` once all have)."""
         st = self.stats[split]
+        mixed = self.mixed[group] if self.budgets is not None and split == "train" else None
+        if mixed is not None and mixed["full"]:
+            return
         self.planned += planned
         self.injected += injected
         if text_tokens == 0:
@@ -95,7 +112,13 @@ class SplitWriters:
             return
         rows = {"input_ids": [], "doc_id": [], "episodes": []}
         for seq, eps in zip(chunks.sequences, chunks.episodes):
-            if split == "train" and self.max_tokens is not None and st["tokens"] + len(seq) > self.max_tokens:
+            if mixed is not None:
+                if mixed["tokens"] + len(seq) > self.budgets[group]:
+                    mixed["full"] = True
+                    self.full = all(m["full"] for m in self.mixed)
+                    break
+                mixed["tokens"] += len(seq)
+            elif split == "train" and self.max_tokens is not None and st["tokens"] + len(seq) > self.max_tokens:
                 self.full = True
                 break
             rows["input_ids"].append(seq)
@@ -108,6 +131,8 @@ class SplitWriters:
                 self.distances.append(eps[:, 2] - eps[:, 0])
         if rows["doc_id"]:
             st["documents"] += 1
+            if mixed is not None:
+                mixed["documents"] += 1
             self.writers[split].write_batch(rows)
 
     def _write_packed(self, split: str, rows: list) -> None:

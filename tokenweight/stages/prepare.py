@@ -60,6 +60,12 @@ class PrepareConfig(StageConfig):
     )
     max_documents: int | None = option(None, "use at most this many documents")
     max_tokens: int | None = option(None, "stop once train holds this many tokens")
+    mix: list[float] | None = option(
+        None,
+        "a mixture: one sampling ratio per INPUT, the share of the --max-tokens train tokens it gives (e.g. 0.6,0.4; "
+        "normalised to sum 1); each input keeps its own documents, in the corpus' fixed order",
+        metavar="R1,R2,...",
+    )
     skip_documents: int = option(
         0, "skip this many documents of the corpus' fixed order first (disjoint slices for several runs)"
     )
@@ -107,6 +113,13 @@ class PrepareConfig(StageConfig):
             per_1k=float(per_1k), min_distance=lo, max_distance=hi, digits=self.episode_digits, style=self.episode_style
         )
 
+    def mix_ratios(self) -> list[float] | None:
+        """The mixture's ratios normalised to sum 1 (rounded to 1e-9, so that 1,1 and 0.5,0.5 agree)."""
+        if self.mix is None:
+            return None
+        total = float(sum(self.mix))
+        return [round(float(r) / total, 9) for r in self.mix]
+
     def validate(self) -> None:
         """Raise ValueError naming the option, the value and its valid range."""
         check_required(self, "out", usage="tokenweight prepare [INPUT ...] --out DIR")
@@ -116,6 +129,18 @@ class PrepareConfig(StageConfig):
         check_int(self, "max_documents", 1, optional=True)
         check_int(self, "max_tokens", self.n, optional=True)
         check_int(self, "skip_documents", 0)
+        if self.mix is not None:
+            if len(self.inputs) < 2 or len(self.mix) != len(self.inputs):
+                raise ValueError(
+                    f"mix needs one ratio per INPUT and at least two inputs, got {len(self.mix)} ratio(s) for "
+                    f"{len(self.inputs)} input(s)"
+                )
+            if any(not isinstance(r, (int, float)) or r <= 0 or r != r for r in self.mix):
+                raise ValueError(f"mix ratios must be positive numbers, got {self.mix!r}")
+            if self.max_tokens is None:
+                raise ValueError("mix: the ratios are shares of the train tokens: pass --max-tokens T as well")
+            if self.pack:
+                raise ValueError("mix: mixtures of packed rows are not supported: drop --pack or --mix")
         if self.tokenizer is None:
             check_int(self, "vocab_size", MIN_VOCAB_SIZE, high=MAX_VOCAB_SIZE)
         check_int(self, "tokenizer_train_chars", 1)
@@ -149,6 +174,10 @@ class PrepareConfig(StageConfig):
         ep = self.episode_config()
         d["episodes_per_1k"] = ep.to_dict() if ep else None
         d.pop("episode_distance"), d.pop("episode_digits"), d.pop("episode_style")
+        if self.mix is None:  # absent when off: folders prepared before --mix existed keep their fingerprint
+            d.pop("mix")
+        else:  # the mixture as applied: its normalised ratios
+            d["mix"] = self.mix_ratios()
         if self.pack:  # min_tail as applied: --pack alone and --pack --min-tail 2 give the same folder
             d["min_tail"] = self.kept_tail()
         else:  # absent when off: folders prepared before --pack existed keep their fingerprint
