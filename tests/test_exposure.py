@@ -4,6 +4,7 @@ and the component (no scorer needed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -86,12 +87,25 @@ def test_composition_is_the_product_renormalised():
         "exact:0.5",
         "exact:0.25:256",
         "custom:exposure=1,tail=64,base=4",
-        "custom:transforms=abs,kappa=0.3,norm=l1,exposure=0.5",
+        "sparse:0.3*exact:0.5",
+        "dense:0.75*exact:0.25:256",
+        "longce:5*custom:exposure=1,base=4",
+        "custom:cmp=quotient,transforms=abs,norm=l1,exposure=0.5",
     ],
 )
 def test_specs_round_trip(spec):
     scheme = WeightingScheme.parse(spec)
     assert WeightingScheme.parse(str(scheme)) == scheme and str(scheme) == spec
+
+
+def test_a_product_is_the_scheme_with_exposure_balancing():
+    product = WeightingScheme.parse("sparse:0.3*exact:0.5:64")
+    assert product == WeightingScheme.parse("custom:transforms=abs,kappa=0.3,norm=l1,exposure=0.5,tail=64")
+    assert product == dataclasses.replace(WeightingScheme.parse("sparse:0.3"), exposure=0.5, exposure_tail=64)
+    assert WeightingScheme.parse("uniform*exact:0.5") == WeightingScheme.parse("exact:0.5")
+    for bad in ("exact:0.5*dense:0.75", "dense:0.75*sparse:0.3", "dense:0.75*exact:0.5*exact:1"):
+        with pytest.raises(ValueError, match=r"a product is <scheme>\*exact"):
+            WeightingScheme.parse(bad)
 
 
 def test_bad_specs_and_missing_inputs():

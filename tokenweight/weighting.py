@@ -11,6 +11,7 @@ Spec grammar (case-insensitive, spaces ignored)::
 
     uniform | dense:<λ> | sparse:<κ> | longce:<γ> | ppmi:<s>:<κ> | npmi:<s>:<κ> | rho1:<κ>
     exact:<α>[:<τ>]                      exposure balancing alone (EXACT, tokenweight.exposure)
+    <scheme>*exact:<α>[:<τ>]             a named scheme times exposure balancing, renormalised
     custom:[key=value[,key=value...]]    keys (each at most once, any order):
         cmp=difference|quotient   transforms=<t>[+<t>...] with t in abs, neg, exp, relu, shift:<s>
         trunc=<γ>   kappa=<κ>   norm=l1|softmax|none   lambda=<λ>   seed=<int>
@@ -84,7 +85,8 @@ _KEYS = {  # custom-spec key (and field-name alias) -> field
 }
 _KEYS.update({field: field for field in list(_KEYS.values())})
 VALID_SPECS = (
-    "uniform, dense:<λ>, sparse:<κ>, longce:<γ>, ppmi:<s>:<κ>, npmi:<s>:<κ>, rho1:<κ>, exact:<α>[:<τ>], or "
+    "uniform, dense:<λ>, sparse:<κ>, longce:<γ>, ppmi:<s>:<κ>, npmi:<s>:<κ>, rho1:<κ>, exact:<α>[:<τ>], "
+    "<scheme>*exact:<α>[:<τ>], or "
     "custom:key=value,... with keys cmp=difference|quotient, transforms=<t>+<t>... "
     "(t in abs, neg, exp, relu, shift:<s>), trunc=<γ>, kappa=<κ>, norm=l1|softmax|none, "
     "lambda=<λ>, seed=<int>, exposure=<α>, tail=<τ>, base=<β>"
@@ -218,6 +220,21 @@ class WeightingScheme:
         if not isinstance(spec, str):
             raise bad(f"expected a string, got {type(spec).__name__}")
         text = re.sub(r"\s+", "", spec).lower()
+        if "*" in text:  # <scheme>*exact:<α>[:<τ>]: a contrastive scheme times exposure balancing
+            left, _, right = text.partition("*")
+            try:
+                base, exposure = cls.parse(left), cls.parse(right)
+            except ValueError as err:
+                raise bad(str(err).partition("; valid forms")[0]) from None
+            alone = dataclasses.replace(exposure, exposure=None, exposure_tail=None, exposure_base=2.0)
+            if exposure.exposure is None or not alone.is_uniform or base.exposure is not None:
+                raise bad("a product is <scheme>*exact:<α>[:<τ>], with exposure balancing on the right only")
+            return dataclasses.replace(
+                base,
+                exposure=exposure.exposure,
+                exposure_tail=exposure.exposure_tail,
+                exposure_base=exposure.exposure_base,
+            )
         kind, _, rest = text.partition(":")
         try:
             if kind == "custom":
@@ -272,6 +289,12 @@ class WeightingScheme:
         return fields
 
     def __str__(self) -> str:
+        base = dataclasses.replace(self, exposure=None, exposure_tail=None, exposure_base=2.0)
+        if self.exposure is not None and not base.is_uniform and not str(base).startswith("custom:"):
+            exposure = WeightingScheme(
+                exposure=self.exposure, exposure_tail=self.exposure_tail, exposure_base=self.exposure_base
+            )
+            return f"{base}*{exposure}"  # a named scheme times exposure balancing
         if self.seed == 0:
             shifts = [float(t[6:]) for t in self.transforms if t.startswith("shift:")]
             params = {
