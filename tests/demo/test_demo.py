@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 import pytest
 
 from tokenweight.cli.main import main
-from tokenweight.demo import SCHEMES
-from tokenweight.demo.profiles import SMALL_SCORER_SCHEME
+from tokenweight.demo import SCHEMES, Demo
+from tokenweight.demo.profiles import PROFILES, SMALL_SCORER_SCHEME
 from tokenweight.report.schema import validate_results
 
 #: the quick demo of these tests also runs the smaller-scorer run of --full (mini scorer)
@@ -201,3 +201,51 @@ def test_small_scorer_must_be_4x_smaller(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--small-scorer tiny" in err and "1.00x smaller" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_a_corpus_of_ones_own_replaces_the_stdlib_and_the_shipped_base(tmp_path):
+    from tokenweight.demo import DemoConfig
+
+    corpus = tmp_path / "texts"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("x = 1\n" * 50, encoding="utf-8")
+    config = DemoConfig(profile="default", corpus=str(corpus), out=str(tmp_path / "d"))
+    assert DemoConfig(profile="default").shipped_base() is not None and config.shipped_base() is None
+    demo = Demo(tmp_path / "d", PROFILES["default"], shipped_base=config.shipped_base(), corpus=config.corpus)
+    for prepared in demo.prepare_configs():
+        assert (
+            prepared.inputs == [str(corpus)]
+            and prepared.corpus is None
+            and prepared.tokenizer
+            in (
+                None,
+                str(demo.pre_data / "tokenizer"),
+            )
+        )
+        assert prepared.episodes_per_1k == PROFILES["default"].episodes_per_1k  # the same probe of recall
+    stdlib = Demo(tmp_path / "s", PROFILES["default"]).prepare_configs()
+    assert [c.corpus for c in stdlib] == ["stdlib", "stdlib"]
+
+
+def test_a_missing_corpus_is_one_line(tmp_path, capsys):
+    assert main(["demo", "--corpus", str(tmp_path / "nope"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--corpus" in err[0] and "does not exist" in err[0]
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_the_quick_demo_runs_on_another_corpus(tmp_path):
+    """`demo --corpus DIR` end to end on a folder of synthetic text files (not the stdlib)."""
+    from tests.data.conftest import make_docs
+
+    corpus = tmp_path / "texts"
+    corpus.mkdir()
+    for i, text in enumerate(make_docs(400, seed=3, lines=(40, 160))):
+        (corpus / f"doc{i:03d}.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "demo"
+    assert main(["demo", "--profile", "quick", "--corpus", str(corpus), "--skip-gate", "--out", str(out)]) == 0
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert results["config"]["corpus"] == str(corpus)
+    manifest = json.loads((out / "data" / "extend" / "manifest.json").read_text())
+    assert manifest["inputs"]["description"] == str(corpus)

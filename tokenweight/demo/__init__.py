@@ -86,6 +86,7 @@ def run_demo(config: DemoConfig) -> Path:
         skip_gate=config.skip_gate,
         shipped_base=config.shipped_base(),
         runtime=config.runtime_options(),
+        corpus=config.corpus,
     )
     if config.export_base is not None:
         return demo.export_base(Path(config.export_base), command=config.command())

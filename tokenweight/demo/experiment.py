@@ -40,6 +40,9 @@ class Demo(BaseModelSteps):
     #: the runtime options of every stage config below (``device``, ``dtype``,
     #: ``attn_implementation``; :class:`tokenweight.config.RuntimeOptions`); empty: their defaults
     runtime: dict = field(default_factory=dict)
+    #: the corpus of both prepared folders: a prepare INPUT (a folder of text files, ...); None: the
+    #: embedded stdlib corpus
+    corpus: str | None = None
     stage_times: dict = field(default_factory=dict)
     _record: dict | None = field(default=None, init=False, repr=False)  # the shipped base's checked BASE.json
 
@@ -86,9 +89,10 @@ class Demo(BaseModelSteps):
 
         p = self.profile
         low = max(8, p.window // 16)
+        source = {"corpus": "stdlib"} if self.corpus is None else {"inputs": [str(self.corpus)]}
         pre = PrepareConfig(
             out=str(self.pre_data),
-            corpus="stdlib",
+            **source,
             n=p.window,
             # the shipped base's own tokenizer (the one prepare trains here: BASE.json), so that ids match
             tokenizer=None if self.shipped_base is None else str(self.shipped_base),
@@ -99,7 +103,7 @@ class Demo(BaseModelSteps):
         )
         ext = PrepareConfig(
             out=str(self.ext_data),
-            corpus="stdlib",
+            **source,
             n=p.n,
             tokenizer=str(self.pre_data / "tokenizer"),
             after=str(self.pre_data),
@@ -225,6 +229,7 @@ class Demo(BaseModelSteps):
             **{k: v for k, v in asdict(p).items() if k != "name"},
             "schemes": [list(s) for s in self.schemes],
             "sparse_kappa_why": SPARSE_KAPPA_WHY,
+            "corpus": "stdlib" if self.corpus is None else str(self.corpus),
             "base_model": self.base_settings(),
             "gate": gate,
             "stage_seconds": self.stage_times,
@@ -402,6 +407,7 @@ class Demo(BaseModelSteps):
             "profile": asdict(self.profile),
             "schemes": [list(s) for s in self.schemes],
             "base_model": self.base_settings(),
+            **({} if self.corpus is None else {"corpus": str(Path(self.corpus).expanduser().resolve())}),
         }
         path = self.out / "demo_settings.json"
         if path.is_file():
@@ -414,7 +420,7 @@ class Demo(BaseModelSteps):
                     old_profile[k] = None
             if old != new:
                 diff = sorted(k for k in new["profile"] if old.get("profile", {}).get(k) != new["profile"][k])
-                diff += [k for k in ("schemes", "base_model") if old.get(k) != new[k]]
+                diff += [k for k in ("schemes", "base_model", "corpus") if old.get(k) != new.get(k)]
                 raise UsageError(
                     f"--out {str(self.out)!r} holds a demo made with other settings "
                     f"({', '.join(diff) or 'schemes'} differ): use another --out, or delete it to start over"

@@ -33,6 +33,13 @@ class DemoConfig(RuntimeOptions, StageConfig):
         "model, pretrained the same way; 'none': no such run; none: the profile's, mini for full)",
         choices=("mini", "tiny", "none"),
     )
+    corpus: str | None = option(
+        None,
+        "run the experiment on this corpus instead of the embedded stdlib (a folder of text files, or any INPUT of "
+        "tokenweight prepare): its tokenizer is trained and the base model pretrained on it, with the same "
+        "injected episodes",
+        metavar="DIR",
+    )
     skip_gate: bool = option(False, "continue when the base model fails the copy gate (the report records it)")
     threads: int | None = option(None, "torch threads (none: torch's own choice)")
     from_scratch: bool = option(
@@ -49,8 +56,8 @@ class DemoConfig(RuntimeOptions, StageConfig):
 
     def shipped_base(self) -> Path | None:
         """The shipped base model folder this demo uses instead of pretraining (None: it pretrains)."""
-        if self.from_scratch or self.export_base is not None:
-            return None
+        if self.from_scratch or self.export_base is not None or self.corpus is not None:
+            return None  # the shipped base knows the stdlib corpus and its tokenizer only
         return SHIPPED_BASES.get(self.profile)
 
     def command(self) -> str:
@@ -79,6 +86,8 @@ class DemoConfig(RuntimeOptions, StageConfig):
         check_int(self, "threads", 1, optional=True)
         if self.small_scorer is not None:
             check_choice(self, "small_scorer")
+        if self.corpus is not None and not Path(self.corpus).expanduser().exists():
+            raise ValueError(f"corpus {self.corpus!r} does not exist: pass a folder of text files (or a prepare INPUT)")
         if self.export_base is not None and not str(self.export_base).strip():
             raise ValueError("export_base must be a folder to write the base model to, got ''")
         self.validate_runtime()
