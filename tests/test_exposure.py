@@ -141,3 +141,92 @@ def test_component_packed_rows_restart_the_prefix_per_document():
         want = brute(list(range(1, len(d))), [True] * (len(d) - 1), 0.5, 8)
         assert alone.weights[k, : len(d) - 1].tolist() == pytest.approx(want, rel=1e-5)
         start += len(d)
+
+
+# ------------------------------------------------------------------------------ first-window protection
+def brute_force_protect(v, prefix, mask, tau):
+    """Per row: targets with prefix < τ weigh 1; the others keep v's proportions, scaled to mean 1 over
+    them (all 1 when their v sums to 0)."""
+    w = torch.zeros_like(v)
+    for r in range(v.shape[0]):
+        rest = [j for j in range(v.shape[1]) if mask[r, j] and prefix[r, j] >= tau]
+        for j in range(v.shape[1]):
+            if mask[r, j] and prefix[r, j] < tau:
+                w[r, j] = 1.0
+        total = sum(float(v[r, j]) for j in rest)
+        for j in rest:
+            w[r, j] = float(v[r, j]) * len(rest) / total if total > 0 else 1.0
+    return w
+
+
+@pytest.mark.parametrize("spec", ["dense:0.75", "sparse:0.3", "longce:5", "dense:0.75*exact:0.5"])
+@pytest.mark.parametrize("tau", [0, 5])
+def test_protection_equals_brute_force(spec, tau):
+    g = torch.Generator().manual_seed(7)
+    long, short = torch.rand(3, 20, generator=g) * 4, torch.rand(3, 20, generator=g) * 4
+    mask = torch.rand(3, 20, generator=g) > 0.2
+    prefix = torch.arange(1, 21).expand(3, 20)
+    base = WeightingScheme.parse(spec)
+    protected = dataclasses.replace(base, protect=tau)
+    v = base(long, short, mask, prefix=prefix, tail=8)
+    got = protected(long, short, mask, prefix=prefix, tail=8)
+    want = brute_force_protect(v, prefix, mask, tau or 8)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.all(got[mask & (prefix < (tau or 8))] == 1.0) and torch.all(got[~mask] == 0)
+
+
+@pytest.mark.parametrize(
+    "spec, text",
+    [
+        ("dense:0.75*protect", "dense:0.75*protect"),
+        ("sparse:0.3*exact:0.5*protect:64", "sparse:0.3*exact:0.5*protect:64"),
+        ("dense:0.75*protect*exact:0.5", "dense:0.75*exact:0.5*protect"),
+        (
+            "custom:cmp=quotient,transforms=abs,norm=l1,protect=0",
+            "custom:cmp=quotient,transforms=abs,norm=l1,protect=0",
+        ),
+        ("exact:0.5*protect", "exact:0.5*protect"),
+    ],
+)
+def test_protection_specs_round_trip(spec, text):
+    scheme = WeightingScheme.parse(spec)
+    assert str(scheme) == text and WeightingScheme.parse(text) == scheme
+    assert scheme.needs_positions
+
+
+def test_protection_bad_specs_and_inputs():
+    for bad, needle in [
+        ("dense:0.75*protect*protect", "each at most once"),
+        ("dense:0.75*protect:x", "is not a non-negative integer"),
+        ("dense:0.75*shield", "each at most once"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            WeightingScheme.parse(bad)
+    scheme = WeightingScheme.parse("dense:0.75*protect")
+    with pytest.raises(ValueError, match="pass prefix="):
+        scheme(torch.ones(1, 4), torch.ones(1, 4))
+    with pytest.raises(ValueError, match="protects the base window"):
+        scheme(torch.ones(1, 4), torch.ones(1, 4), prefix=torch.arange(1, 5)[None])
+    assert WeightingScheme.parse("uniform*protect").is_uniform  # protecting plain CE changes nothing
+
+
+def test_component_protects_each_documents_first_window():
+    """dense × protection through the component on a packed row (weight_norm document) = its documents
+    alone, and there the first w - 1 targets weigh exactly 1 (their prefix is shorter than w)."""
+    from tokenweight import PadCollator, TokenWeighting
+
+    docs = sequences(3, 40, seed=4, short_every=2)
+    model = tiny_model(n=128, seed=1)
+    short = [torch.rand(len(d), generator=torch.Generator().manual_seed(k)) * 3 for k, d in enumerate(docs)]
+    flat = [t for d in docs for t in d]
+    packed = PadCollator(0)([{"input_ids": flat, "doc_lengths": [len(d) for d in docs], "short_nll": torch.cat(short)}])
+    tw = TokenWeighting("dense:0.75*protect", window=8, weight_norm="document")
+    out = tw(model, packed)
+    alone = TokenWeighting("dense:0.75*protect", window=8)(
+        model, PadCollator(0)([{"input_ids": d, "short_nll": s} for d, s in zip(docs, short)])
+    )
+    start = 0
+    for k, d in enumerate(docs):
+        torch.testing.assert_close(out.weights[0, start : start + len(d) - 1], alone.weights[k, : len(d) - 1])
+        assert torch.all(alone.weights[k, :7] == 1.0)
+        start += len(d)

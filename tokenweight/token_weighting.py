@@ -486,7 +486,7 @@ class TokenWeighting:
             groups = torch.where(mask, seg, -1)
         keys = tie_keys(batch, self.seed) if self.scheme.sparsification is not None else None
         prefix = None
-        if self.scheme.exposure is not None:  # each target's visible same-document prefix
+        if self.scheme.needs_positions:  # each target's visible same-document prefix
             prefix = effective_context(batch.input_ids.shape[1], batch.doc_lengths, device=mask.device)
         weights = self.scheme(nll, short, mask, groups=groups, keys=keys, prefix=prefix, tail=self.window)
         return weights, short

@@ -16,6 +16,8 @@ Spec grammar (case-insensitive, spaces ignored)::
         cmp=difference|quotient   transforms=<t>[+<t>...] with t in abs, neg, exp, relu, shift:<s>
         trunc=<γ>   kappa=<κ>   norm=l1|softmax|none   lambda=<λ>   seed=<int>
         exposure=<α>   tail=<τ>   base=<β>     (times exposure balancing, renormalised)
+        protect=<τ>                            (first-window protection; 0: the base window w)
+    <scheme>*protect[:<τ>]               the first window (prefix < τ, default w) weighs 1, the rest renormalised
     e.g. custom:transforms=abs+shift:2,trunc=5,kappa=0.3,norm=l1,lambda=0.5,cmp=quotient,seed=3
 
 Conventions beyond docs/METHOD.md (each chosen so that results are exact and reproducible):
@@ -75,6 +77,7 @@ _KEYS = {  # custom-spec key (and field-name alias) -> field
     "exposure": "exposure",
     "tail": "exposure_tail",
     "base": "exposure_base",
+    "protect": "protect",
     "cmp": "comparison",
     "transforms": "transforms",
     "trunc": "truncation",
@@ -86,10 +89,10 @@ _KEYS = {  # custom-spec key (and field-name alias) -> field
 _KEYS.update({field: field for field in list(_KEYS.values())})
 VALID_SPECS = (
     "uniform, dense:<λ>, sparse:<κ>, longce:<γ>, ppmi:<s>:<κ>, npmi:<s>:<κ>, rho1:<κ>, exact:<α>[:<τ>], "
-    "<scheme>*exact:<α>[:<τ>], or "
+    "<scheme>*exact:<α>[:<τ>], <scheme>*protect[:<τ>], or "
     "custom:key=value,... with keys cmp=difference|quotient, transforms=<t>+<t>... "
     "(t in abs, neg, exp, relu, shift:<s>), trunc=<γ>, kappa=<κ>, norm=l1|softmax|none, "
-    "lambda=<λ>, seed=<int>, exposure=<α>, tail=<τ>, base=<β>"
+    "lambda=<λ>, seed=<int>, exposure=<α>, tail=<τ>, base=<β>, protect=<τ>"
 )
 
 
@@ -139,6 +142,10 @@ class WeightingScheme:
     exposure: float | None = None
     exposure_tail: int | None = None
     exposure_base: float = 2.0
+    #: first-window protection: targets whose effective context is shorter than τ weigh exactly 1 and
+    #: the scheme's weights of the others are renormalised to mean 1 over them; τ = this value, 0 =
+    #: the base window w (given at call time), None = off
+    protect: int | None = None
 
     def __post_init__(self):
         def put(name, value):
@@ -188,12 +195,23 @@ class WeightingScheme:
         put("exposure_base", float(b))
         if self.exposure is None and (self.exposure_tail is not None or self.exposure_base != 2.0):
             raise ValueError("exposure_tail and exposure_base need exposure=<α>")
+        if self.protect is not None:
+            q = int(self.protect) if isinstance(self.protect, float) and self.protect.is_integer() else self.protect
+            if isinstance(q, bool) or not isinstance(q, Integral) or q < 0:
+                raise ValueError(f"protect={self.protect!r} is invalid: τ must be an integer >= 0 (0: the base window)")
+            put("protect", int(q))
 
     # ---- properties ---------------------------------------------------------------------------
     @property
     def is_uniform(self) -> bool:
         """True when every scored token gets weight exactly 1, whatever the scores and positions."""
         return not self.needs_short and not self.exposure
+
+    @property
+    def needs_positions(self) -> bool:
+        """True when the weights read every target's effective context (``prefix=``): exposure
+        balancing, first-window protection."""
+        return self.exposure is not None or self.protect is not None
 
     @property
     def needs_short(self) -> bool:
@@ -220,21 +238,43 @@ class WeightingScheme:
         if not isinstance(spec, str):
             raise bad(f"expected a string, got {type(spec).__name__}")
         text = re.sub(r"\s+", "", spec).lower()
-        if "*" in text:  # <scheme>*exact:<α>[:<τ>]: a contrastive scheme times exposure balancing
-            left, _, right = text.partition("*")
+        if "*" in text:  # <scheme>*exact:<α>[:<τ>]*protect[:<τ>]: a scheme with its modifiers
+            left, *mods = text.split("*")
             try:
-                base, exposure = cls.parse(left), cls.parse(right)
+                scheme = cls.parse(left)
             except ValueError as err:
                 raise bad(str(err).partition("; valid forms")[0]) from None
-            alone = dataclasses.replace(exposure, exposure=None, exposure_tail=None, exposure_base=2.0)
-            if exposure.exposure is None or not alone.is_uniform or base.exposure is not None:
-                raise bad("a product is <scheme>*exact:<α>[:<τ>], with exposure balancing on the right only")
-            return dataclasses.replace(
-                base,
-                exposure=exposure.exposure,
-                exposure_tail=exposure.exposure_tail,
-                exposure_base=exposure.exposure_base,
-            )
+            seen = set()
+            for mod in mods:
+                kind = mod.partition(":")[0]
+                kind = "exact" if kind == "custom" else kind  # exposure balancing written as custom:exposure=...
+                if kind in seen or kind not in ("exact", "protect"):
+                    raise bad("a product is <scheme>*exact:<α>[:<τ>] and/or *protect[:<τ>], each at most once")
+                seen.add(kind)
+                if kind == "protect":
+                    tau = mod.partition(":")[2]
+                    if tau and not re.fullmatch(r"\d+", tau):
+                        raise bad(f"protect τ={tau!r} is not a non-negative integer")
+                    if scheme.protect is not None:
+                        raise bad("protect is given twice")
+                    scheme = dataclasses.replace(scheme, protect=int(tau) if tau else 0)
+                    continue
+                try:
+                    exposure = cls.parse(mod)
+                except ValueError as err:
+                    raise bad(str(err).partition("; valid forms")[0]) from None
+                alone = dataclasses.replace(exposure, exposure=None, exposure_tail=None, exposure_base=2.0)
+                if exposure.exposure is None or not alone.is_uniform or exposure.protect is not None:
+                    raise bad("a product is <scheme>*exact:<α>[:<τ>], with exposure balancing on the right only")
+                if scheme.exposure is not None:
+                    raise bad("exposure balancing is given twice")
+                scheme = dataclasses.replace(
+                    scheme,
+                    exposure=exposure.exposure,
+                    exposure_tail=exposure.exposure_tail,
+                    exposure_base=exposure.exposure_base,
+                )
+            return scheme
         kind, _, rest = text.partition(":")
         try:
             if kind == "custom":
@@ -275,7 +315,7 @@ class WeightingScheme:
                 fields[field] = value
             elif field == "normalization":
                 fields[field] = None if value == "none" else value
-            elif field in ("seed", "exposure_tail"):
+            elif field in ("seed", "exposure_tail", "protect"):
                 if not re.fullmatch(r"\d+", value):
                     raise bad(f"{key}={value!r} is not a non-negative integer")
                 fields[field] = int(value)
@@ -289,6 +329,11 @@ class WeightingScheme:
         return fields
 
     def __str__(self) -> str:
+        if self.protect is not None:  # a modifier of whatever comes before it
+            rest = str(dataclasses.replace(self, protect=None))
+            if rest.startswith("custom:"):
+                return f"{rest},protect={self.protect}" if rest != "custom:" else f"custom:protect={self.protect}"
+            return f"{rest}*protect" + (f":{self.protect}" if self.protect else "")
         base = dataclasses.replace(self, exposure=None, exposure_tail=None, exposure_base=2.0)
         if self.exposure is not None and not base.is_uniform and not str(base).startswith("custom:"):
             exposure = WeightingScheme(
@@ -396,13 +441,14 @@ class WeightingScheme:
             short = None if short is None else short.unsqueeze(0)
             g = None if g is None else g.unsqueeze(0)
             keys = None if keys is None else keys.unsqueeze(0)
-        if self.exposure is not None:
+        if self.needs_positions:
             if prefix is None:
-                raise ValueError(f"weighting scheme {self} balances exposure: pass prefix= (effective contexts)")
+                raise ValueError(f"weighting scheme {self} reads positions: pass prefix= (effective contexts)")
             prefix = torch.as_tensor(prefix, device=long.device).expand(long.shape).reshape(m.shape)
-            tail = self.exposure_tail or tail
-            if tail is None:
-                raise ValueError(f"weighting scheme {self} has no tail τ: write exact:<α>:<τ> or pass tail= (w)")
+        if self.exposure is not None and (self.exposure_tail or tail) is None:
+            raise ValueError(f"weighting scheme {self} has no tail τ: write exact:<α>:<τ> or pass tail= (w)")
+        if self.protect == 0 and tail is None:
+            raise ValueError(f"weighting scheme {self} protects the base window: write protect:<τ> or pass tail= (w)")
         if self.is_uniform:
             w = m.to(torch.float32)
         elif short is None and self.needs_short:
@@ -445,13 +491,21 @@ class WeightingScheme:
 
     def _weights(self, long, short, m, generator, keys=None, prefix=None, tail=None):
         """[b, T] float32 NLLs and bool mask -> [b, T] weights (steps 1-5 of docs/METHOD.md), times
-        exposure balancing (:func:`tokenweight.exposure.apply_exposure`) when the scheme has it."""
+        exposure balancing (:func:`tokenweight.exposure.apply_exposure`) when the scheme has it, then
+        first-window protection (targets with prefix < τ: 1; the others renormalised to mean 1)."""
         w = self._contrastive(long, short, m, generator, keys) if self.needs_short else m.to(torch.float32)
-        if self.exposure is None:
-            return w
-        from tokenweight.exposure import apply_exposure
+        if self.exposure is not None:
+            from tokenweight.exposure import apply_exposure
 
-        return apply_exposure(w, prefix, m, self.exposure, tail, self.exposure_base)
+            w = apply_exposure(w, prefix, m, self.exposure, self.exposure_tail or tail, self.exposure_base)
+        if self.protect is None:
+            return w
+        first = m & (prefix < (self.protect or tail))  # the first window: weight 1, as plain CE
+        rest = m & ~first
+        total = torch.where(rest, w, 0.0).sum(1, keepdim=True)
+        scale = rest.sum(1, keepdim=True) / total.clamp(min=torch.finfo(torch.float32).tiny)
+        w = torch.where(rest, torch.where(total > 0, w * scale, 1.0), w)
+        return torch.where(first, 1.0, w).to(torch.float32)
 
     def _contrastive(self, long, short, m, generator, keys=None):
         """Steps 1-5 of docs/METHOD.md: [b, T] -> [b, T] float32 weights."""

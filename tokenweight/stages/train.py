@@ -48,7 +48,8 @@ class TrainConfig(RunConfig):
     scheme: str = option(
         "uniform",
         "weighting scheme: uniform | dense:<λ> | sparse:<κ> | longce:<γ> | ppmi:<s>:<κ> | npmi:<s>:<κ> | rho1:<κ> "
-        "| exact:<α>[:<τ>] | <scheme>*exact:<α>[:<τ>] | custom:... (uniform = plain cross-entropy)",
+        "| exact:<α>[:<τ>] | <scheme>*exact:<α>[:<τ>] | <scheme>*protect[:<τ>] | custom:... (uniform = plain "
+        "cross-entropy)",
         group="token weighting",
     )
     scorer: str = option(
