@@ -292,6 +292,75 @@ def plot_exposure(exposure: Mapping, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+#: the trade-off the frontier figure marks: tasks gain and short-context cost against the reference
+FRONTIER_TARGET = {"tasks": 0.10, "ppl_short_pct": 2.0}
+
+
+def frontier_points(results: Mapping) -> list[dict]:
+    """One point per setting against the reference (uniform): the mean paired difference of the task
+    score (``tasks``, at the longest length) and of short-context perplexity (``ppl_short``) in percent
+    of the reference's, each with its standard error over the paired seeds (None for one seed)."""
+    agg = results.get("aggregate") or {}
+    groups_ = agg.get("groups") or []
+    ref = next((g for g in groups_ if g.get("label") == agg.get("reference")), None)
+    if ref is None:
+        return []
+    base = (ref.get("stats", {}).get("ppl_short") or {}).get("mean")
+    points = []
+    for g in groups_:
+        vs = g.get("vs_reference") or {}
+        tasks, short = vs.get("tasks"), vs.get("ppl_short")
+        if g is ref or not tasks or not short or not base:
+            continue
+
+        def se(d, scale=1.0):
+            return None if d.get("std") is None or not d.get("n") else scale * d["std"] / d["n"] ** 0.5
+
+        points.append(
+            {
+                "label": g["label"],
+                "tasks": tasks["mean"],
+                "tasks_se": se(tasks),
+                "ppl_short_pct": 100 * short["mean"] / base,
+                "ppl_short_pct_se": se(short, 100 / base),
+                "seeds": tasks.get("n"),
+            }
+        )
+    return points
+
+
+def plot_frontier(results: Mapping, path: Path) -> Path | None:
+    """The trade-off of every setting against uniform: task gain (y) against short-context perplexity
+    cost in percent (x), with standard errors over the paired seeds; the shaded corner is the target
+    (:data:`FRONTIER_TARGET`: at least +10 points of tasks at at most +2% perplexity below w)."""
+    points = frontier_points(results)
+    if not points:
+        return None
+    fig, axes = _figure(1, 1, size=(6.0, 4.2))
+    ax = axes[0][0]
+    target = FRONTIER_TARGET
+    xs = [p["ppl_short_pct"] for p in points]
+    ys = [p["tasks"] for p in points]
+    left, right = min(0.0, *xs) - 1, max(target["ppl_short_pct"], *xs) + 1
+    top = max(target["tasks"], *ys) + 0.03
+    ax.axhspan(target["tasks"], top, xmin=0, xmax=(target["ppl_short_pct"] - left) / (right - left), color="0.9")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.axvline(0, color="0.6", lw=0.8)
+    for i, p in enumerate(points):
+        ax.errorbar(
+            p["ppl_short_pct"], p["tasks"], xerr=p["ppl_short_pct_se"], yerr=p["tasks_se"], fmt="o", color=_colour(i)
+        )
+        ax.annotate(
+            p["label"], (p["ppl_short_pct"], p["tasks"]), fontsize="x-small", xytext=(4, 3), textcoords="offset points"
+        )
+    ax.set_xlim(left, right)
+    ax.set_ylim(min(0.0, *ys) - 0.03, top)
+    ax.set_xlabel("short-context cost: ppl < w vs uniform (%)")
+    ax.set_ylabel("task gain vs uniform (tasks at the longest length)")
+    ax.set_title("The trade-off, one point per setting (shaded: the target)", fontsize="small")
+    return _save(fig, path)
+
+
 def evaluation_document(results: Mapping) -> dict:
     """An evaluation-shaped document (docs/EVALUATION.md) of the base model, the models without
     runs and each group's mean."""
@@ -316,6 +385,7 @@ def write_plots(results: Mapping, out_dir: Path, sample: Mapping | None = None) 
     doc = evaluation_document(results)
     if doc["models"]:
         written += write_evaluation_plots(doc, out_dir)
+    written.append(plot_frontier(results, out_dir / "frontier.png"))
     return [p for p in written if p is not None]
 
 
@@ -334,6 +404,8 @@ def caption(path: Path) -> str:
         ),
         "episodes_by_distance.png": "Episode recall by distance between definition and use (mean over seeds).",
         "tasks_by_length.png": "Task accuracy (likelihood token accuracy) by length (mean over seeds).",
+        "frontier.png": "The trade-off: each setting's task gain against its short-context perplexity cost, "
+        "both paired against uniform (mean ± standard error over seeds); shaded: +10 points at <= 2% cost.",
     }
     if name in fixed:
         return fixed[name]
