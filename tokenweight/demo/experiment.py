@@ -12,6 +12,7 @@ from pathlib import Path
 from tokenweight.demo.base import BaseModelSteps
 from tokenweight.demo.profiles import (
     SCHEMES,
+    SELECTED_SCHEME,
     SMALL_SCORER_COMPARISON,
     SMALL_SCORER_MIN_RATIO,
     SMALL_SCORER_SCHEME,
@@ -66,6 +67,11 @@ class Demo(BaseModelSteps):
     @property
     def scores(self) -> Path:
         return self.out / "scores"
+
+    @property
+    def selected_data(self) -> Path:
+        """The extension data's documents kept by ``tokenweight select`` (``Profile.select_keep``)."""
+        return self.out / "data" / "selected"
 
     @property
     def small(self) -> Path:
@@ -179,7 +185,7 @@ class Demo(BaseModelSteps):
         return TrainConfig(
             **self.runtime,
             model=str(self.base / "model"),
-            data=str(self.ext_data),
+            data=str(self.selected_data if name == SELECTED_SCHEME[0] else self.ext_data),
             out=str(self.run_dir(name, seed)),
             scheme=scheme,
             scorer="frozen" if scorer == "frozen-small" else scorer,
@@ -268,6 +274,8 @@ class Demo(BaseModelSteps):
     def __post_init__(self):
         if self.profile.small_scorer and SMALL_SCORER_SCHEME not in self.schemes:
             self.schemes = (*self.schemes, SMALL_SCORER_SCHEME)
+        extra = [*self.profile.extra_runs, *([SELECTED_SCHEME] if self.profile.select_keep else [])]
+        self.schemes = (*self.schemes, *(tuple(r) for r in extra if tuple(r) not in self.schemes))
         # wall time per stage, summed over every invocation of this demo folder (a demo resumed
         # after an interruption or after the gate still reports what all of it took)
         path = self.out / "stage_seconds.json"
@@ -346,8 +354,26 @@ class Demo(BaseModelSteps):
 
         for seed in range(self.profile.seeds):
             for name, scheme, scorer in self.schemes:
+                if name == SELECTED_SCHEME[0]:  # after uniform seed 0, which scores the selection
+                    from tokenweight.stages.select import select
+
+                    self._say(self._timed("select", select, self.select_config()).line())
                 result = self._timed("train", train, self.train_config(name, scheme, scorer, seed))
                 self._say(f"{name} seed {seed}: {'already trained' if result.already_done else 'trained'}")
+
+    def select_config(self):
+        """LongFilter's selection of the extension data, scored by the uniform run of seed 0 (a model
+        that reads the full rows: what LongFilter scores with)."""
+        from tokenweight.stages.select import SelectConfig
+
+        return SelectConfig(
+            **self.runtime,
+            data=str(self.ext_data),
+            scorer=str(self.run_dir("uniform", 0) / "model"),
+            out=str(self.selected_data),
+            keep=self.profile.select_keep,
+            window=self.profile.window,
+        )
 
     def evaluate(self) -> dict:
         from tokenweight.stages.evaluate import evaluate
@@ -416,7 +442,7 @@ class Demo(BaseModelSteps):
             # a profile field added later, at its "off" value, does not make an older folder differ
             old_profile = old.get("profile", {})
             for k, v in new["profile"].items():
-                if k not in old_profile and v is None:
+                if k not in old_profile and v in (None, []):
                     old_profile[k] = None
             if old != new:
                 diff = sorted(k for k in new["profile"] if old.get("profile", {}).get(k) != new["profile"][k])

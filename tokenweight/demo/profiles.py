@@ -27,6 +27,16 @@ SMALL_SCORER_COMPARISON = ("dense-frozen-small", "dense-frozen")
 #: the smallest parameter ratio base / small scorer that makes the claim's run ("much smaller")
 SMALL_SCORER_MIN_RATIO = 4.0
 
+#: runs of ``--profile full`` beyond the paper's schemes (docs/TRAINING.md): dense frozen times exposure
+#: balancing, dense frozen with first-window protection (the short-context price bargained down)
+COMPOSITIONS = (
+    ("dense-frozen-exact", "dense:0.75*exact:0.5", "frozen"),
+    ("dense-frozen-protect", "dense:0.75*protect", "frozen"),
+)
+#: the run on the selected data (``Profile.select_keep``): plain CE on the documents that LongFilter's
+#: score ranks highest, at the same steps and tokens as every other run (their rows repeat more often)
+SELECTED_SCHEME = ("uniform-selected", "uniform", "none")
+
 SPARSE_KAPPA_WHY = (
     "sparse keeps the top 20% of tokens by |L_long - L_short| (kappa = 0.2): about ten times the "
     "share of injected episode-value tokens, so every long-range copy token can be kept together "
@@ -94,6 +104,11 @@ class Profile:
     #: preset of a smaller frozen scorer (>= 4x fewer parameters, same tokenizer and recipe) for the
     #: run :data:`SMALL_SCORER_SCHEME`; None: no such run
     small_scorer: str | None = None
+    #: more runs (name, scheme, scorer), e.g. :data:`COMPOSITIONS`
+    extra_runs: tuple = ()
+    #: share of the extension data's documents kept by ``tokenweight select`` (LongFilter's KL under the
+    #: uniform run of seed 0) for the run :data:`SELECTED_SCHEME`; None: no selection
+    select_keep: float | None = None
 
 
 PROFILES = {
@@ -109,6 +124,8 @@ PROFILES = {
         eval_sequences=192,
         eval_generation=True,
         small_scorer="mini",
+        extra_runs=COMPOSITIONS,
+        select_keep=0.5,
     ),
     "quick": Profile(
         "quick",
