@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.tiny_models import tiny_llama
-from tokenweight.data.selection import rank, row_scores, scored_rows
+from tokenweight.data.selection import long_episodes, rank, row_scores, scored_rows, summary
 from tokenweight.scoring import context_kl, self_scored_short_nll, token_nll
 
 BOS = 1
@@ -76,3 +76,16 @@ def test_shards_are_kept_and_reused_and_other_settings_start_over(tmp_path):
     calls.clear()
     scored_rows(work, {"x": 2}, 7, 3, compute)
     assert calls == [(0, 3), (3, 6), (6, 7)]
+
+
+def test_long_episodes_and_the_summary_of_a_selection():
+    episodes = [[[1, 3, 20, 22], [2, 4, 5, 7]], [], [[0, 2, 8, 10]]]
+    assert long_episodes(episodes, 8).tolist() == [1, 0, 1]  # use at least w = 8 tokens after the definition
+    sums, counts = np.array([6.0, 1.0, 4.0]), np.array([3.0, 1.0, 2.0])
+    kept, records = rank([0, 1, 2], sums, counts, keep=0.5, unit="row", long_episodes=long_episodes(episodes, 8))
+    assert kept == [0, 2] and [u["long_episodes"] for u in records] == [1, 1, 0]
+    selected = {"method": "longfilter", "keep": 0.5, "unit": "row", "window": 8}
+    s = summary({"selected": selected, "units": records}, top=2)
+    assert s["kept"] == {"units": 2, "targets": 5, "mean_score": 2.0, "long_episodes_per_1k": 400.0}
+    assert s["dropped"] == {"units": 1, "targets": 1, "mean_score": 1.0, "long_episodes_per_1k": 0.0}
+    assert [u["unit"] for u in s["top"]] == [0, 2] and s["method"] == "longfilter"

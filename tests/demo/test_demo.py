@@ -269,3 +269,9 @@ def test_compositions_and_the_selected_run(tmp_path):
     labels = [g["label"] for g in results["aggregate"]["groups"]]
     assert {"dense-frozen-exact", "dense-frozen-protect", SELECTED_SCHEME[0]} <= set(labels)
     assert (tmp_path / "demo" / "report" / "frontier.png").is_file()
+    sel = results["selection"]
+    assert sel["label"] == "selected" and sel["kept"]["units"] + sel["dropped"]["units"] == len(selection["units"])
+    assert (
+        "Selection selected: longfilter, keep 0.5 of the documents"
+        in (tmp_path / "demo" / "report" / "report.md").read_text()
+    )

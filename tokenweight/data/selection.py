@@ -97,9 +97,18 @@ def scored_rows(work: Path, settings: dict, rows: int, shard_size: int, compute)
     return sums, counts
 
 
-def rank(doc_ids: list[int], sums: np.ndarray, counts: np.ndarray, keep: float, unit: str) -> tuple[list, list[dict]]:
+def rank(
+    doc_ids: list[int],
+    sums: np.ndarray,
+    counts: np.ndarray,
+    keep: float,
+    unit: str,
+    long_episodes: np.ndarray | None = None,
+) -> tuple[list, list[dict]]:
     """``(kept rows in order, one record per unit by rank)``: units are documents (their rows' sums
-    over their rows' counts) or rows; the top ``ceil(keep · units)`` are kept, ties by first row."""
+    over their rows' counts) or rows; the top ``ceil(keep · units)`` are kept, ties by first row.
+    ``long_episodes`` (per row): injected episodes farther apart than the window, summed per unit
+    (what the report shows next to the scores)."""
     groups: dict[int, list[int]] = {}
     for r, d in enumerate(doc_ids):
         groups.setdefault(d if unit == "document" else r, []).append(r)
@@ -108,6 +117,8 @@ def rank(doc_ids: list[int], sums: np.ndarray, counts: np.ndarray, keep: float, 
         total = float(counts[rows].sum())
         score = float(sums[rows].sum()) / total if total else 0.0
         records.append({"unit": int(key), "rows": len(rows), "targets": int(total), "score": score, "first": rows[0]})
+        if long_episodes is not None:
+            records[-1]["long_episodes"] = int(long_episodes[rows].sum())
     records.sort(key=lambda u: (-u["score"], u["first"]))
     n_keep = max(1, math.ceil(keep * len(records) - 1e-9))
     for i, u in enumerate(records):
@@ -161,3 +172,34 @@ def read_selected(out: Path) -> dict | None:
 def dumps(settings: dict) -> dict:
     """``settings`` as they read back from JSON (for comparisons with a recorded copy)."""
     return json.loads(json.dumps(settings, default=str))
+
+
+def long_episodes(episodes: list, window: int) -> np.ndarray:
+    """Per row: its injected episodes whose use starts at least ``window`` tokens after the definition
+    (``[def_start, def_end, use_start, use_end]`` spans, docs/DATA.md)."""
+    return np.array([sum(1 for e in row if e[2] - e[0] >= window) for row in episodes], dtype=np.int64)
+
+
+def summary(selection: dict, top: int = 10) -> dict:
+    """A ``selection.json`` in a few numbers, for the report: per side (kept, dropped) the units, their
+    mean score and their long-range episodes per 1000 targets; and the ``top`` units."""
+    units = selection["units"]
+
+    def side(kept: bool) -> dict:
+        us = [u for u in units if u["kept"] == kept]
+        targets = sum(u["targets"] for u in us)
+        eps = sum(u.get("long_episodes", 0) for u in us)
+        return {
+            "units": len(us),
+            "targets": targets,
+            "mean_score": sum(u["score"] * u["targets"] for u in us) / targets if targets else None,
+            "long_episodes_per_1k": 1000 * eps / targets if targets and "long_episodes" in (us or [{}])[0] else None,
+        }
+
+    keys = ("method", "keep", "unit", "window")
+    return {
+        **{k: selection["selected"][k] for k in keys},
+        "kept": side(True),
+        "dropped": side(False),
+        "top": [{k: u[k] for k in ("unit", "rows", "score") if k in u} for u in units[:top]],
+    }

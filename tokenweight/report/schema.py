@@ -130,7 +130,7 @@ def validate_results(results: Any) -> dict:
     _type(cfg["window"], (int,), ".config.window", "an integer >= 2")
     if cfg["n"] < 2 or not 2 <= cfg["window"] <= cfg["n"]:
         _fail(".config", f"needs 2 <= window <= n, got window={cfg['window']}, n={cfg['n']}")
-    for key in ("machine", "evaluation", "aggregate", "verdict", "exposure"):
+    for key in ("machine", "evaluation", "aggregate", "verdict", "exposure", "selection"):
         _type(results.get(key), (dict,), f".{key}", "an object or null", optional=True)
     if isinstance(results.get("verdict"), dict):
         _type(results["verdict"].get("text"), (str,), ".verdict.text", "a string")

@@ -186,6 +186,25 @@ def runs_tables(results: Mapping, agg: Mapping) -> list[Table]:
     return tables
 
 
+def selection_table(results: Mapping) -> Table | None:
+    """The selection a run trained on (``results.selection``): kept against dropped units, their mean
+    score and their long-range episodes (the injected copies farther apart than w) per 1000 targets."""
+    sel = results.get("selection")
+    if not sel:
+        return None
+    rows = []
+    for side in ("kept", "dropped"):
+        s = sel[side]
+        eps = s.get("long_episodes_per_1k")
+        rows.append([side, str(s["units"]), f"{s['targets']:,}", fmt(s.get("mean_score"), 4), fmt(eps, 2)])
+    title = f"Selection {sel['label']}: {sel['method']}, keep {sel['keep']:g} of the {sel['unit']}s"
+    note = (
+        "the units kept and dropped by tokenweight select (docs/DATA.md): the mean of their targets' scores and "
+        "their long-range episodes (definition and use at least w apart) per 1000 targets."
+    )
+    return Table(title, [sel["unit"] + "s", "units", "targets", "mean score", "long episodes / 1k"], rows, note)
+
+
 def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
     base_name = (results.get("base") or {}).get("name")
     harness_vs = "lm-evaluation-harness: difference vs " + str(agg.get("reference"))
@@ -197,6 +216,7 @@ def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
         reference_table(agg, ("harness",), harness_vs),
         base_table(agg, base_name),
         *runs_tables(results, agg),
+        selection_table(results),
     ]
     return [t for t in tables if t is not None]
 

@@ -162,6 +162,13 @@ def report(config: ReportConfig) -> ReportResult:
     data = next((r["data"] for r in runs if r.get("data")), None)
     if data is not None and Path(data, "manifest.json").is_file():  # the runs' training data
         results["exposure"] = _exposure(Path(data), int(window))
+    selected = next(
+        (Path(r["data"]) for r in runs if r.get("data") and Path(r["data"], "selection.json").is_file()), None
+    )
+    if selected is not None:  # a run trained on a selection: which documents carry the long-range signal
+        from tokenweight.data.selection import summary
+
+        results["selection"] = {"label": selected.name, **summary(_read_json(selected / "selection.json", "selection"))}
     sample = (
         _heatmap(config, window, sorted({r["scheme"] for r in runs} | set(config.schemes or [])))
         if config.heatmap_model

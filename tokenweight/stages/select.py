@@ -89,6 +89,7 @@ def select(config: SelectConfig) -> SelectResult:
     from tokenweight.data import load_prepared
     from tokenweight.data.selection import (
         dumps,
+        long_episodes,
         rank,
         read_selected,
         row_scores,
@@ -153,7 +154,8 @@ def select(config: SelectConfig) -> SelectResult:
 
         work = score_dir(out)
         sums, counts = scored_rows(work, dumps(scores), len(train), config.shard_size, compute)
-        kept, records = rank(train["doc_id"], sums, counts, config.keep, config.unit)
+        far = long_episodes(train["episodes"], config.window)
+        kept, records = rank(train["doc_id"], sums, counts, config.keep, config.unit, far)
         write_selected(data, out, kept, manifest, selected, records)
         shutil.rmtree(work, ignore_errors=True)  # complete: the row scores are in selection.json's units
     return _result(out)
