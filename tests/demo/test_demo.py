@@ -275,3 +275,17 @@ def test_compositions_and_the_selected_run(tmp_path):
         "Selection selected: longfilter, keep 0.5 of the documents"
         in (tmp_path / "demo" / "report" / "report.md").read_text()
     )
+
+
+@pytest.mark.slow
+def test_the_packed_variant(tmp_path):
+    """`demo --pack`: the extension data packed, every run weighing each document on its own, the
+    evaluation per document; exposure balancing's histogram from the packed rows."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--profile", "quick", "--pack", "--out", str(out)]) == 0
+    manifest = json.loads((out / "data" / "extend" / "manifest.json").read_text())
+    assert manifest["options"]["pack"] is True and "documents_per_row" in manifest["counts"]["train"]
+    run = json.loads((out / "runs" / "exact-seed0" / "run_config.json").read_text())
+    assert run["weight_norm"] == "document" and run["packed"] is True
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert results["exposure"]["tail_share"] < 1 and results["config"]["pack"] is True

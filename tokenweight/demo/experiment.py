@@ -114,6 +114,7 @@ class Demo(BaseModelSteps):
             tokenizer=str(self.pre_data / "tokenizer"),
             after=str(self.pre_data),
             max_tokens=p.extend_tokens,
+            pack=p.pack,
             episodes_per_1k=p.episodes_per_1k,
             episode_distance=f"{low}:{p.n - 16}",
         )
@@ -198,6 +199,7 @@ class Demo(BaseModelSteps):
             warmup_steps=max(1, p.extend_steps // 10),
             save_steps=max(1, p.extend_steps // 2),
             chunk_size=DEMO_CHUNK_SIZE,
+            weight_norm="document" if p.pack else "sequence",
         )
 
     def eval_config(self):
@@ -442,7 +444,7 @@ class Demo(BaseModelSteps):
             # a profile field added later, at its "off" value, does not make an older folder differ
             old_profile = old.get("profile", {})
             for k, v in new["profile"].items():
-                if k not in old_profile and v in (None, []):
+                if k not in old_profile and v in (None, [], False):
                     old_profile[k] = None
             if old != new:
                 diff = sorted(k for k in new["profile"] if old.get("profile", {}).get(k) != new["profile"][k])

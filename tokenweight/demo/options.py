@@ -40,6 +40,12 @@ class DemoConfig(RuntimeOptions, StageConfig):
         "injected episodes",
         metavar="DIR",
     )
+    pack: bool = option(
+        False,
+        "pack the extension data (prepare --pack: documents of mixed length back to back, document masks) and "
+        "weigh every document on its own (weight_norm document): the experiment where exposure balancing's "
+        "premise holds",
+    )
     skip_gate: bool = option(False, "continue when the base model fails the copy gate (the report records it)")
     threads: int | None = option(None, "torch threads (none: torch's own choice)")
     from_scratch: bool = option(
@@ -104,4 +110,5 @@ class DemoConfig(RuntimeOptions, StageConfig):
             pretrain_steps=self.pretrain_steps,
             extend_steps=self.extend_steps,
             small_scorer=self.small_scorer,
+            pack=self.pack or None,
         )

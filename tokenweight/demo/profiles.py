@@ -109,6 +109,9 @@ class Profile:
     #: share of the extension data's documents kept by ``tokenweight select`` (LongFilter's KL under the
     #: uniform run of seed 0) for the run :data:`SELECTED_SCHEME`; None: no selection
     select_keep: float | None = None
+    #: the extension data packed (``prepare --pack``: documents' short pieces back to back, document
+    #: masks) and trained with ``weight_norm: document``: where exposure balancing's premise holds
+    pack: bool = False
 
 
 PROFILES = {
