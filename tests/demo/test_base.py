@@ -74,8 +74,8 @@ def _other(value):
         return value * 2 + 1
     if isinstance(value, str):
         return value + "x"
-    if isinstance(value, tuple):
-        return (*value, value[-1] if value else 1)
+    if isinstance(value, tuple):  # an empty one is the runs of Profile.extra_runs: add one
+        return (*value, value[-1]) if value else (("extra", "uniform", "none"),)
     return 0.5  # None
 
 
