@@ -25,11 +25,19 @@ def _tiny(n=16, theta=10000.0, vocab=64):
 
 
 def test_presets_parameter_counts_at_vocab_8192():
-    names = ("tiny", "small", "shallow", "mini", "base")
+    names = ("tiny", "small", "shallow", "mini", "narrow", "base")
     counts = {name: count_parameters(init_model(name, 8192, 256)) for name in names}
-    assert counts == {"tiny": 1_229_664, "small": 3_171_360, "shallow": 1_444_480, "mini": 366_600, "base": 11_014_400}
-    # the demo's smaller scorer: >= 4x fewer parameters than its base model at the demo's vocabulary
-    assert count_parameters(init_model("shallow", 4096, 256)) / count_parameters(init_model("mini", 4096, 256)) >= 4
+    assert counts == {
+        "tiny": 1_229_664,
+        "small": 3_171_360,
+        "shallow": 1_444_480,
+        "mini": 366_600,
+        "narrow": 407_836,
+        "base": 11_014_400,
+    }
+    # the demo's smaller scorers: >= 4x fewer parameters than its base model at the demo's vocabulary
+    for small in ("mini", "narrow"):
+        assert count_parameters(init_model("shallow", 4096, 256)) / count_parameters(init_model(small, 4096, 256)) >= 4
     assert PRESETS["shallow"].num_hidden_layers == 2 and PRESETS["shallow"].tie_word_embeddings
     assert PRESETS["tiny"].tie_word_embeddings and PRESETS["small"].tie_word_embeddings
     assert not PRESETS["base"].tie_word_embeddings and not PRESETS["large"].tie_word_embeddings

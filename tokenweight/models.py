@@ -49,13 +49,16 @@ class Preset:
 #: shallow ≈ 1.4M (2 layers: the demo's base model, because few layers form the
 #: copy task's induction head much sooner than the 6-layer small preset; docs/TRAINING.md has the
 #: measurements), mini ≈ 0.37M (the shallow model at a third of the width, one head: the demo's
-#: smaller frozen scorer, 4.5x fewer parameters than shallow at vocab 4096), base ≈ 11M, large ≈ 60M.
-#: Head dim 32 (64 for large; 40 for mini) keeps RoPE meaningful at small widths.
+#: smaller frozen scorer of claim 4's ablation, 4.5x fewer parameters than shallow at vocab 4096: it
+#: cannot copy), narrow ≈ 0.41M (two heads at width 44: the capable smaller scorer within 4x, 4.04x
+#: fewer; the search is in docs/TRAINING.md), base ≈ 11M, large ≈ 60M.
+#: Head dim 32 (64 for large; 40 for mini, 22 for narrow) keeps RoPE meaningful at small widths.
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(96, 4, 3, 3, 256, True),
     "small": Preset(160, 6, 5, 5, 432, True),
     "shallow": Preset(128, 2, 4, 4, 344, True),
     "mini": Preset(40, 2, 1, 1, 108, True),
+    "narrow": Preset(44, 2, 2, 2, 120, True),
     "base": Preset(256, 8, 8, 8, 768, False),
     "large": Preset(640, 10, 10, 10, 1728, False),
 }

@@ -30,8 +30,9 @@ class DemoConfig(RuntimeOptions, StageConfig):
     small_scorer: str | None = option(
         None,
         "preset of the smaller frozen scorer of the run dense-frozen-small (>= 4x fewer parameters than the base "
-        "model, pretrained the same way; 'none': no such run; none: the profile's, mini for full)",
-        choices=("mini", "tiny", "none"),
+        "model, pretrained the same way; narrow can copy, mini cannot: the ablation; 'none': no such run; none: "
+        "the profile's, narrow for full)",
+        choices=("narrow", "mini", "tiny", "none"),
     )
     corpus: str | None = option(
         None,

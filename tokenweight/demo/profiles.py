@@ -126,7 +126,7 @@ PROFILES = {
         eval_samples=4,
         eval_sequences=192,
         eval_generation=True,
-        small_scorer="mini",
+        small_scorer="narrow",
         extra_runs=COMPOSITIONS,
         select_keep=0.5,
     ),
