@@ -222,7 +222,7 @@ def test_nan_guard_exits_2_naming_step_and_sequences(env, capsys):
     "extra, message",
     [
         (["--init", "tiny", "--model", "x"], "pass exactly one of --model"),
-        (["--init", "huge"], "--init must be one of tiny, small, shallow, mini, base, large"),
+        (["--init", "huge"], "--init must be one of tiny, small, shallow, mini, narrow, base, large"),
         (["--model", "/no/such/model"], "model path '/no/such/model' does not exist"),
         (["--init", "tiny", "--scheme", "dense:0.5"], "needs short-context NLL: pass --scorer self"),
         (["--init", "tiny", "--scheme", "dense:2"], "--scheme: invalid weighting spec"),
