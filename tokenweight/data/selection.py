@@ -127,12 +127,12 @@ def rank(
     return kept, records
 
 
-def write_selected(src: Path, out: Path, kept: list[int], manifest: dict, selected: dict, records: list[dict]) -> dict:
+def write_selected(
+    src: Path, source, out: Path, kept: list[int], manifest: dict, selected: dict, records: list[dict]
+) -> dict:
     """The prepared folder ``out``: ``src``'s validation split and tokenizer, the ``kept`` rows of its
-    train split, ``selection.json`` (every unit's score) and a manifest naming the selection; atomic."""
-    from datasets import load_from_disk
-
-    source = load_from_disk(str(src / "train"))
+    train split ``source`` (the ``datasets.Dataset`` already open), ``selection.json`` (every unit's
+    score) and a manifest naming the selection; atomic."""
     train = source.select(kept).flatten_indices()
     tokens = int(sum(len(x) for x in train["input_ids"]))
     counts = dict(manifest.get("counts", {}))
@@ -184,6 +184,7 @@ def summary(selection: dict, top: int = 10) -> dict:
     """A ``selection.json`` in a few numbers, for the report: per side (kept, dropped) the units, their
     mean score and their long-range episodes per 1000 targets; and the ``top`` units."""
     units = selection["units"]
+    counted = all("long_episodes" in u for u in units)  # selections made before the count have none
 
     def side(kept: bool) -> dict:
         us = [u for u in units if u["kept"] == kept]
@@ -193,7 +194,7 @@ def summary(selection: dict, top: int = 10) -> dict:
             "units": len(us),
             "targets": targets,
             "mean_score": sum(u["score"] * u["targets"] for u in us) / targets if targets else None,
-            "long_episodes_per_1k": 1000 * eps / targets if targets and "long_episodes" in (us or [{}])[0] else None,
+            "long_episodes_per_1k": 1000 * eps / targets if targets and counted else None,
         }
 
     keys = ("method", "keep", "unit", "window")

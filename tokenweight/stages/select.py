@@ -20,13 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenweight.config import RuntimeOptions, StageConfig, check_choice, check_float, check_int, check_required, option
+from tokenweight.data.selection import METHODS, UNITS
 from tokenweight.errors import UsageError
 
 __all__ = ["SelectConfig", "SelectResult", "select"]
-
-#: ``method`` and ``unit`` values (tokenweight.data.selection's, not imported here: the config loads without torch)
-METHODS = ("longfilter", "mean_abs_d")
-UNITS = ("document", "row")
 
 
 @dataclass
@@ -156,7 +153,7 @@ def select(config: SelectConfig) -> SelectResult:
         sums, counts = scored_rows(work, dumps(scores), len(train), config.shard_size, compute)
         far = long_episodes(train["episodes"], config.window)
         kept, records = rank(train["doc_id"], sums, counts, config.keep, config.unit, far)
-        write_selected(data, out, kept, manifest, selected, records)
+        write_selected(data, train, out, kept, manifest, selected, records)
         shutil.rmtree(work, ignore_errors=True)  # complete: the row scores are in selection.json's units
     return _result(out)
 
