@@ -253,13 +253,16 @@ def test_the_quick_demo_runs_on_another_corpus(tmp_path):
 
 @pytest.mark.slow
 def test_compositions_and_the_selected_run(tmp_path):
-    """The full profile's extra runs on the quick profile: dense × exposure, dense with first-window
-    protection, and plain CE on the data LongFilter selects (scored by the uniform run of seed 0)."""
+    """The full profile's extra runs on the quick profile: dense × exposure, first-window protection
+    (dense, sparse, LongCE with self-scoring), and plain CE on the data LongFilter selects (scored by
+    the uniform run of seed 0)."""
     from tokenweight.demo.profiles import COMPOSITIONS, SELECTED_SCHEME, make_profile
 
     profile = make_profile("quick", extra_runs=COMPOSITIONS, select_keep=0.5)
     demo = Demo(tmp_path / "demo", profile)
-    assert [s[0] for s in demo.schemes[-3:]] == ["dense-frozen-exact", "dense-frozen-protect", SELECTED_SCHEME[0]]
+    extra = [name for name, _, _ in COMPOSITIONS]
+    assert extra == ["dense-frozen-exact", "dense-frozen-protect", "sparse-frozen-protect", "longce-self-protect"]
+    assert [s[0] for s in demo.schemes[-5:]] == [*extra, SELECTED_SCHEME[0]]
     demo.run()
     selection = json.loads((demo.selected_data / "selection.json").read_text())
     assert selection["selected"]["keep"] == 0.5 and selection["selected"]["method"] == "longfilter"
@@ -267,7 +270,7 @@ def test_compositions_and_the_selected_run(tmp_path):
     assert run["data"] == str(demo.selected_data)
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
     labels = [g["label"] for g in results["aggregate"]["groups"]]
-    assert {"dense-frozen-exact", "dense-frozen-protect", SELECTED_SCHEME[0]} <= set(labels)
+    assert {*extra, SELECTED_SCHEME[0]} <= set(labels)
     assert (tmp_path / "demo" / "report" / "frontier.png").is_file()
     sel = results["selection"]
     assert sel["label"] == "selected" and sel["kept"]["units"] + sel["dropped"]["units"] == len(selection["units"])

@@ -28,10 +28,13 @@ SMALL_SCORER_COMPARISON = ("dense-frozen-small", "dense-frozen")
 SMALL_SCORER_MIN_RATIO = 4.0
 
 #: runs of ``--profile full`` beyond the paper's schemes (docs/TRAINING.md): dense frozen times exposure
-#: balancing, dense frozen with first-window protection (the short-context price bargained down)
+#: balancing, and first-window protection (the short-context price bargained down) on the schemes
+#: with the largest task gains and the largest prices: the points of the report's frontier
 COMPOSITIONS = (
     ("dense-frozen-exact", "dense:0.75*exact:0.5", "frozen"),
     ("dense-frozen-protect", "dense:0.75*protect", "frozen"),
+    ("sparse-frozen-protect", "sparse:0.2*protect", "frozen"),
+    ("longce-self-protect", "longce:5*protect", "self"),
 )
 #: the run on the selected data (``Profile.select_keep``): plain CE on the documents that LongFilter's
 #: score ranks highest, at the same steps and tokens as every other run (their rows repeat more often)
