@@ -195,6 +195,23 @@ def test_small_scorer_run(demo_dir):
     assert warm["init"] == "mini" and warm["task"] == "copy"
 
 
+def test_the_full_profile_compares_its_new_runs_with_dense_frozen(tmp_path):
+    """Beyond "vs uniform": the small scorer against the full-size one, every run beyond the paper's
+    (and exact) against dense frozen, and a protected run against its unprotected one too."""
+    assert Demo(tmp_path, PROFILES["full"]).comparisons() == [
+        "dense-frozen-small:dense-frozen",
+        "exact:dense-frozen",
+        "dense-frozen-exact:dense-frozen",
+        "dense-frozen-protect:dense-frozen",
+        "sparse-frozen-protect:dense-frozen",
+        "sparse-frozen-protect:sparse-frozen",
+        "longce-self-protect:dense-frozen",
+        "longce-self-protect:longce-self",
+        "uniform-selected:dense-frozen",
+    ]
+    assert Demo(tmp_path, PROFILES["default"]).comparisons() == []
+
+
 def test_small_scorer_must_be_4x_smaller(tmp_path, capsys):
     # the quick profile's base preset is tiny: a tiny scorer is not smaller at all
     assert main(["demo", "--profile", "quick", "--small-scorer", "tiny", "--out", str(tmp_path)]) == 2
@@ -271,6 +288,8 @@ def test_compositions_and_the_selected_run(tmp_path):
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
     labels = [g["label"] for g in results["aggregate"]["groups"]]
     assert {*extra, SELECTED_SCHEME[0]} <= set(labels)
+    against = {(c["label"], c["against"]) for c in results["aggregate"]["comparisons"]}
+    assert ("longce-self-protect", "longce-self") in against and ("uniform-selected", "dense-frozen") in against
     assert (tmp_path / "demo" / "report" / "frontier.png").is_file()
     sel = results["selection"]
     assert sel["label"] == "selected" and sel["kept"]["units"] + sel["dropped"]["units"] == len(selection["units"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tokenweight.demo.base import BaseModelSteps
 from tokenweight.demo.profiles import (
+    DENSE_FROZEN,
     SCHEMES,
     SELECTED_SCHEME,
     SMALL_SCORER_COMPARISON,
@@ -260,10 +261,30 @@ class Demo(BaseModelSteps):
             heatmap_data=str(self.ext_data),
             window=p.window,
             schemes=sorted({s for _, s, _ in self.schemes}),
-            compare=[":".join(SMALL_SCORER_COMPARISON)] if p.small_scorer else [],
+            compare=self.comparisons(),
             settings=settings,
             machine=machine,
         )
+
+    def comparisons(self) -> list[str]:
+        """The report's paired comparisons beyond "vs uniform": the small scorer against the full-size
+        one (the paper's fourth claim) and, when the profile trains runs beyond the paper's
+        (``extra_runs``, ``select_keep``), each of those and ``exact`` against dense frozen, the
+        paper's headline scheme they set out to beat; a run with first-window protection
+        (``<spec>*protect``) also against its unprotected run, which isolates what protection did."""
+        p = self.profile
+        pairs = [SMALL_SCORER_COMPARISON] if p.small_scorer else []
+        if p.extra_runs or p.select_keep:
+            paper = {name for name, _, _ in SCHEMES if name != "exact"} | {SMALL_SCORER_SCHEME[0]}
+            by_run = {(spec, scorer): name for name, spec, scorer in self.schemes}
+            for name, spec, scorer in self.schemes:
+                if name in paper:
+                    continue
+                pairs.append((name, DENSE_FROZEN))
+                parent = by_run.get((spec.removesuffix("*protect"), scorer))
+                if spec.endswith("*protect") and parent not in (None, DENSE_FROZEN):
+                    pairs.append((name, parent))
+        return [":".join(pair) for pair in pairs]
 
     def models(self) -> dict[str, str]:
         models = {"base": str(self.base / "model")}
