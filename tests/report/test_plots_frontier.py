@@ -1,13 +1,11 @@
 """The frontier figure: one point per setting, its paired task gain and short-context cost against the
-reference, with standard errors, from a hand-made aggregate."""
+reference, with standard errors, from a hand-made aggregate (its numbers: test_verdict_frontier.py)."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
-
-from tokenweight.report.plots import frontier_points, plot_frontier
+from tokenweight.report.plots import plot_frontier
 
 
 def aggregate():
@@ -30,15 +28,6 @@ def aggregate():
             ],
         }
     }
-
-
-def test_points_are_the_paired_means_with_standard_errors():
-    (p,) = frontier_points(aggregate())
-    assert p["label"] == "dense" and p["seeds"] == 3
-    assert p["tasks"] == pytest.approx(0.2) and p["tasks_se"] == pytest.approx(0.1 / math.sqrt(3))
-    assert p["ppl_short_pct"] == pytest.approx(100 * 0.8 / 40) and p["ppl_short_pct_se"] == pytest.approx(
-        100 * 0.4 / 40 / math.sqrt(3)
-    )
 
 
 def test_the_figure_is_written_and_absent_without_a_reference(tmp_path):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tokenweight.io_utils import atomic_file
 from tokenweight.report.metrics import groups, mean_entry
+from tokenweight.report.verdict import FRONTIER_TARGET, frontier_points
 
 #: log fields drawn in training_curves.png: (field, panel title)
 CURVE_PANELS = (
@@ -292,47 +293,10 @@ def plot_exposure(exposure: Mapping, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-#: the trade-off the frontier figure marks: tasks gain and short-context cost against the reference
-FRONTIER_TARGET = {"tasks": 0.10, "ppl_short_pct": 2.0}
-
-
-def frontier_points(results: Mapping) -> list[dict]:
-    """One point per setting against the reference (uniform): the mean paired difference of the task
-    score (``tasks``, at the longest length) and of short-context perplexity (``ppl_short``) in percent
-    of the reference's, each with its standard error over the paired seeds (None for one seed)."""
-    agg = results.get("aggregate") or {}
-    groups_ = agg.get("groups") or []
-    ref = next((g for g in groups_ if g.get("label") == agg.get("reference")), None)
-    if ref is None:
-        return []
-    base = (ref.get("stats", {}).get("ppl_short") or {}).get("mean")
-    points = []
-    for g in groups_:
-        vs = g.get("vs_reference") or {}
-        tasks, short = vs.get("tasks"), vs.get("ppl_short")
-        if g is ref or not tasks or not short or not base:
-            continue
-
-        def se(d, scale=1.0):
-            return None if d.get("std") is None or not d.get("n") else scale * d["std"] / d["n"] ** 0.5
-
-        points.append(
-            {
-                "label": g["label"],
-                "tasks": tasks["mean"],
-                "tasks_se": se(tasks),
-                "ppl_short_pct": 100 * short["mean"] / base,
-                "ppl_short_pct_se": se(short, 100 / base),
-                "seeds": tasks.get("n"),
-            }
-        )
-    return points
-
-
 def plot_frontier(results: Mapping, path: Path) -> Path | None:
     """The trade-off of every setting against uniform: task gain (y) against short-context perplexity
     cost in percent (x), with standard errors over the paired seeds; the shaded corner is the target
-    (:data:`FRONTIER_TARGET`: at least +10 points of tasks at at most +2% perplexity below w)."""
+    (``verdict.FRONTIER_TARGET``: at least +10 points of tasks at at most +2% perplexity below w)."""
     points = frontier_points(results)
     if not points:
         return None

@@ -12,7 +12,9 @@ downwards and fit the page width):
   seed-paired differences to uniform;
 - *vs base*: every evaluated model without runs minus the base model (single values);
 - *runs*: every single run (one row per seed, metrics as columns), the numbers behind the means
-  (the perplexities in a second table when there are many metrics).
+  (the perplexities in a second table when there are many metrics);
+- *selection*: the units a selection kept and dropped;
+- *trade-off*: the frontier figure's numbers, each setting judged against the target.
 
 A :class:`Table` holds already formatted cells, so the markdown and the HTML show identical text;
 :func:`to_text` renders one as plain text (the console tables of an evaluation,
@@ -26,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tokenweight.report.schema import run_label
+from tokenweight.report.verdict import FRONTIER_TARGET, frontier_points, meets_target
 
 DASH = "–"
 
@@ -205,6 +208,36 @@ def selection_table(results: Mapping) -> Table | None:
     return Table(title, [sel["unit"] + "s", "units", "targets", "mean score", "long episodes / 1k"], rows, note)
 
 
+def frontier_table(results: Mapping) -> Table | None:
+    """The numbers of the frontier figure: every setting's paired task gain and short-context cost
+    against the reference, with standard errors, and whether it reaches the target."""
+    points = frontier_points(results)
+    if not points:
+        return None
+
+    def pm(x: float, se: float | None, digits: int, signed: str = "+") -> str:
+        return f"{x:{signed}.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+    rows = [
+        [
+            p["label"],
+            str(p["seeds"]),
+            pm(p["tasks"], p["tasks_se"], 3),
+            pm(p["ppl_short_pct"], p["ppl_short_pct_se"], 1) + "%",
+            meets_target(p),
+        ]
+        for p in sorted(points, key=lambda p: -p["tasks"])
+    ]
+    gain, cost = FRONTIER_TARGET["tasks"], FRONTIER_TARGET["ppl_short_pct"]
+    title = f"The trade-off: task gain against short-context cost (target: +{gain:.2f} at <= {cost:g}%)"
+    note = (
+        "paired against the reference by seed, mean ± standard error; 'clearly': both the gain and the cost "
+        "meet the target beyond 2 standard errors; 'on the means': only the means do (frontier.png plots it)."
+    )
+    headers = ["setting", "seeds", "tasks gain", "ppl<w cost", "meets the target"]
+    return Table(title, headers, rows, note)
+
+
 def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
     base_name = (results.get("base") or {}).get("name")
     harness_vs = "lm-evaluation-harness: difference vs " + str(agg.get("reference"))
@@ -217,6 +250,7 @@ def all_tables(results: Mapping, agg: Mapping) -> list[Table]:
         base_table(agg, base_name),
         *runs_tables(results, agg),
         selection_table(results),
+        frontier_table(results),
     ]
     return [t for t in tables if t is not None]
 

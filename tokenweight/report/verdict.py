@@ -36,6 +36,61 @@ def _fmt(x: float, digits: int) -> str:
     return f"{x:+.{digits}f}"
 
 
+#: the trade-off sought (issue #21): a task gain of at least +10 points at most +2% perplexity below w,
+#: both against the reference; the frontier figure shades it and the frontier table judges each setting
+FRONTIER_TARGET = {"tasks": 0.10, "ppl_short_pct": 2.0}
+
+
+def frontier_points(results: Mapping) -> list[dict]:
+    """One point per setting against the reference (uniform): the mean paired difference of the task
+    score (``tasks``, at the longest length) and of short-context perplexity (``ppl_short``) in percent
+    of the reference's, each with its standard error over the paired seeds (None for one seed)."""
+    agg = results.get("aggregate") or {}
+    groups_ = agg.get("groups") or []
+    ref = next((g for g in groups_ if g.get("label") == agg.get("reference")), None)
+    if ref is None:
+        return []
+    base = (ref.get("stats", {}).get("ppl_short") or {}).get("mean")
+    points = []
+    for g in groups_:
+        vs = g.get("vs_reference") or {}
+        tasks, short = vs.get("tasks"), vs.get("ppl_short")
+        if g is ref or not tasks or not short or not base:
+            continue
+
+        def se(d, scale=1.0):
+            return None if d.get("std") is None or not d.get("n") else scale * d["std"] / d["n"] ** 0.5
+
+        points.append(
+            {
+                "label": g["label"],
+                "tasks": tasks["mean"],
+                "tasks_se": se(tasks),
+                "ppl_short_pct": 100 * short["mean"] / base,
+                "ppl_short_pct_se": se(short, 100 / base),
+                "seeds": tasks.get("n"),
+            }
+        )
+    return points
+
+
+def meets_target(point: Mapping, target: Mapping = FRONTIER_TARGET) -> str:
+    """Whether one frontier point reaches the target: 'clearly' when both ends hold beyond 2 standard
+    errors (gain - 2 SE >= target gain and cost + 2 SE <= target cost, over at least 2 paired seeds,
+    the verdict's rule), 'on the means' when only the means do, else 'no'. The bounds are closed, up
+    to floating-point rounding of the means (1e-9)."""
+    eps = 1e-9
+    gain, cost = point["tasks"] + eps, point["ppl_short_pct"] - eps
+    if gain < target["tasks"] or cost > target["ppl_short_pct"]:
+        return "no"
+    g_se, c_se = point.get("tasks_se"), point.get("ppl_short_pct_se")
+    if g_se is None or c_se is None or (point.get("seeds") or 0) < 2:
+        return "on the means"
+    if gain - 2 * g_se >= target["tasks"] and cost + 2 * c_se <= target["ppl_short_pct"]:
+        return "clearly"
+    return "on the means"
+
+
 def auto_verdict(agg: Mapping) -> dict:
     """``{"text", "auto": True, "judgements": {label: {metric: judgement}}}`` from an aggregate."""
     metrics = {m["key"]: m for m in agg["metrics"] if m["key"] in HEADLINE}
