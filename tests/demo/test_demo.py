@@ -12,6 +12,7 @@ import pytest
 from tokenweight.cli.main import main
 from tokenweight.demo import SCHEMES, Demo
 from tokenweight.demo.profiles import PROFILES, SMALL_SCORER_SCHEME
+from tokenweight.errors import UsageError
 from tokenweight.report.schema import validate_results
 
 #: the quick demo of these tests also runs the smaller-scorer run of --full (mini scorer)
@@ -210,6 +211,28 @@ def test_the_full_profile_compares_its_new_runs_with_dense_frozen(tmp_path):
         "uniform-selected:dense-frozen",
     ]
     assert Demo(tmp_path, PROFILES["default"]).comparisons() == []
+
+
+def test_a_folder_continues_with_more_seeds_and_runs_and_refuses_other_settings(tmp_path, capsys):
+    """More seeds, or runs added to the profile, continue a demo folder (the runs made are the ones a
+    fresh folder would make); any other setting is refused in one line, and the folder keeps its own."""
+    from tokenweight.demo.profiles import COMPOSITIONS, make_profile
+
+    settings = tmp_path / "demo_settings.json"
+    Demo(tmp_path, make_profile("quick", extra_runs=COMPOSITIONS[:2], select_keep=0.5))._check_settings()
+    Demo(tmp_path, make_profile("quick", extra_runs=COMPOSITIONS, select_keep=0.5, seeds=3))._check_settings()
+    saved = json.loads(settings.read_text())
+    assert saved["profile"]["seeds"] == 3 and len(saved["profile"]["extra_runs"]) == len(COMPOSITIONS)
+    assert [s[0] for s in saved["schemes"][-3:]] == [COMPOSITIONS[2][0], COMPOSITIONS[3][0], "uniform-selected"]
+    assert "continuing" in capsys.readouterr().out
+    for profile in (
+        make_profile("quick", extra_runs=COMPOSITIONS[1:], select_keep=0.5, seeds=3),  # a run dropped
+        make_profile("quick", extra_runs=COMPOSITIONS, select_keep=0.5, extend_steps=7),  # another recipe
+        make_profile("quick", extra_runs=COMPOSITIONS[::-1], select_keep=0.5, seeds=3),  # reordered
+    ):
+        with pytest.raises(UsageError, match=r"holds a demo made with other settings \(.*differ\)"):
+            Demo(tmp_path, profile)._check_settings()
+    assert json.loads(settings.read_text()) == saved
 
 
 def test_small_scorer_must_be_4x_smaller(tmp_path, capsys):

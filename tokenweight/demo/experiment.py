@@ -451,7 +451,12 @@ class Demo(BaseModelSteps):
 
     # ---------------------------------------------------------------- all
     def _check_settings(self) -> None:
-        """A demo folder belongs to one profile: refuse to mix stages made with other settings."""
+        """A demo folder belongs to one profile: refuse to mix stages made with other settings.
+
+        Two changes only add runs, and continue the folder instead: another number of seeds
+        (``--seeds``; the report covers seeds ``0..K-1``) and more runs (a profile whose
+        ``extra_runs`` and schemes keep the folder's in order and add to them). Every run is a function
+        of its own settings, so the runs already made are the ones a fresh folder would make."""
         settings = {
             "profile": asdict(self.profile),
             "schemes": [list(s) for s in self.schemes],
@@ -459,23 +464,29 @@ class Demo(BaseModelSteps):
             **({} if self.corpus is None else {"corpus": str(Path(self.corpus).expanduser().resolve())}),
         }
         path = self.out / "demo_settings.json"
+        new = json.loads(json.dumps(settings))
         if path.is_file():
             old = json.loads(path.read_text())
-            new = json.loads(json.dumps(settings))
             # a profile field added later, at its "off" value, does not make an older folder differ
             old_profile = old.get("profile", {})
             for k, v in new["profile"].items():
                 if k not in old_profile and v in (None, [], False):
                     old_profile[k] = None
-            if old != new:
-                diff = sorted(k for k in new["profile"] if old.get("profile", {}).get(k) != new["profile"][k])
-                diff += [k for k in ("schemes", "base_model", "corpus") if old.get(k) != new.get(k)]
+            if old == new:
+                return
+            diff = sorted(k for k in new["profile"] if old_profile.get(k) != new["profile"][k])
+            diff += [k for k in ("schemes", "base_model", "corpus") if old.get(k) != new.get(k)]
+            if not _only_adds_runs(old, new, diff):
                 raise UsageError(
                     f"--out {str(self.out)!r} holds a demo made with other settings "
                     f"({', '.join(diff) or 'schemes'} differ): use another --out, or delete it to start over"
                 )
-        else:
-            atomic_write_json(path, settings)
+            added = len(new["schemes"]) - len(old["schemes"])
+            self._say(
+                f"continuing {self.out} with {new['profile']['seeds']} seed(s) (it had {old_profile['seeds']})"
+                + (f" and {added} more run(s) per seed" if added else "")
+            )
+        atomic_write_json(path, new)
 
     def base_ready(self) -> dict:
         """Prepare, pretrain (or install the shipped base) and pass the gate: the gate's result."""
@@ -538,3 +549,18 @@ class Demo(BaseModelSteps):
         out = self.report(gate)
         self._say(f"done in {time.perf_counter() - t0:.0f} s: report at {out / 'index.html'}")
         return out
+
+
+def _only_adds_runs(old: dict, new: dict, diff: list[str]) -> bool:
+    """Whether two demo settings differ only in the seeds and in added runs (the old runs all kept, in
+    their order; a new one may come between them, as extra runs come before the selected run)."""
+    if not set(diff) <= {"seeds", "extra_runs", "schemes"}:
+        return False
+    kept = (old["profile"].get("extra_runs") or [], new["profile"].get("extra_runs") or [])
+    return _in_order(*kept) and _in_order(old["schemes"], new["schemes"])
+
+
+def _in_order(before: list, after: list) -> bool:
+    """Every entry of ``before`` is in ``after``, in the same order."""
+    it = iter(after)
+    return all(any(x == y for y in it) for x in before)

@@ -16,7 +16,11 @@ class DemoConfig(RuntimeOptions, StageConfig):
 
     RUNTIME_TRAINING = True
 
-    out: str = option("runs/demo", "demo folder; rerun with the same --out to continue", metavar="DIR")
+    out: str = option(
+        "runs/demo",
+        "demo folder; rerun with the same --out to continue (also with more --seeds, which adds runs)",
+        metavar="DIR",
+    )
     profile: str = option(
         "default",
         "default (the README's run), quick (tiny everything: what the tests run) or full (3 seeds, more steps: "
