@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tokenweight.demo.base import BaseModelSteps
@@ -272,17 +272,20 @@ class Demo(BaseModelSteps):
         (``extra_runs``, ``select_keep``), each of those and ``exact`` against dense frozen, the
         paper's headline scheme they set out to beat; a run with first-window protection
         (``<spec>*protect``) also against its unprotected run, which isolates what protection did."""
+        from tokenweight.weighting import WeightingScheme
+
         p = self.profile
         pairs = [SMALL_SCORER_COMPARISON] if p.small_scorer else []
         if p.extra_runs or p.select_keep:
             paper = {name for name, _, _ in SCHEMES if name != "exact"} | {SMALL_SCORER_SCHEME[0]}
-            by_run = {(spec, scorer): name for name, spec, scorer in self.schemes}
-            for name, spec, scorer in self.schemes:
+            runs = [(name, WeightingScheme.parse(spec), scorer) for name, spec, scorer in self.schemes]
+            by_run = {(scheme, scorer): name for name, scheme, scorer in runs}
+            for name, scheme, scorer in runs:
                 if name in paper:
                     continue
                 pairs.append((name, DENSE_FROZEN))
-                parent = by_run.get((spec.removesuffix("*protect"), scorer))
-                if spec.endswith("*protect") and parent not in (None, DENSE_FROZEN):
+                parent = by_run.get((replace(scheme, protect=None), scorer)) if scheme.protect is not None else None
+                if parent not in (None, DENSE_FROZEN):
                     pairs.append((name, parent))
         return [":".join(pair) for pair in pairs]
 

@@ -215,8 +215,8 @@ def frontier_table(results: Mapping) -> Table | None:
     if not points:
         return None
 
-    def pm(x: float, se: float | None, digits: int, signed: str = "+") -> str:
-        return f"{x:{signed}.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+    def pm(x: float, se: float | None, digits: int) -> str:
+        return f"{x:+.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
 
     rows = [
         [
