@@ -53,3 +53,14 @@ def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path):
 def test_fingerprint_is_order_independent_and_sensitive():
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_clean_folder_temporaries_removes_only_what_killed_writers_left(tmp_path):
+    from tokenweight.io_utils import clean_folder_temporaries
+
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / ".plot.png.84_ffazb.png.tmp").write_bytes(b"half")
+    (tmp_path / ".cache").mkdir()
+    assert [p.name for p in clean_folder_temporaries(tmp_path)] == [".plot.png.84_ffazb.png.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache", "results.json"]
+    assert clean_folder_temporaries(tmp_path / "missing") == []

@@ -186,6 +186,17 @@ def clean_temporaries(path: str | os.PathLike) -> list[Path]:
     return gone
 
 
+def clean_folder_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the ``.*.tmp`` files that :func:`atomic_file` writers killed mid-write left inside
+    ``folder`` (a stage's output folder of single files: evaluation, report); call it only while
+    holding that folder's :func:`tokenweight.outputs.output_lock`. Returns what was removed."""
+    folder = Path(folder)
+    gone = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 # ----------------------------------------------------------------------------- content checksums
 
 

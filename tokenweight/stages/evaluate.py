@@ -195,10 +195,12 @@ def evaluate(config: EvalConfig, *, tokenizer=None) -> EvalResult:
     ev = config.evaluator
     if isinstance(ev, str) and ev not in names and not Path(ev).exists():
         raise UsageError(f"--evaluator {ev!r} is neither a model name ({', '.join(names)}) nor an existing folder")
+    from tokenweight.io_utils import clean_folder_temporaries
     from tokenweight.outputs import output_lock
 
     out = Path(config.out)
     with output_lock(out):  # a second evaluation into the same folder is refused at once
+        clean_folder_temporaries(out)  # what an evaluation killed mid-write left (its files are atomic)
         # inputs, task lengths, lm-eval tasks: checked before anything is written or any model loaded
         plan = plan_evaluation(dict(zip(names, config.models)), tokenizer, config.data, config=config)
         results = run_evaluation(plan, cache_dir=out / ".cache" if config.cache else None)

@@ -174,13 +174,12 @@ def report(config: ReportConfig) -> ReportResult:
         if config.heatmap_model
         else None
     )
+    from tokenweight.io_utils import clean_folder_temporaries
     from tokenweight.outputs import output_lock
 
     out = Path(config.out)
     with output_lock(out):
-        if out.is_dir():  # what a report killed mid-write left: every report file is written atomically
-            for tmp in out.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+        clean_folder_temporaries(out)  # what a report killed mid-write left: every file is written atomically
         return ReportResult(out, build_report(results, out, sample=sample))
 
 
